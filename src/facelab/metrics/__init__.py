@@ -1,0 +1,12 @@
+"""Evaluation metrics shared by the chapters.
+
+- :mod:`facelab.metrics.verification`: ROC, AUC, EER, TAR@FAR, FNMR@FMR, DET, rank-k, CMC, open-set DIR@FAR.
+- :mod:`facelab.metrics.pad`: presentation-attack detection (ISO/IEC 30107-3): APCER, BPCER, ACER.
+- :mod:`facelab.metrics.classification`: UF1, UAR and other class-balanced scores.
+
+Everything public in the submodules is re-exported here, so ``from facelab.metrics import roc_curve`` works.
+"""
+
+from facelab.metrics.verification import *  # noqa: F401,F403
+from facelab.metrics.pad import *  # noqa: F401,F403
+from facelab.metrics.classification import *  # noqa: F401,F403

@@ -1,0 +1,3 @@
+"""classification metrics (see facelab.metrics)."""
+
+__all__: list[str] = []

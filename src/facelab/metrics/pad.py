@@ -1,0 +1,3 @@
+"""pad metrics (see facelab.metrics)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""verification metrics (see facelab.metrics)."""
+
+__all__: list[str] = []

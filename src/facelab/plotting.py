@@ -1,0 +1,73 @@
+"""One figure style for the whole book, and small helpers every chapter uses to show images."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+PALETTE = ["#1f5f8b", "#d1495b", "#edae49", "#00798c", "#66a182", "#8d6a9f", "#2e4057", "#c0c0c0"]
+
+
+def use_style() -> None:
+    """Apply the book's matplotlib/seaborn style (called by :func:`facelab.runtime.setup`)."""
+    import matplotlib as mpl
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE)
+    mpl.rcParams.update({
+        "figure.figsize": (7.0, 4.0),
+        "figure.dpi": 100,
+        "savefig.dpi": 120,
+        "savefig.bbox": "tight",
+        "axes.titlesize": 11,
+        "axes.titleweight": "bold",
+        "axes.labelsize": 10,
+        "legend.fontsize": 9,
+        "legend.frameon": False,
+        "image.cmap": "viridis",
+        "figure.constrained_layout.use": True,
+    })
+
+
+def to_display(image) -> np.ndarray:
+    """Convert a torch (C,H,W) / numpy (H,W[,C]) image in [0,1] or uint8 to an (H,W,3|H,W) float array for imshow."""
+    try:
+        import torch
+
+        if isinstance(image, torch.Tensor):
+            image = image.detach().float().cpu().numpy()
+            if image.ndim == 3 and image.shape[0] in (1, 3):
+                image = np.moveaxis(image, 0, -1)
+    except ImportError:  # pragma: no cover
+        pass
+    arr = np.asarray(image)
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / 255.0
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return np.clip(arr, 0.0, 1.0)
+
+
+def image_grid(images: Sequence, titles: Sequence[str] | None = None, ncols: int = 8, size: float = 1.4,
+               cmap: str | None = None, suptitle: str | None = None):
+    """Show a list of images in a grid and return the figure."""
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    if n == 0:
+        raise ValueError("image_grid needs at least one image")
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * (1.18 if titles else 1.0)),
+                             squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < n:
+            img = to_display(images[k])
+            ax.imshow(img, cmap=cmap if cmap else ("gray" if img.ndim == 2 else None))
+            if titles is not None:
+                ax.set_title(str(titles[k]), fontsize=8, fontweight="normal")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
