@@ -1,0 +1,62 @@
+# facelab: `make book` builds the whole book, `make test` runs every test. Both set up .venv when it is missing.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.facelab-installed
+CELL_TIMEOUT ?= 900
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: help setup assets chapters chapter html book unit browser-check test bench lab clean
+
+help:
+	@echo "make book          execute every chapter (quick profile) and build the static site in _build/html"
+	@echo "make test          unit tests, every chapter, the strict book build and the browser check"
+	@echo "make chapter NB=01 execute one chapter (prefix or full stem)"
+	@echo "make lab           open the chapters in JupyterLab"
+	@echo "make bench         run the benchmarks (results in _build/benchmarks/)"
+
+$(STAMP): requirements.txt pyproject.toml
+	@command -v npm >/dev/null || { echo "npm is needed to fetch web assets: apt-get install nodejs npm"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (facelab)"
+	touch $(STAMP)
+
+setup: $(STAMP) assets
+
+assets: $(STAMP)
+	$(PY) -m facelab.assets fetch --all
+
+chapters: setup
+	$(PY) -m facelab.book chapters --cell-timeout $(CELL_TIMEOUT)
+
+chapter: setup
+	$(PY) -m facelab.book chapters $(NB) --cell-timeout $(CELL_TIMEOUT)
+
+html: setup
+	$(PY) -m facelab.book html
+
+book: chapters
+	$(MAKE) html
+
+unit: setup
+	$(PY) -m pytest -m "not browser" -q
+
+browser-check: setup
+	bash scripts/ensure_chromium.sh
+	$(PY) -m pytest -m browser -q tests/test_browser.py
+
+test: unit book browser-check
+
+bench: setup
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lab: setup
+	cd notebooks && ../$(VENV)/bin/jupyter lab
+
+clean:
+	rm -rf _build book/chapters
