@@ -294,3 +294,50 @@ def test_face_recognizer_no_face_names_the_image(fake_pipeline):
 def test_face_recognizer_rejects_non_embedder():
     with pytest.raises(TypeError, match="must provide .embed"):
         R.FaceRecognizer(embedder=object())
+
+
+# ------------------------------------------------------------------------------------------------ comparison
+def test_compare_methods_orders_good_and_bad_features():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(8), 4)
+    centres = rng.normal(size=(8, 16))
+    good = centres[labels] + 0.05 * rng.normal(size=(32, 16))
+    noise = rng.normal(size=(32, 16))
+    hist = np.abs(good) / np.abs(good).sum(1, keepdims=True)
+    cmp = R.compare_methods({"good": (good, "euclidean"), "noise": (torch.from_numpy(noise), "cosine"),
+                             "hist": (hist, "chi2")}, labels, fars=(0.1,), rng=np.random.default_rng(1))
+    t = cmp.table
+    assert list(t.index) == ["good", "noise", "hist"]
+    assert t.loc["good", "AUC"] == 1.0 and t.loc["good", "rank-1"] == 1.0 and t.loc["good", "EER"] == 0.0
+    assert t.loc["noise", "AUC"] < 0.8
+    assert t.loc["good", "n_genuine"] == 8 * 6 and t.loc["good", "n_impostor"] == 32 * 31 // 2 - 48
+    assert len(cmp.gallery) == 8 and len(cmp.probes) == 24
+    assert cmp.id_scores["good"].shape == (24, 8)
+    far, tar, _ = cmp.roc("hist")
+    assert far[0] == 0 and tar[-1] == 1
+    k, rate = cmp.cmc("noise")
+    assert len(k) == 8 and rate[-1] == 1.0
+    with pytest.raises(ValueError, match="rows but there are"):
+        R.compare_methods({"x": (good[:5], "euclidean")}, labels)
+    with pytest.raises(ValueError, match="distance must be one of"):
+        R.compare_methods({"x": (good, "l1")}, labels)
+
+
+def test_aligned_chips_shapes_and_errors():
+    pytest.importorskip("facelab.align")
+    imgs = torch.rand(2, 3, 112, 112)
+    from facelab.align import ARCFACE_112
+
+    # landmarks whose eyes/nose/mouth sit exactly on the template give the identity warp
+    lm = torch.zeros(2, 68, 2)
+    lm[:, 36:42] = torch.tensor(ARCFACE_112[0], dtype=torch.float32)
+    lm[:, 42:48] = torch.tensor(ARCFACE_112[1], dtype=torch.float32)
+    lm[:, 30] = torch.tensor(ARCFACE_112[2], dtype=torch.float32)
+    lm[:, 48] = torch.tensor(ARCFACE_112[3], dtype=torch.float32)
+    lm[:, 54] = torch.tensor(ARCFACE_112[4], dtype=torch.float32)
+    chips = R.aligned_chips(imgs, lm, "arcface-112")
+    assert chips.shape == (2, 3, 112, 112)
+    np.testing.assert_allclose(chips[:, :, 20:90, 20:90].numpy(), imgs[:, :, 20:90, 20:90].numpy(), atol=1e-3)
+    assert R.grey_chips(imgs, lm, size=32).shape == (2, 32, 32)
+    with pytest.raises(ValueError, match="landmarks \\(N, 68, 2\\)"):
+        R.aligned_chips(imgs, lm[:, :5])

@@ -42,6 +42,13 @@ __all__ = [
     "pair_indices",
     "pair_scores",
     "split_gallery_probes",
+    "COMPARISON_DISTANCES",
+    "distance_matrix",
+    "MethodComparison",
+    "compare_methods",
+    "aligned_chips",
+    "embed_aligned",
+    "grey_chips",
 ]
 
 METRICS = ("euclidean", "cosine")
@@ -455,7 +462,8 @@ class FaceRecognizer:
     template : str, optional
         Alignment template for :func:`facelab.align.align_faces`; by default the one the embedder expects.
     threshold : float, optional
-        Verification threshold; by default the embedder's published one.
+        Verification threshold on the distance; by default the embedder's published one
+        (``embedder.distance_threshold`` when it has one, else ``embedder.threshold``).
     device : str or torch.device
     """
 
@@ -474,7 +482,9 @@ class FaceRecognizer:
         self.embedder = embedder.to(self.device) if hasattr(embedder, "to") else embedder
         self.template = template if template is not None else getattr(embedder, "template", None)
         self.distance = embedder.distance
-        self.threshold = float(embedder.threshold if threshold is None else threshold)
+        # the published threshold as a *distance* (SFace publishes a cosine similarity: distance = 1 - it)
+        published = getattr(embedder, "distance_threshold", embedder.threshold)
+        self.threshold = float(published if threshold is None else threshold)
 
     def __repr__(self) -> str:
         return (f"FaceRecognizer(detector={self.detector!r}, embedder={type(self.embedder).__name__}, "
@@ -491,19 +501,19 @@ class FaceRecognizer:
             raise ValueError(f"{name} must be a path or an (H, W, 3) uint8 RGB array, got {arr.dtype} {arr.shape}")
         return arr, name
 
-    def align(self, image: np.ndarray, faces: Sequence) -> torch.Tensor:
-        """Aligned crops for the embedder: a float batch ``(n, 3, S, S)``."""
+    def align(self, image: np.ndarray, faces: Sequence):
+        """Aligned crops for the embedder (:func:`facelab.align.align_faces`: uint8 ``(n, S, S, 3)``)."""
         from facelab.align import align_faces
 
-        kwargs = {} if self.template is None else {"template": self.template}
+        kwargs = {} if not self.template else {"template": self.template}
         return align_faces(image, faces, **kwargs)
 
-    @torch.no_grad()
-    def embed_faces(self, crops: torch.Tensor) -> torch.Tensor:
-        """Embeddings ``(n, d)`` of aligned crops."""
+    def embed_faces(self, crops) -> torch.Tensor:
+        """Embeddings ``(n, d)`` of aligned crops (whatever the embedder's ``embed`` accepts, e.g. uint8 NHWC)."""
         if len(crops) == 0:
-            return torch.empty(0, int(getattr(self.embedder, "embedding_size", 0)))
-        return self.embedder.embed(crops.to(self.device)).float()
+            return torch.zeros(0, int(getattr(self.embedder, "embedding_size", 0)))
+        with torch.no_grad():
+            return self.embedder.embed(crops).float()
 
     def embed_image(self, image, name: str = "image") -> tuple[list, torch.Tensor]:
         """Detect, align and embed every face of an image (a path or an RGB uint8 array).
@@ -515,7 +525,7 @@ class FaceRecognizer:
 
         faces = list(detect_faces(img, backend=self.detector))
         if not faces:
-            return [], self.embed_faces(torch.empty(0))
+            return [], self.embed_faces([])
         return faces, self.embed_faces(self.align(img, faces))
 
     def _largest_face_embedding(self, image, name: str) -> torch.Tensor:
@@ -591,3 +601,150 @@ def split_gallery_probes(labels: Sequence[Hashable], n_gallery: int = 1,
     gal = np.sort(np.asarray(gal))
     probes = np.setdiff1d(np.arange(len(lab)), gal)
     return gal, probes
+
+
+# --------------------------------------------------------------------------------------------- method comparison
+#: Distances the comparison understands: the two embedding metrics and the chi-squared distance of histograms.
+COMPARISON_DISTANCES = ("euclidean", "cosine", "chi2")
+
+
+def distance_matrix(features, distance: str) -> np.ndarray:
+    """All pairwise distances ``(n, n)`` of a feature matrix, as float64 NumPy."""
+    if distance == "chi2":
+        from facelab.classical import chi2_distance
+
+        X = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
+        return chi2_distance(X, X)
+    if distance not in METRICS:
+        raise ValueError(f"distance must be one of {COMPARISON_DISTANCES}, got {distance!r}")
+    X = as_embeddings(features, "features")
+    return pairwise_distances(X, X, distance).cpu().double().numpy()
+
+
+@dataclass
+class MethodComparison:
+    """Verification and identification results of several methods on one identity-labelled test set.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per method: AUC, EER, TAR at each FAR, rank-1 and rank-5 identification rates, pair counts.
+    pair_labels : ndarray
+        1 for genuine pairs, 0 for impostors (the same pairs for every method).
+    pair_scores : dict[str, ndarray]
+        Similarity score (negative distance) of every pair, per method.
+    id_scores : dict[str, ndarray]
+        ``(n_probes, n_gallery)`` similarity matrices for identification, per method.
+    gallery, probes : ndarray
+        Indices of the gallery (one image per identity) and probe images in the test set.
+    labels : ndarray
+        Identity of every test image.
+    """
+
+    table: Any
+    pair_labels: np.ndarray
+    pair_scores: dict
+    id_scores: dict
+    gallery: np.ndarray
+    probes: np.ndarray
+    labels: np.ndarray
+
+    def roc(self, method: str):
+        from facelab.metrics import roc_curve
+
+        return roc_curve(self.pair_labels, self.pair_scores[method])
+
+    def det(self, method: str):
+        from facelab.metrics import det_curve
+
+        return det_curve(self.pair_labels, self.pair_scores[method])
+
+    def cmc(self, method: str, max_rank: int | None = None):
+        from facelab.metrics import cmc_curve
+
+        return cmc_curve(self.id_scores[method], self.labels[self.probes], self.labels[self.gallery], max_rank)
+
+
+def compare_methods(features: dict, labels: Sequence[Hashable], fars: Sequence[float] = (1e-1, 1e-2, 1e-3),
+                    n_gallery: int = 1, rng: np.random.Generator | None = None) -> MethodComparison:
+    """Evaluate several face representations on the same identity-labelled images.
+
+    Verification uses **all** pairs of the test images (genuine: same identity); identification enrols
+    ``n_gallery`` random images per identity and uses the rest as probes (closed set).
+
+    Parameters
+    ----------
+    features : dict[str, (array (n, f), distance)]
+        Per method, the features of the ``n`` test images and the distance to compare them with
+        (``"euclidean"``, ``"cosine"`` or ``"chi2"``).
+    labels : sequence of length n
+        Identity of each test image.
+    fars : sequence of float
+        False accept rates at which the TAR is reported.
+    n_gallery : int
+    rng : numpy Generator, optional
+        For the gallery draw.
+
+    Returns
+    -------
+    MethodComparison
+    """
+    import pandas as pd
+
+    from facelab import metrics
+
+    lab = np.asarray(labels)
+    if not features:
+        raise ValueError("features is empty: give at least one method {name: (features, distance)}")
+    i, j, same = pair_indices(lab)
+    gallery, probes = split_gallery_probes(lab, n_gallery=n_gallery, rng=rng)
+    rows, pair_s, id_s = [], {}, {}
+    for name, spec in features.items():
+        if not (isinstance(spec, tuple) and len(spec) == 2):
+            raise ValueError(f"features[{name!r}] must be a (features, distance) tuple, got {type(spec).__name__}")
+        F, dist = spec
+        if len(F) != len(lab):
+            raise ValueError(f"features[{name!r}] has {len(F)} rows but there are {len(lab)} labels")
+        D = distance_matrix(F, dist)
+        pair_s[name] = -D[i, j]
+        id_s[name] = -D[np.ix_(probes, gallery)]
+        row = {"method": name, "distance": dist, **metrics.verification_report(same, pair_s[name], fars)}
+        row["rank-1"] = metrics.rank_k_accuracy(id_s[name], lab[probes], lab[gallery], 1)
+        row["rank-5"] = metrics.rank_k_accuracy(id_s[name], lab[probes], lab[gallery], 5)
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("method")
+    return MethodComparison(table=table, pair_labels=same, pair_scores=pair_s, id_scores=id_s,
+                            gallery=gallery, probes=probes, labels=lab)
+
+
+def aligned_chips(images: torch.Tensor, landmarks, template: str = "arcface-112", size: int | None = None,
+                  batch_size: int = 64) -> torch.Tensor:
+    """Align a batch of float images ``(N, 3, H, W)`` with known 68-point landmarks ``(N, 68, 2)``.
+
+    A thin batched wrapper of :func:`facelab.align.align_batch_torch` (used for the synthetic face world, whose
+    landmarks are ground truth, so no detector is needed). Returns float chips ``(N, 3, S, S)`` in [0, 1].
+    """
+    from facelab.align import align_batch_torch
+
+    images = torch.as_tensor(images)
+    lm = torch.as_tensor(landmarks, dtype=images.dtype)
+    if images.dim() != 4 or lm.dim() != 3 or lm.shape[0] != images.shape[0] or lm.shape[1:] != (68, 2):
+        raise ValueError(f"expected images (N, 3, H, W) and landmarks (N, 68, 2), got {tuple(images.shape)} and "
+                         f"{tuple(lm.shape)}")
+    out = [align_batch_torch(images[k:k + batch_size], lm[k:k + batch_size].to(images.device), template, kind="68",
+                             size=size) for k in range(0, images.shape[0], batch_size)]
+    return torch.cat(out).clamp_(0.0, 1.0)
+
+
+def embed_aligned(embedder, images: torch.Tensor, landmarks, batch_size: int = 32) -> torch.Tensor:
+    """Embeddings of images with known landmarks: align to the embedder's template, then ``embedder.embed``."""
+    chips = aligned_chips(images, landmarks, embedder.template, embedder.input_size)
+    with torch.no_grad():
+        return embedder.embed(chips, batch_size=batch_size).float().cpu()
+
+
+def grey_chips(images: torch.Tensor, landmarks, size: int = 56) -> np.ndarray:
+    """Aligned grey chips ``(N, size, size)`` in [0, 1] for the classical methods (ArcFace five-point template)."""
+    from facelab.classical import to_grey_batch
+
+    return to_grey_batch(aligned_chips(images, landmarks, "arcface-112", size).cpu().numpy())
