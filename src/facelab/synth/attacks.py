@@ -261,7 +261,8 @@ def _print_attack(x: torch.Tensor, g, *, halftone_period: float | None = None, b
     v = (-sa * px + ca * py) / period.view(n, 1, 1)
     screen = (0.5 + 0.25 * (torch.cos(2 * math.pi * u) + torch.cos(2 * math.pi * v))).unsqueeze(1)
     dots = torch.sigmoid(10.0 * (y - screen))
-    y = 0.45 * y + 0.55 * dots
+    ink = _uniform(n, 0.3, 0.5, g, dev).view(n, 1, 1, 1)               # how much of the tone is dot-rendered
+    y = (1 - ink) * y + ink * dots
     # paper fibres: smooth multiplicative noise
     fibres = _gaussian_blur(_randn((n, 1, h, w), g, dev), 0.8)
     fibres = fibres / fibres.flatten(1).std(1).clamp_min(1e-6).view(n, 1, 1, 1)

@@ -1,0 +1,961 @@
+"""Vectorised soft rasteriser of the synthetic faces (torch, batched, any device).
+
+A face is drawn in a *frontal frame* from its 68 landmarks with smooth primitives (soft polygons in polar form,
+parabolic lids, piecewise-linear lips, capsules), lit with a normal map derived from an analytic depth map, then
+warped to its head pose with one ``grid_sample`` (2.5-D: each frontal point moves with its depth), composited over a
+background, occluded, and degraded (resolution, blur, noise, JPEG).
+
+Coordinates: x right, y down, [-1, 1] over the image, pixel centres at ``(2 j + 1) / size - 1``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from facelab.synth.facs import _AU_INDEX
+
+OCCLUSIONS = ("none", "sunglasses", "scarf", "mask", "hand", "block", "pixels")
+_AU = _AU_INDEX
+
+
+@dataclass
+class Scene:
+    """Everything needed to render N faces; every field has a leading batch dimension N (on the render device)."""
+
+    landmarks: torch.Tensor          # (N, 68, 2) frontal-frame landmarks (identity + expression)
+    aus: torch.Tensor                # (N, A, 2) AU intensities (subject right, left)
+    skin: torch.Tensor               # (N, 3)
+    lip: torch.Tensor                # (N, 3)
+    hair: torch.Tensor               # (N, 3)
+    eye: torch.Tensor                # (N, 3)
+    hair_style: torch.Tensor         # (N,) long
+    hair_shape: torch.Tensor         # (N, 4)
+    brow: torch.Tensor               # (N, 2)
+    face: torch.Tensor               # (N, 6)
+    beard: torch.Tensor              # (N, 2)
+    glasses: torch.Tensor            # (N, 4)
+    texture: torch.Tensor            # (N, 3, R, R)
+    pose: torch.Tensor               # (N, 3) yaw, pitch, roll in degrees
+    similarity: torch.Tensor         # (N, 3) scale, shift x, shift y
+    light: torch.Tensor              # (N, 7) azimuth, elevation (deg), intensity, ambient, r, g, b
+    background: torch.Tensor         # (N, 12) two colours, gradient direction (2), noise amplitude, clothing rgb
+    background_noise: torch.Tensor   # (N, 3, 6, 6)
+    clutter: torch.Tensor            # (N, 3, 8) ellipses: cx, cy, rx, ry, r, g, b, alpha
+    gaze: torch.Tensor               # (N, 2)
+    occlusion: torch.Tensor          # (N,) index into OCCLUSIONS
+    occlusion_param: torch.Tensor    # (N, 8) kind-specific: fraction, position, colour, ...
+    makeup: torch.Tensor             # (N, 16) lipstick rgb+a, eyeshadow rgb+a, eyeliner rgb+a, blush rgb+a
+    degrade: torch.Tensor            # (N, 4) resolution factor, blur sigma (px at 112), noise sigma, jpeg quality
+    skin_gain: torch.Tensor          # (N, 3) multiplicative skin colour change (PPG)
+    seeds: torch.Tensor              # (N,) int64 seeds of per-image pixel noise
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return self.landmarks.shape[0]
+
+
+@dataclass
+class Rendered:
+    images: torch.Tensor     # (N, 3, H, W)
+    landmarks: torch.Tensor  # (N, 68, 2) pixels
+    masks: torch.Tensor      # (N, 1, H, W) bool
+    face: torch.Tensor       # (N, 1, H, W) bool, visible face skin region (before occlusion)
+    occluded_fraction: torch.Tensor  # (N,)
+
+
+def _ramp(sdf, width):
+    """Soft inside-indicator of a signed distance (negative inside), anti-aliased over ``width``."""
+    return (0.5 - sdf / width).clamp_(0.0, 1.0)
+
+
+def _lerp_(col, c, a):
+    """In-place alpha blend of colour ``c`` (N,3,...) into ``col`` with alpha ``a`` (N,1,...)."""
+    col.mul_(1 - a).add_(c * a)
+    return col
+
+
+def _c(v):
+    """(N, 3) colour -> (N, 3, 1, 1)."""
+    return v[:, :, None, None]
+
+
+def _s(v):
+    """(N,) -> (N, 1, 1, 1)."""
+    return v[:, None, None, None]
+
+
+def _pl(u, ku, kv):
+    """Piecewise-linear interpolation at u (N,1,h,w) through sorted knots ku, kv (N, K)."""
+    du = (ku[:, 1:] - ku[:, :-1]).clamp_min(1e-4)
+    s = (kv[:, 1:] - kv[:, :-1]) / du                     # (N, K-1) slopes
+    out = _s(kv[:, 0]) + _s(s[:, 0]) * (u - _s(ku[:, 0]))
+    for k in range(1, ku.shape[1] - 1):
+        out = out + _s(s[:, k] - s[:, k - 1]) * (u - _s(ku[:, k])).clamp_min(0)
+    return out
+
+
+def _frame(X, Y, p0, p1):
+    """Coordinates along the segment p0->p1 (u in [0, 1]) and across it (v, in frontal units, + = image down side)."""
+    d = p1 - p0
+    length = d.norm(dim=1).clamp_min(1e-4)
+    ex, ey = d[:, 0] / length, d[:, 1] / length
+    dx, dy = X - _s(p0[:, 0]), Y - _s(p0[:, 1])
+    u = (dx * _s(ex) + dy * _s(ey)) / _s(length)
+    v = -dx * _s(ey) + dy * _s(ex)
+    return u, v, length
+
+
+def _frame_pts(P, p0, p1):
+    """Segment coordinates (u, v) of points P (N, K, 2) in the frame p0->p1 (see :func:`_frame`)."""
+    d = p1 - p0
+    length = d.norm(dim=1).clamp_min(1e-4)
+    ex, ey = (d[:, 0] / length)[:, None], (d[:, 1] / length)[:, None]
+    dx, dy = P[..., 0] - p0[:, 0:1], P[..., 1] - p0[:, 1:2]
+    return (dx * ex + dy * ey) / length[:, None], -dx * ey + dy * ex
+
+
+def _seg_dist(X, Y, a, b):
+    """Distance of each pixel to the segment a-b (a, b: (N, 2))."""
+    d = b - a
+    l2 = (d * d).sum(1).clamp_min(1e-8)
+    px, py = X - _s(a[:, 0]), Y - _s(a[:, 1])
+    t = ((px * _s(d[:, 0]) + py * _s(d[:, 1])) / _s(l2)).clamp(0, 1)
+    return ((px - t * _s(d[:, 0])) ** 2 + (py - t * _s(d[:, 1])) ** 2).sqrt()
+
+
+def _rotation(pose):
+    """(N, 3, 3) rotation from yaw, pitch, roll in degrees (yaw about y, pitch about x, roll about z)."""
+    yaw, pitch, roll = [torch.deg2rad(pose[:, k]) for k in range(3)]
+    cy, sy, cp, sp, cr, sr = yaw.cos(), yaw.sin(), pitch.cos(), pitch.sin(), roll.cos(), roll.sin()
+    o, z = torch.ones_like(cy), torch.zeros_like(cy)
+    Ry = torch.stack([cy, z, sy, z, o, z, -sy, z, cy], 1).view(-1, 3, 3)
+    Rx = torch.stack([o, z, z, z, cp, -sp, z, sp, cp], 1).view(-1, 3, 3)
+    Rz = torch.stack([cr, -sr, z, sr, cr, z, z, z, o], 1).view(-1, 3, 3)
+    return Rz @ Ry @ Rx
+
+
+class DepthModel:
+    """Analytic depth of the head in the frontal frame (towards the camera = +z): ellipsoid + nose + cheeks + ..."""
+
+    def __init__(self, L, face, aus):
+        self.jaw_w = (L[:, 16, 0] - L[:, 0, 0]) * 0.5
+        self.cx = (L[:, 0, 0] + L[:, 16, 0]) * 0.5
+        top = L[:, 17:27, 1].min(1).values - 0.5 * face[:, 0]
+        self.cy = 0.5 * (top + L[:, 8, 1])
+        self.ax = self.jaw_w * 1.08
+        self.ay = 0.5 * (L[:, 8, 1] - top) * 1.05
+        self.zc = 0.55 * self.jaw_w / 0.48
+        self.nose_a, self.nose_b = L[:, 27], L[:, 30]
+        self.nose_h = 0.11 * face[:, 1]
+        self.nose_w = (L[:, 35, 0] - L[:, 31, 0]).abs() * 0.38
+        ey = L[:, 36:48, 1].mean(1)
+        my = L[:, 48:55, 1].mean(1)
+        cheek_y = 0.55 * ey + 0.45 * my - 0.035 * aus[:, _AU["AU06"]].mean(1) - 0.02 * aus[:, _AU["AU12"]].mean(1)
+        self.cheek = torch.stack([L[:, 36:42, 0].mean(1) - 0.02, L[:, 42:48, 0].mean(1) + 0.02], 1)  # (N, 2) x
+        self.cheek_y = cheek_y
+        raise_ = aus[:, _AU["AU06"]] * 0.6 + aus[:, _AU["AU12"]] * 0.4   # (N, 2)
+        self.cheek_h = (0.02 + 0.03 * face[:, 2])[:, None] + 0.035 * raise_
+        self.eye = torch.stack([L[:, 36:42].mean(1), L[:, 42:48].mean(1)], 1)   # (N, 2, 2)
+        self.eye_r = (L[:, 39, 0] - L[:, 36, 0]).abs() * 0.75
+        self.brow_y = L[:, 17:27, 1].mean(1)
+        self.mouth = L[:, 48:60].mean(1)
+        self.mouth_w = (L[:, 54, 0] - L[:, 48, 0]).abs() * 0.5
+        self.chin = L[:, 8] + torch.stack([torch.zeros_like(L[:, 8, 0]), -0.06 * torch.ones_like(L[:, 8, 0])], 1)
+
+    def __call__(self, X, Y):
+        g = lambda v: v[:, None, None, None] if v.dim() == 1 else v  # noqa: E731
+        e = ((X - g(self.cx)) / g(self.ax)) ** 2 + ((Y - g(self.cy)) / g(self.ay)) ** 2
+        z = g(self.zc) * (1 - e).clamp_min(0).sqrt()
+        # nose: a ridge along the bridge rising to the tip, and the tip bulb
+        u, v, _ = _frame(X, Y, self.nose_a, self.nose_b)
+        uc = u.clamp(0, 1.15)
+        ridge = torch.exp(-(v / (g(self.nose_w) * (0.55 + 0.6 * uc))) ** 2) * (u > -0.1) * (u < 1.2)
+        z = z + g(self.nose_h) * (0.3 + 0.7 * uc) * ridge * (1 - ((u - 1.05) / 0.18).clamp(0, 1))
+        # cheeks, brow ridge, eye sockets, lips, chin
+        for s in range(2):
+            d2 = (X - g(self.cheek[:, s])) ** 2 + (Y - g(self.cheek_y)) ** 2
+            z = z + g(self.cheek_h[:, s]) * torch.exp(-d2 / 0.012)
+            d2 = (X - g(self.eye[:, s, 0])) ** 2 + (Y - g(self.eye[:, s, 1])) ** 2
+            z = z - 0.045 * torch.exp(-d2 / (g(self.eye_r) ** 2))
+        z = z + 0.025 * torch.exp(-((Y - g(self.brow_y) + 0.02) / 0.04) ** 2) * torch.exp(-(X / 0.35) ** 2)
+        dm = ((X - g(self.mouth[:, 0])) / g(self.mouth_w)) ** 2 + ((Y - g(self.mouth[:, 1])) / 0.07) ** 2
+        z = z + 0.03 * torch.exp(-dm)
+        dc = ((X - g(self.chin[:, 0])) / 0.12) ** 2 + ((Y - g(self.chin[:, 1])) / 0.08) ** 2
+        z = z + 0.025 * torch.exp(-dc)
+        return z
+
+
+def _polar_face(L, face):
+    """Closed face contour (jaw + forehead arc) as a polar radius table around a centre: (centre (N,2), table (N,K))."""
+    N = L.shape[0]
+    jaw = L[:, 0:17]
+    top = L[:, 17:27, 1].min(1).values - 0.5 * face[:, 0]        # forehead top
+    y0 = 0.5 * (jaw[:, 0, 1] + jaw[:, 16, 1])
+    x_l, x_r = jaw[:, 0, 0], jaw[:, 16, 0]
+    phi = torch.linspace(0.12, math.pi - 0.12, 11, device=L.device)
+    cxa, rx = 0.5 * (x_l + x_r), 0.5 * (x_r - x_l) * 1.02
+    arc_x = cxa[:, None] + rx[:, None] * torch.cos(phi)[None]
+    arc_y = y0[:, None] - (y0 - top)[:, None] * torch.sin(phi)[None]
+    cont = torch.cat([jaw, torch.stack([arc_x, arc_y], -1)], 1)     # (N, 28, 2)
+    centre = torch.stack([cxa, 0.5 * (top + L[:, 8, 1])], 1)
+    d = cont - centre[:, None]
+    ang = torch.atan2(d[..., 1], d[..., 0])
+    rad = d.norm(dim=-1)
+    ang, order = ang.sort(dim=1)
+    rad = rad.gather(1, order)
+    ang = torch.cat([ang[:, -1:] - 2 * math.pi, ang, ang[:, :1] + 2 * math.pi], 1)
+    rad = torch.cat([rad[:, -1:], rad, rad[:, :1]], 1)
+    K = 128
+    grid = torch.linspace(-math.pi, math.pi, K + 1, device=L.device)[None].expand(N, -1).contiguous()
+    i = torch.searchsorted(ang.contiguous(), grid).clamp(1, ang.shape[1] - 1)
+    a0, a1 = ang.gather(1, i - 1), ang.gather(1, i)
+    r0, r1 = rad.gather(1, i - 1), rad.gather(1, i)
+    t = ((grid - a0) / (a1 - a0).clamp_min(1e-6)).clamp(0, 1)
+    return centre, r0 + (r1 - r0) * t, top
+
+
+def _polar_lookup(X, Y, centre, table):
+    """Signed distance-like value (distance - contour radius) of each pixel against a polar contour table."""
+    N, K1 = table.shape
+    K = K1 - 1
+    dx, dy = X - _s(centre[:, 0]), Y - _s(centre[:, 1])
+    r = (dx * dx + dy * dy).sqrt()
+    a = (torch.atan2(dy, dx) + math.pi) * (K / (2 * math.pi))
+    i0 = a.long().clamp(0, K - 1)
+    fr = a - i0
+    shape = i0.shape
+    flat = i0.reshape(N, -1)
+    t0 = table.gather(1, flat).view(shape)
+    t1 = table.gather(1, flat + 1).view(shape)
+    return r - (t0 + (t1 - t0) * fr)
+
+
+def _eye_curves(u, Lp, upper, lower):
+    """Upper/lower lid offsets at u for one eye: cubic 4u(1-u)(a + b u) through the two lid points on each side."""
+    def fit(pts):
+        (u1, v1), (u2, v2) = pts
+        f1, f2 = 4 * u1 * (1 - u1), 4 * u2 * (1 - u2)
+        # v = f (a + b u): two equations
+        det = (f1 * f2 * u2 - f2 * f1 * u1)
+        det = torch.where(det.abs() < 1e-6, torch.full_like(det, 1e-6), det)
+        a = (v1 * f2 * u2 - v2 * f1 * u1) / det
+        b = (f1 * v2 - f2 * v1) / det
+        return a, b
+    au, bu = fit(upper)
+    al, bl = fit(lower)
+    f = 4 * u * (1 - u)
+    return f * (_s(au) + _s(bu) * u), f * (_s(al) + _s(bl) * u)
+
+
+def _rows(y0, y1, H):
+    """Pixel-row slice covering frontal-frame rows y in [y0, y1]."""
+    r0 = int(max(0, math.floor((y0 + 1) * H / 2 - 1)))
+    r1 = int(min(H, math.ceil((y1 + 1) * H / 2 + 1)))
+    return slice(r0, max(r1, r0 + 1))
+
+
+_FINE = {}
+
+
+def _fine_noise(H, device):
+    """A fixed high-frequency noise pattern (1, 1, H, H) in [-1, 1] for hair, stubble and brows."""
+    key = (H, str(device))
+    if key not in _FINE:
+        g = torch.Generator().manual_seed(1234)
+        n = torch.rand(1, 1, H, H, generator=g) * 2 - 1
+        n = 0.6 * n + 0.4 * F.interpolate(torch.rand(1, 1, H // 2, H // 2, generator=g) * 2 - 1, size=(H, H),
+                                          mode="bilinear", align_corners=False)
+        _FINE[key] = n.to(device)
+    return _FINE[key]
+
+
+def _noise(seeds, shape, device, offset=0):
+    """Per-image reproducible standard-normal noise: image i uses its own generator seeded by seeds[i] + offset."""
+    out = torch.empty((len(seeds),) + tuple(shape), device=device)
+    gen = torch.Generator(device=device)
+    for i, s in enumerate(seeds.tolist()):
+        gen.manual_seed(int(s) + offset)
+        out[i].normal_(generator=gen)
+    return out
+
+
+def draw_head(sc: Scene, H: int):
+    """Draw the head layer in the frontal frame.
+
+    Returns colour (N,3,H,W), alpha (N,1,H,W), face region (N,1,H,W), occluder mask (N,1,H,W), depth model.
+    """
+    dev = sc.landmarks.device
+    N, W = sc.n, H
+    pix = 2.0 / H
+    L = sc.landmarks
+    xs = (torch.arange(W, device=dev, dtype=torch.float32) + 0.5) * (2.0 / W) - 1
+    X = xs.view(1, 1, 1, W)
+    Y = xs.view(1, 1, H, 1)
+    skin = sc.skin * sc.skin_gain
+    col = torch.zeros(N, 3, H, W, device=dev)
+    alpha = torch.zeros(N, 1, H, W, device=dev)
+    style = sc.hair_style
+    hs = sc.hair_shape
+    age = sc.face[:, 5]
+
+    centre, table, top = _polar_face(L, sc.face)
+    face_sdf = _polar_lookup(X, Y, centre, table)
+    jaw_w = (L[:, 16, 0] - L[:, 0, 0]) * 0.5
+    cx = (L[:, 0, 0] + L[:, 16, 0]) * 0.5
+    # skull: an ellipse over the forehead top, wider with hair volume
+    is_bald = style == 2
+    vol = torch.where(is_bald, torch.zeros_like(hs[:, 0]), 0.03 + 0.07 * hs[:, 0])
+    sk_rx = jaw_w * 1.03 + vol
+    sk_ry = (L[:, 8, 1] - top) * 0.55 + vol
+    sk_cy = top + sk_ry - vol * 1.6
+    e_sk = (((X - _s(cx)) / _s(sk_rx)) ** 2 + ((Y - _s(sk_cy)) / _s(sk_ry)) ** 2).sqrt() - 1
+    skull = _ramp(e_sk * _s(sk_ry.clamp_min(0.1)), pix) * (Y < _s(L[:, 0, 1])).float()
+
+    # long hair behind the head
+    hair_c = _c(sc.hair)
+    strands = 1 + 0.12 * torch.sin((X - _s(cx)) * 95 + 4 * torch.sin(Y * 7)) * torch.sin(Y * 13 + X * 9)
+    long_hair = ((style == 1) | (style == 4)).float()
+    hair_len = torch.where(style == 1, 0.75 + 0.35 * hs[:, 3], 0.35 + 0.1 * hs[:, 3])
+    back = _ramp(((X - _s(cx)).abs() - _s(sk_rx * 1.08)), pix) * _ramp(Y - _s(L[:, 8, 1] + hair_len - 0.3), 4 * pix)
+    back = back * (Y > _s(sk_cy)).float() + skull * (Y <= _s(sk_cy)).float()
+    back = back * _s(long_hair)
+    _lerp_(col, hair_c * 0.75 * strands, back)
+    alpha = torch.maximum(alpha, back)
+
+    # neck (shadowed under the jaw)
+    neck_w = jaw_w * 0.62 * sc.face[:, 4]
+    neck = _ramp((X - _s(cx)).abs() - _s(neck_w), pix) * (Y > _s(L[:, 4, 1])).float()
+    shade_neck = 0.62 + 0.18 * ((Y - _s(L[:, 8, 1])) / 0.3).clamp(0, 1)
+    _lerp_(col, _c(skin) * shade_neck, neck)
+    alpha = torch.maximum(alpha, neck)
+    # ears
+    ey = L[:, 36:48, 1].mean(1)
+    ny = L[:, 33, 1]
+    ear_h = (ny - ey) * 0.7 * sc.face[:, 3]
+    for s, (j, sign) in enumerate(((0, -1.0), (16, 1.0))):
+        ex = L[:, j, 0] + sign * 0.035
+        e = (((X - _s(ex)) / 0.055) ** 2 + ((Y - _s(0.5 * (ey + ny))) / _s(ear_h)) ** 2).sqrt() - 1
+        ear = _ramp(e * 0.055, pix)
+        _lerp_(col, _c(skin) * 0.88, ear)
+        alpha = torch.maximum(alpha, ear)
+    # skull skin then face skin
+    face_a = _ramp(face_sdf, pix)
+    head_skin = torch.maximum(skull, face_a)
+    _lerp_(col, _c(skin), head_skin)
+    alpha = torch.maximum(alpha, head_skin)
+
+    # skin texture: identity blotches, freckles, moles (in the frontal frame)
+    tex = F.interpolate(sc.texture, size=(H, W), mode="bilinear", align_corners=False)
+    tone = 1 + 0.035 * tex[:, 0:1] - 0.22 * tex[:, 1:2] - 0.55 * (tex[:, 2:3] * 3).clamp(0, 1)
+    col.mul_(torch.where(head_skin > 0, tone.clamp(0.3, 1.2), torch.ones_like(tone)))
+
+    # hair on top of the head: skull region above a hairline, plus the sides down to the ears
+    has_hair = (~is_bald).float()
+    brow_top = L[:, 17:27, 1].min(1).values
+    line = torch.where(style == 3, brow_top - 0.02 - 0.05 * hs[:, 2],          # fringe covers the forehead
+                       top + 0.05 + 0.06 * hs[:, 1])
+    line = torch.where(style == 5, top + 0.02, line)
+    recede = torch.where(style == 5, 0.08 + 0.06 * hs[:, 1], 0.02 * hs[:, 1])
+    xr = (X - _s(cx)) / _s(jaw_w)
+    hairline = _s(line) - _s(recede) * (1 - xr * xr).clamp(0, 1) + 0.18 * (xr.abs() - 0.62).clamp_min(0) * 3
+    side_limit = torch.where(long_hair > 0, ey + 0.12, ey - 0.04)
+    cap = _ramp(Y - hairline, 1.5 * pix) * skull
+    sides = skull * (face_sdf > -0.01).float() * (Y < _s(side_limit)).float()
+    hair_a = torch.maximum(cap, sides) * _s(has_hair)
+    _lerp_(col, hair_c * strands, hair_a)
+    alpha = torch.maximum(alpha, hair_a)
+    face_region = face_a * (1 - hair_a)
+
+    # ---- local features in row bands ----
+    aus = sc.aus
+    # eye band: brows to below the eyes
+    by0 = float(torch.minimum(L[:, 17:27, 1].min(), (ey - 0.16).min())) - 0.08
+    by1 = float(L[:, 36:48, 1].max()) + 0.12
+    rs = _rows(by0, by1, H)
+    Yb = Y[:, :, rs]
+    cb = col[:, :, rs]
+    brow_c = _c(sc.hair * (1 - 0.45 * sc.brow[:, 1:2]).clamp(0, 1)) * 0.8
+    thick0 = 0.022 * sc.brow[:, 0]
+    # eyeshadow and AU wrinkles go under the brows
+    mk = sc.makeup
+    for s, (o, i, up, lo) in enumerate((((36, 39), None, (37, 38), (41, 40)), ((42, 45), None, (43, 44), (47, 46)))):
+        p0, p1 = L[:, o[0]], L[:, o[1]]
+        u, v, length = _frame(X, Yb, p0, p1)
+        uu, vv = _frame_pts(L[:, list(up) + list(lo)], p0, p1)
+        v_up, v_lo = _eye_curves(u, L, [(uu[:, 0], vv[:, 0]), (uu[:, 1], vv[:, 1])],
+                                 [(uu[:, 2], vv[:, 2]), (uu[:, 3], vv[:, 3])])
+        inside_u = _ramp((u - 0.5).abs() - 0.5, pix / _s(length))
+        # eyeshadow: between the upper lid and the brow, fading upwards
+        sh_a = _s(mk[:, 7]) * inside_u.clamp(0, 1) * _ramp(v - v_up + 0.004, pix) \
+            * torch.exp(-((v - v_up) / (0.055)) ** 2) * ((u + 0.15) * (1.15 - u) * 4).clamp(0, 1)
+        _lerp_(cb, _c(mk[:, 4:7]), sh_a * 0.85)
+        # lid crease and lower-lid shadow
+        crease = torch.exp(-((v - v_up * 1.35 - 0.012) / 0.005) ** 2) * inside_u
+        cb.mul_(1 - 0.22 * crease)
+        open_a = inside_u * _ramp(v_up - v, pix) * _ramp(v - v_lo, pix)
+        sclera = torch.tensor([0.93, 0.91, 0.88], device=dev).view(1, 3, 1, 1) * (1 - 0.25 * (2 * u - 1) ** 4)
+        # iris and pupil
+        ec = 0.5 * (p0 + p1) + sc.gaze * length[:, None] * 0.18
+        ri = length * 0.21
+        dist = ((X - _s(ec[:, 0])) ** 2 + (Yb - _s(ec[:, 1] + 0.003)) ** 2).sqrt()
+        iris_a = _ramp(dist - _s(ri), pix)
+        ring = 0.75 + 0.35 * (dist / _s(ri)).clamp(0, 1)
+        eye_col = sclera * (1 - iris_a) + _c(sc.eye) * ring * iris_a
+        pupil = _ramp(dist - _s(ri * 0.45), pix)
+        eye_col = eye_col * (1 - pupil) + 0.03 * pupil
+        glint = _ramp(((X - _s(ec[:, 0] + ri * 0.35)) ** 2 + (Yb - _s(ec[:, 1] - ri * 0.35)) ** 2).sqrt()
+                      - _s(ri * 0.22), pix)
+        eye_col = eye_col * (1 - glint * 0.8) + 0.95 * glint * 0.8
+        # upper-lid shadow on the eyeball
+        eye_col = eye_col * (1 - 0.35 * torch.exp(-((v - v_up) / 0.01) ** 2))
+        _lerp_(cb, eye_col, open_a)
+        # lashes / lid line, and eyeliner
+        lash = inside_u * torch.exp(-((v - v_up + 0.003) / 0.0045) ** 2)
+        _lerp_(cb, torch.full_like(cb[:, :, :1, :1], 0.08), lash * 0.85)
+        liner_w = 0.004 + 0.006 * mk[:, 11]
+        wing = ((u - 0.85) * 0.09).clamp_min(0) if s == 0 else ((0.15 - u) * 0.09).clamp_min(0)
+        liner = _s(mk[:, 11]) * ((u + 0.05) * (1.2 - u) * 8).clamp(0, 1) \
+            * _ramp((v - v_up + _s(liner_w) * 0.6 + wing * 0).abs() - _s(liner_w), pix)
+        liner = torch.maximum(liner, _s(mk[:, 11]) * _ramp((v - v_up + wing * 2 * (1 if s == 1 else 1)).abs()
+                                                          - _s(liner_w) * 0.8, pix)
+                              * (((u - 0.9) if s == 1 else (0.1 - u)) > 0).float() * (((u - 1.25) if s == 1 else (-0.25 - u)) < 0).float())
+        _lerp_(cb, _c(mk[:, 8:11]), liner)
+        # AU06 / age: crow's feet at the outer corner (image-outer side)
+        outer = L[:, 36] if s == 0 else L[:, 45]
+        dxo, dyo = X - _s(outer[:, 0]), Yb - _s(outer[:, 1])
+        ro = (dxo ** 2 + dyo ** 2).sqrt()
+        side_ok = (dxo < 0) if s == 0 else (dxo > 0)
+        crow = torch.sin(torch.atan2(dyo, dxo.abs()) * 14) ** 8 * torch.exp(-((ro - 0.045) / 0.022) ** 2) * side_ok
+        k_crow = 0.22 * aus[:, _AU["AU06"], s] + 0.06 * age
+        cb.mul_(1 - _s(k_crow) * crow)
+        # AU06/AU07: lower-lid bulge line
+        bulge = inside_u * torch.exp(-((v - v_lo - 0.012) / 0.004) ** 2)
+        cb.mul_(1 - _s(0.25 * (aus[:, _AU["AU06"], s] + aus[:, _AU["AU07"], s]) + 0.04) * bulge)
+
+    # brows: a tapered band along the brow landmarks
+    for s, ids in enumerate((list(range(17, 22)), list(range(22, 27)))):
+        bx, by = L[:, ids, 0], L[:, ids, 1]
+        u = (X - _s(bx[:, 0])) / _s(bx[:, -1] - bx[:, 0])
+        yc = _pl(X, bx, by)
+        t = u if s == 0 else 1 - u                            # 1 at the inner end
+        thick = _s(thick0) * (0.55 + 0.45 * t.clamp(0, 1)) + 0.004
+        a = _ramp((u - 0.5).abs() - 0.5, pix / _s(bx[:, -1] - bx[:, 0])) * _ramp((Yb - yc + 0.003).abs() - thick, pix)
+        hairy = 0.8 + 0.2 * _fine_noise(H, dev)[:, :, rs]
+        _lerp_(cb, brow_c, a * hairy * 0.95 * _s(face_region.new_ones(N)))
+    # forehead wrinkles (AU1 medial, AU2 lateral) and glabella lines (AU4), nose-root wrinkles (AU9)
+    brow_y = L[:, 17:27, 1].min(1).values
+    fy = Yb - _s(brow_y)
+    lines = torch.sin(fy * 95) ** 6 * ((-fy - 0.015) / 0.02).clamp(0, 1) * ((fy + 0.2) / 0.05).clamp(0, 1)
+    au1, au2 = aus[:, _AU["AU01"]].mean(1), aus[:, _AU["AU02"]].mean(1)
+    lat = ((X - _s(cx)).abs() / 0.25).clamp(0, 1)
+    k_fore = _s(0.18 * au1 + 0.03 * age) * (1 - lat) + _s(0.18 * au2) * lat * (1 - ((X - _s(cx)).abs() - 0.3).clamp(0, 1) * 5)
+    cb.mul_(1 - k_fore.clamp(0, 0.3) * lines * face_region[:, :, rs])
+    gl_y = ((Yb - _s(brow_y)) / 0.05)
+    glab = (torch.exp(-((X - _s(cx) - 0.03) / 0.006) ** 2) + torch.exp(-((X - _s(cx) + 0.03) / 0.006) ** 2)) \
+        * torch.exp(-(gl_y - 0.6) ** 2 / 0.5)
+    cb.mul_(1 - _s(0.35 * aus[:, _AU["AU04"]].mean(1)) * glab)
+    n_y = Yb - _s(0.5 * (L[:, 27, 1] + L[:, 28, 1]))
+    nose_w = torch.sin(n_y * 160) ** 8 * torch.exp(-((X - _s(cx)) / 0.04) ** 2) * torch.exp(-(n_y / 0.03) ** 2)
+    cb.mul_(1 - _s(0.4 * aus[:, _AU["AU09"]].mean(1)) * nose_w)
+    col[:, :, rs] = cb
+
+    # ---- lower band: nose, cheeks, mouth, beard ----
+    ly0 = float((L[:, 30, 1] - 0.1).min())
+    ly1 = float(L[:, 8, 1].max()) + 0.08
+    rs2 = _rows(ly0, ly1, H)
+    Yl = Y[:, :, rs2]
+    cl = col[:, :, rs2]
+    fr2 = face_region[:, :, rs2]
+    # blush on the cheeks
+    for s, k in enumerate((36, 45)):
+        ccx = 0.5 * (L[:, k, 0] + L[:, 48 if s == 0 else 54, 0])
+        ccy = 0.5 * (L[:, 40 if s == 0 else 47, 1] + L[:, 33, 1]) + 0.01
+        d2 = ((X - _s(ccx)) / 0.09) ** 2 + ((Yl - _s(ccy)) / 0.06) ** 2
+        _lerp_(cl, _c(mk[:, 12:15]), _s(mk[:, 15]) * 0.55 * torch.exp(-d2) * fr2)
+    # nostrils and alar creases
+    for k0, k1 in ((31, 32), (35, 34)):
+        nc = 0.55 * L[:, k0] + 0.45 * L[:, k1] + torch.stack([torch.zeros_like(cx), -0.004 + 0 * cx], 1)
+        d = (((X - _s(nc[:, 0])) / 0.017) ** 2 + ((Yl - _s(nc[:, 1])) / 0.009) ** 2).sqrt() - 1
+        cl.mul_(1 - 0.65 * _ramp(d * 0.01, pix))
+        ac = L[:, k0] + torch.stack([(L[:, k0, 0] - cx).sign() * 0.012, -0.018 + 0 * cx], 1)
+        d = (((X - _s(ac[:, 0])) / 0.018) ** 2 + ((Yl - _s(ac[:, 1])) / 0.03) ** 2).sqrt()
+        cl.mul_(1 - 0.18 * torch.exp(-((d - 1) / 0.25) ** 2))
+    # nasolabial folds (deepen with AU10/AU12, age)
+    for s, (a_id, m_id) in enumerate(((31, 48), (35, 54))):
+        a = L[:, a_id] + torch.stack([(L[:, a_id, 0] - cx).sign() * 0.02, -0.01 + 0 * cx], 1)
+        b = L[:, m_id] + torch.stack([(L[:, m_id, 0] - cx).sign() * 0.03, 0.04 + 0 * cx], 1)
+        dseg = _seg_dist(X, Yl, a, b)
+        k = 0.07 + 0.3 * aus[:, _AU["AU12"], s] + 0.25 * aus[:, _AU["AU10"], s] + 0.1 * aus[:, _AU["AU09"], s] + 0.1 * age
+        cl.mul_(1 - _s(k.clamp(0, 0.45)) * torch.exp(-(dseg / 0.007) ** 2))
+        # dimples (AU14)
+        dp = L[:, m_id] + torch.stack([(L[:, m_id, 0] - cx).sign() * 0.03, 0 * cx], 1)
+        dd = ((X - _s(dp[:, 0])) ** 2 + (Yl - _s(dp[:, 1])) ** 2) / 0.00012
+        cl.mul_(1 - _s(0.35 * aus[:, _AU["AU14"], s]) * torch.exp(-dd))
+    # chin raiser: mentolabial fold and chin boss dimpling (AU17)
+    fold_y = L[:, 57, 1] + 0.035
+    chin_d = torch.exp(-((Yl - _s(fold_y)) / 0.008) ** 2) * torch.exp(-((X - _s(cx)) / 0.06) ** 2)
+    boss = (torch.sin(X * 150) * torch.sin(Yl * 150)) ** 2 * torch.exp(
+        -(((X - _s(L[:, 8, 0])) / 0.07) ** 2 + ((Yl - _s(L[:, 8, 1] - 0.05)) / 0.04) ** 2))
+    k17 = aus[:, _AU["AU17"]].mean(1)
+    cl.mul_(1 - _s(0.25 * k17 + 0.05) * chin_d - _s(0.2 * k17) * boss)
+    # beard (under the lips)
+    bstyle = sc.beard[:, 0]
+    has_beard = bstyle > 0
+    if bool(has_beard.any()):
+        dens = sc.beard[:, 1]
+        mouth_c = 0.5 * (L[:, 51] + L[:, 57])
+        mw = (L[:, 54, 0] - L[:, 48, 0]).abs() * 0.5
+        nose_b = L[:, 33, 1]
+        stub_noise = 0.55 + 0.45 * _fine_noise(H, dev)[:, :, rs2]
+        below_nose = _ramp(_s(nose_b + 0.02) - Yl, pix)
+        cheek_line = _ramp(_s(0.5 * (nose_b + L[:, 3, 1]) + 0.0) + ((X - _s(cx)).abs() / _s(jaw_w)) * -0.05 - Yl, 2 * pix)
+        full = fr2 * cheek_line * below_nose
+        goatee = fr2 * _ramp((X - _s(cx)).abs() - _s(mw * 0.9), 2 * pix) * _ramp(_s(mouth_c[:, 1] - 0.02) - Yl, 2 * pix)
+        moust = fr2 * _ramp((X - _s(cx)).abs() - _s(mw * 1.05), 2 * pix) * below_nose \
+            * _ramp(Yl - _s(L[:, 51, 1] - 0.004), pix)
+        region = torch.where(_s(bstyle) == 2, full, torch.where(_s(bstyle) == 3, torch.maximum(goatee, moust),
+                             torch.where(_s(bstyle) == 4, moust, full)))
+        strength = torch.where(bstyle == 1, 0.45 * dens, 0.9 * dens) * (bstyle > 0).float()
+        _lerp_(cl, _c(sc.hair) * 0.85, region * _s(strength) * stub_noise.clamp(0, 1))
+    # mouth: lips between outer contours, the opening between inner contours, teeth
+    p0, p1 = L[:, 48], L[:, 54]
+    u, v, length = _frame(X, Yl, p0, p1)
+    def proj(ids):  # noqa: E306
+        return _frame_pts(L[:, ids], p0, p1)
+    ou_u, ou_v = proj([48, 49, 50, 51, 52, 53, 54])
+    ol_u, ol_v = proj([48, 59, 58, 57, 56, 55, 54])
+    iu_u, iu_v = proj([60, 61, 62, 63, 64])
+    il_u, il_v = proj([60, 67, 66, 65, 64])
+    v_ou, v_ol = _pl(u, ou_u, ou_v), _pl(u, ol_u, ol_v)
+    v_iu, v_il = _pl(u, iu_u, iu_v), _pl(u, il_u, il_v)
+    pu = pix / _s(length)
+    in_u = _ramp((u - 0.5).abs() - 0.5, pu)
+    lips_a = in_u * _ramp(_s(ou_v.min(1).values * 0) + v_ou - v, pix) * _ramp(v - v_ol, pix)
+    lipc = _c(sc.lip) * (0.92 + 0.12 * torch.sigmoid((v - 0.0) / 0.01))      # lower lip a bit lighter
+    lipc = lipc * (1 - 0.2 * torch.exp(-((v - v_ou) / 0.006) ** 2))
+    lip_mix = _s(mk[:, 3]) * 0.85
+    lipc = lipc * (1 - lip_mix) + _c(mk[:, 0:3]) * lip_mix * (0.9 + 0.1 * torch.sigmoid((v - 0.0) / 0.01))
+    _lerp_(cl, lipc, lips_a)
+    iu0, iu1 = iu_u[:, 0], iu_u[:, -1]
+    in_iu = _ramp((u - _s(0.5 * (iu0 + iu1))).abs() - _s(0.5 * (iu1 - iu0)), pu)
+    gap = v_il - v_iu
+    open_a = in_iu * _ramp(v_iu - v, pix) * _ramp(v - v_il, pix) * (gap > 0.5 * pix).float()
+    teeth_h = 0.028 * length / 0.37
+    teeth = _ramp(v - (v_iu + _s(teeth_h)), pix) * (0.8 + 0.2 * torch.cos((u - 0.5) * 40).abs())
+    lower_teeth = _ramp((v_il - _s(teeth_h) * 0.6) - v, pix) * 0.7
+    mouth_in = torch.tensor([0.22, 0.05, 0.06], device=dev).view(1, 3, 1, 1)
+    tooth_c = torch.tensor([0.90, 0.87, 0.80], device=dev).view(1, 3, 1, 1) * (1 - 0.4 * (2 * u - 1) ** 2)
+    t_a = torch.maximum(teeth, lower_teeth)
+    mouth_col = mouth_in * (1 - t_a) + tooth_c * t_a
+    _lerp_(cl, mouth_col, open_a)
+    # lip line when closed
+    closed_line = in_iu * torch.exp(-((v - 0.5 * (v_iu + v_il)) / 0.0035) ** 2) * (gap <= 1.5 * pix).float()
+    cl.mul_(1 - 0.55 * closed_line)
+    col[:, :, rs2] = cl
+
+    # ---- glasses (identity accessory) ----
+    gl = sc.glasses
+    occ = sc.occlusion
+    occ_mask = torch.zeros(N, 1, H, W, device=dev)
+    sun = occ == OCCLUSIONS.index("sunglasses")
+    wear = (gl[:, 0] > 0.5) | sun
+    if bool(wear.any()):
+        idx = wear.nonzero()[:, 0]
+        ga, gm = _glasses(X, Y[:, :, rs], L[idx], gl[idx], sun[idx], jaw_w[idx], pix)
+        fc = torch.where(sun[idx, None], 0.05, gl[idx, 2:3] * 0.1 + 0.02)
+        frame_c = fc[:, :, None, None].expand(-1, 3, 1, 1)
+        lens_c = torch.where(_s(sun[idx].float()) > 0, torch.tensor([0.04, 0.05, 0.07], device=dev).view(1, 3, 1, 1)
+                             + 0.15 * torch.exp(-((X + Y[:, :, rs] * 0.8 - 0.1) / 0.06) ** 2), 0.9)
+        sub = col[idx][:, :, rs]
+        lens_a = torch.where(_s(sun[idx].float()) > 0, 0.97, 0.12) * gm
+        _lerp_(sub, lens_c, lens_a)
+        _lerp_(sub, frame_c, ga)
+        col[idx, :, rs] = sub
+        am = torch.maximum(ga, gm)
+        alpha[idx, :, rs] = torch.maximum(alpha[idx, :, rs], am)
+        occ_mask[idx, :, rs] = torch.where(_s(sun[idx].float()) > 0, am, 0.0)
+
+    # ---- frontal occluders: scarf, medical mask, hand ----
+    for kind in ("scarf", "mask", "hand"):
+        sel = occ == OCCLUSIONS.index(kind)
+        if not bool(sel.any()):
+            continue
+        idx = sel.nonzero()[:, 0]
+        a, c = _OCCLUDERS[kind](X, Y, L[idx], sc.occlusion_param[idx], face_sdf[idx], face_a[idx], jaw_w[idx],
+                                cx[idx], pix, skin[idx])
+        sub = col[idx]
+        _lerp_(sub, c, a)
+        col[idx] = sub
+        alpha[idx] = torch.maximum(alpha[idx], a)
+        occ_mask[idx] = torch.maximum(occ_mask[idx], a)
+    return col, alpha, face_a, occ_mask, face_sdf
+
+
+def _glasses(X, Y, L, gl, sun, jaw_w, pix):
+    """Frames and lenses of (sun)glasses around the eyes: (frame alpha, lens alpha) in the eye band."""
+    frame = torch.zeros(L.shape[0], 1, Y.shape[2], X.shape[3], device=L.device)
+    lens = torch.zeros_like(frame)
+    size = torch.where(sun, 1.12, gl[:, 3])
+    p = torch.where(sun, 3.0, 2.0 + 3.0 * gl[:, 1])
+    t = torch.where(sun, 0.012, 0.006 + 0.004 * gl[:, 2])
+    centres = []
+    for ids in (range(36, 42), range(42, 48)):
+        c = L[:, list(ids)].mean(1) + torch.stack([torch.zeros_like(jaw_w), 0.012 + 0 * jaw_w], 1)
+        a = (L[:, ids[3], 0] - L[:, ids[0], 0]).abs() * 0.5 * 1.45 * size
+        b = a * torch.where(sun, 0.78, 0.72)
+        dx = ((X - _s(c[:, 0])).abs() / _s(a)).clamp_min(1e-6)
+        dy = ((Y - _s(c[:, 1] + 0.1 * b)).abs() / _s(b)).clamp_min(1e-6)
+        r = (dx ** _s(p) + dy ** _s(p)) ** (1 / _s(p))
+        sdf = (r - 1) * _s(b)
+        lens = torch.maximum(lens, _ramp(sdf, pix))
+        frame = torch.maximum(frame, _ramp(sdf.abs() - _s(t), pix))
+        centres.append((c, a))
+    (c0, a0), (c1, a1) = centres
+    bridge_y = Y - _s(0.5 * (c0[:, 1] + c1[:, 1]) - 0.01)
+    bx = X - _s(0.5 * (c0[:, 0] + c1[:, 0]))
+    bridge = _ramp(bridge_y.abs() - _s(t * 0.8), pix) * _ramp(bx.abs() - _s((c1[:, 0] - c0[:, 0]) * 0.5 - a0 * 0.9), pix)
+    arms = _ramp((Y - _s(c0[:, 1] - 0.3 * a0 * 0.72)).abs() - _s(t * 0.8), pix) * \
+        ((X - _s(c0[:, 0] - a0)) < 0).float() * ((X - _s(c0[:, 0] - a0 - 0.12)) > 0).float()
+    arms = arms + _ramp((Y - _s(c1[:, 1] - 0.3 * a1 * 0.72)).abs() - _s(t * 0.8), pix) * \
+        ((X - _s(c1[:, 0] + a1)) > 0).float() * ((X - _s(c1[:, 0] + a1 + 0.12)) < 0).float()
+    frame = torch.maximum(frame, torch.maximum(bridge, arms.clamp(0, 1)))
+    return frame, lens
+
+
+def _scarf(X, Y, L, prm, face_sdf, face_a, jaw_w, cx, pix, skin):
+    # prm[:, 0] = top edge y (frontal frame), prm[:, 1:4] colour, prm[:, 4] pattern
+    top = prm[:, 0]
+    sag = 0.05 * ((X - _s(cx)) / _s(jaw_w)) ** 2
+    a = _ramp(_s(top) - Y - sag * -1 + 0 * X, 1.5 * pix) * _ramp((X - _s(cx)).abs() - _s(jaw_w * 1.25), pix)
+    a = a * (face_sdf < 0.06).float().maximum((Y > _s(L[:, 8, 1])).float())
+    folds = 0.85 + 0.15 * torch.sin((Y - _s(top)) * 60 + torch.sin(X * 9) * 2)
+    stripes = torch.where(_s(prm[:, 4]) > 0.5, 0.75 + 0.25 * (torch.sin((X + Y) * 50) > 0).float(), torch.ones_like(X))
+    return a, _c(prm[:, 1:4]) * folds * stripes
+
+
+def _medical_mask(X, Y, L, prm, face_sdf, face_a, jaw_w, cx, pix, skin):
+    top = 0.5 * (L[:, 28, 1] + L[:, 29, 1]) + prm[:, 0]
+    curve = 0.18 * ((X - _s(cx)) / _s(jaw_w)) ** 2
+    a = _ramp(_s(top) + curve - Y, 1.5 * pix) * _ramp(face_sdf - 0.025, 1.5 * pix) * (Y < _s(L[:, 8, 1] + 0.05)).float()
+    pleats = 0.9 + 0.1 * torch.sin((Y - _s(top)) * 70) ** 2
+    loops = torch.zeros_like(a)
+    for j in (1, 15):
+        p0 = L[:, j] + torch.stack([(L[:, j, 0] - cx).sign() * 0.03, -0.06 + 0 * cx], 1)
+        p1 = torch.stack([L[:, j, 0] * 0.8, top + 0.03], 1)
+        loops = torch.maximum(loops, _ramp(_seg_dist(X, Y, p0, p1) - 0.004, pix))
+        p2 = torch.stack([L[:, j, 0] * 0.8, L[:, 8, 1] - 0.05], 1)
+        loops = torch.maximum(loops, _ramp(_seg_dist(X, Y, p0, p2) - 0.004, pix))
+    a = torch.maximum(a, loops * 0.9)
+    return a, _c(prm[:, 1:4]) * pleats
+
+
+def _hand(X, Y, L, prm, face_sdf, face_a, jaw_w, cx, pix, skin):
+    # prm: centre x, centre y, angle, scale, skin tone jitter
+    c = prm[:, 0:2]
+    ang = prm[:, 2]
+    scale = prm[:, 3]
+    ca, sa = ang.cos(), ang.sin()
+    dx, dy = X - _s(c[:, 0]), Y - _s(c[:, 1])
+    xr = (dx * _s(ca) + dy * _s(sa)) / _s(scale)
+    yr = (-dx * _s(sa) + dy * _s(ca)) / _s(scale)
+    palm = _ramp(((xr / 0.2) ** 2 + (yr / 0.24) ** 2).sqrt() - 1, pix * 5)
+    fingers = torch.zeros_like(palm)
+    lines = torch.zeros_like(palm)
+    zero = torch.zeros_like(xr[:, 0, 0, 0])
+    for k, (off, ln) in enumerate(((-0.14, 0.32), (-0.045, 0.38), (0.05, 0.36), (0.14, 0.28))):
+        a = torch.stack([zero + off, zero - 0.12], 1)
+        b = torch.stack([zero + off * 1.1, zero - 0.12 - ln], 1)
+        d = _seg_dist(xr, yr, a, b)
+        fingers = torch.maximum(fingers, _ramp(d - 0.045, pix * 3))
+        lines = torch.maximum(lines, torch.exp(-((d - 0.045) / 0.006) ** 2) * (d < 0.06).float())
+    thumb = _ramp(_seg_dist(xr, yr, torch.stack([zero - 0.15, zero + 0.05], 1),
+                            torch.stack([zero - 0.33, zero - 0.12], 1)) - 0.05, pix * 3)
+    a = torch.maximum(torch.maximum(palm, fingers), thumb)
+    tone = _c(skin * (1 + 0.08 * prm[:, 4:5]) * 0.95)
+    shade = 0.9 + 0.1 * torch.tanh(-yr * 3)
+    return a, tone * shade * (1 - 0.3 * lines * (palm < 0.5).float())
+
+
+_OCCLUDERS = {"scarf": _scarf, "mask": _medical_mask, "hand": _hand}
+
+
+def _background(sc: Scene, H: int):
+    dev = sc.landmarks.device
+    N = sc.n
+    xs = (torch.arange(H, device=dev, dtype=torch.float32) + 0.5) * (2.0 / H) - 1
+    X, Y = xs.view(1, 1, 1, H), xs.view(1, 1, H, 1)
+    bg = sc.background
+    t = (X * _s(bg[:, 6]) + Y * _s(bg[:, 7])).clamp(-1, 1) * 0.5 + 0.5
+    out = _c(bg[:, 0:3]) * (1 - t) + _c(bg[:, 3:6]) * t
+    out = out + _s(bg[:, 8]) * F.interpolate(sc.background_noise, size=(H, H), mode="bicubic", align_corners=False)
+    cl = sc.clutter
+    for k in range(cl.shape[1]):
+        e = (((X - _s(cl[:, k, 0])) / _s(cl[:, k, 2])) ** 2 + ((Y - _s(cl[:, k, 1])) / _s(cl[:, k, 3])) ** 2)
+        a = _ramp((e - 1) * 0.2, 2.0 / H) * _s(cl[:, k, 7])
+        _lerp_(out, _c(cl[:, k, 4:7]), a)
+    # shoulders / clothing, following the head's global placement
+    scale, sx, sy = sc.similarity[:, 0], sc.similarity[:, 1], sc.similarity[:, 2]
+    e = ((X - _s(sx)) / _s(0.95 * scale)) ** 2 + ((Y - _s(sy + 1.32 * scale)) / _s(0.5 * scale)) ** 2
+    _lerp_(out, _c(bg[:, 9:12]), _ramp((e - 1) * 0.3, 2.0 / H))
+    return out
+
+
+def _lighting(sc: Scene, depth: DepthModel, R: torch.Tensor, H: int):
+    """Shading (N, 3, H, W) from the depth model's normals at half resolution, lit in the head frame."""
+    h = max(16, H // 2)
+    dev = sc.landmarks.device
+    xs = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5) * (2.0 / h) - 1
+    X, Y = xs.view(1, 1, 1, h), xs.view(1, 1, h, 1)
+    z = depth(X, Y)
+    step = 2.0 / h
+    zp = F.pad(z, (1, 1, 1, 1), mode="replicate")
+    gx = (zp[:, :, 1:-1, 2:] - zp[:, :, 1:-1, :-2]) / (2 * step)
+    gy = (zp[:, :, 2:, 1:-1] - zp[:, :, :-2, 1:-1]) / (2 * step)
+    # normal in image coordinates (x right, y down, z to camera)
+    n = torch.cat([-gx, -gy, torch.ones_like(gx)], 1)
+    n = n / n.norm(dim=1, keepdim=True)
+    az, el = torch.deg2rad(sc.light[:, 0]), torch.deg2rad(sc.light[:, 1])
+    # world light direction (towards the light): azimuth 0 = frontal, + = from the image right; elevation + = above
+    lw = torch.stack([az.sin() * el.cos(), -el.sin(), az.cos() * el.cos()], 1)
+    lh = torch.einsum("nji,nj->ni", R, lw)                       # into the head frame (R^T l)
+    ndl = (n * lh[:, :, None, None]).sum(1, keepdim=True)
+    diffuse = ndl.clamp_min(0)
+    # Blinn specular with the viewer along +z, in the head frame
+    v = R[:, 2, :]                                                # camera direction in the head frame
+    half = lh + v
+    half = half / half.norm(dim=1, keepdim=True)
+    spec = (n * half[:, :, None, None]).sum(1, keepdim=True).clamp_min(0) ** 24
+    amb, inten = sc.light[:, 3], sc.light[:, 2]
+    shade = _s(amb) + _s(inten) * (1 - _s(amb)) * diffuse * 1.15
+    shade = shade * _c(sc.light[:, 4:7]) + 0.10 * _s(inten) * spec
+    return F.interpolate(shade, size=(H, H), mode="bilinear", align_corners=False)
+
+
+def _pose_grid(sc: Scene, depth: DepthModel, R, H: int, g: int = 32):
+    """Backward map: for each output pixel, where to sample the frontal head layer (N, H, W, 2)."""
+    dev = sc.landmarks.device
+    xs = (torch.arange(g, device=dev, dtype=torch.float32) + 0.5) * (2.0 / g) - 1
+    Xo, Yo = xs.view(1, 1, 1, g).expand(sc.n, 1, g, g), xs.view(1, 1, g, 1).expand(sc.n, 1, g, g)
+    scale, sx, sy = sc.similarity[:, 0], sc.similarity[:, 1], sc.similarity[:, 2]
+    piv = _pivot(depth)
+    # undo the similarity: q = (p - shift) / scale
+    qx = (Xo - _s(sx)) / _s(scale) - _s(piv[:, 0])
+    qy = (Yo - _s(sy)) / _s(scale) - _s(piv[:, 1])
+    A = R[:, :2, :2]
+    Ainv = torch.linalg.inv(A)
+    rz = R[:, :2, 2]
+    x, y = qx + _s(piv[:, 0]), qy + _s(piv[:, 1])
+    for _ in range(4):
+        z = depth(x, y) - _s(piv[:, 2])
+        bx = qx - _s(rz[:, 0]) * z
+        by = qy - _s(rz[:, 1]) * z
+        x = _s(Ainv[:, 0, 0]) * bx + _s(Ainv[:, 0, 1]) * by + _s(piv[:, 0])
+        y = _s(Ainv[:, 1, 0]) * bx + _s(Ainv[:, 1, 1]) * by + _s(piv[:, 1])
+    grid = torch.cat([x, y], 1)
+    grid = F.interpolate(grid, size=(H, H), mode="bilinear", align_corners=False)
+    return grid.permute(0, 2, 3, 1)
+
+
+def _pivot(depth: DepthModel):
+    return torch.stack([depth.cx, depth.cy, depth.zc * 0.45], 1)
+
+
+def project_landmarks(sc: Scene, depth: DepthModel, R, H: int):
+    """Frontal landmarks -> posed image pixels (N, 68, 2)."""
+    L = sc.landmarks
+    z = depth(L[:, :, 0][:, None, None, :], L[:, :, 1][:, None, None, :])[:, 0, 0, :]
+    piv = _pivot(depth)
+    p = torch.stack([L[:, :, 0], L[:, :, 1], z], -1) - piv[:, None]
+    q = torch.einsum("nij,npj->npi", R, p) + piv[:, None]
+    scale, sx, sy = sc.similarity[:, 0], sc.similarity[:, 1], sc.similarity[:, 2]
+    x = q[..., 0] * scale[:, None] + sx[:, None]
+    y = q[..., 1] * scale[:, None] + sy[:, None]
+    return torch.stack([(x + 1) * H / 2 - 0.5, (y + 1) * H / 2 - 0.5], -1)
+
+
+def render(sc: Scene, H: int) -> Rendered:
+    """Render a scene at H x H pixels."""
+    dev = sc.landmarks.device
+    N = sc.n
+    col, alpha, face_a, occ_mask, _ = draw_head(sc, H)
+    depth = DepthModel(sc.landmarks, sc.face, sc.aus)
+    R = _rotation(sc.pose)
+    shade = _lighting(sc, depth, R, H)
+    col = col * shade
+    layer = torch.cat([col * alpha, alpha, face_a, occ_mask], 1)
+    grid = _pose_grid(sc, depth, R, H)
+    warped = F.grid_sample(layer, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    a = warped[:, 3:4].clamp(0, 1)
+    bg = _background(sc, H)
+    bg = bg * (0.55 + 0.45 * _s(sc.light[:, 2]).clamp(0, 1.3)) * _c(sc.light[:, 4:7])
+    img = warped[:, :3] + bg * (1 - a)
+    face = warped[:, 4:5] > 0.5
+    occ = warped[:, 5:6] > 0.5
+    # image-space occluders: a block with a controlled share of the face, or corrupted pixels
+    kinds = sc.occlusion
+    block = kinds == OCCLUSIONS.index("block")
+    if bool(block.any()):
+        idx = block.nonzero()[:, 0]
+        bm, btex = _block(face[idx], sc.occlusion_param[idx], sc.seeds[idx], H)
+        img[idx] = img[idx] * (1 - bm) + btex * bm
+        occ[idx] = occ[idx] | (bm > 0.5)
+    pixels = kinds == OCCLUSIONS.index("pixels")
+    if bool(pixels.any()):
+        idx = pixels.nonzero()[:, 0]
+        u = torch.rand(len(idx), 4, H, H, device=dev, generator=_gen(sc.seeds[idx[0]], dev, 17))
+        hit = u[:, :1] < _s(sc.occlusion_param[idx, 0])
+        img[idx] = torch.where(hit, u[:, 1:], img[idx])
+        occ[idx] = occ[idx] | hit
+    img = degrade(img.clamp(0, 1), sc.degrade, sc.seeds)
+    lm = project_landmarks(sc, depth, R, H)
+    fa = face.float().sum((1, 2, 3)).clamp_min(1)
+    frac = (face & occ).float().sum((1, 2, 3)) / fa
+    return Rendered(images=img, landmarks=lm, masks=occ, face=face, occluded_fraction=frac)
+
+
+def _gen(seed, device, offset=0):
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed) + offset)
+    return g
+
+
+def _block(face, prm, seeds, H):
+    """A rectangle covering a requested fraction prm[:,0] of each face's pixels; returns (mask, texture)."""
+    n = face.shape[0]
+    dev = face.device
+    f = face.float()[:, 0]
+    integ = F.pad(f.cumsum(1).cumsum(2), (1, 0, 1, 0))            # (n, H+1, W+1)
+    total = f.sum((1, 2))
+    # centre inside the face bounding box, drawn from prm[:, 1:3] in [0, 1]
+    rows = f.sum(2) > 0
+    cols = f.sum(1) > 0
+    ar = torch.arange(H, device=dev, dtype=torch.float32)
+    r0 = torch.where(rows, ar, torch.full_like(ar, H)).min(1).values
+    r1 = torch.where(rows, ar, torch.full_like(ar, -1)).max(1).values
+    c0 = torch.where(cols, ar, torch.full_like(ar, H)).min(1).values
+    c1 = torch.where(cols, ar, torch.full_like(ar, -1)).max(1).values
+    cy = r0 + (r1 - r0) * (0.25 + 0.5 * prm[:, 1])
+    cxx = c0 + (c1 - c0) * (0.25 + 0.5 * prm[:, 2])
+    aspect = 0.7 + 0.6 * prm[:, 3]
+    K = 96
+    half = torch.linspace(0, 1.5 * H, K, device=dev)[None].expand(n, -1)     # half-height candidates
+    hh, hw = half, half * aspect[:, None]
+    y0 = (cy[:, None] - hh).round().clamp(0, H).long()
+    y1 = (cy[:, None] + hh).round().clamp(0, H).long()
+    x0 = (cxx[:, None] - hw).round().clamp(0, H).long()
+    x1 = (cxx[:, None] + hw).round().clamp(0, H).long()
+    flat = integ.reshape(n, -1)
+    Wp = H + 1
+    cnt = (flat.gather(1, y1 * Wp + x1) - flat.gather(1, y0 * Wp + x1) - flat.gather(1, y1 * Wp + x0)
+           + flat.gather(1, y0 * Wp + x0))
+    target = prm[:, 0:1] * total[:, None]
+    best = (cnt - target).abs().argmin(1, keepdim=True)
+    Y0, Y1, X0, X1 = [t.gather(1, best)[:, 0] for t in (y0, y1, x0, x1)]
+    ii = torch.arange(H, device=dev)
+    m = ((ii[None, :, None] >= Y0[:, None, None]) & (ii[None, :, None] < Y1[:, None, None])
+         & (ii[None, None, :] >= X0[:, None, None]) & (ii[None, None, :] < X1[:, None, None]))
+    m = m[:, None].float()
+    # an unrelated texture: smooth colour noise with stripes
+    g = _noise(seeds, (3, 6, 6), dev, offset=29)
+    tex = (0.5 + 0.25 * F.interpolate(g, size=(H, H), mode="bicubic", align_corners=False)).clamp(0, 1)
+    tex = tex * (0.8 + 0.2 * torch.sin(ii.view(1, 1, H, 1) * 0.7 + ii.view(1, 1, 1, H) * 0.3 * prm[:, 4].view(-1, 1, 1, 1)))
+    return m, tex
+
+
+# ---------------------------------------------------------------- degradations
+def _gauss_kernels(sigma, k):
+    x = torch.arange(k, device=sigma.device, dtype=torch.float32) - (k - 1) / 2
+    w = torch.exp(-0.5 * (x[None] / sigma.clamp_min(1e-3)[:, None]) ** 2)
+    w = torch.where(sigma[:, None] < 1e-3, (x[None] == 0).float(), w)
+    return w / w.sum(1, keepdim=True)
+
+
+def blur(img, sigma):
+    """Gaussian blur with a per-image sigma in pixels (separable grouped convolution)."""
+    N, C, H, W = img.shape
+    if float(sigma.max()) < 0.05:
+        return img
+    k = int(2 * math.ceil(3 * float(sigma.max())) + 1)
+    w = _gauss_kernels(sigma, k).repeat_interleave(C, 0)        # (N*C, k)
+    x = img.reshape(1, N * C, H, W)
+    x = F.conv2d(F.pad(x, (k // 2, k // 2, 0, 0), mode="reflect"), w[:, None, None, :], groups=N * C)
+    x = F.conv2d(F.pad(x, (0, 0, k // 2, k // 2), mode="reflect"), w[:, None, :, None], groups=N * C)
+    return x.view(N, C, H, W)
+
+
+_DCT = None
+_QY = torch.tensor([
+    [16, 11, 10, 16, 24, 40, 51, 61], [12, 12, 14, 19, 26, 58, 60, 55], [14, 13, 16, 24, 40, 57, 69, 56],
+    [14, 17, 22, 29, 51, 87, 80, 62], [18, 22, 37, 56, 68, 109, 103, 77], [24, 35, 55, 64, 81, 104, 113, 92],
+    [49, 64, 78, 87, 103, 121, 120, 101], [72, 92, 95, 98, 112, 100, 103, 99]], dtype=torch.float32)
+_QC = torch.full((8, 8), 99.0)
+_QC[:4, :4] = torch.tensor([[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]],
+                           dtype=torch.float32)
+
+
+def jpeg(img, quality):
+    """Differentiable-style JPEG round trip in torch: YCbCr, 8x8 DCT, per-image quality quantisation (1..100).
+
+    Images with quality >= 100 pass unchanged.
+    """
+    global _DCT
+    N, C, H, W = img.shape
+    if float(quality.min()) >= 100:
+        return img
+    if _DCT is None:
+        k = torch.arange(8, dtype=torch.float32)
+        D = torch.cos((2 * k[None] + 1) * k[:, None] * math.pi / 16) * math.sqrt(2 / 8)
+        D[0] /= math.sqrt(2)
+        _DCT = D
+    D = _DCT.to(img.device)
+    ph, pw = (-H) % 8, (-W) % 8
+    x = F.pad(img, (0, pw, 0, ph), mode="replicate") * 255
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b
+    ycc = torch.stack([y - 128, cb, cr], 1)
+    Hp, Wp = H + ph, W + pw
+    blocks = ycc.view(N, 3, Hp // 8, 8, Wp // 8, 8).permute(0, 1, 2, 4, 3, 5)
+    coef = D @ blocks @ D.T
+    q = quality.clamp(1, 100)
+    s = torch.where(q < 50, 5000 / q, 200 - 2 * q)
+    qy = ((_QY.to(img.device)[None] * s[:, None, None] + 50) / 100).floor().clamp_min(1)
+    qc = ((_QC.to(img.device)[None] * s[:, None, None] + 50) / 100).floor().clamp_min(1)
+    Q = torch.stack([qy, qc, qc], 1)[:, :, None, None]           # (N, 3, 1, 1, 8, 8)
+    coef = torch.round(coef / Q) * Q
+    rec = (D.T @ coef @ D).permute(0, 1, 2, 4, 3, 5).reshape(N, 3, Hp, Wp)
+    yy, cb, cr = rec[:, 0] + 128, rec[:, 1], rec[:, 2]
+    out = torch.stack([yy + 1.402 * cr, yy - 0.344136 * cb - 0.714136 * cr, yy + 1.772 * cb], 1) / 255
+    out = out[:, :, :H, :W].clamp(0, 1)
+    keep = (quality >= 100).view(-1, 1, 1, 1)
+    return torch.where(keep, img, out)
+
+
+def degrade(img, prm, seeds):
+    """Resolution loss, blur, sensor noise and JPEG with per-image parameters prm (N, 4)."""
+    N, C, H, W = img.shape
+    res = prm[:, 0]
+    if float(res.min()) < 0.999:
+        levels = torch.unique((res * 20).round() / 20)
+        out = img.clone()
+        for lv in levels.tolist():
+            if lv >= 0.999:
+                continue
+            sel = ((res * 20).round() / 20 == lv).nonzero()[:, 0]
+            h = max(8, int(round(H * lv)))
+            small = F.interpolate(img[sel], size=(h, h), mode="area")
+            out[sel] = F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
+        img = out
+    img = blur(img, prm[:, 1] * H / 112)
+    if float(prm[:, 2].max()) > 0:
+        noise = torch.randn(img.shape, device=img.device, generator=_gen(seeds[0], img.device, 71))
+        img = img + noise * _s(prm[:, 2])
+    img = img.clamp(0, 1)
+    img = jpeg(img, prm[:, 3])
+    return img

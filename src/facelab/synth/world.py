@@ -1,0 +1,454 @@
+"""``FaceWorld``: the parametric face generator with ground truth for identity, AUs, emotion, pose, light,
+occlusion and makeup; ``FaceBatch`` holds a rendered batch."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from facelab.synth.facs import AU_NAMES, EMOTION_PROTOTYPES, EMOTIONS, apply_aus, au_vector, emotion_vector
+from facelab.synth.identity import Identity, make_identities
+from facelab.synth.render import OCCLUSIONS, Scene, render
+
+NUISANCE_PRESETS = {
+    # ranges: (low, high) drawn uniformly per image
+    "none": dict(yaw=(0, 0), pitch=(0, 0), roll=(0, 0), light_azimuth=(0, 0), light_elevation=(25, 25),
+                 light_intensity=(1.0, 1.0), ambient=(0.45, 0.45), colour_temperature=(0, 0), scale=(1, 1),
+                 shift=(0, 0), blur=(0, 0), noise=(0, 0), jpeg=(100, 100), resolution=(1, 1),
+                 background="plain", gaze=(0, 0)),
+    "mild": dict(yaw=(-15, 15), pitch=(-10, 10), roll=(-8, 8), light_azimuth=(-45, 45), light_elevation=(0, 45),
+                 light_intensity=(0.8, 1.15), ambient=(0.35, 0.55), colour_temperature=(-0.08, 0.08),
+                 scale=(0.94, 1.06), shift=(-0.04, 0.04), blur=(0, 0.6), noise=(0, 0.02), jpeg=(60, 100),
+                 resolution=(0.7, 1.0), background="smooth", gaze=(-0.4, 0.4)),
+    "full": dict(yaw=(-35, 35), pitch=(-20, 20), roll=(-15, 15), light_azimuth=(-80, 80), light_elevation=(-20, 60),
+                 light_intensity=(0.55, 1.3), ambient=(0.2, 0.55), colour_temperature=(-0.18, 0.18),
+                 scale=(0.88, 1.12), shift=(-0.08, 0.08), blur=(0, 1.3), noise=(0, 0.05), jpeg=(25, 100),
+                 resolution=(0.4, 1.0), background="cluttered", gaze=(-0.8, 0.8)),
+}
+#: The limits outside which a pose cannot be rendered by the 2.5-D warp.
+POSE_LIMITS = {"yaw": 60.0, "pitch": 40.0, "roll": 45.0}
+MAKEUP_COLOURS = {
+    "lipstick": {"red": (0.72, 0.06, 0.10), "pink": (0.86, 0.38, 0.55), "purple": (0.45, 0.12, 0.40),
+                 "orange": (0.90, 0.38, 0.12), "nude": (0.74, 0.48, 0.42), "dark red": (0.42, 0.03, 0.08),
+                 "black": (0.08, 0.06, 0.07), "coral": (0.95, 0.45, 0.38)},
+    "eyeshadow": {"blue": (0.20, 0.35, 0.80), "purple": (0.50, 0.25, 0.60), "green": (0.25, 0.55, 0.30),
+                  "brown": (0.42, 0.27, 0.18), "gold": (0.85, 0.68, 0.30), "pink": (0.90, 0.50, 0.65),
+                  "black": (0.10, 0.09, 0.10), "silver": (0.78, 0.78, 0.80)},
+    "eyeliner": {"black": (0.04, 0.04, 0.05), "brown": (0.25, 0.15, 0.08), "blue": (0.10, 0.20, 0.55)},
+    "blush": {"pink": (0.93, 0.45, 0.55), "peach": (0.95, 0.60, 0.45), "red": (0.80, 0.20, 0.20),
+              "coral": (0.95, 0.45, 0.38)},
+}
+MAKEUP_KINDS = tuple(MAKEUP_COLOURS)
+_SCARF_COLOURS = torch.tensor([[0.6, 0.1, 0.12], [0.15, 0.2, 0.5], [0.85, 0.82, 0.75], [0.2, 0.4, 0.25],
+                               [0.55, 0.45, 0.35], [0.1, 0.1, 0.12]])
+_MASK_COLOURS = torch.tensor([[0.62, 0.78, 0.90], [0.93, 0.94, 0.95], [0.15, 0.15, 0.17], [0.55, 0.75, 0.85]])
+
+
+@dataclass
+class FaceBatch:
+    """A rendered batch: ``images`` (N,3,H,W) in [0,1], ``labels`` (DataFrame), ``landmarks`` (N,68,2) pixels,
+    ``masks`` (N,1,H,W) bool occluder pixels, ``face_masks`` (N,1,H,W) bool visible face region before occlusion.
+
+    Unpacks as ``images, labels = batch``.
+    """
+
+    images: torch.Tensor
+    labels: pd.DataFrame
+    landmarks: torch.Tensor
+    masks: torch.Tensor
+    face_masks: torch.Tensor
+
+    def __iter__(self) -> Iterator:
+        return iter((self.images, self.labels))
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def to(self, device) -> "FaceBatch":
+        return FaceBatch(self.images.to(device), self.labels, self.landmarks.to(device), self.masks.to(device),
+                         self.face_masks.to(device))
+
+
+def _check_range(name, value, lo, hi):
+    vals = value if isinstance(value, (tuple, list)) else (value,)
+    for v in vals:
+        if not isinstance(v, (int, float, np.floating, np.integer)) or not (lo <= float(v) <= hi):
+            raise ValueError(f"{name} must lie in [{lo}, {hi}], got {value!r}")
+
+
+class FaceWorld:
+    """A deterministic world of synthetic people.
+
+    Parameters
+    ----------
+    seed : int
+        World seed: identity ``k`` of a given seed is always the same person.
+    size : int
+        Rendered image side in pixels (64 to 256).
+    device : str or torch.device
+        Where to render ("cpu", "cuda", "auto", ...).
+    identity_strength : float
+        Scale of identity shape variation (1 = default; smaller makes people look more alike).
+
+    Examples
+    --------
+    >>> world = FaceWorld(seed=0, size=112)
+    >>> images, labels = world.sample(n_identities=4, per_identity=2, nuisance="mild")
+    >>> images.shape
+    torch.Size([8, 3, 112, 112])
+    """
+
+    def __init__(self, seed: int = 0, size: int = 112, device="cpu", identity_strength: float = 1.0):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if not isinstance(size, (int, np.integer)) or not (32 <= size <= 512):
+            raise ValueError(f"size must be an integer number of pixels in [32, 512] (64-256 recommended), got {size!r}")
+        if not (0.0 <= float(identity_strength) <= 3.0):
+            raise ValueError(f"identity_strength must lie in [0, 3], got {identity_strength}")
+        from facelab.runtime import resolve_device
+
+        self.seed = int(seed)
+        self.size = int(size)
+        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        self.identity_strength = float(identity_strength)
+        self._generator = torch.Generator().manual_seed(self.seed * 7 + 1)
+        self._cache: OrderedDict[int, Identity] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"FaceWorld(seed={self.seed}, size={self.size}, device='{self.device}')"
+
+    # ------------------------------------------------------------------ identities
+    def identities(self, ids: Sequence[int]) -> Identity:
+        """Per-identity parameters (on the CPU) of identities ``ids``."""
+        missing = [int(k) for k in dict.fromkeys(ids) if int(k) not in self._cache]
+        if missing:
+            made = make_identities(self.seed, missing, self.identity_strength)
+            for j, k in enumerate(missing):
+                self._cache[k] = made.index(torch.tensor([j]))
+            while len(self._cache) > 4096:
+                self._cache.popitem(last=False)
+        parts = [self._cache[int(k)] for k in ids]
+        out = {}
+        for f in parts[0].__dataclass_fields__:
+            v0 = getattr(parts[0], f)
+            out[f] = torch.cat([getattr(p, f) for p in parts]) if isinstance(v0, torch.Tensor) else \
+                [x for p in parts for x in getattr(p, f)]
+        return Identity(**out)
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, n_identities: int = 10, per_identity: int = 1, identity_offset: int = 0,
+               nuisance: str = "none", expression=None, occlusion=None, occlusion_fraction=None, makeup=None,
+               generator: torch.Generator | None = None, identities: Sequence[int] | None = None,
+               glasses: bool | None = None, beard: bool | None = None, **overrides) -> FaceBatch:
+        """Render ``n_identities x per_identity`` faces with all their labels.
+
+        Parameters
+        ----------
+        n_identities, per_identity : int
+            Identities ``identity_offset .. identity_offset + n_identities - 1``, each ``per_identity`` times
+            (rows are grouped by identity).
+        nuisance : {"none", "mild", "full"}
+            Preset ranges for pose, light, background, scale/shift, blur, noise, JPEG and resolution.
+        expression : None, emotion name, "random", dict of AU intensities, or a list of these (one per image)
+            ``{"AU12": 0.8, "AU06L": 0.5}``; emotions are :data:`facelab.synth.EMOTIONS`.
+        occlusion : None, "sunglasses", "scarf", "mask", "hand", "block", "pixels" or "random"
+        occlusion_fraction : float in [0, 1], optional
+            Share of the face's pixels to cover, for "block", "pixels" and "scarf".
+        makeup : None, "random", or dict such as ``{"lipstick": "red", "eyeshadow": "blue"}``
+            (kinds: lipstick, eyeshadow, eyeliner, blush; colours in :data:`MAKEUP_COLOURS`).
+        generator : torch.Generator, optional
+            CPU generator for the per-image randomness; by default the world's own stream (a fresh world with
+            the same seed replays the same calls to the same pixels).
+        identities : sequence of int, optional
+            Explicit identity indices (overrides n_identities/identity_offset).
+        glasses, beard : bool, optional
+            Force glasses/beard on or off (default: each identity's own).
+        **overrides
+            Per-factor values or (low, high) ranges replacing the preset: yaw, pitch, roll (degrees), light_azimuth,
+            light_elevation, light_intensity, ambient, scale, shift, blur, noise, jpeg, resolution, gaze.
+
+        Returns
+        -------
+        FaceBatch
+        """
+        if identities is None:
+            for name, v in (("n_identities", n_identities), ("per_identity", per_identity)):
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                    raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            if not isinstance(identity_offset, (int, np.integer)) or identity_offset < 0:
+                raise ValueError(f"identity_offset must be a non-negative integer, got {identity_offset!r}")
+            ids = np.repeat(np.arange(identity_offset, identity_offset + n_identities), per_identity)
+        else:
+            ids = np.asarray(list(identities), dtype=np.int64)
+            if ids.size == 0 or (ids < 0).any():
+                raise ValueError("identities must be a non-empty sequence of non-negative integers")
+            if isinstance(per_identity, (int, np.integer)) and per_identity > 1:
+                ids = np.repeat(ids, per_identity)
+        g = generator if generator is not None else self._generator
+        scene, info = self._scene(ids, g, nuisance, expression, occlusion, occlusion_fraction, makeup, glasses,
+                                  beard, overrides)
+        out = render(scene, self.size)
+        labels = self._labels(ids, scene, info, out)
+        return FaceBatch(out.images, labels, out.landmarks, out.masks, out.face)
+
+    # ------------------------------------------------------------------ scene construction
+    def _preset(self, nuisance, overrides):
+        if nuisance not in NUISANCE_PRESETS:
+            raise ValueError(f"unknown nuisance preset {nuisance!r}: expected one of {', '.join(NUISANCE_PRESETS)}")
+        p = dict(NUISANCE_PRESETS[nuisance])
+        known = set(p) - {"background"}
+        for k, v in overrides.items():
+            if k not in known:
+                raise ValueError(f"unknown argument {k!r}; factors that can be overridden: {', '.join(sorted(known))}")
+            p[k] = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+        for k, lim in POSE_LIMITS.items():
+            _check_range(k, p[k], -lim, lim)
+        _check_range("light_azimuth", p["light_azimuth"], -180, 180)
+        _check_range("light_elevation", p["light_elevation"], -90, 90)
+        _check_range("light_intensity", p["light_intensity"], 0, 3)
+        _check_range("ambient", p["ambient"], 0, 1)
+        _check_range("scale", p["scale"], 0.5, 1.5)
+        _check_range("shift", p["shift"], -0.5, 0.5)
+        _check_range("blur", p["blur"], 0, 10)
+        _check_range("noise", p["noise"], 0, 1)
+        _check_range("jpeg", p["jpeg"], 1, 100)
+        _check_range("resolution", p["resolution"], 0.1, 1)
+        _check_range("gaze", p["gaze"], -1, 1)
+        return p
+
+    def _scene(self, ids, g, nuisance, expression, occlusion, occlusion_fraction, makeup, glasses, beard,
+               overrides, aus=None, pose=None):
+        N = len(ids)
+        dev = self.device
+        p = self._preset(nuisance, overrides)
+
+        def U(rng, *shape):
+            lo, hi = rng
+            return lo + (hi - lo) * torch.rand(N, *shape, generator=g)
+
+        ident = self.identities(ids.tolist())
+        # expression
+        info = {}
+        if aus is None:
+            aus, emotions = self._expressions(expression, N, g)
+        else:
+            emotions = ["custom"] * N
+        info["emotion"] = emotions
+        lm = apply_aus(ident.landmarks, aus)
+        # pose, light, placement
+        if pose is None:
+            pose = torch.stack([U(p["yaw"]), U(p["pitch"]), U(p["roll"])], 1)
+        temp = U(p["colour_temperature"])
+        light = torch.stack([U(p["light_azimuth"]), U(p["light_elevation"]), U(p["light_intensity"]), U(p["ambient"]),
+                             1 + temp, 1 + 0.2 * temp, 1 - temp], 1)
+        sim = torch.stack([U(p["scale"]), U(p["shift"]), U(p["shift"])], 1)
+        # background
+        bgk = p["background"]
+        if bgk == "plain":
+            background = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0, 1, 0, 0.25, 0.27, 0.32]).repeat(N, 1)
+            bnoise = torch.zeros(N, 3, 6, 6)
+            clutter = torch.zeros(N, 3, 8)
+        else:
+            ang = U((0, 2 * math.pi))
+            base = torch.rand(N, 2, 3, generator=g) * 0.8 + 0.1
+            grey = base.mean(2, keepdim=True)
+            base = (grey + (base - grey) * (0.25 + 0.4 * torch.rand(N, 2, 1, generator=g))).reshape(N, 6)
+            background = torch.cat([base, ang.cos()[:, None], ang.sin()[:, None],
+                                    U((0.02, 0.06) if bgk == "smooth" else (0.04, 0.12))[:, None],
+                                    torch.rand(N, 3, generator=g) * 0.7 + 0.1], 1)
+            bnoise = torch.randn(N, 3, 6, 6, generator=g)
+            clutter = torch.rand(N, 3, 8, generator=g)
+            cg = clutter[..., 4:7].mean(-1, keepdim=True)
+            clutter[..., 4:7] = cg + (clutter[..., 4:7] - cg) * 0.5
+            clutter[..., 0:2] = clutter[..., 0:2] * 2 - 1
+            clutter[..., 2:4] = clutter[..., 2:4] * 0.5 + 0.1
+            clutter[..., 7] = (clutter[..., 7] < (0.0 if bgk == "smooth" else 0.7)).float()
+        gaze = torch.stack([U(p["gaze"]), U(p["gaze"]) * 0.4], 1)
+        # accessories
+        gl = ident.glasses.clone()
+        if glasses is not None:
+            gl[:, 0] = float(bool(glasses))
+        bd = ident.beard.clone()
+        if beard is not None:
+            bd[:, 0] = torch.where(bd[:, 0] > 0, bd[:, 0], torch.full_like(bd[:, 0], 2.0)) if beard else 0.0
+        # occlusion
+        occ, occ_prm = self._occlusion(occlusion, occlusion_fraction, N, g, lm, ident)
+        # makeup
+        mk, mk_names = self._makeup(makeup, N, g)
+        info["makeup"] = mk_names
+        degrade = torch.stack([U(p["resolution"]), U(p["blur"]), U(p["noise"]), U(p["jpeg"]).round()], 1)
+        seeds = torch.randint(0, 2**31 - 1, (N,), generator=g)
+        sc = Scene(landmarks=lm, aus=aus, skin=ident.skin, lip=ident.lip, hair=ident.hair, eye=ident.eye,
+                   hair_style=ident.hair_style, hair_shape=ident.hair_shape, brow=ident.brow, face=ident.face,
+                   beard=bd, glasses=gl, texture=ident.texture, pose=pose, similarity=sim, light=light,
+                   background=background, background_noise=bnoise, clutter=clutter, gaze=gaze, occlusion=occ,
+                   occlusion_param=occ_prm, makeup=mk, degrade=degrade, skin_gain=torch.ones(N, 3), seeds=seeds)
+        info["identity"] = ident
+        return _to(sc, dev), info
+
+    def _expressions(self, expression, N, g):
+        if isinstance(expression, (list, tuple)):
+            if len(expression) != N:
+                raise ValueError(f"a list of expressions needs one entry per image ({N}), got {len(expression)}")
+            parts = [self._expressions(e, 1, g) for e in expression]
+            return torch.cat([a for a, _ in parts]), [e for _, es in parts for e in es]
+        if expression is None or expression == "neutral":
+            return torch.zeros(N, len(AU_NAMES), 2), ["neutral"] * N
+        if isinstance(expression, Mapping):
+            return au_vector(expression)[None].repeat(N, 1, 1), ["custom"] * N
+        if expression == "random":
+            k = torch.randint(0, len(EMOTIONS), (N,), generator=g)
+            inten = 0.45 + 0.55 * torch.rand(N, generator=g)
+            vecs = torch.stack([emotion_vector(EMOTIONS[int(i)], float(s)) for i, s in zip(k, inten)])
+            return vecs, [EMOTIONS[int(i)] for i in k]
+        if isinstance(expression, str) and expression in EMOTION_PROTOTYPES:
+            return emotion_vector(expression)[None].repeat(N, 1, 1), [expression] * N
+        raise ValueError(f"unknown expression {expression!r}: expected None, 'random', one of {', '.join(EMOTIONS)}, "
+                         "a dict of AU intensities, or a list of these")
+
+    def _occlusion(self, occlusion, fraction, N, g, lm, ident):
+        kinds = OCCLUSIONS[1:]
+        if fraction is not None:
+            _check_range("occlusion_fraction", fraction, 0.0, 1.0)
+            if occlusion not in ("block", "pixels", "scarf"):
+                raise ValueError("occlusion_fraction applies to occlusion='block', 'pixels' or 'scarf', "
+                                 f"got occlusion={occlusion!r}")
+        if occlusion is None or occlusion == "none":
+            occ = torch.zeros(N, dtype=torch.long)
+        elif occlusion == "random":
+            occ = torch.randint(1, len(OCCLUSIONS), (N,), generator=g)
+        elif occlusion in kinds:
+            occ = torch.full((N,), OCCLUSIONS.index(occlusion), dtype=torch.long)
+        else:
+            raise ValueError(f"unknown occlusion {occlusion!r}: expected None, 'random' or one of {', '.join(kinds)}")
+        prm = torch.rand(N, 8, generator=g)
+        u = torch.rand(N, 8, generator=g)
+        for k, name in enumerate(OCCLUSIONS):
+            sel = occ == k
+            if not bool(sel.any()):
+                continue
+            if name in ("block", "pixels"):
+                f = torch.full((int(sel.sum()),), float(fraction)) if fraction is not None else \
+                    0.1 + 0.5 * u[sel, 0]
+                prm[sel, 0] = f
+            elif name == "scarf":
+                L = lm[sel]
+                if fraction is not None:
+                    prm[sel, 0] = _scarf_top(L, ident.face[sel], float(fraction))
+                else:
+                    prm[sel, 0] = L[:, 33, 1] + 0.01 + 0.02 * u[sel, 0]
+                prm[sel, 1:4] = _SCARF_COLOURS[(u[sel, 1] * len(_SCARF_COLOURS)).long().clamp(max=5)]
+            elif name == "mask":
+                prm[sel, 0] = -0.01 + 0.03 * u[sel, 0]
+                prm[sel, 1:4] = _MASK_COLOURS[(u[sel, 1] * len(_MASK_COLOURS)).long().clamp(max=3)]
+            elif name == "hand":
+                L = lm[sel]
+                n = int(sel.sum())
+                side = torch.where(u[sel, 0] < 0.5, -1.0, 1.0)
+                target = torch.where(u[sel, 1:2] < 0.5, L[:, 57], L[:, 29])        # over the mouth or the nose/eye
+                prm[sel, 0] = target[:, 0] + side * (0.1 + 0.1 * u[sel, 2])
+                prm[sel, 1] = target[:, 1] + 0.05 * (u[sel, 3] - 0.5)
+                prm[sel, 2] = side * (0.3 + 0.6 * u[sel, 4]) + math.pi / 2 * 0
+                prm[sel, 3] = 0.65 + 0.25 * u[sel, 5]
+                prm[sel, 4] = u[sel, 6] - 0.5
+                del n
+        return occ, prm
+
+    def _makeup(self, makeup, N, g):
+        mk = torch.zeros(N, 16)
+        names = {k: ["none"] * N for k in MAKEUP_KINDS}
+        if makeup is None:
+            return mk, names
+        if makeup == "random":
+            for i in range(N):
+                for j, kind in enumerate(MAKEUP_KINDS):
+                    if float(torch.rand(1, generator=g)) < 0.45:
+                        keys = list(MAKEUP_COLOURS[kind])
+                        c = keys[int(torch.randint(0, len(keys), (1,), generator=g))]
+                        names[kind][i] = c
+                        mk[i, 4 * j:4 * j + 3] = torch.tensor(MAKEUP_COLOURS[kind][c])
+                        mk[i, 4 * j + 3] = 0.7 + 0.3 * float(torch.rand(1, generator=g))
+            return mk, names
+        if not isinstance(makeup, Mapping):
+            raise ValueError(f"makeup must be None, 'random' or a dict such as {{'lipstick': 'red'}}, got {makeup!r}")
+        for kind, colour in makeup.items():
+            if kind not in MAKEUP_COLOURS:
+                raise ValueError(f"unknown makeup kind {kind!r}: expected one of {', '.join(MAKEUP_KINDS)}")
+            if colour is None or colour == "none":
+                continue
+            if colour not in MAKEUP_COLOURS[kind]:
+                raise ValueError(f"unknown {kind} colour {colour!r}: expected one of {', '.join(MAKEUP_COLOURS[kind])}")
+            j = MAKEUP_KINDS.index(kind)
+            mk[:, 4 * j:4 * j + 3] = torch.tensor(MAKEUP_COLOURS[kind][colour])
+            mk[:, 4 * j + 3] = 1.0
+            names[kind] = [colour] * N
+        return mk, names
+
+    # ------------------------------------------------------------------ labels
+    def _labels(self, ids, sc, info, out) -> pd.DataFrame:
+        aus = sc.aus.detach().cpu()
+        pose = sc.pose.detach().cpu().numpy()
+        light = sc.light.detach().cpu().numpy()
+        deg = sc.degrade.detach().cpu().numpy()
+        ident = info["identity"]
+        df = pd.DataFrame({"identity": np.asarray(ids, dtype=np.int64), "emotion": info["emotion"]})
+        au_max = aus.max(2).values.numpy()
+        for k, name in enumerate(AU_NAMES):
+            df[name] = au_max[:, k].astype(np.float32)
+        uni = []
+        for i in range(len(ids)):
+            r, l_ = aus[i, :, 0], aus[i, :, 1]
+            sides = [f"{AU_NAMES[k]}{'R' if r[k] > l_[k] else 'L'}" for k in range(len(AU_NAMES))
+                     if abs(float(r[k] - l_[k])) > 1e-6]
+            uni.append(",".join(sides))
+        df["unilateral"] = uni
+        df["yaw"], df["pitch"], df["roll"] = pose[:, 0], pose[:, 1], pose[:, 2]
+        df["light_azimuth"], df["light_elevation"], df["light_intensity"] = light[:, 0], light[:, 1], light[:, 2]
+        df["occlusion"] = [OCCLUSIONS[int(k)] if int(k) else "none" for k in sc.occlusion.cpu()]
+        df["occluded_fraction"] = out.occluded_fraction.detach().cpu().numpy().astype(np.float32)
+        for kind in MAKEUP_KINDS:
+            df[kind] = info["makeup"][kind]
+        df["caption"] = [caption({k: info["makeup"][k][i] for k in MAKEUP_KINDS}) for i in range(len(ids))]
+        df["glasses"] = (sc.glasses[:, 0] > 0.5).cpu().numpy()
+        beard_names = np.array(["none", "stubble", "full", "goatee", "moustache"])
+        df["beard"] = beard_names[sc.beard[:, 0].long().cpu().numpy()]
+        df["hair_colour"] = ident.hair_name
+        df["eye_colour"] = ident.eye_name
+        df["resolution"], df["blur"], df["noise"], df["jpeg_quality"] = deg[:, 0], deg[:, 1], deg[:, 2], deg[:, 3]
+        return df
+
+
+def caption(makeup: Mapping[str, str]) -> str:
+    """Text description of the makeup: 'a face of a person with red lipstick and blue eyeshadow'."""
+    parts = [f"{c} {k}" for k, c in makeup.items() if c and c != "none"]
+    if not parts:
+        return "a face of a person"
+    text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"a face of a person with {text}"
+
+
+def _scarf_top(L, face, fraction):
+    """Frontal-frame y of a straight scarf edge that covers ``fraction`` of the face region (per face)."""
+    from facelab.synth.render import _polar_face, _polar_lookup, _ramp
+
+    H = 128
+    xs = (torch.arange(H, dtype=torch.float32) + 0.5) * (2.0 / H) - 1
+    centre, table, _ = _polar_face(L, face)
+    a = _ramp(_polar_lookup(xs.view(1, 1, 1, H), xs.view(1, 1, H, 1), centre, table), 2.0 / H)[:, 0]
+    rows = a.sum(2)                                                   # (n, H)
+    from_bottom = rows.flip(1).cumsum(1).flip(1) / rows.sum(1, keepdim=True)   # share at or below each row
+    idx = (from_bottom >= fraction).float().cumsum(1).argmax(1)       # last row with share >= fraction
+    return xs[idx] - 1.0 / H
+
+
+def _to(sc: Scene, device) -> Scene:
+    if str(device) == "cpu":
+        return sc
+    kw = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in sc.__dict__.items()}
+    return Scene(**kw)
