@@ -1,0 +1,76 @@
+"""Real pretrained face models as PyTorch modules.
+
+* :func:`load_embedder` ``("dlib-resnet" | "sface")``: face embedders with one interface
+  (:class:`facelab.models.base.Embedder`: ``embed(batch)``, ``embedding_size``, ``distance``, ``threshold``,
+  ``input_size``, ``template``, ``differentiable``).
+* :func:`load_expression_model`: face-api's 7-class facial expression net.
+
+Models are cached per process: calling a loader twice returns the same module (don't modify it in place; use
+``copy.deepcopy`` for fine-tuning).
+"""
+
+from __future__ import annotations
+
+from facelab.models.base import Embedder, to_float_batch
+
+__all__ = ["Embedder", "EMBEDDERS", "load_embedder", "to_float_batch", "load_expression_model"]
+
+EMBEDDERS = ("dlib-resnet", "sface")
+_CACHE: dict = {}
+
+
+def load_embedder(name: str = "dlib-resnet", *, device=None, cache: bool = True, weights: str | None = None) -> Embedder:
+    """A pretrained face embedder as an ``nn.Module`` in eval mode.
+
+    Parameters
+    ----------
+    name : {"dlib-resnet", "sface"}
+        ``"dlib-resnet"``: dlib's ResNet-29 (128-d, L2, threshold 0.6, dlib-150 chips), PyTorch, differentiable.
+        ``"sface"``: SFace (128-d, cosine, threshold 0.363, arcface-112 chips).
+    device : str or torch.device, optional
+        Where to put the model (default CPU).
+    cache : bool
+        Reuse the module loaded earlier in this process.
+    weights : {"dlib", "faceapi"}, optional
+        dlib-resnet only: read dlib's own float32 model file (default; agrees with native dlib to float
+        precision) or face-api's uint8-quantized copy of the same weights (cosine ~0.9997 to native dlib).
+    """
+    if name not in EMBEDDERS:
+        raise ValueError(f"unknown embedder {name!r}; choose one of {EMBEDDERS}")
+    if weights is not None and name != "dlib-resnet":
+        raise ValueError(f"weights= applies to 'dlib-resnet' only, not {name!r}")
+    weights = weights or ("dlib" if name == "dlib-resnet" else None)
+    key = (name, str(device or "cpu"), weights)
+    if cache and key in _CACHE:
+        return _CACHE[key]
+    if name == "dlib-resnet":
+        from facelab.models.dlib_resnet import load_dlib_resnet
+
+        model = load_dlib_resnet(weights=weights)
+    else:
+        from facelab.models.sface import load_sface
+
+        model = load_sface()
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    if cache:
+        _CACHE[key] = model
+    return model
+
+
+def load_expression_model(*, device=None, cache: bool = True):
+    """face-api's facial expression classifier (7 classes) as an ``nn.Module``; see
+    :mod:`facelab.models.expression`."""
+    key = ("expression", str(device or "cpu"))
+    if cache and key in _CACHE:
+        return _CACHE[key]
+    from facelab.models.expression import load_faceapi_expression
+
+    model = load_faceapi_expression()
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    if cache:
+        _CACHE[key] = model
+    return model
