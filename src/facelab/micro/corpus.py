@@ -1,0 +1,437 @@
+"""A synthetic MMME-like corpus: subjects x trials of face video with micro- and macro-expressions and synchronized
+EEG + peripheral physiology, with every coupling and noise level a parameter.
+
+Each subject has one continuous session (an :class:`mne.io.RawArray`, see :mod:`facelab.micro.physio`). A trial is
+
+``| baseline (rest) | stimulus: face video with 1-2 micro- and 0-1 macro-expressions | tail (SCRs decay) |``
+
+and carries one target emotion (as an MMME trial is one emotion-eliciting clip). Ground truth per expression: kind
+(micro: onset to offset < 0.5 s; macro: longer), emotion, onset/apex/offset frames, apex action units. The same PPG
+that goes into the session modulates the skin of the video (remote photoplethysmography, as in real faces).
+
+How each modality carries the emotion, and how much, is set by :class:`CorpusConfig`:
+
+- video: the apex AUs are ``video_coupling`` x the emotion's prototype + (1 - ``video_coupling``) x another
+  emotion's prototype (masked, blended expressions), scaled by a low intensity for micro-expressions;
+- EEG: ``eeg_coupling`` is the relative band-power change after an onset (``eeg_noise`` the background level);
+- peripheral: ``periph_coupling`` scales the emotion-specific heart rate / breathing / SCR / skin-temperature
+  changes (``periph_noise`` the trial-to-trial variability).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from facelab.micro import physio
+from facelab.micro.flow import crop_faces, face_box, face_regions, onset_apex_flow, to_gray_uint8
+
+__all__ = ["CorpusConfig", "Trial", "Session", "Corpus", "make_corpus", "schedule_events", "render_videos",
+           "events_to_annotations", "MICRO_MAX_S"]
+
+#: Micro-expressions last less than half a second from onset to offset.
+MICRO_MAX_S = 0.5
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """Sizes, couplings and noise levels of the synthetic corpus (all defaults are the chapter's quick corpus)."""
+
+    n_subjects: int = 6
+    trials_per_subject: int = 5
+    video_s: float = 6.0
+    baseline_s: float = 3.0
+    tail_s: float = 5.0
+    fps: int = 30
+    size: int = 64
+    crop_size: int = 64
+    sfreq: float = 250.0
+    emotions: tuple = physio.EMOTIONS
+    micro_per_trial: tuple = (1, 2)
+    macro_per_trial: tuple = (0, 1)
+    micro_intensity: tuple = (0.35, 0.6)
+    macro_intensity: tuple = (0.7, 1.0)
+    video_coupling: float = 0.6
+    eeg_coupling: float = 0.6
+    eeg_noise: float = 1.0
+    line_noise_uv: float = 5.0
+    blink_uv: float = 120.0
+    blinks_per_s: float = 0.25
+    periph_coupling: float = 1.0
+    periph_noise: float = 1.0
+    ppg_skin_amplitude: float = 0.03
+    full_video_trials: int = 1
+    keep_frames: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("n_subjects", "trials_per_subject", "fps", "size", "crop_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("video_coupling",):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        for name in ("eeg_coupling", "eeg_noise", "periph_coupling", "periph_noise", "line_noise_uv", "blink_uv"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.video_s < 2.0 or self.baseline_s < 1.0 or self.tail_s < 2.5:
+            raise ValueError("video_s >= 2, baseline_s >= 1 and tail_s >= 2.5 seconds are needed for the EEG windows "
+                             f"and SCRs, got {self.video_s}, {self.baseline_s}, {self.tail_s}")
+        unknown = set(self.emotions) - set(physio.EMOTIONS)
+        if unknown:
+            raise ValueError(f"emotions {sorted(unknown)} unknown: expected a subset of {physio.EMOTIONS}")
+
+    @property
+    def trial_s(self) -> float:
+        return self.baseline_s + self.video_s + self.tail_s
+
+
+@dataclass
+class Trial:
+    """One trial: the face clip (as landmark-located crops), its ground truth, and where it sits in the session.
+
+    ``levels`` is the number of rendered steps between neutral and apex: trials with ``levels > 1`` have smooth
+    dynamics (used for spotting), ``levels == 1`` trials are key-frame renders (neutral and apex states only).
+    """
+
+    subject: int
+    trial: int
+    emotion: str
+    start_s: float  # trial start in the session
+    video_start_s: float  # first video frame in the session
+    fps: int
+    events: pd.DataFrame  # kind, emotion, onset, apex, offset (frames), intensity, AU columns
+    blinks: np.ndarray  # blink frames in the video
+    landmarks: np.ndarray  # (T, 68, 2)
+    crops: np.ndarray  # (T, S, S) uint8 grayscale face crops
+    box: tuple
+    regions: dict
+    frames: np.ndarray | None = None  # (T, 3, H, W) uint8, kept for the first ``keep_frames`` trials only
+    ppg: np.ndarray | None = None  # the PPG at the frame times (what pulsed the skin)
+    levels: int = 8
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.crops)
+
+
+@dataclass
+class Session:
+    """One subject's continuous recording (EEG + peripheral, annotations) and its trials."""
+
+    subject: int
+    raw: "mne.io.RawArray"  # noqa: F821
+    trials: list[Trial]
+    _processed: pd.DataFrame | None = field(default=None, repr=False)
+
+    def processed(self) -> pd.DataFrame:
+        """NeuroKit2-processed peripheral signals (cached)."""
+        if self._processed is None:
+            self._processed = physio.process_peripheral(self.raw)
+        return self._processed
+
+
+def schedule_events(n_frames: int, fps: int, emotion: str, n_micro: int, n_macro: int,
+                    rng: np.random.Generator) -> list[dict]:
+    """Non-overlapping expression intervals in a clip, in random order, at least 1.2 s apart.
+
+    Micro: onset to offset 0.27-0.47 s (always < :data:`MICRO_MAX_S`); macro: 0.8-1.6 s. Apex at 35-55 % of the
+    interval. Raises ``ValueError`` if the clip is too short to hold them.
+    """
+    kinds = ["micro"] * n_micro + ["macro"] * n_macro
+    rng.shuffle(kinds)
+    lengths = [int(round(rng.uniform(0.27, 0.47) * fps)) if k == "micro" else int(round(rng.uniform(0.8, 1.6) * fps))
+               for k in kinds]
+    gap = int(round(1.2 * fps))
+    margin = int(round(0.4 * fps))
+    need = sum(lengths) + gap * max(0, len(kinds) - 1) + 2 * margin
+    if need > n_frames:
+        raise ValueError(f"{n_micro} micro + {n_macro} macro expressions need {need} frames, the clip has {n_frames}")
+    slack = n_frames - need
+    cuts = np.sort(rng.integers(0, slack + 1, size=len(kinds)))
+    events, pos = [], margin
+    for k, (kind, L) in enumerate(zip(kinds, lengths)):
+        onset = pos + cuts[k]
+        offset = onset + L - 1
+        apex = onset + int(round(rng.uniform(0.35, 0.55) * (L - 1)))
+        events.append({"kind": kind, "emotion": emotion, "onset": int(onset), "apex": int(apex),
+                       "offset": int(offset)})
+        pos += L + gap
+    return events
+
+
+def _apex_aus(emotion: str, intensity: float, coupling: float, emotions: Sequence[str], rng) -> dict[str, float]:
+    from facelab.synth import EMOTION_PROTOTYPES
+
+    others = [e for e in emotions if e != emotion]
+    other = others[rng.integers(len(others))]
+    aus: dict[str, float] = {}
+    for name, w in ((emotion, coupling), (other, 1.0 - coupling)):
+        for au, v in EMOTION_PROTOTYPES[name].items():
+            aus[au] = aus.get(au, 0.0) + w * v
+    return {au: float(np.clip(intensity * v * rng.uniform(0.8, 1.2), 0.0, 1.0)) for au, v in aus.items()}
+
+
+def _envelope(n_frames: int, onset: int, apex: int, offset: int) -> np.ndarray:
+    t = np.arange(n_frames, dtype=float)
+    up = np.clip((t - onset) / max(apex - onset, 1), 0, 1)
+    down = np.clip((offset - t) / max(offset - apex, 1), 0, 1)
+    e = np.where(t <= apex, up, down)
+    e[(t < onset) | (t > offset)] = 0.0
+    return 0.5 - 0.5 * np.cos(np.pi * e)  # smooth ease-in/out
+
+
+def _frame_states(n_frames, events, blinks, levels):
+    state = [dict() for _ in range(n_frames)]
+    for ev in events:
+        env = np.round(_envelope(n_frames, ev["onset"], ev["apex"], ev["offset"]) * levels) / levels
+        for f in np.flatnonzero(env > 0):
+            for au, v in ev["aus"].items():
+                state[f][au] = min(1.0, state[f].get(au, 0.0) + env[f] * v)
+    blink_shape = np.round(np.array([0.4, 0.85, 1.0, 0.85, 0.4]) * levels) / levels
+    for b in blinks:
+        for d, v in zip(range(-2, 3), blink_shape):
+            if 0 <= b + d < n_frames and v > 0:
+                state[b + d]["AU45"] = max(state[b + d].get("AU45", 0.0), float(v))
+    return [tuple(sorted((au, round(v, 3)) for au, v in s.items() if v > 0)) for s in state]
+
+
+def render_videos(world, identity: int, clips: Sequence[dict], ppg_amplitude: float = 0.03, generator=None):
+    """Render face clips of one identity with ``world.sample``, AU intensities following each event's envelope.
+
+    Parameters
+    ----------
+    world : facelab.synth.FaceWorld
+    identity : int
+    clips : list of dict
+        Each ``{"n_frames": T, "events": [{"onset", "apex", "offset", "aus": {AU: intensity}}, ...],
+        "blinks": [frame, ...], "ppg": None or (T,) array, "levels": int}``. The expression envelope (0 at onset and
+        offset, 1 at apex) is quantised to ``levels`` steps: ``levels=8`` gives smooth dynamics, ``levels=1``
+        renders only the neutral and apex states (key frames: all the onset -> apex recognisers read).
+    ppg_amplitude : float
+        Relative skin-brightness change per PPG standard deviation (green channel strongest, as in remote PPG).
+
+    Returns
+    -------
+    list of (frames (T, 3, H, W) float32 in [0, 1], landmarks (T, 68, 2) float32)
+
+    Notes
+    -----
+    Each distinct AU state is rendered once over all clips, so neutral stretches and repeated states cost nothing.
+    """
+    import torch
+
+    keys = [_frame_states(c["n_frames"], c["events"], c.get("blinks", ()), int(c.get("levels", 8))) for c in clips]
+    unique = list(dict.fromkeys(k for ks in keys for k in ks))
+    gen = generator if generator is not None else torch.Generator().manual_seed(int(identity))
+    images, landmarks, masks = [], [], []
+    for start in range(0, len(unique), 64):
+        chunk = unique[start:start + 64]
+        batch = world.sample(identities=[identity] * len(chunk), expression=[dict(k) for k in chunk],
+                             nuisance="none", generator=gen)
+        images.append(batch.images.cpu().numpy())
+        landmarks.append(batch.landmarks.cpu().numpy())
+        fm = getattr(batch, "face_masks", None)
+        masks.append(None if fm is None else fm.cpu().numpy())
+    images, landmarks = np.concatenate(images), np.concatenate(landmarks)
+    skin_all = None if any(m is None for m in masks) else np.concatenate(masks).astype(np.float32)
+    index = {k: i for i, k in enumerate(unique)}
+    out = []
+    for c, ks in zip(clips, keys):
+        sel = np.array([index[k] for k in ks])
+        frames, lms = images[sel].astype(np.float32), landmarks[sel].astype(np.float32)
+        ppg = c.get("ppg")
+        if ppg is not None:
+            ppg = np.asarray(ppg, dtype=float)
+            T = c["n_frames"]
+            if ppg.shape != (T,):
+                raise ValueError(f"ppg must have one value per frame ({T}), got shape {ppg.shape}")
+            z = (ppg - ppg.mean()) / (ppg.std() + 1e-9)
+            skin = (skin_all[sel].reshape(T, 1, *frames.shape[2:]) if skin_all is not None
+                    else np.ones((T, 1) + frames.shape[2:], np.float32))
+            gain = np.array([0.5, 1.0, 0.3], np.float32).reshape(1, 3, 1, 1)
+            frames = np.clip(frames * (1 + ppg_amplitude * z.reshape(-1, 1, 1, 1) * gain * skin), 0, 1)
+        out.append((frames.astype(np.float32), lms))
+    return out
+
+
+def events_to_annotations(trials: Sequence[Trial], blinks_s: Sequence[float], duration_s: float):
+    """All trials' expressions (``"micro/happy"``), trial stimuli (``"trial/happy"``) and blinks on one timeline.
+
+    Raises
+    ------
+    ValueError
+        If an annotation starts before 0 or ends after ``duration_s``.
+    """
+    import mne
+
+    onset, dur, desc = [], [], []
+    for tr in trials:
+        onset.append(tr.video_start_s)
+        dur.append(tr.n_frames / tr.fps)
+        desc.append(f"trial/{tr.emotion}")
+        for ev in tr.events.itertuples():
+            onset.append(tr.video_start_s + ev.onset / tr.fps)
+            dur.append((ev.offset - ev.onset + 1) / tr.fps)
+            desc.append(f"{ev.kind}/{ev.emotion}")
+    for b in blinks_s:
+        onset.append(b)
+        dur.append(0.2)
+        desc.append("blink")
+    onset, dur = np.asarray(onset, float), np.asarray(dur, float)
+    bad = (onset < 0) | (onset + dur > duration_s + 1e-9)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"annotation {desc[i]!r} at {onset[i]:.3f}-{onset[i] + dur[i]:.3f} s lies outside the "
+                         f"recording (0 to {duration_s:.3f} s)")
+    return mne.Annotations(onset, dur, desc)
+
+
+class Corpus:
+    """Sessions of the synthetic corpus, with the per-expression tables and features the chapter uses."""
+
+    def __init__(self, config: CorpusConfig, sessions: list[Session]):
+        self.config = config
+        self.sessions = sessions
+
+    def __repr__(self) -> str:
+        ev = self.events
+        return (f"Corpus({len(self.sessions)} subjects, {sum(len(s.trials) for s in self.sessions)} trials, "
+                f"{int((ev.kind == 'micro').sum())} micro + {int((ev.kind == 'macro').sum())} macro expressions)")
+
+    @property
+    def trials(self) -> list[Trial]:
+        return [t for s in self.sessions for t in s.trials]
+
+    @property
+    def events(self) -> pd.DataFrame:
+        """One row per expression: subject, trial, video id, kind, emotion, onset/apex/offset frames, onset_s."""
+        rows = []
+        for tr in self.trials:
+            for ev in tr.events.to_dict("records"):
+                rows.append({"subject": tr.subject, "trial": tr.trial, "video": f"s{tr.subject:02d}_t{tr.trial:02d}",
+                             **{k: ev[k] for k in ("kind", "emotion", "onset", "apex", "offset", "intensity")},
+                             "onset_s": tr.video_start_s + ev["onset"] / tr.fps})
+        return pd.DataFrame(rows, columns=["subject", "trial", "video", "kind", "emotion", "onset", "apex", "offset",
+                                           "intensity", "onset_s"])
+
+    def video_features(self, grid: int = 28) -> np.ndarray:
+        """(n_events, 3, grid, grid) onset -> apex flow of every expression (rows as :attr:`events`)."""
+        out = [onset_apex_flow(tr.crops, int(ev.onset), int(ev.apex), grid)
+               for tr in self.trials for ev in tr.events.itertuples()]
+        return np.stack(out) if out else np.zeros((0, 3, grid, grid), np.float32)
+
+    def eeg_features(self, **kwargs) -> np.ndarray:
+        """(n_events, n_windows, 160) EEG band-power changes (see :func:`facelab.micro.physio.eeg_band_power`)."""
+        parts = []
+        for s in self.sessions:
+            onsets = [tr.video_start_s + ev.onset / tr.fps for tr in s.trials for ev in tr.events.itertuples()]
+            parts.append(physio.eeg_band_power(s.raw, onsets, **kwargs))
+        return np.concatenate(parts)
+
+    def peripheral_features(self) -> pd.DataFrame:
+        """(n_events, 8) peripheral features from NeuroKit2 processing (see :func:`physio.peripheral_features`)."""
+        parts = []
+        for s in self.sessions:
+            onsets, bases = [], []
+            for tr in s.trials:
+                for ev in tr.events.itertuples():
+                    onsets.append(tr.video_start_s + ev.onset / tr.fps)
+                    bases.append((tr.start_s + 0.5, tr.video_start_s))
+            parts.append(physio.peripheral_features(s.processed(), s.raw.info["sfreq"], onsets, bases))
+        return pd.concat(parts, ignore_index=True)
+
+    def spotting_truth(self) -> pd.DataFrame:
+        """Ground-truth intervals per video for :func:`facelab.micro.spotting.megc_evaluate`."""
+        return self.events[["video", "kind", "onset", "apex", "offset"]]
+
+
+def make_corpus(config: CorpusConfig | None = None, world=None, progress=None, **overrides) -> Corpus:
+    """Generate the corpus: videos from the synthetic face world, physiology from MNE + NeuroKit2.
+
+    Parameters
+    ----------
+    config : CorpusConfig, optional
+        Defaults to ``CorpusConfig()``; ``overrides`` replace single fields (``make_corpus(eeg_coupling=0.2)``).
+    world : facelab.synth.FaceWorld, optional
+        Defaults to ``FaceWorld(seed=config.seed, size=config.size)``; subject ``k`` is identity ``k``.
+    progress : callable, optional
+        Wraps the subject loop (e.g. ``P.progress``).
+    """
+    config = replace(config or CorpusConfig(), **overrides)
+    if world is None:
+        from facelab.synth import FaceWorld
+
+        world = FaceWorld(seed=config.seed, size=config.size)
+    rng = np.random.default_rng(config.seed)
+    patterns = physio.eeg_emotion_patterns(seed=1234)
+    sessions = []
+    subjects = range(config.n_subjects)
+    kept = 0
+    for subject in (progress(subjects, desc="subjects") if progress else subjects):
+        srng = np.random.default_rng([config.seed, subject])
+        n_tr = config.trials_per_subject
+        emotions = [config.emotions[i % len(config.emotions)] for i in srng.permutation(n_tr) + subject]
+        total_s = n_tr * config.trial_s
+        n_frames = int(round(config.video_s * config.fps))
+        # blinks over the whole session (the EEG sees all of them, the video the ones inside its window)
+        n_blinks = srng.poisson(config.blinks_per_s * total_s)
+        blinks_s = np.sort(srng.uniform(0.3, total_s - 0.3, n_blinks))
+        plans, segments = [], []
+        for j, emo in enumerate(emotions):
+            start = j * config.trial_s
+            vstart = start + config.baseline_s
+            evs = schedule_events(n_frames, config.fps, emo, int(srng.integers(config.micro_per_trial[0],
+                                                                               config.micro_per_trial[1] + 1)),
+                                  int(srng.integers(config.macro_per_trial[0], config.macro_per_trial[1] + 1)), srng)
+            for ev in evs:
+                lo, hi = config.micro_intensity if ev["kind"] == "micro" else config.macro_intensity
+                ev["intensity"] = float(srng.uniform(lo, hi))
+                ev["aus"] = _apex_aus(emo, ev["intensity"], config.video_coupling, config.emotions, srng)
+            plans.append((start, vstart, emo, evs))
+            segments.append({"duration_s": config.baseline_s, "emotion": None})
+            segments.append({"duration_s": config.video_s + config.tail_s, "emotion": emo,
+                             "scr_onsets_s": [vstart + ev["onset"] / config.fps for ev in evs]})
+        sig = physio.simulate_peripheral(segments, config.sfreq, periph_coupling=config.periph_coupling,
+                                         periph_noise=config.periph_noise, rng=srng)
+        onsets = [vstart + ev["onset"] / config.fps for _, vstart, _, evs in plans for ev in evs]
+        emos = [ev["emotion"] for _, _, _, evs in plans for ev in evs]
+        eeg = physio.simulate_eeg(total_s, config.sfreq, onsets, emos, blinks_s, eeg_coupling=config.eeg_coupling,
+                                  eeg_noise=config.eeg_noise, line_noise_uv=config.line_noise_uv,
+                                  blink_uv=config.blink_uv, patterns=patterns, rng=srng)
+        clips = []
+        for j, (start, vstart, emo, evs) in enumerate(plans):
+            t_frames = vstart + np.arange(n_frames) / config.fps
+            clips.append({"n_frames": n_frames, "events": evs,
+                          "blinks": [int(round((b - vstart) * config.fps)) for b in blinks_s
+                                     if vstart <= b < vstart + config.video_s],
+                          "ppg": np.interp(t_frames, np.arange(len(sig["PPG"])) / config.sfreq, sig["PPG"]),
+                          "levels": 8 if j < config.full_video_trials else 1})
+        rendered = render_videos(world, subject, clips, ppg_amplitude=config.ppg_skin_amplitude)
+        trials = []
+        for j, ((start, vstart, emo, evs), clip, (frames, lms)) in enumerate(zip(plans, clips, rendered)):
+            gray = to_gray_uint8(frames)
+            box = face_box(lms)
+            ev_df = pd.DataFrame([{k: v for k, v in ev.items() if k != "aus"}
+                                  | {f"apex_{au}": v for au, v in ev["aus"].items()} for ev in evs])
+            trials.append(Trial(subject=subject, trial=j, emotion=emo, start_s=start, video_start_s=vstart,
+                                fps=config.fps, events=ev_df.fillna(0.0) if len(ev_df) else ev_df,
+                                blinks=np.asarray(clip["blinks"], dtype=int), landmarks=lms,
+                                crops=crop_faces(gray, box, config.crop_size), box=box,
+                                regions=face_regions(lms, box, config.crop_size),
+                                frames=(np.round(frames * 255).astype(np.uint8) if kept < config.keep_frames
+                                        else None), ppg=clip["ppg"], levels=clip["levels"]))
+            kept += 1
+        ann = events_to_annotations(trials, blinks_s, total_s)
+        raw = physio.make_raw(eeg, {k: sig[k] for k in physio.PERIPHERAL_CHANNELS}, config.sfreq, ann)
+        sessions.append(Session(subject=subject, raw=raw, trials=trials))
+    return Corpus(config, sessions)
+
+
+def config_table(config: CorpusConfig) -> pd.DataFrame:
+    """The configuration as a one-column table for the chapter."""
+    return pd.DataFrame({"value": {k: str(v) for k, v in asdict(config).items()}})
