@@ -183,3 +183,33 @@ def test_sface_gradients_flow(arcface_chips):
     e = torch.nn.functional.normalize(m.embed(x), dim=1)
     (e[0] @ e[1]).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# face-api expression net
+
+
+def test_expression_net_on_real_faces():
+    from facelab.models import load_expression_model
+    from facelab.models.expression import EXPRESSIONS, expression_crops
+
+    m = load_expression_model()
+    assert m.classes == EXPRESSIONS and len(EXPRESSIONS) == 7 and EXPRESSIONS[:2] == ("neutral", "happy")
+    fr = assets.fetch("face-recognition-test-images")
+    crops = []
+    for p in (fr / "obama.jpg", assets.fetch("astronaut"), fr / "biden.jpg", assets.fetch("grace-hopper")):
+        img = load_image(p)
+        crops.append(expression_crops(img, detect_faces(img, "yunet")[:1])[0])
+    crops = np.stack(crops)
+    assert crops.shape == (4, 112, 112, 3) and crops.dtype == np.uint8
+    prob = m.predict(crops)
+    assert prob.shape == (4, 7) and torch.allclose(prob.sum(1), torch.ones(4), atol=1e-5)
+    labels = [EXPRESSIONS[k] for k in prob.argmax(1).tolist()]
+    assert labels == ["happy", "happy", "neutral", "neutral"]  # two broad smiles, two calm faces
+    grey = m.predict(crops, grey=True)
+    assert [EXPRESSIONS[k] for k in grey.argmax(1).tolist()] == labels
+    x = (torch.from_numpy(crops[:1]).permute(0, 3, 1, 2).float() / 255).requires_grad_(True)
+    m.predict(x)[0, 1].backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="112x112"):
+        m.predict(np.zeros((1, 150, 150, 3), np.uint8))
