@@ -85,6 +85,16 @@ def test_tar_at_far_array_and_thresholds():
     assert isinstance(M.tar_at_far(torch.tensor(y), torch.tensor(s), 0.25), float)
 
 
+def test_verification_accuracy():
+    y = [0, 0, 0, 0, 1, 1]
+    s = [0.0, 0.1, 0.2, 0.6, 0.5, 0.9]
+    acc, t = M.verification_accuracy(y, s, threshold=0.55)  # FAR 1/4, FRR 1/2
+    assert acc == pytest.approx(1 - (0.25 + 0.5) / 2) and t == 0.55
+    best, t_best = M.verification_accuracy(y, s)  # at 0.5: FAR 1/4, FRR 0 -> 0.875
+    assert best == pytest.approx(0.875) and t_best == 0.5
+    assert M.verification_accuracy([0, 1], [0.0, 1.0])[0] == 1.0
+
+
 def test_distances_to_scores_sign():
     d = np.array([0.2, 0.9])
     np.testing.assert_allclose(M.scores_from_distances(d), [-0.2, -0.9])

@@ -240,7 +240,7 @@ class _FakeEmbedder(torch.nn.Module):
 
 @pytest.fixture
 def fake_pipeline(monkeypatch):
-    def detect_faces(image, backend="dlib-hog"):
+    def detect_faces(image, backend="dlib-hog", **options):
         # a "face" is any non-black image; two faces when the image is wide
         if image.max() == 0:
             return []
@@ -341,3 +341,30 @@ def test_aligned_chips_shapes_and_errors():
     assert R.grey_chips(imgs, lm, size=32).shape == (2, 32, 32)
     with pytest.raises(ValueError, match="landmarks \\(N, 68, 2\\)"):
         R.aligned_chips(imgs, lm[:, :5])
+
+
+# ------------------------------------------------------------------------------------------------ figures
+def test_figure_helpers():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(5), 3)
+    good = rng.normal(size=(5, 8))[labels] + 0.1 * rng.normal(size=(15, 8))
+    cmp = R.compare_methods({"good": (good, "euclidean")}, labels)
+    fig = R.plot_comparison(cmp, max_rank=4)
+    assert len(fig.axes) == 3 and len(fig.axes[2].lines) == 1
+    d = -cmp.pair_scores["good"]
+    fig, far, frr = R.threshold_tradeoff(cmp.pair_labels, d, threshold=float(np.median(d)), published=0.6)
+    from facelab.metrics import far_frr
+
+    assert (far, frr) == far_frr(cmp.pair_labels, -d, -float(np.median(d)))
+    ax = R.distance_heatmap(np.array([[0.0, 0.5], [0.5, 0.0]]), ["a", "b"], threshold=0.6)
+    assert len(ax.patches) == 2  # both off-diagonal cells are below the threshold
+    face = _FakeFace((1, 1, 5, 5))
+    face.landmarks68 = np.ones((68, 2))
+    ax = R.draw_faces(np.zeros((8, 8, 3), np.uint8), [face])
+    assert len(ax.patches) == 1 and len(ax.collections) == 1
+    plt.close("all")

@@ -49,6 +49,10 @@ __all__ = [
     "aligned_chips",
     "embed_aligned",
     "grey_chips",
+    "draw_faces",
+    "distance_heatmap",
+    "plot_comparison",
+    "threshold_tradeoff",
 ]
 
 METRICS = ("euclidean", "cosine")
@@ -465,11 +469,15 @@ class FaceRecognizer:
         Verification threshold on the distance; by default the embedder's published one
         (``embedder.distance_threshold`` when it has one, else ``embedder.threshold``).
     device : str or torch.device
+    detector_options : dict, optional
+        Extra keyword arguments for :func:`facelab.detect.detect_faces` (e.g. ``{"max_side": 800}``).
     """
 
     def __init__(self, detector: str = "dlib-hog", embedder: Any = "dlib-resnet", template: str | None = None,
-                 threshold: float | None = None, device: str | torch.device = "cpu"):
+                 threshold: float | None = None, device: str | torch.device = "cpu",
+                 detector_options: dict | None = None):
         self.detector = detector
+        self.detector_options = dict(detector_options or {})
         self.device = torch.device(device)
         if isinstance(embedder, str):
             from facelab.models import load_embedder
@@ -523,7 +531,7 @@ class FaceRecognizer:
         img, _ = self._load(image, name)
         from facelab.detect import detect_faces
 
-        faces = list(detect_faces(img, backend=self.detector))
+        faces = list(detect_faces(img, backend=self.detector, **self.detector_options))
         if not faces:
             return [], self.embed_faces([])
         return faces, self.embed_faces(self.align(img, faces))
@@ -748,3 +756,123 @@ def grey_chips(images: torch.Tensor, landmarks, size: int = 56) -> np.ndarray:
     from facelab.classical import to_grey_batch
 
     return to_grey_batch(aligned_chips(images, landmarks, "arcface-112", size).cpu().numpy())
+
+
+# --------------------------------------------------------------------------------------------- figures
+def draw_faces(image: np.ndarray, faces: Sequence, ax=None, title: str | None = None, landmarks: bool = True,
+               zoom: float | None = None):
+    """Show an image with the detected boxes and landmarks (68 points if present, else 5) drawn on it.
+
+    ``zoom``: if given, crop the view to the faces plus this many face widths of margin on every side.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from facelab.plotting import PALETTE
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(image)
+    lw = 1.5
+    for f in faces:
+        x0, y0, x1, y1 = f.box
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=PALETTE[1], lw=lw))
+        pts = getattr(f, "landmarks68", None) if landmarks else None
+        if pts is None and landmarks:
+            pts = getattr(f, "landmarks5", None)
+        if pts is not None:
+            ax.scatter(pts[:, 0], pts[:, 1], s=4, color=PALETTE[2], linewidths=0)
+    if zoom is not None and len(faces):
+        boxes = np.array([f.box for f in faces], dtype=np.float64)
+        m = float(zoom) * float(np.max(boxes[:, 2] - boxes[:, 0]))
+        h, w = image.shape[:2]
+        ax.set_xlim(max(0.0, boxes[:, 0].min() - m), min(w, boxes[:, 2].max() + m))
+        ax.set_ylim(min(h, boxes[:, 3].max() + m), max(0.0, boxes[:, 1].min() - m))
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9, fontweight="normal")
+    return ax
+
+
+def distance_heatmap(D, names: Sequence[str], threshold: float, ax=None, title: str | None = None):
+    """Annotated distance matrix; cells at or below ``threshold`` (declared "same person") are outlined."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    D = np.asarray(D.cpu() if isinstance(D, torch.Tensor) else D, dtype=np.float64)
+    n = len(names)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.55 * n + 2, 0.5 * n + 1.5))
+    im = ax.imshow(D, cmap="viridis_r", vmin=0, vmax=max(float(D.max()), threshold * 1.5))
+    for a in range(n):
+        for b in range(n):
+            ax.text(b, a, f"{D[a, b]:.2f}", ha="center", va="center", fontsize=6.5,
+                    color="white" if D[a, b] < threshold else "black")
+            if a != b and D[a, b] <= threshold:
+                ax.add_patch(Rectangle((b - 0.5, a - 0.5), 1, 1, fill=False, color="#d1495b", lw=1.5))
+    ax.set_xticks(range(n), names, rotation=70, fontsize=7)
+    ax.set_yticks(range(n), names, fontsize=7)
+    ax.grid(False)
+    plt.colorbar(im, ax=ax, shrink=0.8, label="distance")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_comparison(cmp: MethodComparison, max_rank: int = 10):
+    """ROC (log FAR), DET (normal-deviate axes) and CMC curves of every method, side by side."""
+    import matplotlib.pyplot as plt
+    from scipy.stats import norm
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    n_imp = int((cmp.pair_labels == 0).sum())
+    eps = 0.5 / max(n_imp, 1)
+    for name in cmp.pair_scores:
+        far, tar, _ = cmp.roc(name)
+        axes[0].plot(np.maximum(far, eps), tar, label=name, drawstyle="steps-post")
+        fmr, fnmr, _ = cmp.det(name)
+        clip = lambda v: np.clip(v, 1e-4, 1 - 1e-4)  # noqa: E731 - probit of 0 or 1 is infinite
+        axes[1].plot(norm.ppf(clip(fmr)), norm.ppf(clip(fnmr)), label=name)
+        k, rate = cmp.cmc(name, max_rank=min(max_rank, len(cmp.gallery)))
+        axes[2].plot(k, rate, marker="o", ms=3, label=name)
+    axes[0].set(xscale="log", xlabel="false accept rate (log)", ylabel="true accept rate", title="ROC",
+                xlim=(eps, 1), ylim=(0, 1.01))
+    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8])
+    axes[1].set_xticks(norm.ppf(ticks), [f"{t:g}" for t in ticks])
+    axes[1].set_yticks(norm.ppf(ticks), [f"{t:g}" for t in ticks])
+    axes[1].set(xlabel="false match rate", ylabel="false non-match rate", title="DET (normal deviate axes)",
+                xlim=norm.ppf([5e-4, 0.9]), ylim=norm.ppf([5e-4, 0.9]))
+    axes[2].set(xlabel="rank k", ylabel="identification rate", title="CMC (closed set)", ylim=(0, 1.02))
+    axes[2].legend(loc="lower right")
+    return fig
+
+
+def threshold_tradeoff(labels, distances, threshold: float, name: str = "", published: float | None = None):
+    """FAR and FRR as functions of a distance threshold, with the chosen (and published) threshold marked.
+
+    Used by the chapter's threshold slider; returns ``(fig, far, frr)`` at ``threshold``.
+    """
+    import matplotlib.pyplot as plt
+
+    from facelab.metrics import far_frr
+
+    y = np.asarray(labels).astype(bool)
+    d = np.asarray(distances, dtype=np.float64)
+    grid = np.linspace(d.min(), d.max(), 200)
+    fa = np.array([np.mean(d[~y] <= t) for t in grid])
+    fr = np.array([np.mean(d[y] > t) for t in grid])
+    far, frr = far_frr(y, -d, -threshold)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    axes[0].hist(d[y], bins=40, alpha=0.6, density=True, label="genuine pairs")
+    axes[0].hist(d[~y], bins=40, alpha=0.6, density=True, label="impostor pairs")
+    axes[1].plot(grid, fa, label="FAR (impostors accepted)")
+    axes[1].plot(grid, fr, label="FRR (genuine rejected)")
+    for ax in axes:
+        ax.axvline(threshold, color="black", lw=1.2, label=f"threshold {threshold:.3f}")
+        if published is not None:
+            ax.axvline(published, color="gray", ls="--", lw=1, label=f"published {published:.3f}")
+    axes[0].set(xlabel="distance", ylabel="density", title=f"{name}: distance distributions")
+    axes[1].set(xlabel="distance threshold", ylabel="rate", title=f"FAR {far:.3f}, FRR {frr:.3f}")
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    return fig, far, frr

@@ -37,6 +37,7 @@ __all__ = [
     "tar_at_far",
     "fnmr_at_fmr",
     "far_frr",
+    "verification_accuracy",
     "verification_report",
     "identification_ranks",
     "rank_k_accuracy",
@@ -224,6 +225,23 @@ def far_frr(labels, scores, threshold: float) -> tuple[float, float]:
     y, s = _check_binary(labels, scores)
     accept = s >= float(threshold)
     return float(accept[~y].mean()), float((~accept[y]).mean())
+
+
+def verification_accuracy(labels, scores, threshold: float | None = None) -> tuple[float, float]:
+    """Balanced accuracy ``1 - (FAR + FRR) / 2`` of same/different decisions, and the threshold used.
+
+    With ``threshold=None`` the best threshold on these very pairs is used (an optimistic, "oracle" accuracy; the
+    LFW protocol instead picks it on nine folds and tests on the tenth). On a balanced pair set such as LFW's
+    (3,000 genuine, 3,000 impostor) this equals the plain accuracy.
+    """
+    y, s = _check_binary(labels, scores)
+    if threshold is not None:
+        far, frr = far_frr(y, s, threshold)
+        return 1.0 - 0.5 * (far + frr), float(threshold)
+    far, tar, thr = roc_curve(y, s)
+    acc = 1.0 - 0.5 * (far + 1.0 - tar)
+    best = int(np.argmax(acc))
+    return float(acc[best]), float(thr[best])
 
 
 def verification_report(labels, scores, fars: Sequence[float] = (1e-1, 1e-2, 1e-3)) -> dict:
