@@ -1,4 +1,5 @@
-"""Tests of the synthetic face world (facelab.synth)."""
+"""Tests of the synthetic face world (facelab.synth): shapes, determinism, identity signal, occlusion control,
+action units, makeup captions, video events and bad input."""
 
 import numpy as np
 import pytest
@@ -17,19 +18,151 @@ def test_sample_shapes_ranges_and_labels(world):
                      makeup="random")
     assert b.images.shape == (6, 3, 64, 64) and b.images.dtype == torch.float32
     assert float(b.images.min()) >= 0.0 and float(b.images.max()) <= 1.0
-    assert b.landmarks.shape == (6, 68, 2)
+    assert b.landmarks.shape == (6, 68, 2) and b.landmarks.dtype == torch.float32
     assert b.masks.shape == (6, 1, 64, 64) and b.masks.dtype == torch.bool
     images, labels = b
+    assert images is b.images and len(labels) == 6
     assert list(labels["identity"]) == [0, 0, 1, 1, 2, 2]
     for col in ("emotion", "yaw", "pitch", "roll", "light_azimuth", "light_elevation", "light_intensity",
                 "occlusion", "occluded_fraction", "lipstick", "eyeshadow", "eyeliner", "blush", "caption", *AU_NAMES):
         assert col in labels.columns, col
-    assert labels[list(AU_NAMES)].to_numpy().min() >= 0 and labels[list(AU_NAMES)].to_numpy().max() <= 1
+    aus = labels[list(AU_NAMES)].to_numpy()
+    assert aus.min() >= 0 and aus.max() <= 1
     assert set(labels["emotion"]) <= set(EMOTIONS)
+    # landmarks lie inside the picture
+    assert float(b.landmarks.min()) > -2 and float(b.landmarks.max()) < 66
 
 
-def test_same_seed_same_pixels():
-    a = FaceWorld(seed=3, size=64).sample(2, 2, nuisance="full", expression="random", occlusion="random")
-    b = FaceWorld(seed=3, size=64).sample(2, 2, nuisance="full", expression="random", occlusion="random")
+def test_no_occlusion_means_empty_masks(world):
+    b = world.sample(2, 1, nuisance="mild")
+    assert not b.masks.any()
+    assert (b.labels["occluded_fraction"] == 0).all() and (b.labels["occlusion"] == "none").all()
+    assert b.face_masks.float().mean() > 0.15          # the face covers a good part of the picture
+
+
+def test_same_seed_same_pixels_and_identity_is_stable():
+    kw = dict(nuisance="full", expression="random", occlusion="random", makeup="random")
+    a = FaceWorld(seed=3, size=64).sample(2, 2, **kw)
+    b = FaceWorld(seed=3, size=64).sample(2, 2, **kw)
     assert torch.equal(a.images, b.images)
     assert a.labels.equals(b.labels)
+    c = FaceWorld(seed=4, size=64).sample(2, 2, **kw)
+    assert not torch.equal(a.images, c.images)
+    # identity k is the same person whatever the batch: frontal neutral renders match exactly
+    w = FaceWorld(seed=3, size=64)
+    alone = w.sample(identities=[5]).images
+    in_batch = FaceWorld(seed=3, size=64).sample(n_identities=3, identity_offset=4).images[1:2]
+    assert torch.allclose(alone, in_batch, atol=1e-5)
+
+
+def test_different_identities_differ_more_than_same_identity(world):
+    b = world.sample(n_identities=6, per_identity=3, nuisance="none", expression="random", yaw=(-10, 10),
+                     generator=torch.Generator().manual_seed(1))
+    x = b.images.flatten(1)
+    d = torch.cdist(x, x)
+    ids = torch.tensor(b.labels["identity"].to_numpy())
+    same = ids[:, None] == ids[None, :]
+    off = ~torch.eye(len(ids), dtype=torch.bool)
+    assert d[same & off].mean() < 0.7 * d[~same].mean()
+
+
+@pytest.mark.parametrize("kind,fraction,tol", [("block", 0.3, 0.04), ("block", 0.6, 0.05), ("pixels", 0.25, 0.03),
+                                                ("scarf", 0.4, 0.08)])
+def test_occluded_fraction_follows_the_request(world, kind, fraction, tol):
+    b = world.sample(4, 1, nuisance="none", occlusion=kind, occlusion_fraction=fraction)
+    got = b.labels["occluded_fraction"].to_numpy()
+    assert np.all(np.abs(got - fraction) < tol), got
+    # the reported fraction is the share of face pixels under the mask
+    f = b.face_masks.float()
+    share = (b.masks.float() * f).sum((1, 2, 3)) / f.sum((1, 2, 3))
+    assert np.allclose(share.numpy(), got, atol=1e-5)
+
+
+def test_ar_style_occluders_cover_plausible_shares(world):
+    sun = world.sample(6, 1, occlusion="sunglasses").labels["occluded_fraction"].mean()
+    scarf = world.sample(6, 1, occlusion="scarf").labels["occluded_fraction"].mean()
+    assert 0.12 < sun < 0.3 and 0.33 < scarf < 0.48
+
+
+def _lm(world, expr, ident=7):
+    return world.sample(identities=[ident], expression=expr).landmarks[0]
+
+
+def test_action_units_move_the_right_landmarks(world):
+    neutral = _lm(world, None)
+    smile = _lm(world, {"AU12": 1.0})
+    assert (smile[[48, 54], 1] < neutral[[48, 54], 1] - 1.0).all()           # lip corners go up (pixels)
+    assert (smile[54, 0] - smile[48, 0]) > (neutral[54, 0] - neutral[48, 0])  # and apart
+    assert torch.allclose(smile[17:27], neutral[17:27], atol=1e-4)           # brows stay
+    jaw = _lm(world, {"AU26": 1.0})
+    assert jaw[8, 1] > neutral[8, 1] + 2 and (jaw[66, 1] - jaw[62, 1]) > (neutral[66, 1] - neutral[62, 1]) + 2
+    brows = _lm(world, {"AU01": 1.0, "AU02": 1.0})
+    assert (brows[17:27, 1] < neutral[17:27, 1] - 0.5).all()
+    left = _lm(world, {"AU12L": 1.0})                                       # subject's left = image right
+    assert left[54, 1] < neutral[54, 1] - 1.0 and abs(float(left[48, 1] - neutral[48, 1])) < 1e-4
+    blink = _lm(world, {"AU45": 1.0})
+    assert (blink[41, 1] - blink[37, 1]) < 0.3 * (neutral[41, 1] - neutral[37, 1])
+
+
+def test_action_units_change_shading(world):
+    a = world.sample(identities=[3], expression=None).images
+    b = world.sample(identities=[3], expression={"AU04": 1.0, "AU09": 1.0}).images
+    assert (a - b).abs().mean() > 1e-3
+
+
+def test_emotions_and_labels(world):
+    b = world.sample(identities=list(range(len(EMOTIONS))), expression=list(EMOTIONS))
+    assert list(b.labels["emotion"]) == list(EMOTIONS)
+    assert b.labels.loc[1, "AU12"] > 0.5 and b.labels.loc[0, list(AU_NAMES)].sum() == 0
+    assert b.labels.loc[7, "unilateral"] != ""          # contempt is one-sided
+
+
+def test_makeup_is_local_and_captioned(world):
+    plain = world.sample(identities=[2])
+    red = world.sample(identities=[2], makeup={"lipstick": "red", "eyeshadow": "blue"})
+    assert red.labels.loc[0, "caption"] == "a face of a person with red lipstick and blue eyeshadow"
+    assert plain.labels.loc[0, "caption"] == "a face of a person"
+    diff = (plain.images - red.images).abs().sum(1)[0]
+    lm = plain.landmarks[0]
+    ys, xs = torch.nonzero(diff > 0.02, as_tuple=True)
+    assert len(ys) > 10
+    # changed pixels lie around the eyes and the mouth, not on the forehead top or the chin
+    assert ys.float().min() >= lm[17:27, 1].min() - 6 and ys.float().max() <= lm[57, 1] + 4
+
+
+def test_factor_overrides_are_reported(world):
+    b = world.sample(2, 1, nuisance="none", yaw=20.0, light_azimuth=(-10, 10))
+    assert np.allclose(b.labels["yaw"], 20.0)
+    assert (b.labels["light_azimuth"].abs() <= 10).all()
+    yawed = b.landmarks[0, 30, 0]
+    front = world.sample(identities=[0]).landmarks[0, 30, 0]
+    assert yawed > front + 1            # positive yaw turns the nose towards the image right
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(expression={"AU12": 1.5}), "AU12"),
+    (dict(expression={"AU12": -0.1}), r"\[0, 1\]"),
+    (dict(expression={"AU99": 0.5}), "unknown action unit"),
+    (dict(expression="bored"), "unknown expression"),
+    (dict(yaw=95.0), "yaw"),
+    (dict(pitch=(-50, 0)), "pitch"),
+    (dict(n_identities=0), "n_identities"),
+    (dict(per_identity=0), "per_identity"),
+    (dict(nuisance="extreme"), "nuisance"),
+    (dict(occlusion="helmet"), "occlusion"),
+    (dict(occlusion="hand", occlusion_fraction=0.3), "occlusion_fraction"),
+    (dict(occlusion="block", occlusion_fraction=1.5), "occlusion_fraction"),
+    (dict(makeup={"lipstick": "plaid"}), "lipstick"),
+    (dict(makeup={"tattoo": "red"}), "makeup"),
+    (dict(wobble=3), "wobble"),
+])
+def test_bad_input_is_a_clear_error(world, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        world.sample(**{"n_identities": 1, **kwargs})
+
+
+def test_bad_world_arguments():
+    with pytest.raises(ValueError, match="seed"):
+        FaceWorld(seed=-1)
+    with pytest.raises(ValueError, match="size"):
+        FaceWorld(size=8)

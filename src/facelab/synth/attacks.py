@@ -317,7 +317,7 @@ def _replay_attack(x: torch.Tensor, g, *, gamma: float | None = None, moire_stre
     # sub-pixel grid: each pixel column lights one of R, G, B; a dark line between pixel rows
     sub = torch.stack([((px.long() % grid_pitch) == c).float() for c in range(3)], 0)   # (3, H, W)
     rows = ((py.long() % grid_pitch) == 0).float()
-    grid_amp = _uniform(n, 0.12, 0.25, g, dev).view(n, 1, 1, 1)
+    grid_amp = _uniform(n, 0.08, 0.18, g, dev).view(n, 1, 1, 1)
     y = y * (1.0 - grid_amp + grid_amp * 1.5 * sub.unsqueeze(0)) * (1.0 - 0.5 * grid_amp * rows)
     # moire: curved low-frequency bands with per-channel phase (colour fringes)
     freq = _uniform(n, 0.04, 0.14, g, dev).view(n, 1, 1)
@@ -328,7 +328,7 @@ def _replay_attack(x: torch.Tensor, g, *, gamma: float | None = None, moire_stre
     arg = 2 * math.pi * freq * (torch.cos(ang) * cx + torch.sin(ang) * cy) + curv * (cx ** 2 + cy ** 2) + phase
     fringe = torch.stack([torch.cos(arg + d) for d in (0.0, 2.1, 4.2)], 1)
     amp = (torch.full((n,), float(moire_strength), device=dev) if moire_strength is not None
-           else _uniform(n, 0.06, 0.14, g, dev))
+           else _uniform(n, 0.04, 0.1, g, dev))
     y = y * (1.0 + amp.view(n, 1, 1, 1) * fringe)
     # specular reflection of a lamp/window on the glass: an elongated Gaussian added on top
     mx, my = _uniform(n, 0.1, 0.9, g, dev).view(n, 1, 1) * w, _uniform(n, 0.1, 0.9, g, dev).view(n, 1, 1) * h
@@ -338,7 +338,7 @@ def _replay_attack(x: torch.Tensor, g, *, gamma: float | None = None, moire_stre
     ru = torch.cos(th) * du + torch.sin(th) * dv
     rv = -torch.sin(th) * du + torch.cos(th) * dv
     glare = torch.exp(-0.5 * ((ru / sx) ** 2 + (rv / sy) ** 2)).unsqueeze(1)
-    glare_amp = _uniform(n, 0.2, 0.45, g, dev).view(n, 1, 1, 1)
+    glare_amp = _uniform(n, 0.15, 0.35, g, dev).view(n, 1, 1, 1)
     y = y + glare_amp * glare
     bezel = _uniform(n, 0.03, 0.12, g, dev).view(n, 1, 1, 1)
     y = inside * y + (1.0 - inside) * bezel
@@ -403,8 +403,8 @@ def _mask3d_attack(x: torch.Tensor, g, *, landmarks=None, smoothness: float | No
         gloss = gloss + torch.exp(-d2 / (2 * (0.07 * w) ** 2)).unsqueeze(1)
     skin = skin + _uniform(n, 0.08, 0.16, g, dev).view(n, 1, 1, 1) * gloss
     # the wearer's eyes through the holes, with a shadowed rim of mask thickness
-    rim = ((r >= 1.0) & (r < 1.3)).float()
-    skin = holes * x + (1 - holes) * skin * (1 - 0.55 * rim)
+    rim = ((r >= 1.0) & (r < 1.12)).float()
+    skin = holes * x + (1 - holes) * skin * (1 - 0.3 * rim)
     # seam where the mask edge meets the wearer's skin
     soft = _gaussian_blur(cover, 1.0)
     seam = (4.0 * soft * (1 - soft)).clamp(0, 1)

@@ -51,6 +51,8 @@ class Scene:
     makeup: torch.Tensor             # (N, 16) lipstick rgb+a, eyeshadow rgb+a, eyeliner rgb+a, blush rgb+a
     degrade: torch.Tensor            # (N, 4) resolution factor, blur sigma (px at 112), noise sigma, jpeg quality
     skin_gain: torch.Tensor          # (N, 3) multiplicative skin colour change (PPG)
+    layers: torch.Tensor             # (N, 9, H, W) identity layers (draw_identity) gathered per image
+    neutral: torch.Tensor            # (N, 68, 2) the identity's neutral frontal landmarks
     seeds: torch.Tensor              # (N,) int64 seeds of per-image pixel noise
     extra: dict = field(default_factory=dict)
 
@@ -284,30 +286,44 @@ def _noise(seeds, shape, device, offset=0):
     return out
 
 
-def draw_head(sc: Scene, H: int):
-    """Draw the head layer in the frontal frame.
+def _window(X, Y, x0, x1, y0, y1, H):
+    """Static pixel window (row slice, column slice) covering frontal [x0, x1] x [y0, y1], and its coordinates."""
+    rs = _rows(y0, y1, H)
+    cs = _rows(x0, x1, H)
+    return rs, cs, X[..., cs], Y[:, :, rs]
 
-    Returns colour (N,3,H,W), alpha (N,1,H,W), face region (N,1,H,W), occluder mask (N,1,H,W), depth model.
+
+def _grid(H, device):
+    xs = (torch.arange(H, device=device, dtype=torch.float32) + 0.5) * (2.0 / H) - 1
+    return xs.view(1, 1, 1, H), xs.view(1, 1, H, 1)
+
+
+LAYER_CHANNELS = ("r", "g", "b", "alpha", "face", "nx", "ny", "nz", "skin")
+
+
+def draw_identity(I, H: int) -> torch.Tensor:
+    """Neutral frontal layers of identities ``I`` (an :class:`~facelab.synth.identity.Identity` on the device).
+
+    Returns (n, 9, H, W): colour, alpha, face region, surface normal (head frame) and skin mask (see
+    :data:`LAYER_CHANNELS`). Eyes, lips, makeup and accessories are drawn per image on top of these.
     """
-    dev = sc.landmarks.device
-    N, W = sc.n, H
+    L = I.landmarks
+    dev = L.device
+    N, W = L.shape[0], H
     pix = 2.0 / H
-    L = sc.landmarks
-    xs = (torch.arange(W, device=dev, dtype=torch.float32) + 0.5) * (2.0 / W) - 1
-    X = xs.view(1, 1, 1, W)
-    Y = xs.view(1, 1, H, 1)
-    skin = sc.skin * sc.skin_gain
+    X, Y = _grid(H, dev)
+    skin = I.skin
     col = torch.zeros(N, 3, H, W, device=dev)
     alpha = torch.zeros(N, 1, H, W, device=dev)
-    style = sc.hair_style
-    hs = sc.hair_shape
-    age = sc.face[:, 5]
+    style = I.hair_style
+    hs = I.hair_shape
+    age = I.face[:, 5]
+    fine = _fine_noise(H, dev)
 
-    centre, table, top = _polar_face(L, sc.face)
+    centre, table, top = _polar_face(L, I.face)
     face_sdf = _polar_lookup(X, Y, centre, table)
     jaw_w = (L[:, 16, 0] - L[:, 0, 0]) * 0.5
     cx = (L[:, 0, 0] + L[:, 16, 0]) * 0.5
-    # skull: an ellipse over the forehead top, wider with hair volume
     is_bald = style == 2
     vol = torch.where(is_bald, torch.zeros_like(hs[:, 0]), 0.03 + 0.07 * hs[:, 0])
     sk_rx = jaw_w * 1.03 + vol
@@ -316,249 +332,333 @@ def draw_head(sc: Scene, H: int):
     e_sk = (((X - _s(cx)) / _s(sk_rx)) ** 2 + ((Y - _s(sk_cy)) / _s(sk_ry)) ** 2).sqrt() - 1
     skull = _ramp(e_sk * _s(sk_ry.clamp_min(0.1)), pix) * (Y < _s(L[:, 0, 1])).float()
 
-    # long hair behind the head
-    hair_c = _c(sc.hair)
-    strands = 1 + 0.12 * torch.sin((X - _s(cx)) * 95 + 4 * torch.sin(Y * 7)) * torch.sin(Y * 13 + X * 9)
+    hair_c = _c(I.hair)
+    strands = 1 + 0.10 * torch.sin((X - _s(cx)) * 95 + 4 * torch.sin(Y * 7)) * torch.sin(Y * 13 + X * 9) + 0.08 * fine
     long_hair = ((style == 1) | (style == 4)).float()
-    hair_len = torch.where(style == 1, 0.75 + 0.35 * hs[:, 3], 0.35 + 0.1 * hs[:, 3])
-    back = _ramp(((X - _s(cx)).abs() - _s(sk_rx * 1.08)), pix) * _ramp(Y - _s(L[:, 8, 1] + hair_len - 0.3), 4 * pix)
-    back = back * (Y > _s(sk_cy)).float() + skull * (Y <= _s(sk_cy)).float()
-    back = back * _s(long_hair)
-    _lerp_(col, hair_c * 0.75 * strands, back)
-    alpha = torch.maximum(alpha, back)
-
-    # neck (shadowed under the jaw)
-    neck_w = jaw_w * 0.62 * sc.face[:, 4]
+    if bool(long_hair.any()):
+        hair_len = torch.where(style == 1, 0.75 + 0.35 * hs[:, 3], 0.35 + 0.1 * hs[:, 3])
+        back = _ramp(((X - _s(cx)).abs() - _s(sk_rx * 1.08)), pix) * _ramp(Y - _s(L[:, 8, 1] + hair_len - 0.3),
+                                                                           4 * pix)
+        back = torch.where(Y > _s(sk_cy), back, skull) * _s(long_hair)
+        _lerp_(col, hair_c * 0.75 * strands, back)
+        alpha = torch.maximum(alpha, back)
+    neck_w = jaw_w * 0.62 * I.face[:, 4]
     neck = _ramp((X - _s(cx)).abs() - _s(neck_w), pix) * (Y > _s(L[:, 4, 1])).float()
     shade_neck = 0.62 + 0.18 * ((Y - _s(L[:, 8, 1])) / 0.3).clamp(0, 1)
     _lerp_(col, _c(skin) * shade_neck, neck)
     alpha = torch.maximum(alpha, neck)
-    # ears
     ey = L[:, 36:48, 1].mean(1)
     ny = L[:, 33, 1]
-    ear_h = (ny - ey) * 0.7 * sc.face[:, 3]
-    for s, (j, sign) in enumerate(((0, -1.0), (16, 1.0))):
+    ear_h = (ny - ey) * 0.7 * I.face[:, 3]
+    ears = torch.zeros_like(alpha)
+    for j, sign in ((0, -1.0), (16, 1.0)):
         ex = L[:, j, 0] + sign * 0.035
         e = (((X - _s(ex)) / 0.055) ** 2 + ((Y - _s(0.5 * (ey + ny))) / _s(ear_h)) ** 2).sqrt() - 1
-        ear = _ramp(e * 0.055, pix)
-        _lerp_(col, _c(skin) * 0.88, ear)
-        alpha = torch.maximum(alpha, ear)
-    # skull skin then face skin
+        ears = torch.maximum(ears, _ramp(e * 0.055, pix))
+    _lerp_(col, _c(skin) * 0.88, ears)
+    alpha = torch.maximum(alpha, ears)
     face_a = _ramp(face_sdf, pix)
     head_skin = torch.maximum(skull, face_a)
     _lerp_(col, _c(skin), head_skin)
     alpha = torch.maximum(alpha, head_skin)
-
-    # skin texture: identity blotches, freckles, moles (in the frontal frame)
-    tex = F.interpolate(sc.texture, size=(H, W), mode="bilinear", align_corners=False)
-    tone = 1 + 0.035 * tex[:, 0:1] - 0.22 * tex[:, 1:2] - 0.55 * (tex[:, 2:3] * 3).clamp(0, 1)
-    col.mul_(torch.where(head_skin > 0, tone.clamp(0.3, 1.2), torch.ones_like(tone)))
-
-    # hair on top of the head: skull region above a hairline, plus the sides down to the ears
-    has_hair = (~is_bald).float()
+    # identity skin texture: blotches, freckles, moles
+    tex = F.interpolate(I.texture, size=(H, W), mode="bilinear", align_corners=False)
+    tone = (1 + 0.035 * tex[:, 0:1] - 0.22 * tex[:, 1:2] - 0.55 * (tex[:, 2:3] * 3).clamp(0, 1)).clamp(0.3, 1.2)
+    col.mul_(1 + (tone - 1) * head_skin)
+    # hair: skull region above a hairline, plus the sides down to the ears
     brow_top = L[:, 17:27, 1].min(1).values
-    line = torch.where(style == 3, brow_top - 0.02 - 0.05 * hs[:, 2],          # fringe covers the forehead
-                       top + 0.05 + 0.06 * hs[:, 1])
+    line = torch.where(style == 3, brow_top - 0.02 - 0.05 * hs[:, 2], top + 0.05 + 0.06 * hs[:, 1])
     line = torch.where(style == 5, top + 0.02, line)
     recede = torch.where(style == 5, 0.08 + 0.06 * hs[:, 1], 0.02 * hs[:, 1])
     xr = (X - _s(cx)) / _s(jaw_w)
-    hairline = _s(line) - _s(recede) * (1 - xr * xr).clamp(0, 1) + 0.18 * (xr.abs() - 0.62).clamp_min(0) * 3
+    hairline = _s(line) - _s(recede) * (1 - xr * xr).clamp(0, 1) + 0.54 * (xr.abs() - 0.62).clamp_min(0)
     side_limit = torch.where(long_hair > 0, ey + 0.12, ey - 0.04)
     cap = _ramp(Y - hairline, 1.5 * pix) * skull
     sides = skull * (face_sdf > -0.01).float() * (Y < _s(side_limit)).float()
-    hair_a = torch.maximum(cap, sides) * _s(has_hair)
+    hair_a = torch.maximum(cap, sides) * _s((~is_bald).float())
     _lerp_(col, hair_c * strands, hair_a)
     alpha = torch.maximum(alpha, hair_a)
-    face_region = face_a * (1 - hair_a)
+    skin_m = torch.maximum(head_skin, torch.maximum(neck, ears)) * (1 - hair_a)
 
-    # ---- local features in row bands ----
+    # brows (eye-band window)
+    x0, x1 = float(L[:, 17:27, 0].min()) - 0.03, float(L[:, 17:27, 0].max()) + 0.03
+    y0, y1 = float(L[:, 17:27, 1].min()) - 0.05, float(L[:, 17:27, 1].max()) + 0.04
+    rs, cs, Xw, Yw = _window(X, Y, x0, x1, y0, y1, H)
+    cb = col[:, :, rs, cs]
+    brow_c = _c(I.hair * (1 - 0.45 * I.brow[:, 1:2]).clamp(0, 1)) * 0.8
+    thick0 = 0.022 * I.brow[:, 0]
+    hairy = 0.8 + 0.2 * fine[:, :, rs, cs]
+    for s, ids in enumerate((list(range(17, 22)), list(range(22, 27)))):
+        bx, by = L[:, ids, 0], L[:, ids, 1]
+        u = (Xw - _s(bx[:, 0])) / _s(bx[:, -1] - bx[:, 0])
+        yc = _pl(Xw, bx, by)
+        t = u if s == 0 else 1 - u
+        thick = _s(thick0) * (0.55 + 0.45 * t.clamp(0, 1)) + 0.004
+        a = _ramp((u - 0.5).abs() - 0.5, pix / _s(bx[:, -1] - bx[:, 0])) * _ramp((Yw - yc + 0.003).abs() - thick, pix)
+        _lerp_(cb, brow_c, a * hairy * 0.95)
+    # nostrils and alar creases (nose window)
+    x0, x1 = float(L[:, 31:36, 0].min()) - 0.05, float(L[:, 31:36, 0].max()) + 0.05
+    y0, y1 = float(L[:, 31:36, 1].min()) - 0.06, float(L[:, 31:36, 1].max()) + 0.03
+    rs, cs, Xw, Yw = _window(X, Y, x0, x1, y0, y1, H)
+    cn = col[:, :, rs, cs]
+    for k0, k1 in ((31, 32), (35, 34)):
+        nc = 0.55 * L[:, k0] + 0.45 * L[:, k1]
+        d = (((Xw - _s(nc[:, 0])) / 0.017) ** 2 + ((Yw - _s(nc[:, 1] - 0.004)) / 0.009) ** 2).sqrt() - 1
+        cn.mul_(1 - 0.65 * _ramp(d * 0.01, pix))
+        acx = L[:, k0, 0] + (L[:, k0, 0] - cx).sign() * 0.012
+        d = (((Xw - _s(acx)) / 0.018) ** 2 + ((Yw - _s(L[:, k0, 1] - 0.018)) / 0.03) ** 2).sqrt()
+        cn.mul_(1 - 0.18 * torch.exp(-((d - 1) / 0.25) ** 2))
+    # age wrinkles (the AU-driven ones are added per image from templates)
+    zero_au = torch.zeros(N, len(_AU), 2, device=dev)
+    dark = _wrinkles(L, zero_au, age, X, Y, H)
+    col.mul_(1 - dark * face_a)
+    # beard
+    bstyle = I.beard[:, 0]
+    if bool((bstyle > 0).any()):
+        x0, x1 = float(L[:, 0:17, 0].min()) - 0.02, float(L[:, 0:17, 0].max()) + 0.02
+        y0, y1 = float(L[:, 30, 1].min()) - 0.02, float(L[:, 8, 1].max()) + 0.03
+        rs, cs, Xw, Yw = _window(X, Y, x0, x1, y0, y1, H)
+        cl = col[:, :, rs, cs]
+        fr = face_a[:, :, rs, cs] * (1 - hair_a[:, :, rs, cs])
+        dens = I.beard[:, 1]
+        mouth_y = 0.5 * (L[:, 51, 1] + L[:, 57, 1])
+        mw = (L[:, 54, 0] - L[:, 48, 0]).abs() * 0.5
+        nose_b = L[:, 33, 1]
+        stub = 0.55 + 0.45 * fine[:, :, rs, cs]
+        below_nose = _ramp(_s(nose_b + 0.02) - Yw, pix)
+        cheek_line = _ramp(_s(0.5 * (nose_b + L[:, 3, 1])) - 0.05 * ((Xw - _s(cx)).abs() / _s(jaw_w)) - Yw, 2 * pix)
+        full = fr * cheek_line * below_nose
+        dxm = (Xw - _s(cx)).abs()
+        goatee = fr * _ramp(dxm - _s(mw * 0.9), 2 * pix) * _ramp(_s(mouth_y - 0.02) - Yw, 2 * pix)
+        moust = fr * _ramp(dxm - _s(mw * 1.05), 2 * pix) * below_nose * _ramp(Yw - _s(L[:, 51, 1] - 0.004), pix)
+        bs = _s(bstyle)
+        region = torch.where(bs == 3, torch.maximum(goatee, moust), torch.where(bs == 4, moust, full))
+        strength = torch.where(bstyle == 1, 0.45 * dens, 0.9 * dens) * (bstyle > 0).float()
+        ba = region * _s(strength) * stub.clamp(0, 1)
+        _lerp_(cl, _c(I.hair) * 0.85, ba)
+        skin_m[:, :, rs, cs] *= 1 - ba
+    # surface normals of the neutral head, from the analytic depth at half resolution
+    depth = DepthModel(L, I.face, zero_au)
+    normals = _normals(depth, H, dev)
+    return torch.cat([col, alpha, face_a, normals, skin_m], 1)
+
+
+def _normals(depth, H, dev):
+    h = max(16, H // 2)
+    X, Y = _grid(h, dev)
+    z = depth(X, Y)
+    step = 2.0 / h
+    zp = F.pad(z, (1, 1, 1, 1), mode="replicate")
+    gx = (zp[:, :, 1:-1, 2:] - zp[:, :, 1:-1, :-2]) / (2 * step)
+    gy = (zp[:, :, 2:, 1:-1] - zp[:, :, :-2, 1:-1]) / (2 * step)
+    n = torch.cat([-gx, -gy, torch.ones_like(gx)], 1)
+    n = n / n.norm(dim=1, keepdim=True)
+    return F.interpolate(n, size=(H, H), mode="bilinear", align_corners=False)
+
+
+def _wrinkles(L, aus, age, X, Y, H):
+    """Darkening (N, 1, H, W) of wrinkles and folds: age lines plus AU-driven ones (linear in each AU)."""
+    N = L.shape[0]
+    dev = L.device
+    out = torch.zeros(N, 1, Y.shape[2], X.shape[3], device=dev)
+    cx = (L[:, 0, 0] + L[:, 16, 0]) * 0.5
+    a = lambda name, s=None: (aus[:, _AU[name]].mean(1) if s is None else aus[:, _AU[name], s])  # noqa: E731
+    # forehead lines: AU1 medial, AU2 lateral, age everywhere
+    brow_y = L[:, 17:27, 1].min(1).values
+    fy = Y - _s(brow_y)
+    lines = torch.sin(fy * 95) ** 6 * ((-fy - 0.015) / 0.02).clamp(0, 1) * ((fy + 0.2) / 0.05).clamp(0, 1)
+    lat = ((X - _s(cx)).abs() / 0.25).clamp(0, 1)
+    k = _s(0.2 * a("AU01") + 0.03 * age) * (1 - lat) + _s(0.2 * a("AU02")) * lat * (
+        1 - (((X - _s(cx)).abs() - 0.3) * 5).clamp(0, 1))
+    out = out + k * lines
+    # glabella (AU4) and nose root (AU9)
+    gl_y = (Y - _s(brow_y)) / 0.05
+    glab = (torch.exp(-((X - _s(cx) - 0.03) / 0.006) ** 2) + torch.exp(-((X - _s(cx) + 0.03) / 0.006) ** 2)) \
+        * torch.exp(-(gl_y - 0.6) ** 2 / 0.5)
+    out = out + _s(0.35 * a("AU04")) * glab
+    n_y = Y - _s(0.5 * (L[:, 27, 1] + L[:, 28, 1]))
+    nose_w = torch.sin(n_y * 160) ** 8 * torch.exp(-((X - _s(cx)) / 0.04) ** 2) * torch.exp(-(n_y / 0.03) ** 2)
+    out = out + _s(0.4 * a("AU09")) * nose_w
+    for s, (outer, a_id, m_id, lo) in enumerate(((36, 31, 48, (40, 41)), (45, 35, 54, (46, 47)))):
+        sign = -1.0 if s == 0 else 1.0
+        # crow's feet (AU6, age)
+        dxo, dyo = X - _s(L[:, outer, 0]), Y - _s(L[:, outer, 1])
+        ro = (dxo ** 2 + dyo ** 2).sqrt()
+        crow = torch.sin(torch.atan2(dyo, dxo.abs()) * 14) ** 8 * torch.exp(-((ro - 0.045) / 0.022) ** 2) \
+            * (dxo * sign > 0).float()
+        out = out + _s(0.25 * a("AU06", s) + 0.06 * age) * crow
+        # lower-lid bulge (AU6, AU7) and the shadow under a raised cheek (AU6, AU12)
+        lx, ly = L[:, list(lo), 0].mean(1), L[:, list(lo), 1].mean(1)
+        d2 = ((X - _s(lx)) / 0.05) ** 2
+        bulge = torch.exp(-d2) * torch.exp(-((Y - _s(ly + 0.014)) / 0.005) ** 2)
+        out = out + _s(0.25 * (a("AU06", s) + a("AU07", s)) + 0.03) * bulge
+        cheek = torch.exp(-((X - _s(lx + sign * 0.02)) / 0.07) ** 2) * torch.exp(-((Y - _s(ly + 0.09)) / 0.035) ** 2)
+        out = out + _s(0.12 * a("AU06", s) + 0.08 * a("AU12", s)) * cheek
+        out = out - _s(0.08 * a("AU06", s)) * torch.exp(-((X - _s(lx + sign * 0.02)) / 0.06) ** 2) \
+            * torch.exp(-((Y - _s(ly + 0.045)) / 0.025) ** 2)
+        # nasolabial fold (AU10, AU12, AU9, age)
+        pa = L[:, a_id] + torch.stack([sign * 0.02 + 0 * cx, -0.01 + 0 * cx], 1)
+        pb = L[:, m_id] + torch.stack([sign * 0.03 + 0 * cx, 0.04 + 0 * cx], 1)
+        dseg = _seg_dist(X, Y, pa, pb)
+        k = 0.04 + 0.3 * a("AU12", s) + 0.25 * a("AU10", s) + 0.12 * a("AU09", s) + 0.1 * age
+        out = out + _s(k) * torch.exp(-(dseg / 0.007) ** 2)
+        # dimples (AU14), marionette lines (AU15), stretch lines (AU20)
+        dpx = L[:, m_id, 0] + sign * 0.03
+        dd = ((X - _s(dpx)) ** 2 + (Y - _s(L[:, m_id, 1])) ** 2) / 0.00012
+        out = out + _s(0.35 * a("AU14", s)) * torch.exp(-dd)
+        pm = L[:, m_id] + torch.stack([sign * 0.01 + 0 * cx, 0.01 + 0 * cx], 1)
+        pn = L[:, m_id] + torch.stack([sign * 0.02 + 0 * cx, 0.08 + 0 * cx], 1)
+        out = out + _s(0.25 * a("AU15", s)) * torch.exp(-(_seg_dist(X, Y, pm, pn) / 0.006) ** 2)
+        st = torch.exp(-((Y - _s(L[:, m_id, 1])) / 0.012) ** 2) * torch.exp(-((X - _s(dpx + sign * 0.02)) / 0.02) ** 2)
+        out = out + _s(0.2 * a("AU20", s)) * st
+    # chin raiser (AU17): mentolabial fold and chin-boss dimpling
+    fold_y = L[:, 57, 1] + 0.035
+    chin_d = torch.exp(-((Y - _s(fold_y)) / 0.008) ** 2) * torch.exp(-((X - _s(cx)) / 0.06) ** 2)
+    boss = (torch.sin(X * 150) * torch.sin(Y * 150)) ** 2 * torch.exp(
+        -(((X - _s(L[:, 8, 0])) / 0.07) ** 2 + ((Y - _s(L[:, 8, 1] - 0.05)) / 0.04) ** 2))
+    out = out + _s(0.25 * a("AU17") + 0.04) * chin_d + _s(0.2 * a("AU17")) * boss
+    return out
+
+
+_TEMPLATES = {}
+
+
+def au_templates(H: int, device) -> torch.Tensor:
+    """(A * 2, H * W) shading of each AU on each side (subject right, left) at intensity 1, on the mean face."""
+    key = (H, str(device))
+    if key not in _TEMPLATES:
+        from facelab.synth.facs import apply_aus
+        from facelab.synth.landmarks import mean_shape, side_weights
+
+        A = len(_AU)
+        aus = torch.zeros(A * 2, A, 2)
+        for k in range(A):
+            aus[2 * k, k, 0] = 1.0
+            aus[2 * k + 1, k, 1] = 1.0
+        L = apply_aus(mean_shape()[None].expand(A * 2, -1, -1).contiguous(), aus)
+        X, Y = _grid(H, "cpu")
+        age = torch.zeros(A * 2)
+        base = _wrinkles(mean_shape()[None], torch.zeros(1, A, 2), torch.zeros(1), X, Y, H)
+        t = _wrinkles(L, aus, age, X, Y, H) - base
+        _TEMPLATES[key] = t.reshape(A * 2, H * H).to(device)
+        del side_weights
+    return _TEMPLATES[key]
+
+
+def draw_expression(sc: Scene, layer: torch.Tensor, H: int):
+    """Per-image drawing on the (expression-warped) identity layer, in place: AU shading, eyes, mouth, makeup,
+    glasses, frontal occluders, PPG skin colour. Returns the occluder mask (N, 1, H, W)."""
+    L = sc.landmarks
+    dev = L.device
+    N, W = sc.n, H
+    pix = 2.0 / H
+    X, Y = _grid(H, dev)
+    col = layer[:, 0:3]
+    alpha = layer[:, 3:4]
+    face_a = layer[:, 4:5]
+    skin_m = layer[:, 8:9]
     aus = sc.aus
-    # eye band: brows to below the eyes
-    by0 = float(torch.minimum(L[:, 17:27, 1].min(), (ey - 0.16).min())) - 0.08
-    by1 = float(L[:, 36:48, 1].max()) + 0.12
-    rs = _rows(by0, by1, H)
-    Yb = Y[:, :, rs]
-    cb = col[:, :, rs]
-    brow_c = _c(sc.hair * (1 - 0.45 * sc.brow[:, 1:2]).clamp(0, 1)) * 0.8
-    thick0 = 0.022 * sc.brow[:, 0]
-    # eyeshadow and AU wrinkles go under the brows
     mk = sc.makeup
-    for s, (o, i, up, lo) in enumerate((((36, 39), None, (37, 38), (41, 40)), ((42, 45), None, (43, 44), (47, 46)))):
+    cx = (L[:, 0, 0] + L[:, 16, 0]) * 0.5
+    jaw_w = (L[:, 16, 0] - L[:, 0, 0]) * 0.5
+    # PPG skin colour pulsation
+    gain = sc.skin_gain
+    if bool((gain != 1).any()):
+        col.mul_(1 + (_c(gain) - 1) * skin_m)
+    # AU wrinkles and cheek shading from templates
+    if bool(aus.any()):
+        T = au_templates(H, dev)
+        dark = (aus.reshape(N, -1) @ T).view(N, 1, H, W)
+        col.mul_(1 - dark.clamp(-0.2, 0.6) * face_a)
+    # blush (cheek windows)
+    if bool((mk[:, 15] > 0).any()):
+        x0, x1 = float(L[:, [36, 48], 0].min()) - 0.08, float(L[:, [45, 54], 0].max()) + 0.08
+        y0, y1 = float(L[:, 40:48, 1].min()), float(L[:, 33, 1].max()) + 0.08
+        rs, cs, Xw, Yw = _window(X, Y, x0, x1, y0, y1, H)
+        cw = col[:, :, rs, cs]
+        for s, (k, m) in enumerate(((36, 48), (45, 54))):
+            ccx = 0.5 * (L[:, k, 0] + L[:, m, 0])
+            ccy = 0.5 * (L[:, 40 if s == 0 else 47, 1] + L[:, 33, 1]) + 0.01
+            d2 = ((Xw - _s(ccx)) / 0.09) ** 2 + ((Yw - _s(ccy)) / 0.06) ** 2
+            _lerp_(cw, _c(mk[:, 12:15]), _s(mk[:, 15]) * 0.55 * torch.exp(-d2) * skin_m[:, :, rs, cs])
+    # eyes (one window per eye)
+    for s, (o, up, lo) in enumerate((((36, 39), (37, 38), (41, 40)), ((42, 45), (43, 44), (47, 46)))):
+        ids = list(range(o[0], o[1] + 3)) if s == 0 else list(range(42, 48))
+        x0, x1 = float(L[:, ids, 0].min()) - 0.04, float(L[:, ids, 0].max()) + 0.04
+        y0, y1 = float(L[:, ids, 1].min()) - 0.09, float(L[:, ids, 1].max()) + 0.03
+        rs, cs, Xw, Yw = _window(X, Y, x0, x1, y0, y1, H)
+        cb = col[:, :, rs, cs]
         p0, p1 = L[:, o[0]], L[:, o[1]]
-        u, v, length = _frame(X, Yb, p0, p1)
+        u, v, length = _frame(Xw, Yw, p0, p1)
         uu, vv = _frame_pts(L[:, list(up) + list(lo)], p0, p1)
         v_up, v_lo = _eye_curves(u, L, [(uu[:, 0], vv[:, 0]), (uu[:, 1], vv[:, 1])],
                                  [(uu[:, 2], vv[:, 2]), (uu[:, 3], vv[:, 3])])
         inside_u = _ramp((u - 0.5).abs() - 0.5, pix / _s(length))
-        # eyeshadow: between the upper lid and the brow, fading upwards
-        sh_a = _s(mk[:, 7]) * inside_u.clamp(0, 1) * _ramp(v - v_up + 0.004, pix) \
-            * torch.exp(-((v - v_up) / (0.055)) ** 2) * ((u + 0.15) * (1.15 - u) * 4).clamp(0, 1)
-        _lerp_(cb, _c(mk[:, 4:7]), sh_a * 0.85)
-        # lid crease and lower-lid shadow
+        if bool((mk[:, 7] > 0).any()):
+            sh_a = _s(mk[:, 7]) * inside_u * _ramp(v - v_up + 0.004, pix) \
+                * torch.exp(-((v - v_up) / 0.055) ** 2) * ((u + 0.15) * (1.15 - u) * 4).clamp(0, 1)
+            _lerp_(cb, _c(mk[:, 4:7]), sh_a * 0.85)
         crease = torch.exp(-((v - v_up * 1.35 - 0.012) / 0.005) ** 2) * inside_u
         cb.mul_(1 - 0.22 * crease)
         open_a = inside_u * _ramp(v_up - v, pix) * _ramp(v - v_lo, pix)
         sclera = torch.tensor([0.93, 0.91, 0.88], device=dev).view(1, 3, 1, 1) * (1 - 0.25 * (2 * u - 1) ** 4)
-        # iris and pupil
         ec = 0.5 * (p0 + p1) + sc.gaze * length[:, None] * 0.18
         ri = length * 0.21
-        dist = ((X - _s(ec[:, 0])) ** 2 + (Yb - _s(ec[:, 1] + 0.003)) ** 2).sqrt()
+        dist = ((Xw - _s(ec[:, 0])) ** 2 + (Yw - _s(ec[:, 1] + 0.003)) ** 2).sqrt()
         iris_a = _ramp(dist - _s(ri), pix)
         ring = 0.75 + 0.35 * (dist / _s(ri)).clamp(0, 1)
         eye_col = sclera * (1 - iris_a) + _c(sc.eye) * ring * iris_a
         pupil = _ramp(dist - _s(ri * 0.45), pix)
         eye_col = eye_col * (1 - pupil) + 0.03 * pupil
-        glint = _ramp(((X - _s(ec[:, 0] + ri * 0.35)) ** 2 + (Yb - _s(ec[:, 1] - ri * 0.35)) ** 2).sqrt()
+        glint = _ramp(((Xw - _s(ec[:, 0] + ri * 0.35)) ** 2 + (Yw - _s(ec[:, 1] - ri * 0.35)) ** 2).sqrt()
                       - _s(ri * 0.22), pix)
-        eye_col = eye_col * (1 - glint * 0.8) + 0.95 * glint * 0.8
-        # upper-lid shadow on the eyeball
+        eye_col = eye_col * (1 - glint * 0.8) + 0.76 * glint
         eye_col = eye_col * (1 - 0.35 * torch.exp(-((v - v_up) / 0.01) ** 2))
         _lerp_(cb, eye_col, open_a)
-        # lashes / lid line, and eyeliner
         lash = inside_u * torch.exp(-((v - v_up + 0.003) / 0.0045) ** 2)
         _lerp_(cb, torch.full_like(cb[:, :, :1, :1], 0.08), lash * 0.85)
-        liner_w = 0.004 + 0.006 * mk[:, 11]
-        wing = ((u - 0.85) * 0.09).clamp_min(0) if s == 0 else ((0.15 - u) * 0.09).clamp_min(0)
-        liner = _s(mk[:, 11]) * ((u + 0.05) * (1.2 - u) * 8).clamp(0, 1) \
-            * _ramp((v - v_up + _s(liner_w) * 0.6 + wing * 0).abs() - _s(liner_w), pix)
-        liner = torch.maximum(liner, _s(mk[:, 11]) * _ramp((v - v_up + wing * 2 * (1 if s == 1 else 1)).abs()
-                                                          - _s(liner_w) * 0.8, pix)
-                              * (((u - 0.9) if s == 1 else (0.1 - u)) > 0).float() * (((u - 1.25) if s == 1 else (-0.25 - u)) < 0).float())
-        _lerp_(cb, _c(mk[:, 8:11]), liner)
-        # AU06 / age: crow's feet at the outer corner (image-outer side)
-        outer = L[:, 36] if s == 0 else L[:, 45]
-        dxo, dyo = X - _s(outer[:, 0]), Yb - _s(outer[:, 1])
-        ro = (dxo ** 2 + dyo ** 2).sqrt()
-        side_ok = (dxo < 0) if s == 0 else (dxo > 0)
-        crow = torch.sin(torch.atan2(dyo, dxo.abs()) * 14) ** 8 * torch.exp(-((ro - 0.045) / 0.022) ** 2) * side_ok
-        k_crow = 0.22 * aus[:, _AU["AU06"], s] + 0.06 * age
-        cb.mul_(1 - _s(k_crow) * crow)
-        # AU06/AU07: lower-lid bulge line
-        bulge = inside_u * torch.exp(-((v - v_lo - 0.012) / 0.004) ** 2)
-        cb.mul_(1 - _s(0.25 * (aus[:, _AU["AU06"], s] + aus[:, _AU["AU07"], s]) + 0.04) * bulge)
-
-    # brows: a tapered band along the brow landmarks
-    for s, ids in enumerate((list(range(17, 22)), list(range(22, 27)))):
-        bx, by = L[:, ids, 0], L[:, ids, 1]
-        u = (X - _s(bx[:, 0])) / _s(bx[:, -1] - bx[:, 0])
-        yc = _pl(X, bx, by)
-        t = u if s == 0 else 1 - u                            # 1 at the inner end
-        thick = _s(thick0) * (0.55 + 0.45 * t.clamp(0, 1)) + 0.004
-        a = _ramp((u - 0.5).abs() - 0.5, pix / _s(bx[:, -1] - bx[:, 0])) * _ramp((Yb - yc + 0.003).abs() - thick, pix)
-        hairy = 0.8 + 0.2 * _fine_noise(H, dev)[:, :, rs]
-        _lerp_(cb, brow_c, a * hairy * 0.95 * _s(face_region.new_ones(N)))
-    # forehead wrinkles (AU1 medial, AU2 lateral) and glabella lines (AU4), nose-root wrinkles (AU9)
-    brow_y = L[:, 17:27, 1].min(1).values
-    fy = Yb - _s(brow_y)
-    lines = torch.sin(fy * 95) ** 6 * ((-fy - 0.015) / 0.02).clamp(0, 1) * ((fy + 0.2) / 0.05).clamp(0, 1)
-    au1, au2 = aus[:, _AU["AU01"]].mean(1), aus[:, _AU["AU02"]].mean(1)
-    lat = ((X - _s(cx)).abs() / 0.25).clamp(0, 1)
-    k_fore = _s(0.18 * au1 + 0.03 * age) * (1 - lat) + _s(0.18 * au2) * lat * (1 - ((X - _s(cx)).abs() - 0.3).clamp(0, 1) * 5)
-    cb.mul_(1 - k_fore.clamp(0, 0.3) * lines * face_region[:, :, rs])
-    gl_y = ((Yb - _s(brow_y)) / 0.05)
-    glab = (torch.exp(-((X - _s(cx) - 0.03) / 0.006) ** 2) + torch.exp(-((X - _s(cx) + 0.03) / 0.006) ** 2)) \
-        * torch.exp(-(gl_y - 0.6) ** 2 / 0.5)
-    cb.mul_(1 - _s(0.35 * aus[:, _AU["AU04"]].mean(1)) * glab)
-    n_y = Yb - _s(0.5 * (L[:, 27, 1] + L[:, 28, 1]))
-    nose_w = torch.sin(n_y * 160) ** 8 * torch.exp(-((X - _s(cx)) / 0.04) ** 2) * torch.exp(-(n_y / 0.03) ** 2)
-    cb.mul_(1 - _s(0.4 * aus[:, _AU["AU09"]].mean(1)) * nose_w)
-    col[:, :, rs] = cb
-
-    # ---- lower band: nose, cheeks, mouth, beard ----
-    ly0 = float((L[:, 30, 1] - 0.1).min())
-    ly1 = float(L[:, 8, 1].max()) + 0.08
-    rs2 = _rows(ly0, ly1, H)
-    Yl = Y[:, :, rs2]
-    cl = col[:, :, rs2]
-    fr2 = face_region[:, :, rs2]
-    # blush on the cheeks
-    for s, k in enumerate((36, 45)):
-        ccx = 0.5 * (L[:, k, 0] + L[:, 48 if s == 0 else 54, 0])
-        ccy = 0.5 * (L[:, 40 if s == 0 else 47, 1] + L[:, 33, 1]) + 0.01
-        d2 = ((X - _s(ccx)) / 0.09) ** 2 + ((Yl - _s(ccy)) / 0.06) ** 2
-        _lerp_(cl, _c(mk[:, 12:15]), _s(mk[:, 15]) * 0.55 * torch.exp(-d2) * fr2)
-    # nostrils and alar creases
-    for k0, k1 in ((31, 32), (35, 34)):
-        nc = 0.55 * L[:, k0] + 0.45 * L[:, k1] + torch.stack([torch.zeros_like(cx), -0.004 + 0 * cx], 1)
-        d = (((X - _s(nc[:, 0])) / 0.017) ** 2 + ((Yl - _s(nc[:, 1])) / 0.009) ** 2).sqrt() - 1
-        cl.mul_(1 - 0.65 * _ramp(d * 0.01, pix))
-        ac = L[:, k0] + torch.stack([(L[:, k0, 0] - cx).sign() * 0.012, -0.018 + 0 * cx], 1)
-        d = (((X - _s(ac[:, 0])) / 0.018) ** 2 + ((Yl - _s(ac[:, 1])) / 0.03) ** 2).sqrt()
-        cl.mul_(1 - 0.18 * torch.exp(-((d - 1) / 0.25) ** 2))
-    # nasolabial folds (deepen with AU10/AU12, age)
-    for s, (a_id, m_id) in enumerate(((31, 48), (35, 54))):
-        a = L[:, a_id] + torch.stack([(L[:, a_id, 0] - cx).sign() * 0.02, -0.01 + 0 * cx], 1)
-        b = L[:, m_id] + torch.stack([(L[:, m_id, 0] - cx).sign() * 0.03, 0.04 + 0 * cx], 1)
-        dseg = _seg_dist(X, Yl, a, b)
-        k = 0.07 + 0.3 * aus[:, _AU["AU12"], s] + 0.25 * aus[:, _AU["AU10"], s] + 0.1 * aus[:, _AU["AU09"], s] + 0.1 * age
-        cl.mul_(1 - _s(k.clamp(0, 0.45)) * torch.exp(-(dseg / 0.007) ** 2))
-        # dimples (AU14)
-        dp = L[:, m_id] + torch.stack([(L[:, m_id, 0] - cx).sign() * 0.03, 0 * cx], 1)
-        dd = ((X - _s(dp[:, 0])) ** 2 + (Yl - _s(dp[:, 1])) ** 2) / 0.00012
-        cl.mul_(1 - _s(0.35 * aus[:, _AU["AU14"], s]) * torch.exp(-dd))
-    # chin raiser: mentolabial fold and chin boss dimpling (AU17)
-    fold_y = L[:, 57, 1] + 0.035
-    chin_d = torch.exp(-((Yl - _s(fold_y)) / 0.008) ** 2) * torch.exp(-((X - _s(cx)) / 0.06) ** 2)
-    boss = (torch.sin(X * 150) * torch.sin(Yl * 150)) ** 2 * torch.exp(
-        -(((X - _s(L[:, 8, 0])) / 0.07) ** 2 + ((Yl - _s(L[:, 8, 1] - 0.05)) / 0.04) ** 2))
-    k17 = aus[:, _AU["AU17"]].mean(1)
-    cl.mul_(1 - _s(0.25 * k17 + 0.05) * chin_d - _s(0.2 * k17) * boss)
-    # beard (under the lips)
-    bstyle = sc.beard[:, 0]
-    has_beard = bstyle > 0
-    if bool(has_beard.any()):
-        dens = sc.beard[:, 1]
-        mouth_c = 0.5 * (L[:, 51] + L[:, 57])
-        mw = (L[:, 54, 0] - L[:, 48, 0]).abs() * 0.5
-        nose_b = L[:, 33, 1]
-        stub_noise = 0.55 + 0.45 * _fine_noise(H, dev)[:, :, rs2]
-        below_nose = _ramp(_s(nose_b + 0.02) - Yl, pix)
-        cheek_line = _ramp(_s(0.5 * (nose_b + L[:, 3, 1]) + 0.0) + ((X - _s(cx)).abs() / _s(jaw_w)) * -0.05 - Yl, 2 * pix)
-        full = fr2 * cheek_line * below_nose
-        goatee = fr2 * _ramp((X - _s(cx)).abs() - _s(mw * 0.9), 2 * pix) * _ramp(_s(mouth_c[:, 1] - 0.02) - Yl, 2 * pix)
-        moust = fr2 * _ramp((X - _s(cx)).abs() - _s(mw * 1.05), 2 * pix) * below_nose \
-            * _ramp(Yl - _s(L[:, 51, 1] - 0.004), pix)
-        region = torch.where(_s(bstyle) == 2, full, torch.where(_s(bstyle) == 3, torch.maximum(goatee, moust),
-                             torch.where(_s(bstyle) == 4, moust, full)))
-        strength = torch.where(bstyle == 1, 0.45 * dens, 0.9 * dens) * (bstyle > 0).float()
-        _lerp_(cl, _c(sc.hair) * 0.85, region * _s(strength) * stub_noise.clamp(0, 1))
-    # mouth: lips between outer contours, the opening between inner contours, teeth
+        if bool((mk[:, 11] > 0).any()):
+            liner_w = 0.004 + 0.006 * mk[:, 11]
+            liner = _s(mk[:, 11]) * ((u + 0.05) * (1.2 - u) * 8).clamp(0, 1) \
+                * _ramp((v - v_up + _s(liner_w) * 0.6).abs() - _s(liner_w), pix)
+            _lerp_(cb, _c(mk[:, 8:11]), liner)
+    # mouth window: lips, opening, teeth, lipstick
+    x0, x1 = float(L[:, 48:68, 0].min()) - 0.03, float(L[:, 48:68, 0].max()) + 0.03
+    y0, y1 = float(L[:, 48:68, 1].min()) - 0.03, float(L[:, 48:68, 1].max()) + 0.03
+    rs, cs, Xw, Yw = _window(X, Y, x0, x1, y0, y1, H)
+    cl = col[:, :, rs, cs]
     p0, p1 = L[:, 48], L[:, 54]
-    u, v, length = _frame(X, Yl, p0, p1)
-    def proj(ids):  # noqa: E306
-        return _frame_pts(L[:, ids], p0, p1)
-    ou_u, ou_v = proj([48, 49, 50, 51, 52, 53, 54])
-    ol_u, ol_v = proj([48, 59, 58, 57, 56, 55, 54])
-    iu_u, iu_v = proj([60, 61, 62, 63, 64])
-    il_u, il_v = proj([60, 67, 66, 65, 64])
+    u, v, length = _frame(Xw, Yw, p0, p1)
+    ou_u, ou_v = _frame_pts(L[:, [48, 49, 50, 51, 52, 53, 54]], p0, p1)
+    ol_u, ol_v = _frame_pts(L[:, [48, 59, 58, 57, 56, 55, 54]], p0, p1)
+    iu_u, iu_v = _frame_pts(L[:, [60, 61, 62, 63, 64]], p0, p1)
+    il_u, il_v = _frame_pts(L[:, [60, 67, 66, 65, 64]], p0, p1)
     v_ou, v_ol = _pl(u, ou_u, ou_v), _pl(u, ol_u, ol_v)
     v_iu, v_il = _pl(u, iu_u, iu_v), _pl(u, il_u, il_v)
     pu = pix / _s(length)
     in_u = _ramp((u - 0.5).abs() - 0.5, pu)
-    lips_a = in_u * _ramp(_s(ou_v.min(1).values * 0) + v_ou - v, pix) * _ramp(v - v_ol, pix)
-    lipc = _c(sc.lip) * (0.92 + 0.12 * torch.sigmoid((v - 0.0) / 0.01))      # lower lip a bit lighter
-    lipc = lipc * (1 - 0.2 * torch.exp(-((v - v_ou) / 0.006) ** 2))
+    lips_a = in_u * _ramp(v_ou - v, pix) * _ramp(v - v_ol, pix)
+    lower = torch.sigmoid(v / 0.01)
+    lipc = _c(sc.lip) * (0.92 + 0.12 * lower) * (1 - 0.2 * torch.exp(-((v - v_ou) / 0.006) ** 2))
     lip_mix = _s(mk[:, 3]) * 0.85
-    lipc = lipc * (1 - lip_mix) + _c(mk[:, 0:3]) * lip_mix * (0.9 + 0.1 * torch.sigmoid((v - 0.0) / 0.01))
+    lipc = lipc * (1 - lip_mix) + _c(mk[:, 0:3]) * lip_mix * (0.9 + 0.1 * lower)
     _lerp_(cl, lipc, lips_a)
     iu0, iu1 = iu_u[:, 0], iu_u[:, -1]
     in_iu = _ramp((u - _s(0.5 * (iu0 + iu1))).abs() - _s(0.5 * (iu1 - iu0)), pu)
     gap = v_il - v_iu
     open_a = in_iu * _ramp(v_iu - v, pix) * _ramp(v - v_il, pix) * (gap > 0.5 * pix).float()
-    teeth_h = 0.028 * length / 0.37
-    teeth = _ramp(v - (v_iu + _s(teeth_h)), pix) * (0.8 + 0.2 * torch.cos((u - 0.5) * 40).abs())
-    lower_teeth = _ramp((v_il - _s(teeth_h) * 0.6) - v, pix) * 0.7
-    mouth_in = torch.tensor([0.22, 0.05, 0.06], device=dev).view(1, 3, 1, 1)
-    tooth_c = torch.tensor([0.90, 0.87, 0.80], device=dev).view(1, 3, 1, 1) * (1 - 0.4 * (2 * u - 1) ** 2)
-    t_a = torch.maximum(teeth, lower_teeth)
-    mouth_col = mouth_in * (1 - t_a) + tooth_c * t_a
-    _lerp_(cl, mouth_col, open_a)
-    # lip line when closed
+    if bool((open_a > 0).any()):
+        teeth_h = _s(0.028 * length / 0.37)
+        teeth = _ramp(v - (v_iu + teeth_h), pix) * (0.8 + 0.2 * torch.cos((u - 0.5) * 40).abs())
+        lower_teeth = _ramp((v_il - teeth_h * 0.6) - v, pix) * 0.7
+        mouth_in = torch.tensor([0.22, 0.05, 0.06], device=dev).view(1, 3, 1, 1)
+        tooth_c = torch.tensor([0.90, 0.87, 0.80], device=dev).view(1, 3, 1, 1) * (1 - 0.4 * (2 * u - 1) ** 2)
+        t_a = torch.maximum(teeth, lower_teeth)
+        _lerp_(cl, mouth_in * (1 - t_a) + tooth_c * t_a, open_a)
     closed_line = in_iu * torch.exp(-((v - 0.5 * (v_iu + v_il)) / 0.0035) ** 2) * (gap <= 1.5 * pix).float()
     cl.mul_(1 - 0.55 * closed_line)
-    col[:, :, rs2] = cl
 
-    # ---- glasses (identity accessory) ----
+    # glasses and sunglasses
     gl = sc.glasses
     occ = sc.occlusion
     occ_mask = torch.zeros(N, 1, H, W, device=dev)
@@ -566,48 +666,66 @@ def draw_head(sc: Scene, H: int):
     wear = (gl[:, 0] > 0.5) | sun
     if bool(wear.any()):
         idx = wear.nonzero()[:, 0]
-        ga, gm = _glasses(X, Y[:, :, rs], L[idx], gl[idx], sun[idx], jaw_w[idx], pix)
-        fc = torch.where(sun[idx, None], 0.05, gl[idx, 2:3] * 0.1 + 0.02)
-        frame_c = fc[:, :, None, None].expand(-1, 3, 1, 1)
-        lens_c = torch.where(_s(sun[idx].float()) > 0, torch.tensor([0.04, 0.05, 0.07], device=dev).view(1, 3, 1, 1)
-                             + 0.15 * torch.exp(-((X + Y[:, :, rs] * 0.8 - 0.1) / 0.06) ** 2), 0.9)
+        y0 = float(L[:, 36:48, 1].min()) - 0.12
+        y1 = float(L[:, 36:48, 1].max()) + 0.12
+        rs = _rows(y0, y1, H)
+        Yb = Y[:, :, rs]
+        ga, gm = _glasses(X, Yb, L[idx], gl[idx], sun[idx], jaw_w[idx], pix)
+        sunf = _s(sun[idx].float())
+        frame_c = torch.where(sunf > 0, 0.05, _s(gl[idx, 2] * 0.1 + 0.02))
+        lens_c = torch.where(sunf > 0, torch.tensor([0.04, 0.05, 0.07], device=dev).view(1, 3, 1, 1)
+                             + 0.15 * torch.exp(-((X + Yb * 0.8 - 0.1) / 0.06) ** 2), 0.9)
         sub = col[idx][:, :, rs]
-        lens_a = torch.where(_s(sun[idx].float()) > 0, 0.97, 0.12) * gm
-        _lerp_(sub, lens_c, lens_a)
+        _lerp_(sub, lens_c, torch.where(sunf > 0, 0.97, 0.12) * gm)
         _lerp_(sub, frame_c, ga)
         col[idx, :, rs] = sub
         am = torch.maximum(ga, gm)
         alpha[idx, :, rs] = torch.maximum(alpha[idx, :, rs], am)
-        occ_mask[idx, :, rs] = torch.where(_s(sun[idx].float()) > 0, am, 0.0)
-
-    # ---- frontal occluders: scarf, medical mask, hand ----
+        occ_mask[idx, :, rs] = am * sunf
+    # scarf, medical mask, hand
     for kind in ("scarf", "mask", "hand"):
         sel = occ == OCCLUSIONS.index(kind)
         if not bool(sel.any()):
             continue
         idx = sel.nonzero()[:, 0]
-        a, c = _OCCLUDERS[kind](X, Y, L[idx], sc.occlusion_param[idx], face_sdf[idx], face_a[idx], jaw_w[idx],
-                                cx[idx], pix, skin[idx])
+        centre, table, _ = _polar_face(L[idx], sc.face[idx])
+        face_sdf = _polar_lookup(X, Y, centre, table)
+        a, c = _OCCLUDERS[kind](X, Y, L[idx], sc.occlusion_param[idx], face_sdf, None, jaw_w[idx], cx[idx], pix,
+                                sc.skin[idx])
         sub = col[idx]
         _lerp_(sub, c, a)
         col[idx] = sub
         alpha[idx] = torch.maximum(alpha[idx], a)
         occ_mask[idx] = torch.maximum(occ_mask[idx], a)
-    return col, alpha, face_a, occ_mask, face_sdf
+    return occ_mask
+
+
+def _expression_grid(neutral, L, H, g=16):
+    """Backward map from the expressive frontal frame to the neutral identity frame (N, H, W, 2): a smooth
+    Gaussian-kernel interpolation of the landmark displacements."""
+    dev = L.device
+    X, Y = _grid(g, dev)
+    P = torch.stack([X.expand(1, 1, g, g), Y.expand(1, 1, g, g)], -1).view(1, g * g, 2)
+    d = L - neutral                                                 # (N, 68, 2)
+    d2 = ((P[:, :, None, :] - L[:, None, :, :]) ** 2).sum(-1)        # (N, g*g, 68)
+    k = torch.exp(-d2 / (2 * 0.06 ** 2))
+    disp = (k @ d) / (k.sum(-1, keepdim=True) + 0.15)
+    src = (P - disp).view(-1, g, g, 2).permute(0, 3, 1, 2)
+    return F.interpolate(src, size=(H, H), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
 
 
 def _glasses(X, Y, L, gl, sun, jaw_w, pix):
     """Frames and lenses of (sun)glasses around the eyes: (frame alpha, lens alpha) in the eye band."""
     frame = torch.zeros(L.shape[0], 1, Y.shape[2], X.shape[3], device=L.device)
     lens = torch.zeros_like(frame)
-    size = torch.where(sun, 1.12, gl[:, 3])
+    size = torch.where(sun, 1.4, gl[:, 3])       # AR-database sunglasses cover about 20% of the face
     p = torch.where(sun, 3.0, 2.0 + 3.0 * gl[:, 1])
     t = torch.where(sun, 0.012, 0.006 + 0.004 * gl[:, 2])
     centres = []
     for ids in (range(36, 42), range(42, 48)):
         c = L[:, list(ids)].mean(1) + torch.stack([torch.zeros_like(jaw_w), 0.012 + 0 * jaw_w], 1)
         a = (L[:, ids[3], 0] - L[:, ids[0], 0]).abs() * 0.5 * 1.45 * size
-        b = a * torch.where(sun, 0.78, 0.72)
+        b = a * torch.where(sun, 0.8, 0.72)
         dx = ((X - _s(c[:, 0])).abs() / _s(a)).clamp_min(1e-6)
         dy = ((Y - _s(c[:, 1] + 0.1 * b)).abs() / _s(b)).clamp_min(1e-6)
         r = (dx ** _s(p) + dy ** _s(p)) ** (1 / _s(p))
@@ -655,7 +773,7 @@ def _medical_mask(X, Y, L, prm, face_sdf, face_a, jaw_w, cx, pix, skin):
 
 
 def _hand(X, Y, L, prm, face_sdf, face_a, jaw_w, cx, pix, skin):
-    # prm: centre x, centre y, angle, scale, skin tone jitter
+    # prm: centre x, centre y, angle, scale, skin tone (0 light .. 1 deep)
     c = prm[:, 0:2]
     ang = prm[:, 2]
     scale = prm[:, 3]
@@ -663,28 +781,33 @@ def _hand(X, Y, L, prm, face_sdf, face_a, jaw_w, cx, pix, skin):
     dx, dy = X - _s(c[:, 0]), Y - _s(c[:, 1])
     xr = (dx * _s(ca) + dy * _s(sa)) / _s(scale)
     yr = (-dx * _s(sa) + dy * _s(ca)) / _s(scale)
-    palm = _ramp(((xr / 0.2) ** 2 + (yr / 0.24) ** 2).sqrt() - 1, pix * 5)
-    fingers = torch.zeros_like(palm)
-    lines = torch.zeros_like(palm)
+    # signed distance to the union of the palm (ellipse-ish) and five finger capsules
+    sd = ((xr / 0.2) ** 2 + (yr / 0.24) ** 2).sqrt() * 0.2 - 0.2
     zero = torch.zeros_like(xr[:, 0, 0, 0])
-    for k, (off, ln) in enumerate(((-0.14, 0.32), (-0.045, 0.38), (0.05, 0.36), (0.14, 0.28))):
+    for off, ln, r in ((-0.14, 0.30, 0.042), (-0.047, 0.36, 0.046), (0.047, 0.34, 0.046), (0.14, 0.26, 0.040)):
         a = torch.stack([zero + off, zero - 0.12], 1)
         b = torch.stack([zero + off * 1.1, zero - 0.12 - ln], 1)
-        d = _seg_dist(xr, yr, a, b)
-        fingers = torch.maximum(fingers, _ramp(d - 0.045, pix * 3))
-        lines = torch.maximum(lines, torch.exp(-((d - 0.045) / 0.006) ** 2) * (d < 0.06).float())
-    thumb = _ramp(_seg_dist(xr, yr, torch.stack([zero - 0.15, zero + 0.05], 1),
-                            torch.stack([zero - 0.33, zero - 0.12], 1)) - 0.05, pix * 3)
-    a = torch.maximum(torch.maximum(palm, fingers), thumb)
-    tone = _c(skin * (1 + 0.08 * prm[:, 4:5]) * 0.95)
-    shade = 0.9 + 0.1 * torch.tanh(-yr * 3)
-    return a, tone * shade * (1 - 0.3 * lines * (palm < 0.5).float())
+        sd = torch.minimum(sd, _seg_dist(xr, yr, a, b) - r)
+    sd = torch.minimum(sd, _seg_dist(xr, yr, torch.stack([zero - 0.15, zero + 0.05], 1),
+                                     torch.stack([zero - 0.32, zero - 0.13], 1)) - 0.048)
+    a = _ramp(sd * _s(scale), pix)
+    light = torch.tensor([0.93, 0.76, 0.66], device=X.device)
+    deep = torch.tensor([0.38, 0.24, 0.16], device=X.device)
+    tone = light + (deep - light) * prm[:, 4:5]
+    shade = (0.62 + 0.38 * (-sd / 0.035).clamp(0, 1)) * (0.92 + 0.08 * torch.tanh(-yr * 3))
+    return a, _c(tone) * shade
 
 
 _OCCLUDERS = {"scarf": _scarf, "mask": _medical_mask, "hand": _hand}
 
 
 def _background(sc: Scene, H: int):
+    """Background and clothing, drawn at half resolution (they are smooth) and upsampled."""
+    out = _background_full(sc, max(16, H // 2))
+    return F.interpolate(out, size=(H, H), mode="bilinear", align_corners=False)
+
+
+def _background_full(sc: Scene, H: int):
     dev = sc.landmarks.device
     N = sc.n
     xs = (torch.arange(H, device=dev, dtype=torch.float32) + 0.5) * (2.0 / H) - 1
@@ -705,35 +828,21 @@ def _background(sc: Scene, H: int):
     return out
 
 
-def _lighting(sc: Scene, depth: DepthModel, R: torch.Tensor, H: int):
-    """Shading (N, 3, H, W) from the depth model's normals at half resolution, lit in the head frame."""
-    h = max(16, H // 2)
-    dev = sc.landmarks.device
-    xs = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5) * (2.0 / h) - 1
-    X, Y = xs.view(1, 1, 1, h), xs.view(1, 1, h, 1)
-    z = depth(X, Y)
-    step = 2.0 / h
-    zp = F.pad(z, (1, 1, 1, 1), mode="replicate")
-    gx = (zp[:, :, 1:-1, 2:] - zp[:, :, 1:-1, :-2]) / (2 * step)
-    gy = (zp[:, :, 2:, 1:-1] - zp[:, :, :-2, 1:-1]) / (2 * step)
-    # normal in image coordinates (x right, y down, z to camera)
-    n = torch.cat([-gx, -gy, torch.ones_like(gx)], 1)
-    n = n / n.norm(dim=1, keepdim=True)
+def _lighting(sc: Scene, normals: torch.Tensor, R: torch.Tensor):
+    """Shading (N, 3, H, W) of head-frame normals under the scene light (Lambert + ambient + Blinn specular)."""
     az, el = torch.deg2rad(sc.light[:, 0]), torch.deg2rad(sc.light[:, 1])
-    # world light direction (towards the light): azimuth 0 = frontal, + = from the image right; elevation + = above
+    # light direction in the world (towards the light): azimuth 0 = frontal, + = from the image right; + elevation = above
     lw = torch.stack([az.sin() * el.cos(), -el.sin(), az.cos() * el.cos()], 1)
     lh = torch.einsum("nji,nj->ni", R, lw)                       # into the head frame (R^T l)
-    ndl = (n * lh[:, :, None, None]).sum(1, keepdim=True)
-    diffuse = ndl.clamp_min(0)
-    # Blinn specular with the viewer along +z, in the head frame
-    v = R[:, 2, :]                                                # camera direction in the head frame
+    v = R[:, 2, :]                                                # the camera direction in the head frame
     half = lh + v
     half = half / half.norm(dim=1, keepdim=True)
-    spec = (n * half[:, :, None, None]).sum(1, keepdim=True).clamp_min(0) ** 24
+    nx, ny, nz = normals[:, 0:1], normals[:, 1:2], normals[:, 2:3]
+    diffuse = (nx * _s(lh[:, 0]) + ny * _s(lh[:, 1]) + nz * _s(lh[:, 2])).clamp_min(0)
+    spec = (nx * _s(half[:, 0]) + ny * _s(half[:, 1]) + nz * _s(half[:, 2])).clamp_min(0) ** 24
     amb, inten = sc.light[:, 3], sc.light[:, 2]
-    shade = _s(amb) + _s(inten) * (1 - _s(amb)) * diffuse * 1.15
-    shade = shade * _c(sc.light[:, 4:7]) + 0.10 * _s(inten) * spec
-    return F.interpolate(shade, size=(H, H), mode="bilinear", align_corners=False)
+    shade = _s(amb) + _s(inten * (1 - amb) * 1.15) * diffuse
+    return shade * _c(sc.light[:, 4:7]) + _s(0.10 * inten) * spec
 
 
 def _pose_grid(sc: Scene, depth: DepthModel, R, H: int, g: int = 32):
@@ -779,24 +888,32 @@ def project_landmarks(sc: Scene, depth: DepthModel, R, H: int):
 
 
 def render(sc: Scene, H: int) -> Rendered:
-    """Render a scene at H x H pixels."""
+    """Render a scene at H x H pixels (``sc.layers`` holds each image's identity layer, see :func:`draw_identity`)."""
     dev = sc.landmarks.device
-    N = sc.n
-    col, alpha, face_a, occ_mask, _ = draw_head(sc, H)
+    layer = sc.layers
+    moved = (sc.landmarks - sc.neutral).abs().amax((1, 2)) > 1e-5
+    if bool(moved.any()):
+        idx = moved.nonzero()[:, 0]
+        grid = _expression_grid(sc.neutral[idx], sc.landmarks[idx], H)
+        layer = layer.clone()
+        layer[idx] = F.grid_sample(layer[idx], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    else:
+        layer = layer.clone()
+    occ_mask = draw_expression(sc, layer, H)
     depth = DepthModel(sc.landmarks, sc.face, sc.aus)
     R = _rotation(sc.pose)
-    shade = _lighting(sc, depth, R, H)
-    col = col * shade
-    layer = torch.cat([col * alpha, alpha, face_a, occ_mask], 1)
-    grid = _pose_grid(sc, depth, R, H)
-    warped = F.grid_sample(layer, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    a = warped[:, 3:4].clamp(0, 1)
+    col = layer[:, 0:3] * _lighting(sc, layer[:, 5:8], R)
+    alpha = layer[:, 3:4]
+    stack = torch.cat([col * alpha, alpha, layer[:, 4:5], occ_mask], 1)
+    if bool((sc.pose.abs() > 1e-6).any() or (sc.similarity[:, 0] != 1).any() or (sc.similarity[:, 1:] != 0).any()):
+        grid = _pose_grid(sc, depth, R, H)
+        stack = F.grid_sample(stack, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    a = stack[:, 3:4].clamp(0, 1)
     bg = _background(sc, H)
     bg = bg * (0.55 + 0.45 * _s(sc.light[:, 2]).clamp(0, 1.3)) * _c(sc.light[:, 4:7])
-    img = warped[:, :3] + bg * (1 - a)
-    face = warped[:, 4:5] > 0.5
-    occ = warped[:, 5:6] > 0.5
-    # image-space occluders: a block with a controlled share of the face, or corrupted pixels
+    img = stack[:, :3] + bg * (1 - a)
+    face = stack[:, 4:5] > 0.5
+    occ = stack[:, 5:6] > 0.5
     kinds = sc.occlusion
     block = kinds == OCCLUSIONS.index("block")
     if bool(block.any()):
@@ -862,7 +979,9 @@ def _block(face, prm, seeds, H):
     m = m[:, None].float()
     # an unrelated texture: smooth colour noise with stripes
     g = _noise(seeds, (3, 6, 6), dev, offset=29)
-    tex = (0.5 + 0.25 * F.interpolate(g, size=(H, H), mode="bicubic", align_corners=False)).clamp(0, 1)
+    g = g.mean(1, keepdim=True) + 0.3 * g                                  # mostly luminance, a little colour
+    base = 0.25 + 0.5 * prm[:, 5:8].view(-1, 3, 1, 1).mean(1, keepdim=True) + 0.1 * prm[:, 5:8].view(-1, 3, 1, 1)
+    tex = (base + 0.18 * F.interpolate(g, size=(H, H), mode="bicubic", align_corners=False)).clamp(0, 1)
     tex = tex * (0.8 + 0.2 * torch.sin(ii.view(1, 1, H, 1) * 0.7 + ii.view(1, 1, 1, H) * 0.3 * prm[:, 4].view(-1, 1, 1, 1)))
     return m, tex
 
@@ -876,16 +995,23 @@ def _gauss_kernels(sigma, k):
 
 
 def blur(img, sigma):
-    """Gaussian blur with a per-image sigma in pixels (separable grouped convolution)."""
+    """Gaussian blur with a per-image sigma in pixels (sigma quantised to 0.1 px; separable convolutions)."""
     N, C, H, W = img.shape
-    if float(sigma.max()) < 0.05:
+    level = (sigma * 10).round() / 10
+    if float(level.max()) < 0.25:
         return img
-    k = int(2 * math.ceil(3 * float(sigma.max())) + 1)
-    w = _gauss_kernels(sigma, k).repeat_interleave(C, 0)        # (N*C, k)
-    x = img.reshape(1, N * C, H, W)
-    x = F.conv2d(F.pad(x, (k // 2, k // 2, 0, 0), mode="reflect"), w[:, None, None, :], groups=N * C)
-    x = F.conv2d(F.pad(x, (0, 0, k // 2, k // 2), mode="reflect"), w[:, None, :, None], groups=N * C)
-    return x.view(N, C, H, W)
+    out = img.clone()
+    for lv in torch.unique(level).tolist():
+        if lv < 0.25:
+            continue
+        sel = (level == lv).nonzero()[:, 0]
+        k = int(2 * math.ceil(2.5 * lv) + 1)
+        w = _gauss_kernels(torch.tensor([lv], device=img.device), k)[0]
+        x = img[sel].reshape(-1, 1, H, W)
+        x = F.conv2d(F.pad(x, (k // 2, k // 2, 0, 0), mode="replicate"), w.view(1, 1, 1, k))
+        x = F.conv2d(F.pad(x, (0, 0, k // 2, k // 2), mode="replicate"), w.view(1, 1, k, 1))
+        out[sel] = x.view(-1, C, H, W)
+    return out
 
 
 _DCT = None
@@ -913,6 +1039,7 @@ def jpeg(img, quality):
         D[0] /= math.sqrt(2)
         _DCT = D
     D = _DCT.to(img.device)
+    D2 = torch.kron(D, D)                                          # 2-D DCT of a flattened 8x8 block
     ph, pw = (-H) % 8, (-W) % 8
     x = F.pad(img, (0, pw, 0, ph), mode="replicate") * 255
     r, g, b = x[:, 0], x[:, 1], x[:, 2]
@@ -921,15 +1048,15 @@ def jpeg(img, quality):
     cr = 0.5 * r - 0.418688 * g - 0.081312 * b
     ycc = torch.stack([y - 128, cb, cr], 1)
     Hp, Wp = H + ph, W + pw
-    blocks = ycc.view(N, 3, Hp // 8, 8, Wp // 8, 8).permute(0, 1, 2, 4, 3, 5)
-    coef = D @ blocks @ D.T
+    blocks = ycc.view(N, 3, Hp // 8, 8, Wp // 8, 8).permute(0, 1, 2, 4, 3, 5).reshape(N, 3, -1, 64)
+    coef = blocks @ D2.T
     q = quality.clamp(1, 100)
     s = torch.where(q < 50, 5000 / q, 200 - 2 * q)
     qy = ((_QY.to(img.device)[None] * s[:, None, None] + 50) / 100).floor().clamp_min(1)
     qc = ((_QC.to(img.device)[None] * s[:, None, None] + 50) / 100).floor().clamp_min(1)
-    Q = torch.stack([qy, qc, qc], 1)[:, :, None, None]           # (N, 3, 1, 1, 8, 8)
+    Q = torch.stack([qy, qc, qc], 1).reshape(N, 3, 1, 64)
     coef = torch.round(coef / Q) * Q
-    rec = (D.T @ coef @ D).permute(0, 1, 2, 4, 3, 5).reshape(N, 3, Hp, Wp)
+    rec = (coef @ D2).view(N, 3, Hp // 8, Wp // 8, 8, 8).permute(0, 1, 2, 4, 3, 5).reshape(N, 3, Hp, Wp)
     yy, cb, cr = rec[:, 0] + 128, rec[:, 1], rec[:, 2]
     out = torch.stack([yy + 1.402 * cr, yy - 0.344136 * cb - 0.714136 * cr, yy + 1.772 * cb], 1) / 255
     out = out[:, :, :H, :W].clamp(0, 1)

@@ -119,6 +119,9 @@ class FaceWorld:
         self.identity_strength = float(identity_strength)
         self._generator = torch.Generator().manual_seed(self.seed * 7 + 1)
         self._cache: OrderedDict[int, Identity] = OrderedDict()
+        self._layer_cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        #: memory allowed for cached identity layers (bytes)
+        self.cache_bytes = 512 * 2**20
 
     def __repr__(self) -> str:
         return f"FaceWorld(seed={self.seed}, size={self.size}, device='{self.device}')"
@@ -140,6 +143,22 @@ class FaceWorld:
             out[f] = torch.cat([getattr(p, f) for p in parts]) if isinstance(v0, torch.Tensor) else \
                 [x for p in parts for x in getattr(p, f)]
         return Identity(**out)
+
+    def _layers(self, ids) -> torch.Tensor:
+        """Identity layers (N, 9, size, size) on the device, drawn once per identity and cached."""
+        from facelab.synth.render import draw_identity
+
+        ids = [int(k) for k in ids]
+        missing = [k for k in dict.fromkeys(ids) if k not in self._layer_cache]
+        for start in range(0, len(missing), 64):
+            chunk = missing[start:start + 64]
+            lay = draw_identity(self.identities(chunk).to(self.device), self.size)
+            for j, k in enumerate(chunk):
+                self._layer_cache[k] = lay[j]
+        budget = max(16, int(self.cache_bytes // (9 * 4 * self.size * self.size)))
+        while len(self._layer_cache) > max(budget, len(set(ids))):
+            self._layer_cache.popitem(last=False)
+        return torch.stack([self._layer_cache[k] for k in ids])
 
     # ------------------------------------------------------------------ sampling
     def sample(self, n_identities: int = 10, per_identity: int = 1, identity_offset: int = 0,
@@ -262,7 +281,8 @@ class FaceWorld:
             background = torch.cat([base, ang.cos()[:, None], ang.sin()[:, None],
                                     U((0.02, 0.06) if bgk == "smooth" else (0.04, 0.12))[:, None],
                                     torch.rand(N, 3, generator=g) * 0.7 + 0.1], 1)
-            bnoise = torch.randn(N, 3, 6, 6, generator=g)
+            lum = torch.randn(N, 1, 6, 6, generator=g)
+            bnoise = lum + 0.35 * torch.randn(N, 3, 6, 6, generator=g)
             clutter = torch.rand(N, 3, 8, generator=g)
             cg = clutter[..., 4:7].mean(-1, keepdim=True)
             clutter[..., 4:7] = cg + (clutter[..., 4:7] - cg) * 0.5
@@ -288,9 +308,12 @@ class FaceWorld:
                    hair_style=ident.hair_style, hair_shape=ident.hair_shape, brow=ident.brow, face=ident.face,
                    beard=bd, glasses=gl, texture=ident.texture, pose=pose, similarity=sim, light=light,
                    background=background, background_noise=bnoise, clutter=clutter, gaze=gaze, occlusion=occ,
-                   occlusion_param=occ_prm, makeup=mk, degrade=degrade, skin_gain=torch.ones(N, 3), seeds=seeds)
+                   occlusion_param=occ_prm, makeup=mk, degrade=degrade, skin_gain=torch.ones(N, 3), seeds=seeds,
+                   layers=None, neutral=ident.landmarks)
         info["identity"] = ident
-        return _to(sc, dev), info
+        sc = _to(sc, dev)
+        sc.layers = self._layers(ids)
+        return sc, info
 
     def _expressions(self, expression, N, g):
         if isinstance(expression, (list, tuple)):
@@ -339,10 +362,9 @@ class FaceWorld:
                 prm[sel, 0] = f
             elif name == "scarf":
                 L = lm[sel]
-                if fraction is not None:
-                    prm[sel, 0] = _scarf_top(L, ident.face[sel], float(fraction))
-                else:
-                    prm[sel, 0] = L[:, 33, 1] + 0.01 + 0.02 * u[sel, 0]
+                # AR-database scarves cover about 40% of the face
+                f = torch.full((L.shape[0],), float(fraction)) if fraction is not None else 0.36 + 0.08 * u[sel, 0]
+                prm[sel, 0] = _scarf_top(L, ident.face[sel], f)
                 prm[sel, 1:4] = _SCARF_COLOURS[(u[sel, 1] * len(_SCARF_COLOURS)).long().clamp(max=5)]
             elif name == "mask":
                 prm[sel, 0] = -0.01 + 0.03 * u[sel, 0]
@@ -354,9 +376,9 @@ class FaceWorld:
                 target = torch.where(u[sel, 1:2] < 0.5, L[:, 57], L[:, 29])        # over the mouth or the nose/eye
                 prm[sel, 0] = target[:, 0] + side * (0.1 + 0.1 * u[sel, 2])
                 prm[sel, 1] = target[:, 1] + 0.05 * (u[sel, 3] - 0.5)
-                prm[sel, 2] = side * (0.3 + 0.6 * u[sel, 4]) + math.pi / 2 * 0
-                prm[sel, 3] = 0.65 + 0.25 * u[sel, 5]
-                prm[sel, 4] = u[sel, 6] - 0.5
+                prm[sel, 2] = side * (0.2 + 0.7 * u[sel, 4])
+                prm[sel, 3] = 0.8 + 0.3 * u[sel, 5]
+                prm[sel, 4] = u[sel, 6]
                 del n
         return occ, prm
 
@@ -443,6 +465,7 @@ def _scarf_top(L, face, fraction):
     a = _ramp(_polar_lookup(xs.view(1, 1, 1, H), xs.view(1, 1, H, 1), centre, table), 2.0 / H)[:, 0]
     rows = a.sum(2)                                                   # (n, H)
     from_bottom = rows.flip(1).cumsum(1).flip(1) / rows.sum(1, keepdim=True)   # share at or below each row
+    fraction = torch.as_tensor(fraction, dtype=torch.float32).reshape(-1, 1)
     idx = (from_bottom >= fraction).float().cumsum(1).argmax(1)       # last row with share >= fraction
     return xs[idx] - 1.0 / H
 
