@@ -166,3 +166,87 @@ def test_bad_world_arguments():
         FaceWorld(seed=-1)
     with pytest.raises(ValueError, match="size"):
         FaceWorld(size=8)
+
+
+# ---------------------------------------------------------------- video
+def test_video_events_blinks_and_pulse(world):
+    fps = 20
+    T = 4 * fps
+    t = np.arange(T) / fps
+    ppg = np.sin(2 * np.pi * 1.1 * t)
+    events = [dict(kind="macro", emotion="happy", onset=0.4, apex=1.0, offset=2.0),
+              dict(kind="micro", emotion="surprised", onset=2.6, apex=2.75, offset=2.95)]
+    v = world.video(identity=2, duration_s=4.0, fps=fps, events=events, ppg=ppg, head_motion=False)
+    assert v.frames.shape == (T, 3, 64, 64) and v.landmarks.shape == (T, 68, 2) and v.fps == fps
+    ev = v.events
+    assert list(ev["kind"]) == ["macro", "micro"]
+    assert list(ev[["onset", "apex", "offset"]].iloc[0]) == [8, 20, 40]
+    assert (ev["onset"] < ev["apex"]).all() and (ev["apex"] < ev["offset"]).all()
+    # the AU trajectory peaks at the apex frame and is zero outside the event
+    au12 = v.labels["AU12"].to_numpy()
+    assert au12.argmax() == 20 and au12[:8].max() == 0 and au12[41:52].max() == 0
+    assert v.labels.loc[55, "AU01"] > 0 and v.labels.loc[55, "AU01"] < 0.6        # low-intensity micro event
+    # lip corners rise at the apex of the smile
+    assert v.landmarks[20, 48, 1] < v.landmarks[2, 48, 1] - 0.5
+    # blinks close the eyes at their apex
+    for on, ap, off in v.blinks.itertuples(index=False):
+        assert v.labels.loc[ap, "AU45"] > 0.9 and on < ap < off
+    # the pulse is in the pixels: mean green of the cheeks follows the PPG (inverted: blood absorbs green)
+    lm = v.landmarks[0]
+    y0, y1 = int(lm[29, 1]), int(lm[33, 1])
+    x0, x1 = int(lm[36, 0]), int(lm[45, 0])
+    green = v.frames[:, 1, y0:y1, x0:x1].mean((1, 2)).numpy()
+    assert np.corrcoef(green, v.ppg)[0, 1] < -0.5
+
+
+def test_random_video_is_deterministic_and_valid():
+    a = FaceWorld(seed=1, size=64).video(identity=0, duration_s=3.0, fps=15)
+    b = FaceWorld(seed=1, size=64).video(identity=0, duration_s=3.0, fps=15)
+    assert torch.equal(a.frames, b.frames) and a.events.equals(b.events)
+    for r in a.events.itertuples():
+        length = r.offset_s - r.onset_s
+        assert (r.kind == "micro" and length < 0.5) or (r.kind == "macro" and 0.5 <= length <= 4.0)
+
+
+@pytest.mark.parametrize("events,match", [
+    ([dict(kind="macro", emotion="happy", onset=1.0, apex=0.5, offset=2.0)], "apex"),
+    ([dict(kind="micro", emotion="happy", onset=1.0, apex=1.2, offset=1.8)], "micro"),
+    ([dict(kind="macro", emotion="happy", onset=1.0, apex=1.5, offset=6.5)], "clip"),
+    ([dict(kind="macro", emotion="happy", onset=0.1, apex=0.2, offset=4.9)], "macro"),
+    ([dict(kind="micro", emotion="sad", onset=1.0, apex=1.1, offset=1.3, intensity=0.9)], "low-intensity"),
+    ([dict(kind="sneeze", emotion="sad", onset=1.0, apex=1.1, offset=1.3)], "kind"),
+    ([dict(kind="macro", emotion="bored", onset=1.0, apex=1.5, offset=2.0)], "emotion"),
+])
+def test_impossible_video_timings_are_errors(world, events, match):
+    with pytest.raises(ValueError, match=match):
+        world.video(identity=0, duration_s=5.0, fps=10, events=events)
+
+
+def test_video_argument_errors(world):
+    with pytest.raises(ValueError, match="duration_s"):
+        world.video(duration_s=0)
+    with pytest.raises(ValueError, match="ppg"):
+        world.video(duration_s=1.0, fps=10, ppg=np.zeros(5), events=None)
+
+
+# ---------------------------------------------------------------- datasets
+def test_stream_and_map_datasets():
+    from torch.utils.data import DataLoader
+
+    from facelab.synth import SyntheticFaces, SyntheticFaceStream
+
+    stream = SyntheticFaceStream(seed=0, size=32, n_identities=5, per_identity=3, batch_size=4, nuisance="mild")
+    batches = list(DataLoader(stream, batch_size=None))
+    assert len(batches) == len(stream) == 4
+    ids = np.concatenate([b.labels["identity"].to_numpy() for b in batches])
+    assert list(ids) == list(np.repeat(np.arange(5), 3))
+    again = stream.batch(2)
+    assert torch.equal(again.images, batches[2].images)
+    ds = SyntheticFaces(seed=0, size=32, n_identities=4, per_identity=2, expression="random")
+    img, label = ds[5]
+    assert img.shape == (3, 32, 32) and label["identity"] == 2 and label["landmarks"].shape == (68, 2)
+    assert torch.equal(ds[5][0], img)
+    with pytest.raises(IndexError):
+        ds[8]
+    with pytest.raises(ValueError, match="n_identities"):
+        SyntheticFaces(n_identities=0)

@@ -9,9 +9,11 @@ from facelab.synth.facs import AU_DESCRIPTIONS, AU_NAMES, EMOTION_PROTOTYPES, EM
 from facelab.synth.landmarks import GROUPS as LANDMARK_GROUPS
 from facelab.synth.landmarks import MIRROR as LANDMARK_MIRROR
 from facelab.synth.render import OCCLUSIONS
+from facelab.synth.data import SyntheticFaces, SyntheticFaceStream
+from facelab.synth.video import FaceVideo
 from facelab.synth.world import (MAKEUP_COLOURS, MAKEUP_KINDS, NUISANCE_PRESETS, POSE_LIMITS, FaceBatch, FaceWorld,
                                  caption)
 
-__all__ = ["FaceWorld", "FaceBatch", "AU_NAMES", "AU_DESCRIPTIONS", "EMOTIONS", "EMOTION_PROTOTYPES", "OCCLUSIONS",
+__all__ = ["FaceWorld", "FaceBatch", "FaceVideo", "SyntheticFaces", "SyntheticFaceStream", "AU_NAMES", "AU_DESCRIPTIONS", "EMOTIONS", "EMOTION_PROTOTYPES", "OCCLUSIONS",
            "MAKEUP_COLOURS", "MAKEUP_KINDS", "NUISANCE_PRESETS", "POSE_LIMITS", "LANDMARK_GROUPS", "LANDMARK_MIRROR",
            "parse_au_name", "caption"]

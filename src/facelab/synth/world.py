@@ -216,6 +216,109 @@ class FaceWorld:
         labels = self._labels(ids, scene, info, out)
         return FaceBatch(out.images, labels, out.landmarks, out.masks, out.face)
 
+    # ------------------------------------------------------------------ video
+    def video(self, identity: int = 0, duration_s: float = 5.0, fps: float = 30.0, events="random", ppg=None,
+              ppg_fs: float | None = None, ppg_amplitude: float = 0.012, blinks: bool = True,
+              head_motion: bool = True, nuisance: str = "none", makeup=None, glasses: bool | None = None,
+              beard: bool | None = None, generator: torch.Generator | None = None, chunk: int = 128, **overrides):
+        """Render a video of one person with expression events, blinks, head motion and an optional pulse.
+
+        Parameters
+        ----------
+        identity : int
+        duration_s, fps : float
+            Clip length (seconds) and frame rate.
+        events : "random", None, or list of dicts
+            Each ``{"kind": "micro"|"macro", "emotion": "happy" (or "aus": {...}), "onset": s, "apex": s,
+            "offset": s, "intensity": 0..1}``; micro-expressions last < 0.5 s (intensity <= 0.6), macro 0.5-4 s.
+        ppg : array, optional
+            A PPG waveform (one sample per frame, or sampled at ``ppg_fs`` Hz) that modulates skin colour
+            (mostly the green channel) by ``ppg_amplitude`` (relative) per standard deviation.
+        blinks, head_motion : bool
+        nuisance : {"none", "mild", "full"}
+            Drawn once for the clip (light, background, degradations), plus a base pose.
+        chunk : int
+            Frames rendered per batch (memory bound).
+
+        Returns
+        -------
+        FaceVideo
+        """
+        from facelab.synth import video as V
+        from facelab.synth.render import render
+
+        if not (isinstance(duration_s, (int, float)) and duration_s > 0):
+            raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
+        if not (isinstance(fps, (int, float)) and 0 < fps <= 1000):
+            raise ValueError(f"fps must be a positive frame rate, got {fps!r}")
+        if isinstance(identity, bool) or not isinstance(identity, (int, np.integer)) or identity < 0:
+            raise ValueError(f"identity must be a non-negative integer, got {identity!r}")
+        if not (0 <= ppg_amplitude <= 0.2):
+            raise ValueError(f"ppg_amplitude must lie in [0, 0.2], got {ppg_amplitude}")
+        T = int(round(duration_s * fps))
+        if T < 2:
+            raise ValueError(f"a {duration_s} s clip at {fps} fps has fewer than 2 frames")
+        g = generator if generator is not None else self._generator
+        if isinstance(events, str):
+            if events != "random":
+                raise ValueError(f"events must be 'random', None or a list of dicts, got {events!r}")
+            events = V.random_events(duration_s, g)
+        evs = V.validate_events(events or [], duration_s, fps)
+        A = len(AU_NAMES)
+        traj = torch.zeros(T, A, 2)
+        emotion = np.array(["neutral"] * T, dtype=object)
+        for ev in evs:
+            env = torch.tensor(V.envelope(T, ev["onset"], ev["apex"], ev["offset"]), dtype=torch.float32)
+            traj = torch.maximum(traj, env[:, None, None] * ev["_vector"][None])
+            emotion[(env > 0).numpy()] = ev["emotion"]
+        blink_list = V.blink_times(duration_s, fps, g) if blinks else []
+        k45 = AU_NAMES.index("AU45")
+        for on, ap, off in blink_list:
+            env = torch.tensor(V.envelope(T, on, ap, off), dtype=torch.float32)
+            traj[:, k45] = torch.maximum(traj[:, k45], env[:, None])
+        motion = V.head_motion(T, fps, g) if head_motion else torch.zeros(T, 3)
+        pulse = None
+        gain = torch.ones(T, 3)
+        if ppg is not None:
+            pulse = V.ppg_per_frame(ppg, T, fps, ppg_fs)
+            # more blood volume -> more absorption, strongest in green (haemoglobin)
+            gain = 1 - ppg_amplitude * torch.tensor(pulse, dtype=torch.float32)[:, None] * torch.tensor([0.35, 1.0, 0.5])
+        base, info = self._scene(np.array([identity]), g, nuisance, None, None, None, makeup, glasses, beard,
+                                 overrides)
+        limits = torch.tensor([POSE_LIMITS["yaw"], POSE_LIMITS["pitch"], POSE_LIMITS["roll"]])
+        pose = (base.pose.cpu() + motion).clamp(-limits, limits)
+        frames, lms = [], []
+        seed0 = int(base.seeds[0])
+        for start in range(0, T, chunk):
+            sl = slice(start, min(T, start + chunk))
+            n = sl.stop - sl.start
+            kw = {}
+            for key, v in base.__dict__.items():
+                kw[key] = v.expand(n, *v.shape[1:]) if isinstance(v, torch.Tensor) else v
+            sc = Scene(**kw)
+            dev = base.landmarks.device
+            sc.aus = traj[sl].to(dev)
+            sc.landmarks = apply_aus(base.neutral.expand(n, -1, -1), sc.aus)
+            sc.pose = pose[sl].to(dev)
+            sc.skin_gain = gain[sl].to(dev)
+            sc.seeds = torch.arange(sl.start, sl.stop, device=dev) + seed0
+            out = render(sc, self.size)
+            frames.append(out.images)
+            lms.append(out.landmarks)
+        ev_df = pd.DataFrame([{k: v for k, v in e.items() if not k.startswith("_")} for e in evs],
+                             columns=["kind", "emotion", "onset", "apex", "offset", "onset_s", "apex_s", "offset_s",
+                                      "intensity", "aus"])
+        bl_df = pd.DataFrame(blink_list, columns=["onset", "apex", "offset"])
+        labels = pd.DataFrame({"frame": np.arange(T), "time_s": np.arange(T) / fps, "emotion": emotion})
+        au_max = traj.max(2).values.numpy()
+        for k, name in enumerate(AU_NAMES):
+            labels[name] = au_max[:, k].astype(np.float32)
+        labels["yaw"], labels["pitch"], labels["roll"] = pose[:, 0].numpy(), pose[:, 1].numpy(), pose[:, 2].numpy()
+        if pulse is not None:
+            labels["ppg"] = pulse
+        return V.FaceVideo(frames=torch.cat(frames), landmarks=torch.cat(lms), fps=float(fps), events=ev_df,
+                           blinks=bl_df, labels=labels, ppg=pulse, identity=int(identity))
+
     # ------------------------------------------------------------------ scene construction
     def _preset(self, nuisance, overrides):
         if nuisance not in NUISANCE_PRESETS:
