@@ -267,3 +267,15 @@ def test_gpu_matches_cpu():
         cpu = apply_attack(x, kind, generator=gen(), landmarks=lm).images
         gpu = apply_attack(x.cuda(), kind, generator=gen(), landmarks=lm).images
         assert gpu.device.type == "cuda" and torch.allclose(cpu, gpu.cpu(), atol=1e-3)
+
+
+def test_make_attack_set_on_the_real_world():
+    from facelab.synth import FaceWorld
+
+    world = FaceWorld(seed=0, size=64)
+    images, labels = make_attack_set(world, n_identities=2, per_identity=1, generator=gen(5), nuisance="none")
+    assert images.shape == (14, 3, 64, 64) and labels["live"].sum() == 2
+    live = images[torch.from_numpy(labels["live"].to_numpy().copy())]
+    again = world.sample(n_identities=2, per_identity=1, nuisance="none", generator=gen(5)).images
+    assert torch.allclose(live, again, atol=1e-5)                        # live rows are the world's own renders
+    assert set(labels.loc[labels["attack"] == "morph", "source_identity"]) == {0, 1}

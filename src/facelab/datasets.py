@@ -54,6 +54,7 @@ __all__ = [
     "load_casme2",
     "load_samm",
     "parse_action_units",
+    "read_annotation_sheet",
     "export_lfw",
     "export_orl",
     "export_ar",
@@ -417,7 +418,12 @@ def _au_code(aus) -> str:
     return "+".join(parts)
 
 
-def _read_sheet(path: Path, dataset: str) -> pd.DataFrame:
+def read_annotation_sheet(path, dataset: str = "annotation") -> pd.DataFrame:
+    """Read a coding sheet (CSV, or xlsx with openpyxl) as strings, skipping title rows above the header.
+
+    The header is the first row that names both ``Subject`` and ``Filename`` (SAMM's sheet has title rows above it).
+    """
+    path = Path(path)
     if path.suffix.lower() in (".xlsx", ".xls"):
         try:
             import openpyxl  # noqa: F401
@@ -440,6 +446,9 @@ def _read_sheet(path: Path, dataset: str) -> pd.DataFrame:
             table.columns = [str(c).strip() for c in raw.iloc[i].tolist()]
             return table.dropna(how="all").reset_index(drop=True)
     raise ValueError(f"{dataset}: no header row with 'Subject' and 'Filename' in {path.name}")
+
+
+_read_sheet = read_annotation_sheet        # the name other modules imported first
 
 
 def _find_sheet(base: Path, annotations, dataset: str, hint: str) -> Path:
