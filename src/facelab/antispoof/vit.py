@@ -1,0 +1,192 @@
+"""A small CLIP-style Vision Transformer in plain PyTorch, with OpenCLIP's parameter names.
+
+The module tree deliberately mirrors ``open_clip.transformer.VisionTransformer`` (``conv1``, ``class_embedding``,
+``positional_embedding``, ``ln_pre``, ``transformer.resblocks.i.{ln_1, attn, ln_2, mlp.c_fc, mlp.c_proj}``,
+``ln_post``, ``proj``), so that the OpenCLIP ViT-B/16 image tower loads into it by a plain renaming of keys
+(:mod:`facelab.antispoof.openclip`). The quick profile builds a tiny one (64 px, patch 8, width 64, 4 blocks) and
+pretrains it contrastively; the full profile loads the real one.
+
+Any block's MLP can be swapped for a (fine-grained) Soft Mixture of Experts with :meth:`VisionTransformer.to_moe`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["ViTConfig", "VisionTransformer", "QuickGELU", "check_images"]
+
+
+def check_images(images, size: int | None = None, name: str = "images") -> torch.Tensor:
+    """Validate a batch of RGB images: a float tensor ``(N, 3, H, W)`` (``H == W == size`` when given).
+
+    Raises
+    ------
+    TypeError, ValueError
+        With a message that says what was expected and what was given.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, 3, H, W), got {type(images).__name__}")
+    if images.ndim == 3:
+        raise ValueError(f"{name} must be a batch (N, 3, H, W); got one image of shape {tuple(images.shape)} - "
+                         "add a batch axis with images[None]")
+    if images.ndim != 4:
+        raise ValueError(f"{name} must have shape (N, 3, H, W), got {images.ndim}-D shape {tuple(images.shape)}")
+    if images.shape[1] != 3:
+        raise ValueError(f"{name} must have 3 colour channels (RGB, channels first), got {images.shape[1]} channels "
+                         f"in shape {tuple(images.shape)}")
+    if size is not None and (images.shape[2] != size or images.shape[3] != size):
+        raise ValueError(f"{name} must be {size}x{size} pixels for this model, got {images.shape[2]}x{images.shape[3]}"
+                         f" (resize with torch.nn.functional.interpolate first)")
+    if not images.is_floating_point():
+        raise TypeError(f"{name} must be floating point in [0, 1], got dtype {images.dtype}")
+    return images
+
+
+class QuickGELU(nn.Module):
+    """``x * sigmoid(1.702 x)``: the activation of OpenAI's original CLIP weights."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+@dataclass
+class ViTConfig:
+    """Hyper-parameters of :class:`VisionTransformer` (defaults: the tiny quick-profile encoder)."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    width: int = 64
+    layers: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    embed_dim: int = 64
+    act: str = "gelu"  # "gelu" or "quick_gelu" (OpenAI CLIP weights)
+
+    @classmethod
+    def vit_b16(cls, image_size: int = 224, act: str = "quick_gelu") -> "ViTConfig":
+        """The OpenCLIP ViT-B/16 image tower."""
+        return cls(image_size=image_size, patch_size=16, width=768, layers=12, heads=12, mlp_ratio=4.0,
+                   embed_dim=512, act=act)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mlp(width: int, hidden: int, act: str) -> nn.Sequential:
+    if act not in ("gelu", "quick_gelu"):
+        raise ValueError(f"act must be 'gelu' or 'quick_gelu', got {act!r}")
+    return nn.Sequential(OrderedDict([
+        ("c_fc", nn.Linear(width, hidden)),
+        ("gelu", nn.GELU() if act == "gelu" else QuickGELU()),
+        ("c_proj", nn.Linear(hidden, width)),
+    ]))
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-LayerNorm transformer block: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, act: str = "gelu"):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = _mlp(width, int(width * mlp_ratio), act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float, act: str):
+        super().__init__()
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads, mlp_ratio, act) for _ in range(layers)])
+
+    def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        for block in self.resblocks[start:stop]:
+            x = block(x)
+        return x
+
+
+class VisionTransformer(nn.Module):
+    """CLIP image encoder: patches -> [CLS] + tokens -> pre-LN transformer -> LayerNorm(CLS) @ proj.
+
+    Parameters
+    ----------
+    config : ViTConfig
+
+    Notes
+    -----
+    Input: float images ``(N, 3, S, S)`` in ``[0, 1]``; they are standardised with the CLIP mean and std inside
+    :meth:`forward`, so callers never normalise by hand. :meth:`tokens` and :meth:`head` split the forward pass at
+    any block, which lets training cache the output of frozen early blocks.
+    """
+
+    MEAN = (0.48145466, 0.4578275, 0.40821073)
+    STD = (0.26862954, 0.26130258, 0.27577711)
+
+    def __init__(self, config: ViTConfig | None = None):
+        super().__init__()
+        c = self.config = config or ViTConfig()
+        if c.image_size % c.patch_size:
+            raise ValueError(f"image_size {c.image_size} must be a multiple of patch_size {c.patch_size}")
+        if c.width % c.heads:
+            raise ValueError(f"width {c.width} must be divisible by heads {c.heads}")
+        self.grid = c.image_size // c.patch_size
+        scale = c.width ** -0.5
+        self.conv1 = nn.Conv2d(3, c.width, kernel_size=c.patch_size, stride=c.patch_size, bias=False)
+        self.class_embedding = nn.Parameter(scale * torch.randn(c.width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(self.grid ** 2 + 1, c.width))
+        self.ln_pre = nn.LayerNorm(c.width)
+        self.transformer = Transformer(c.width, c.layers, c.heads, c.mlp_ratio, c.act)
+        self.ln_post = nn.LayerNorm(c.width)
+        self.proj = nn.Parameter(scale * torch.randn(c.width, c.embed_dim))
+        self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.transformer.resblocks)
+
+    def tokens(self, images: torch.Tensor, stop: int | None = None) -> torch.Tensor:
+        """Token sequence ``(N, 1 + grid**2, width)`` after the first ``stop`` blocks (all blocks when ``None``)."""
+        check_images(images, self.config.image_size)
+        x = (images - self.mean) / self.std
+        x = self.conv1(x).flatten(2).transpose(1, 2)  # (N, grid*grid, width)
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        x = self.ln_pre(x)
+        return self.transformer(x, 0, stop)
+
+    def head(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Run blocks ``start..`` on cached tokens and return the projected [CLS] embedding ``(N, embed_dim)``."""
+        x = self.transformer(tokens, start, None)
+        return self.ln_post(x[:, 0]) @ self.proj
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Image embeddings ``(N, embed_dim)`` (not normalised)."""
+        return self.head(self.tokens(images, stop=0), start=0)
+
+    def to_moe(self, last: int = 2, n_experts: int = 4, slots_per_expert: int = 4, groups: int = 4,
+               noise: float = 0.01, generator: torch.Generator | None = None) -> "VisionTransformer":
+        """Replace the MLP of the last ``last`` blocks by a fine-grained Soft MoE *upcycled* from that MLP.
+
+        Every expert starts as a copy of the pretrained MLP (plus ``noise`` times its weight scale, so that the
+        experts can specialise). Returns ``self``.
+        """
+        from facelab.antispoof.moe import SoftMoE
+
+        if not 1 <= last <= self.n_layers:
+            raise ValueError(f"last must be between 1 and the number of blocks ({self.n_layers}), got {last}")
+        for block in self.transformer.resblocks[self.n_layers - last:]:
+            if isinstance(block.mlp, SoftMoE):
+                continue
+            block.mlp = SoftMoE.from_mlp(block.mlp, n_experts=n_experts, slots_per_expert=slots_per_expert,
+                                         groups=groups, noise=noise, generator=generator)
+        return self

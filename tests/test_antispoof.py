@@ -1,0 +1,317 @@
+"""Tests of facelab.antispoof: ViT, Soft MoE, losses, CLIP pretraining, detectors, OpenCLIP mapping, data."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from facelab import antispoof as A
+from facelab.antispoof.openclip import convert_openclip_state_dict, load_openclip_visual
+
+TINY = A.ViTConfig(image_size=16, patch_size=4, width=16, layers=2, heads=2, embed_dim=16)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# ------------------------------------------------------------------------------------------------ Soft MoE
+@pytest.mark.parametrize("groups", [1, 4])
+def test_soft_moe_weights_are_normalised_along_the_right_axes(groups):
+    moe = A.SoftMoE(dim=16, hidden=32, n_experts=3, slots_per_expert=2, groups=groups)
+    x = torch.randn(2, 7, 16)
+    dispatch, combine = moe.routing(x)
+    assert dispatch.shape == combine.shape == (2, 7, groups, 6)
+    torch.testing.assert_close(dispatch.sum(dim=1), torch.ones(2, groups, 6))  # each slot: convex mix of tokens
+    torch.testing.assert_close(combine.sum(dim=3), torch.ones(2, 7, groups))   # each token: convex mix of slots
+    assert moe(x).shape == x.shape
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_soft_moe_is_permutation_equivariant_over_tokens(groups):
+    moe = A.SoftMoE(dim=8, hidden=16, n_experts=2, slots_per_expert=3, groups=groups)
+    x = torch.randn(3, 9, 8)
+    perm = torch.randperm(9)
+    torch.testing.assert_close(moe(x[:, perm]), moe(x)[:, perm], atol=1e-5, rtol=1e-5)
+
+
+def test_soft_moe_matches_the_paper_formula_for_one_group():
+    moe = A.SoftMoE(dim=8, hidden=16, n_experts=2, slots_per_expert=2, groups=1)
+    x = torch.randn(1, 5, 8)
+    L = moe.scale * torch.nn.functional.normalize(x[0], dim=-1) @ torch.nn.functional.normalize(moe.phi[0], dim=0)
+    D, C = L.softmax(0), L.softmax(1)
+    slots = D.t() @ x[0]  # (4, 8)
+    ys = []
+    for j in range(4):
+        e = j // 2
+        ys.append(moe.act(slots[j] @ moe.w1[e] + moe.b1[e]) @ moe.w2[e] + moe.b2[e])
+    torch.testing.assert_close(moe(x)[0], C @ torch.stack(ys), atol=1e-5, rtol=1e-5)
+
+
+def test_upcycled_moe_reproduces_the_mlp_on_identical_tokens():
+    vit = A.VisionTransformer(TINY)
+    mlp = vit.transformer.resblocks[-1].mlp
+    moe = A.SoftMoE.from_mlp(mlp, n_experts=3, slots_per_expert=2, groups=2, noise=0.0)
+    torch.testing.assert_close(moe.w1[1], mlp.c_fc.weight.t())
+    token = torch.randn(16)
+    x = token.expand(2, 5, 16).contiguous()  # every slot averages identical tokens -> the token itself
+    torch.testing.assert_close(moe(x), mlp(x), atol=1e-5, rtol=1e-5)
+
+
+def test_soft_moe_bad_input():
+    with pytest.raises(ValueError, match="divisor"):
+        A.SoftMoE(dim=10, hidden=8, groups=3)
+    with pytest.raises(ValueError, match=r"\(batch, tokens, 8\)"):
+        A.SoftMoE(dim=8, hidden=8)(torch.randn(2, 5, 6))
+
+
+# ------------------------------------------------------------------------------------------------ ViT
+def test_vit_shapes_split_and_moe_swap():
+    vit = A.VisionTransformer(TINY).eval()
+    x = torch.rand(3, 3, 16, 16)
+    out = vit(x)
+    assert out.shape == (3, 16)
+    torch.testing.assert_close(vit.head(vit.tokens(x, stop=1), start=1), out)
+    vit.to_moe(last=1, n_experts=2, slots_per_expert=2, groups=2)
+    assert isinstance(vit.transformer.resblocks[1].mlp, A.SoftMoE)
+    assert not isinstance(vit.transformer.resblocks[0].mlp, A.SoftMoE)
+    assert vit(x).shape == (3, 16)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.rand(2, 3, 20, 20), "16x16"),
+    (torch.rand(2, 1, 16, 16), "3 colour channels"),
+    (torch.rand(2, 4, 16, 16), "got 4 channels"),
+    (torch.rand(3, 16, 16), "add a batch axis"),
+    (torch.randint(0, 255, (2, 3, 16, 16)), "floating point"),
+])
+def test_vit_rejects_wrong_images(bad, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        A.VisionTransformer(TINY)(bad)
+
+
+# ------------------------------------------------------------------------------------------------ losses
+def test_dm_increases_centre_distance():
+    f = torch.randn(40, 8) * 0.3 + torch.randn(8)
+    y = torch.arange(40) % 2
+    f.requires_grad_(True)
+    before = A.centre_distance(f, y)
+    opt = torch.optim.Adam([f], lr=0.05)
+    for _ in range(60):
+        loss = A.disentanglement_loss(f, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert 0.0 <= loss.item() <= 1.0
+    assert A.centre_distance(f, y) > before + 0.5
+
+
+def test_dm_bounds():
+    y = torch.tensor([1, 1, 0, 0])
+    e = torch.eye(4)[:1]
+    antipodal = torch.cat([e, e, -e, -e])
+    assert float(A.disentanglement_loss(antipodal, y)) == pytest.approx(0.0, abs=1e-6)
+    assert float(A.disentanglement_loss(torch.cat([e] * 4), y)) == pytest.approx(1.0)
+
+
+def test_cdm_zero_on_separated_centres_positive_otherwise():
+    y = torch.tensor([1, 1, 1, 0, 0])
+    c = torch.eye(6)[:2]
+    on_centres = torch.stack([c[1], c[1], c[1], c[0], c[0]])
+    assert float(A.cluster_distillation_loss(on_centres, y, margin=1.0)) == pytest.approx(0.0, abs=1e-6)
+    moved = on_centres.clone()
+    moved[0] = moved[0] + 0.8 * torch.eye(6)[3]
+    assert float(A.cluster_distillation_loss(moved, y, margin=1.0)) > 0.01
+    # too close centres violate the push margin even when every feature sits on its centre
+    close = torch.stack([c[1], c[1], c[1], c[1] + 0.2 * c[0], c[1] + 0.2 * c[0]])
+    assert float(A.cluster_distillation_loss(close, y, margin=1.0)) > 0.5
+
+
+def test_cdm_weights_distant_features_more():
+    y = torch.tensor([1, 1, 0, 0, 0, 0])
+    f = torch.tensor([[1.0, 0.05, 0, 0], [1.0, 0.0, 0, 0], [0, 0, 1.0, 0.0], [0, 0, 1.0, 0.02], [0, 0, 1.0, -0.02],
+                      [0, 0, 1.0, 0.9]], requires_grad=True)
+    A.cluster_distillation_loss(f, y, margin=0.0, temperature=0.05).backward()
+    g = f.grad.norm(dim=1)
+    assert g[5] > 5 * g[2:5].max()  # the far fake feature (an unusual attack) gets most of the pull
+    f.grad = None
+    A.cluster_distillation_loss(f, y, margin=0.0, temperature=float("inf")).backward()
+    g_flat = f.grad.norm(dim=1)
+    assert g_flat[5] / g_flat[2:5].max() < g[5] / g[2:5].max()
+
+
+# ------------------------------------------------------------------------------------------------ CLIP
+def test_clip_loss_prefers_matching_pairs():
+    t = torch.nn.functional.normalize(torch.randn(3, 8), dim=1)
+    idx = torch.tensor([0, 1, 2, 0, 1])
+    good = A.clip_loss(t[idx], t, idx, math.log(10))
+    bad = A.clip_loss(t[idx.roll(1)], t, idx, math.log(10))
+    assert float(good) < float(bad)
+
+
+def test_pretraining_aligns_images_and_captions():
+    clip = A.CLIPModel(A.VisionTransformer(TINY), A.BagOfWordsTextTower(dim=16))
+    x = torch.rand(64, 3, 16, 16) * 0.5 + 0.25
+    caps = ["a face of a person"] * 32 + ["a face of a person with red lipstick"] * 32
+    x[32:, 0] += 0.3  # the "lipstick" images are redder
+    hist = A.pretrain_clip(clip, x.clamp(0, 1), caps, steps=60, batch_size=32, lr=3e-3)
+    assert list(hist.columns) == ["step", "loss", "accuracy"]
+    assert hist["loss"].tail(10).mean() < hist["loss"].head(5).mean() - 0.3
+    with pytest.raises(ValueError, match="one caption per image"):
+        A.pretrain_clip(clip, x, caps[:10], steps=1)
+    with pytest.raises(ValueError, match="Unknown condition"):
+        A.corrupt(x, "sepia")
+
+
+# ------------------------------------------------------------------------------------------------ detectors
+def _toy(n=64):
+    x = torch.rand(n, 3, 16, 16) * 0.6
+    live = np.arange(n) % 2
+    x[live == 1] += 0.35  # live faces are brighter
+    return x.clamp(0, 1), live
+
+
+def _clip():
+    return A.CLIPModel(A.VisionTransformer(TINY), A.BagOfWordsTextTower(dim=16))
+
+
+def test_detector_learns_and_dm_cdm_separate_centres():
+    x, live = _toy()
+    clip = _clip()
+    det = A.AttackDetector.from_clip(clip, moe={"last": 1, "n_experts": 2, "slots_per_expert": 2, "groups": 2})
+    hist = A.train_detector(det, x, live, A.TrainConfig(steps=40, batch_size=32, lr=3e-3, lambda_dm=1.0,
+                                                        lambda_cdm=1.0, finetune_last=1, log_every=5))
+    assert {"ce", "dm", "cdm", "centre_distance"} <= set(hist.columns)
+    p = A.predict_live(det, x)
+    assert p.shape == (64,) and np.all((p >= 0) & (p <= 1))
+    from facelab.metrics import pad_report
+    assert pad_report(live, p)["AUC"] > 0.95
+    assert hist["centre_distance"].iloc[-1] > hist["centre_distance"].iloc[0]
+    # frozen blocks stayed frozen
+    fresh = A.AttackDetector.from_clip(clip)
+    torch.testing.assert_close(det.visual.conv1.weight, fresh.visual.conv1.weight)
+
+
+def test_cnn_and_probe_baselines():
+    x, live = _toy()
+    cnn = A.CNNBaseline(image_size=16, width=8, embed_dim=16)
+    A.train_detector(cnn, x, live, A.TrainConfig(steps=40, batch_size=32, lr=3e-3))
+    assert np.mean((A.predict_live(cnn, x) > 0.5) == live) > 0.9
+    probe = A.LinearProbe(_clip()).fit(x, live)
+    assert A.predict_live(probe, x).shape == (64,)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        A.LinearProbe(_clip()).predict_live(x)
+
+
+def test_training_rejects_bad_input():
+    x, live = _toy(8)
+    det = A.AttackDetector.from_clip(_clip())
+    with pytest.raises(ValueError, match="only one class"):
+        A.train_detector(det, x, np.ones(8, int), A.TrainConfig(steps=1))
+    with pytest.raises(ValueError, match="16x16"):
+        A.train_detector(det, torch.rand(8, 3, 32, 32), live, A.TrainConfig(steps=1))
+    with pytest.raises(ValueError, match="3 colour channels"):
+        A.predict_live(det, torch.rand(8, 1, 16, 16))
+    with pytest.raises(ValueError, match="Unknown variant"):
+        A.fit_variant("CLIP + magic", _clip(), None)
+
+
+# ------------------------------------------------------------------------------------------------ OpenCLIP
+def _openclip_like_state(width=16, layers=2, patch=4, grid=4, embed=8):
+    """A random state dict with OpenCLIP's key names, written out by hand (not from our module)."""
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    sd = {"visual.conv1.weight": r(width, 3, patch, patch), "visual.class_embedding": r(width),
+          "visual.positional_embedding": r(grid * grid + 1, width), "visual.ln_pre.weight": r(width),
+          "visual.ln_pre.bias": r(width), "visual.ln_post.weight": r(width), "visual.ln_post.bias": r(width),
+          "visual.proj": r(width, embed), "logit_scale": torch.tensor(4.6), "token_embedding.weight": r(10, embed),
+          "text_projection": r(embed, embed)}
+    for i in range(layers):
+        p = f"visual.transformer.resblocks.{i}."
+        sd |= {p + "ln_1.weight": r(width), p + "ln_1.bias": r(width), p + "attn.in_proj_weight": r(3 * width, width),
+               p + "attn.in_proj_bias": r(3 * width), p + "attn.out_proj.weight": r(width, width),
+               p + "attn.out_proj.bias": r(width), p + "ln_2.weight": r(width), p + "ln_2.bias": r(width),
+               p + "mlp.c_fc.weight": r(4 * width, width), p + "mlp.c_fc.bias": r(4 * width),
+               p + "mlp.c_proj.weight": r(width, 4 * width), p + "mlp.c_proj.bias": r(width)}
+    return sd
+
+
+def test_openclip_mapping_on_a_tiny_random_checkpoint(tmp_path):
+    from safetensors.torch import save_file
+
+    sd = _openclip_like_state()
+    path = tmp_path / "open_clip_model.safetensors"
+    save_file(sd, str(path))
+    vit = load_openclip_visual(path, heads=2)
+    c = vit.config
+    assert (c.image_size, c.patch_size, c.width, c.layers, c.embed_dim, c.act) == (16, 4, 16, 2, 8, "quick_gelu")
+    torch.testing.assert_close(vit.transformer.resblocks[1].attn.in_proj_weight,
+                               sd["visual.transformer.resblocks.1.attn.in_proj_weight"])
+    torch.testing.assert_close(vit.proj, sd["visual.proj"])
+    assert vit(torch.rand(2, 3, 16, 16)).shape == (2, 8)
+    # a different image size resamples the positional embedding; the [CLS] entry is kept
+    state, cfg = convert_openclip_state_dict(sd, image_size=24, heads=2)
+    assert state["positional_embedding"].shape == (37, 16) and cfg.image_size == 24
+    torch.testing.assert_close(state["positional_embedding"][0], sd["visual.positional_embedding"][0])
+    # torch pickles (weights_only) and a DataParallel prefix work too
+    torch.save({f"module.{k}": v for k, v in sd.items()}, tmp_path / "m.bin")
+    assert load_openclip_visual(tmp_path / "m.bin", heads=2).config.layers == 2
+
+
+def test_openclip_refuses_clearly():
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        load_openclip_visual("/nonexistent/ViT-B-16.pt")
+    with pytest.raises(FileNotFoundError, match="No OpenCLIP weights"):
+        load_openclip_visual(None)
+    sd = _openclip_like_state()
+    del sd["visual.transformer.resblocks.1.mlp.c_fc.bias"]
+    with pytest.raises(KeyError, match="missing"):
+        convert_openclip_state_dict(sd)
+    with pytest.raises(KeyError, match="not an OpenCLIP ViT"):
+        convert_openclip_state_dict({"foo": torch.zeros(1)})
+
+
+# ------------------------------------------------------------------------------------------------ data
+def _fake_set():
+    kinds = list(A.attack_kinds())
+    rows = [{"identity": i, "live": k == "live", "attack": k,
+             "family": "live" if k == "live" else A.attack_kinds()[k]}
+            for i in range(6) for k in ["live", *kinds]]
+    return A.AttackSet(torch.rand(len(rows), 3, 16, 16), pd.DataFrame(rows))
+
+
+def test_protocol_splits_hold_out_types_and_identities():
+    data = _fake_set()
+    for protocol, test_family in [("P2.1", "physical"), ("P2.2", "digital")]:
+        train, test = A.split_protocol(data, protocol, test_fraction=0.34)
+        assert set(train.labels["family"]) == {"live", "digital" if test_family == "physical" else "physical"}
+        assert set(test.labels["family"]) == {"live", test_family}
+        assert not set(train.labels["identity"]) & set(test.labels["identity"])
+    train, test = A.split_protocol(data, "P1")
+    assert set(train.attack) == set(test.attack) == {"live", *A.attack_kinds()}
+
+
+def test_unknown_attack_type_is_an_error():
+    data = _fake_set()
+    with pytest.raises(ValueError, match="Unknown attack type"):
+        data.only(["print", "scan"])
+    labels = data.labels.copy()
+    labels.loc[0, "attack"] = "deepfake"
+    with pytest.raises(ValueError, match="Unknown attack type"):
+        A.AttackSet(data.images, labels)
+    with pytest.raises(ValueError, match="Unknown attack"):
+        A.build_attack_set(None, 2, 1, kinds=["print", "hologram"])
+
+
+def test_attack_set_from_the_synthetic_world():
+    from facelab.synth import FaceWorld
+
+    data = A.build_attack_set(FaceWorld(seed=0, size=32), 2, 1, size=16, kinds=["print", "morph"],
+                              generator=torch.Generator().manual_seed(0))
+    assert data.images.shape == (6, 3, 16, 16)
+    assert list(data.attack) == ["live", "live", "print", "print", "morph", "morph"]
+    assert list(data.live) == [1, 1, 0, 0, 0, 0]
