@@ -87,3 +87,14 @@ def test_calibrate_with_an_embedder_and_dlib_detection_path():
     assert row["dlib ResNet (aligned)"] == 1.0
     assert 0.0 <= row["dlib HOG detection rate"] <= 1.0                   # textures are not faces: dlib may miss
     assert 0.0 <= row["dlib end-to-end (detect, align, embed)"] <= row["dlib HOG detection rate"] + 1e-9
+
+
+def test_difficulty_table_quick_check():
+    table = cal.difficulty_table(StubWorld(), n_identities=6, per_identity=4,
+                                 settings={"clean": {"noise": 0.01}, "noisy": {"noise": 0.8}})
+    assert list(table.columns) == ["setting", "rank1"] and list(table["setting"]) == ["clean", "noisy"]
+    assert table.loc[0, "rank1"] == 1.0 and table.loc[1, "rank1"] < 1.0
+    images = StubWorld().sample(np.repeat(np.arange(5), 3), generator=torch.Generator().manual_seed(0)).images
+    assert cal.eigenfaces_rank1(images, np.repeat(np.arange(5), 3), 1, n_components=4) == 1.0
+    with pytest.raises(ValueError, match="identity labels"):
+        cal.eigenfaces_rank1(images, np.arange(3), 1)

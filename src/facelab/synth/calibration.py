@@ -13,6 +13,10 @@ and the rest as probes, and report rank-1 identification accuracy (chance = ``1 
   rank-1 when the chips are aligned with dlib's predicted landmarks instead (only images where a face was found).
 
 Rendering and feature extraction run chunk by chunk, so memory stays bounded whatever the set size.
+
+:func:`difficulty_table` is the generator's own quick check (eigenfaces with whitened PCA on the raw, unaligned
+frame, 48 px grey), which the world's identity spread is tuned against and ``benchmarks/bench_synth.py`` reports;
+:func:`calibrate` is the fuller study of the chapter "A laboratory of faces".
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import pandas as pd
 import torch
 
 __all__ = ["CONDITIONS", "KNOBS", "gallery_probe_split", "nearest_neighbour_rank1", "eigenfaces_rank1",
-           "condition_features", "evaluate_condition", "calibrate", "dlib_landmark_report"]
+           "condition_features", "evaluate_condition", "calibrate", "dlib_landmark_report", "difficulty_table"]
 
 #: Headline conditions: the world's nuisance presets.
 CONDITIONS: dict[str, dict] = {
@@ -76,9 +80,29 @@ def nearest_neighbour_rank1(features, ids, n_gallery: int, valid=None) -> float:
     return float(np.mean(ids[gallery][nearest] == ids[probes]))
 
 
-def eigenfaces_rank1(chips: np.ndarray, ids, n_gallery: int, n_components: int = 100) -> float:
-    """Rank-1 of eigenfaces fitted on the gallery chips (``(N, H, W)`` grey) and tested on the probes."""
+def eigenfaces_rank1(chips, ids, n_gallery: int = 5, n_components: int = 100, whiten: bool = False,
+                     size: int = _SIZE) -> float:
+    """Rank-1 of eigenfaces fitted on the gallery and tested on the probes.
+
+    Parameters
+    ----------
+    chips : numpy.ndarray (N, H, W) or torch.Tensor (N, 3, H, W)
+        Grey chips, or an RGB image batch (converted to grey and area-resized to ``size`` pixels).
+    ids : array of int
+        Identity of each image; the first ``n_gallery`` of each identity are the gallery.
+    n_components : int
+        PCA components (capped at the gallery size - 1).
+    whiten : bool
+        Scale the components to unit variance.
+    """
+    if isinstance(chips, torch.Tensor):
+        if chips.ndim != 4 or chips.shape[1] != 3:
+            raise ValueError(f"an image batch must have shape (N, 3, H, W), got {tuple(chips.shape)}")
+        chips = _grey(chips, size)
+    chips = np.asarray(chips, dtype=np.float32)
     ids = np.asarray(ids)
+    if len(chips) != len(ids):
+        raise ValueError(f"{len(chips)} images but {len(ids)} identity labels")
     gallery, probes = gallery_probe_split(ids, n_gallery)
     try:
         from facelab.classical import Eigenfaces
@@ -86,17 +110,17 @@ def eigenfaces_rank1(chips: np.ndarray, ids, n_gallery: int, n_components: int =
         from sklearn.decomposition import PCA
 
         g = chips[gallery].reshape(len(gallery), -1)
-        pca = PCA(n_components=min(n_components, len(gallery) - 1)).fit(g)
+        pca = PCA(n_components=min(n_components, len(gallery) - 1), whiten=whiten).fit(g)
         return nearest_neighbour_rank1(pca.transform(chips.reshape(len(chips), -1)), ids, n_gallery)
-    model = Eigenfaces(n_components=n_components).fit(chips[gallery], ids[gallery])
+    model = Eigenfaces(n_components=n_components, whiten=whiten).fit(chips[gallery], ids[gallery])
     return float(model.score(chips[probes], ids[probes]))
 
 
-def _grey(images: torch.Tensor) -> np.ndarray:
+def _grey(images: torch.Tensor, size: int = _SIZE) -> np.ndarray:
     import torch.nn.functional as F
 
     g = 0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]
-    small = F.interpolate(g[:, None], size=(_SIZE, _SIZE), mode="area")[:, 0]
+    small = F.interpolate(g[:, None].float(), size=(size, size), mode="area")[:, 0]
     return small.cpu().numpy().astype(np.float32)
 
 
@@ -276,3 +300,27 @@ def calibrate(world, conditions: Mapping[str, Mapping] | None = None, n_identiti
             kept[name] = feats
     table = pd.DataFrame(rows).set_index("condition")
     return (table, kept) if keep_features else table
+
+
+def difficulty_table(world, n_identities: int = 100, per_identity: int = 10, settings=None,
+                     batch_size: int = 250) -> pd.DataFrame:
+    """Eigenfaces rank-1 under several sampling settings (dicts of :meth:`FaceWorld.sample` arguments).
+
+    The generator's quick difficulty check: whitened PCA (100 components) on the raw frame in 48 px grey, the first
+    half of each identity's images as the gallery. Returns a DataFrame with columns ``setting`` and ``rank1``.
+    """
+    if settings is None:
+        settings = {"none": dict(nuisance="none"), "mild": dict(nuisance="mild"),
+                    "full": dict(nuisance="full"),
+                    "full + expression": dict(nuisance="full", expression="random"),
+                    "full + expression + occlusion": dict(nuisance="full", expression="random", occlusion="random")}
+    rows = []
+    for name, kw in settings.items():
+        g = torch.Generator().manual_seed(world.seed + 99)
+        ids = np.repeat(np.arange(n_identities), per_identity)
+        grey = np.concatenate([_grey(world.sample(identities=ids[s:s + batch_size].tolist(), generator=g,
+                                                  **kw).images, 48)
+                               for s in range(0, len(ids), batch_size)])
+        rows.append({"setting": name, "rank1": eigenfaces_rank1(grey, ids, n_gallery=per_identity // 2,
+                                                                whiten=True)})
+    return pd.DataFrame(rows)
