@@ -51,7 +51,7 @@ class Scene:
     makeup: torch.Tensor             # (N, 16) lipstick rgb+a, eyeshadow rgb+a, eyeliner rgb+a, blush rgb+a
     degrade: torch.Tensor            # (N, 4) resolution factor, blur sigma (px at 112), noise sigma, jpeg quality
     skin_gain: torch.Tensor          # (N, 3) multiplicative skin colour change (PPG)
-    layers: torch.Tensor             # (N, 9, H, W) identity layers (draw_identity) gathered per image
+    layers: torch.Tensor             # (N, 6, H, W) identity layers (draw_identity) gathered per image
     neutral: torch.Tensor            # (N, 68, 2) the identity's neutral frontal landmarks
     seeds: torch.Tensor              # (N,) int64 seeds of per-image pixel noise
     extra: dict = field(default_factory=dict)
@@ -298,13 +298,13 @@ def _grid(H, device):
     return xs.view(1, 1, 1, H), xs.view(1, 1, H, 1)
 
 
-LAYER_CHANNELS = ("r", "g", "b", "alpha", "face", "nx", "ny", "nz", "skin")
+LAYER_CHANNELS = ("r", "g", "b", "alpha", "face", "skin")
 
 
 def draw_identity(I, H: int) -> torch.Tensor:
     """Neutral frontal layers of identities ``I`` (an :class:`~facelab.synth.identity.Identity` on the device).
 
-    Returns (n, 9, H, W): colour, alpha, face region, surface normal (head frame) and skin mask (see
+    Returns (n, 6, H, W): colour, alpha, face region and skin mask (see
     :data:`LAYER_CHANNELS`). Eyes, lips, makeup and accessories are drawn per image on top of these.
     """
     L = I.landmarks
@@ -437,14 +437,11 @@ def draw_identity(I, H: int) -> torch.Tensor:
         ba = region * _s(strength) * stub.clamp(0, 1)
         _lerp_(cl, _c(I.hair) * 0.85, ba)
         skin_m[:, :, rs, cs] *= 1 - ba
-    # surface normals of the neutral head, from the analytic depth at half resolution
-    depth = DepthModel(L, I.face, zero_au)
-    normals = _normals(depth, H, dev)
-    return torch.cat([col, alpha, face_a, normals, skin_m], 1)
+    return torch.cat([col, alpha, face_a, skin_m], 1)
 
 
-def _normals(depth, H, dev):
-    h = max(16, H // 2)
+def _normals(depth, h, dev):
+    """Head-frame surface normals (N, 3, h, h) of the analytic depth model."""
     X, Y = _grid(h, dev)
     z = depth(X, Y)
     step = 2.0 / h
@@ -452,8 +449,7 @@ def _normals(depth, H, dev):
     gx = (zp[:, :, 1:-1, 2:] - zp[:, :, 1:-1, :-2]) / (2 * step)
     gy = (zp[:, :, 2:, 1:-1] - zp[:, :, :-2, 1:-1]) / (2 * step)
     n = torch.cat([-gx, -gy, torch.ones_like(gx)], 1)
-    n = n / n.norm(dim=1, keepdim=True)
-    return F.interpolate(n, size=(H, H), mode="bilinear", align_corners=False)
+    return n / n.norm(dim=1, keepdim=True)
 
 
 def _wrinkles(L, aus, age, X, Y, H):
@@ -556,7 +552,7 @@ def draw_expression(sc: Scene, layer: torch.Tensor, H: int):
     col = layer[:, 0:3]
     alpha = layer[:, 3:4]
     face_a = layer[:, 4:5]
-    skin_m = layer[:, 8:9]
+    skin_m = layer[:, 5:6]
     aus = sc.aus
     mk = sc.makeup
     cx = (L[:, 0, 0] + L[:, 16, 0]) * 0.5
@@ -845,7 +841,7 @@ def _lighting(sc: Scene, normals: torch.Tensor, R: torch.Tensor):
     return shade * _c(sc.light[:, 4:7]) + _s(0.10 * inten) * spec
 
 
-def _pose_grid(sc: Scene, depth: DepthModel, R, H: int, g: int = 32):
+def _pose_grid(sc: Scene, depth: DepthModel, R, H: int, g: int = 24):
     """Backward map: for each output pixel, where to sample the frontal head layer (N, H, W, 2)."""
     dev = sc.landmarks.device
     xs = (torch.arange(g, device=dev, dtype=torch.float32) + 0.5) * (2.0 / g) - 1
@@ -859,7 +855,7 @@ def _pose_grid(sc: Scene, depth: DepthModel, R, H: int, g: int = 32):
     Ainv = torch.linalg.inv(A)
     rz = R[:, :2, 2]
     x, y = qx + _s(piv[:, 0]), qy + _s(piv[:, 1])
-    for _ in range(4):
+    for _ in range(3):
         z = depth(x, y) - _s(piv[:, 2])
         bx = qx - _s(rz[:, 0]) * z
         by = qy - _s(rz[:, 1]) * z
@@ -902,7 +898,9 @@ def render(sc: Scene, H: int) -> Rendered:
     occ_mask = draw_expression(sc, layer, H)
     depth = DepthModel(sc.landmarks, sc.face, sc.aus)
     R = _rotation(sc.pose)
-    col = layer[:, 0:3] * _lighting(sc, layer[:, 5:8], R)
+    # lighting is smooth: shade at half resolution from the (expression-aware) depth model's normals
+    shade = _lighting(sc, _normals(depth, max(16, H // 2), dev), R)
+    col = layer[:, 0:3] * F.interpolate(shade, size=(H, H), mode="bilinear", align_corners=False)
     alpha = layer[:, 3:4]
     stack = torch.cat([col * alpha, alpha, layer[:, 4:5], occ_mask], 1)
     if bool((sc.pose.abs() > 1e-6).any() or (sc.similarity[:, 0] != 1).any() or (sc.similarity[:, 1:] != 0).any()):
@@ -987,31 +985,51 @@ def _block(face, prm, seeds, H):
 
 
 # ---------------------------------------------------------------- degradations
-def _gauss_kernels(sigma, k):
-    x = torch.arange(k, device=sigma.device, dtype=torch.float32) - (k - 1) / 2
-    w = torch.exp(-0.5 * (x[None] / sigma.clamp_min(1e-3)[:, None]) ** 2)
-    w = torch.where(sigma[:, None] < 1e-3, (x[None] == 0).float(), w)
-    return w / w.sum(1, keepdim=True)
+def _axis_operator(res, sigma, W, device):
+    """Per-image (n, W, W) linear operator along one image axis: resolution loss (area down-sampling to
+    ``res * W`` pixels, bilinear up-sampling back) followed by a Gaussian blur of ``sigma`` pixels with replicated
+    borders. Rows act on row vectors: ``x @ M``. Returns None when no image needs it."""
+    n = len(res)
+    level = (res * 20).round() / 20
+    sig = (sigma * 10).round() / 10
+    need_res, need_blur = level < 0.999, sig >= 0.25
+    if not bool(need_res.any() or need_blur.any()):
+        return None
+    eye = torch.eye(W, device=device)
+    M = eye.expand(n, W, W).clone()
+    for lv in torch.unique(level[need_res]).tolist():
+        h = max(8, int(round(W * lv)))
+        basis = eye.view(W, 1, 1, W)
+        down = F.interpolate(basis, size=(1, h), mode="area")
+        up = F.interpolate(down, size=(1, W), mode="bilinear", align_corners=False)
+        M[level == lv] = up.view(W, W)
+    if bool(need_blur.any()):
+        r = int(math.ceil(2.5 * float(sig.max())))
+        off = torch.arange(-r, r + 1, device=device)
+        w = torch.exp(-0.5 * (off[None].float() / sig.clamp_min(1e-3)[:, None]) ** 2)
+        w = torch.where(need_blur[:, None], w, (off[None] == 0).float())
+        w = w / w.sum(1, keepdim=True)                                  # (n, 2r+1)
+        src = (torch.arange(W, device=device)[:, None] + off[None]).clamp(0, W - 1)   # (W, 2r+1)
+        B = torch.zeros(n, W, W, device=device)
+        dst = torch.arange(W, device=device)[:, None].expand(W, 2 * r + 1)
+        B.index_put_((torch.arange(n, device=device)[:, None, None].expand(n, W, 2 * r + 1),
+                      src[None].expand(n, -1, -1), dst[None].expand(n, -1, -1)), w[:, None, :].expand(n, W, -1),
+                     accumulate=True)
+        M = M @ B
+    return M
 
 
 def blur(img, sigma):
-    """Gaussian blur with a per-image sigma in pixels (sigma quantised to 0.1 px; separable convolutions)."""
+    """Gaussian blur with a per-image sigma in pixels (separable, as two batched matrix products)."""
     N, C, H, W = img.shape
-    level = (sigma * 10).round() / 10
-    if float(level.max()) < 0.25:
-        return img
-    out = img.clone()
-    for lv in torch.unique(level).tolist():
-        if lv < 0.25:
-            continue
-        sel = (level == lv).nonzero()[:, 0]
-        k = int(2 * math.ceil(2.5 * lv) + 1)
-        w = _gauss_kernels(torch.tensor([lv], device=img.device), k)[0]
-        x = img[sel].reshape(-1, 1, H, W)
-        x = F.conv2d(F.pad(x, (k // 2, k // 2, 0, 0), mode="replicate"), w.view(1, 1, 1, k))
-        x = F.conv2d(F.pad(x, (0, 0, k // 2, k // 2), mode="replicate"), w.view(1, 1, k, 1))
-        out[sel] = x.view(-1, C, H, W)
-    return out
+    M = _axis_operator(torch.ones(N, device=img.device), sigma, W, img.device)
+    return img if M is None else _apply_axis(img, M)
+
+
+def _apply_axis(img, M):
+    N, C, H, W = img.shape
+    y = (img.reshape(N, C * H, W) @ M).view(N, C, H, W)
+    return (y.transpose(2, 3).reshape(N, C * W, H) @ M).view(N, C, W, H).transpose(2, 3)
 
 
 _DCT = None
@@ -1065,24 +1083,20 @@ def jpeg(img, quality):
 
 
 def degrade(img, prm, seeds):
-    """Resolution loss, blur, sensor noise and JPEG with per-image parameters prm (N, 4)."""
+    """Resolution loss, blur, sensor noise and JPEG with per-image parameters prm (N, 4): resolution factor,
+    blur sigma (pixels at 112 px), noise sigma, JPEG quality (100 = none)."""
     N, C, H, W = img.shape
-    res = prm[:, 0]
-    if float(res.min()) < 0.999:
-        levels = torch.unique((res * 20).round() / 20)
-        out = img.clone()
-        for lv in levels.tolist():
-            if lv >= 0.999:
-                continue
-            sel = ((res * 20).round() / 20 == lv).nonzero()[:, 0]
-            h = max(8, int(round(H * lv)))
-            small = F.interpolate(img[sel], size=(h, h), mode="area")
-            out[sel] = F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
-        img = out
-    img = blur(img, prm[:, 1] * H / 112)
-    if float(prm[:, 2].max()) > 0:
+    M = _axis_operator(prm[:, 0], prm[:, 1] * H / 112, W, img.device)
+    if M is not None:
+        img = _apply_axis(img, M)
+    noisy = prm[:, 2] > 0
+    if bool(noisy.any()):
         noise = torch.randn(img.shape, device=img.device, generator=_gen(seeds[0], img.device, 71))
         img = img + noise * _s(prm[:, 2])
     img = img.clamp(0, 1)
-    img = jpeg(img, prm[:, 3])
+    lossy = prm[:, 3] < 100
+    if bool(lossy.any()):
+        idx = lossy.nonzero()[:, 0]
+        img = img.clone() if idx.numel() < N else img
+        img[idx] = jpeg(img[idx], prm[idx, 3])
     return img

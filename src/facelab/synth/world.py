@@ -145,7 +145,7 @@ class FaceWorld:
         return Identity(**out)
 
     def _layers(self, ids) -> torch.Tensor:
-        """Identity layers (N, 9, size, size) on the device, drawn once per identity and cached."""
+        """Identity layers (N, 6, size, size) on the device, drawn once per identity and cached."""
         from facelab.synth.render import draw_identity
 
         ids = [int(k) for k in ids]
@@ -155,7 +155,7 @@ class FaceWorld:
             lay = draw_identity(self.identities(chunk).to(self.device), self.size)
             for j, k in enumerate(chunk):
                 self._layer_cache[k] = lay[j]
-        budget = max(16, int(self.cache_bytes // (9 * 4 * self.size * self.size)))
+        budget = max(16, int(self.cache_bytes // (6 * 4 * self.size * self.size)))
         while len(self._layer_cache) > max(budget, len(set(ids))):
             self._layer_cache.popitem(last=False)
         return torch.stack([self._layer_cache[k] for k in ids])
@@ -406,6 +406,12 @@ class FaceWorld:
         mk, mk_names = self._makeup(makeup, N, g)
         info["makeup"] = mk_names
         degrade = torch.stack([U(p["resolution"]), U(p["blur"]), U(p["noise"]), U(p["jpeg"]).round()], 1)
+        # in the presets each degradation hits about half of the images (all of them when asked for explicitly)
+        if nuisance != "none":
+            off = torch.rand(N, 4, generator=g) < 0.5
+            for k, (name, neutral) in enumerate((("resolution", 1.0), ("blur", 0.0), ("noise", 0.0), ("jpeg", 100.0))):
+                if name not in overrides:
+                    degrade[:, k] = torch.where(off[:, k], torch.full_like(degrade[:, k], neutral), degrade[:, k])
         seeds = torch.randint(0, 2**31 - 1, (N,), generator=g)
         sc = Scene(landmarks=lm, aus=aus, skin=ident.skin, lip=ident.lip, hair=ident.hair, eye=ident.eye,
                    hair_style=ident.hair_style, hair_shape=ident.hair_shape, brow=ident.brow, face=ident.face,
@@ -526,12 +532,10 @@ class FaceWorld:
         au_max = aus.max(2).values.numpy()
         for k, name in enumerate(AU_NAMES):
             df[name] = au_max[:, k].astype(np.float32)
-        uni = []
-        for i in range(len(ids)):
-            r, l_ = aus[i, :, 0], aus[i, :, 1]
-            sides = [f"{AU_NAMES[k]}{'R' if r[k] > l_[k] else 'L'}" for k in range(len(AU_NAMES))
-                     if abs(float(r[k] - l_[k])) > 1e-6]
-            uni.append(",".join(sides))
+        diff = (aus[:, :, 0] - aus[:, :, 1]).numpy()
+        uni = [""] * len(ids)
+        for i, k in zip(*np.nonzero(np.abs(diff) > 1e-6)):
+            uni[i] += ("," if uni[i] else "") + AU_NAMES[k] + ("R" if diff[i, k] > 0 else "L")
         df["unilateral"] = uni
         df["yaw"], df["pitch"], df["roll"] = pose[:, 0], pose[:, 1], pose[:, 2]
         df["light_azimuth"], df["light_elevation"], df["light_intensity"] = light[:, 0], light[:, 1], light[:, 2]

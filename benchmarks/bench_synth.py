@@ -1,0 +1,95 @@
+"""Speed and difficulty of the synthetic face world.
+
+Measures: faces/s at 112 px with all factors on (full nuisance, random expression, occlusion and makeup), with
+identities reused (100 x 10) and all new (1 image each); a 30 s video at 112 px / 30 fps; eigenfaces rank-1 on
+100 identities x 10 images per setting. Prints a table and writes ``_build/benchmarks/synth.json``.
+Wall time depends on machine load, so the CPU time of this process and the load average are reported as well.
+
+    .venv/bin/python benchmarks/bench_synth.py [--quick] [--threads N] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facelab.synth import FaceWorld, SyntheticFaceStream
+from facelab.synth.calibration import difficulty_table
+
+ALL = dict(nuisance="full", expression="random", occlusion="random", makeup="random")
+
+
+def timed(fn):
+    t, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - t, time.process_time() - c
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller sizes")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--skip-difficulty", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    load0 = os.getloadavg()[0]
+    n_ids, per = (20, 10) if args.quick else (100, 10)
+
+    def stream_rate(name, n_identities, per_identity, batch=200):
+        stream = SyntheticFaceStream(seed=0, size=112, n_identities=n_identities, per_identity=per_identity,
+                                     batch_size=batch, device=args.device, **ALL)
+        stream.batch(0)                                                    # warm up (templates, allocator)
+        stream._world = FaceWorld(0, 112, args.device)                     # start with an empty identity cache
+
+        def run():
+            n = 0
+            for b in stream:
+                n += len(b)
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            return n
+
+        n, wall, cpu = timed(run)
+        rows.append(dict(benchmark=name, items=n, wall_s=wall, cpu_s=cpu, per_s=n / wall, per_cpu_s=n / cpu))
+
+    stream_rate(f"faces 112px all factors, {n_ids} ids x {per} (identities reused)", n_ids, per)
+    stream_rate(f"faces 112px all factors, {n_ids * per} new identities", n_ids * per, 1)
+    world = FaceWorld(0, 112, args.device)
+    world.video(identity=0, duration_s=1.0, fps=30)
+    dur = 10.0 if args.quick else 30.0
+    ppg = np.sin(2 * np.pi * 1.2 * np.arange(int(dur * 30)) / 30)
+    v, wall, cpu = timed(lambda: world.video(identity=1, duration_s=dur, fps=30, ppg=ppg))
+    rows.append(dict(benchmark=f"video {dur:.0f} s, 112px, 30 fps (events, blinks, head motion, PPG)",
+                     items=len(v), wall_s=wall, cpu_s=cpu, per_s=len(v) / wall, per_cpu_s=len(v) / cpu))
+    result = {"rows": rows, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+              "loadavg_start": load0, "loadavg_end": os.getloadavg()[0], "device": args.device}
+    print(f"threads={result['threads']} cores={result['cpu_count']} load average {load0:.1f} -> "
+          f"{result['loadavg_end']:.1f}")
+    print(f"{'benchmark':75s} {'items':>6s} {'wall s':>8s} {'cpu s':>8s} {'/s wall':>8s} {'/cpu-s':>8s}")
+    for r in rows:
+        print(f"{r['benchmark']:75s} {r['items']:6d} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} {r['per_s']:8.1f} "
+              f"{r['per_cpu_s']:8.1f}")
+    if not args.skip_difficulty:
+        tab, wall, _ = timed(lambda: difficulty_table(FaceWorld(0, 64, args.device), n_identities=n_ids,
+                                                      per_identity=per))
+        print(f"\neigenfaces rank-1, {n_ids} identities x {per} images (5 gallery + 5 probes each), 64 px "
+              f"({wall:.0f} s):")
+        print(tab.to_string(index=False))
+        result["difficulty"] = tab.to_dict(orient="records")
+    out = Path(__file__).resolve().parents[1] / "_build" / "benchmarks" / "synth.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
