@@ -923,7 +923,14 @@ def render(sc: Scene, H: int) -> Rendered:
     if bool(pixels.any()):
         idx = pixels.nonzero()[:, 0]
         u = torch.rand(len(idx), 4, H, H, device=dev, generator=_gen(sc.seeds[idx[0]], dev, 17))
-        hit = u[:, :1] < _s(sc.occlusion_param[idx, 0])
+        # exactly round(f * face pixels) face pixels are corrupted (and the same rate elsewhere)
+        fm = face[idx].flatten(1)
+        vals = torch.where(fm, u[:, 0].flatten(1), torch.full_like(fm, 2.0, dtype=u.dtype))
+        k = (sc.occlusion_param[idx, 0] * fm.sum(1)).round().long()
+        sorted_vals = vals.sort(1).values
+        thr = torch.where(k > 0, sorted_vals.gather(1, (k - 1).clamp_min(0)[:, None])[:, 0], torch.full_like(k, -1.0,
+                                                                                                          dtype=u.dtype))
+        hit = u[:, :1] <= _s(thr)
         img[idx] = torch.where(hit, u[:, 1:], img[idx])
         occ[idx] = occ[idx] | hit
     img = degrade(img.clamp(0, 1), sc.degrade, sc.seeds)
