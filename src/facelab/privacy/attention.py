@@ -1,0 +1,266 @@
+r"""Prompt-to-prompt attention control for MASQUE: record and fuse the UNet's attention maps of a source branch
+and a makeup-edit branch that are denoised together in one batch (Hertz et al. 2023).
+
+The UNet's attention at a layer is :math:`\mathrm{softmax}(QK^\top/\sqrt d)\,V`; its probabilities
+:math:`A \in \mathbb R^{Q\times K}` say, for each of the :math:`Q` image positions, how much it reads from each of the
+:math:`K` keys (text tokens in cross-attention, image positions in self-attention). With the source prompt
+("a face of a person") and the makeup prompt ("... with red lipstick") denoised side by side:
+
+* **cross-attention fusion** (first ``cross_replace`` fraction of the steps): for every token the two prompts share,
+  the edit branch uses the *source* branch's map, :math:`A^{edit}_{:,j} \leftarrow A^{src}_{:,m(j)}`; new tokens
+  (the makeup words) keep their own map. The layout of the face therefore stays the source's while the new words act;
+* **word re-weighting**: the maps of the named word are multiplied by ``word_weight`` (the "attention re-weighting"
+  edit of prompt-to-prompt);
+* **self-attention injection** (first ``self_replace`` fraction): the edit branch uses the source's self-attention
+  maps at layers with at most ``max_self_tokens`` positions, which keeps the geometry;
+* **recording**: the cross-attention of the named word's tokens in the edit branch, averaged over heads and layers,
+  is accumulated on the latent grid: the map that prompt-to-prompt's *local blend* thresholds to decide where the edit
+  may act. MASQUE intersects it with a face-region mask (:mod:`facelab.privacy.masks`).
+
+A model whose prompt encoder gives a single conditioning token (the quick face model reads one MiniLM sentence
+vector) has :math:`K = 1`: every cross-attention map is identically 1 and there is nothing to fuse or record, so
+:attr:`AttentionEditor.informative` is False and MASQUE falls back to a map of where the two branches' noise
+predictions differ (as DiffEdit does). Self-attention injection works for every model.
+
+The processor is a diffusers attention processor: :class:`AttentionEditor` installs it on every attention module of
+a ``UNet2DConditionModel`` on entry and restores the UNet's own processors on exit.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["PromptError", "TokenAlignment", "align_prompts", "AttentionEditor", "EditAttnProcessor"]
+
+
+class PromptError(ValueError):
+    """The makeup prompt does not name the edited word, or the source prompt already does."""
+
+
+@dataclass
+class TokenAlignment:
+    """How the edit prompt's tokens map to the source prompt's.
+
+    Attributes
+    ----------
+    mapper : torch.LongTensor
+        (K,) for each edit token, the source token whose cross-attention map it takes.
+    alpha : torch.Tensor
+        (K,) 1 where the token is shared (map replaced), 0 for new tokens (own map kept).
+    word_indices : list of int
+        Positions of the named word's tokens in the edit prompt (empty for single-token encoders).
+    n_tokens : int
+        K, the number of keys of the UNet's cross-attention.
+    """
+
+    mapper: torch.Tensor
+    alpha: torch.Tensor
+    word_indices: list
+    n_tokens: int
+
+    @property
+    def informative(self) -> bool:
+        """Whether token-level cross-attention maps exist (more than one conditioning token)."""
+        return self.n_tokens > 1
+
+
+def _tokenizer(model):
+    return getattr(getattr(model, "text_encoder", None), "tokenizer", None)
+
+
+def _content_ids(tok, text: str) -> list:
+    """Token ids of ``text`` without the start token, the end token and padding."""
+    ids = tok([text], padding="max_length", max_length=tok.model_max_length, truncation=True,
+              return_tensors="pt").input_ids[0].tolist()
+    eos = getattr(tok, "eos_token_id", None)
+    eos = 2 if eos is None else eos
+    end = ids.index(eos, 1) if eos in ids[1:] else len(ids)
+    return ids[1:end]
+
+
+def check_prompts(source_prompt: str, edit_prompt: str, word: str) -> None:
+    """The named word must appear in the makeup prompt (as whole words) and not in the source prompt."""
+    if not isinstance(word, str) or not word.strip():
+        raise PromptError(f"name the edited word (e.g. 'lipstick'), got {word!r}")
+    w = word.lower().split()
+    e = edit_prompt.lower().replace(",", " ").split()
+    s = source_prompt.lower().replace(",", " ").split()
+    has = lambda words: any(words[i:i + len(w)] == w for i in range(len(words) - len(w) + 1))
+    if not has(e):
+        raise PromptError(f"the makeup prompt {edit_prompt!r} does not contain the edited word {word!r}: "
+                          f"name a word of the prompt, e.g. {edit_prompt.split()[-1]!r}")
+    if has(s):
+        raise PromptError(f"the source prompt {source_prompt!r} already contains the edited word {word!r}: "
+                          f"the source prompt describes the face before the makeup")
+
+
+def align_prompts(model, source_prompt: str, edit_prompt: str, word: str) -> TokenAlignment:
+    """Token alignment of a prompt pair for :class:`AttentionEditor` (prompt-to-prompt "refinement").
+
+    Raises
+    ------
+    PromptError
+        The makeup prompt lacks the named word, or the source prompt already has it.
+    """
+    check_prompts(source_prompt, edit_prompt, word)
+    tok = _tokenizer(model)
+    if tok is None:   # one conditioning vector per prompt (sentence embedding): nothing token-level to align
+        K = int(model.encode_prompt([source_prompt]).shape[1])
+        return TokenAlignment(torch.arange(K), torch.ones(K), [], K)
+    K = int(tok.model_max_length)
+    src, edt, wid = _content_ids(tok, source_prompt), _content_ids(tok, edit_prompt), _content_ids(tok, word)
+    starts = [i for i in range(len(edt) - len(wid) + 1) if edt[i:i + len(wid)] == wid]
+    if not wid or not starts:
+        raise PromptError(f"the tokens of {word!r} are not in the tokenised makeup prompt {edit_prompt!r}")
+    word_indices = [1 + starts[-1] + k for k in range(len(wid))]
+    mapper, alpha = torch.arange(K), torch.zeros(K)
+    mapper[0], alpha[0] = 0, 1.0                                  # start token
+    for a, b, size in difflib.SequenceMatcher(None, src, edt, autojunk=False).get_matching_blocks():
+        for k in range(size):
+            mapper[1 + b + k], alpha[1 + b + k] = 1 + a + k, 1.0
+    shift = len(edt) - len(src)                                   # end token and padding: aligned from the end
+    for j in range(1 + len(edt), K):
+        if 0 <= j - shift < K:
+            mapper[j], alpha[j] = j - shift, 1.0
+    alpha[word_indices] = 0.0
+    return TokenAlignment(mapper, alpha, word_indices, K)
+
+
+class AttentionEditor:
+    """Context manager: prompt-to-prompt control of a UNet denoising ``[source; edit]`` batches.
+
+    The UNet batch must be laid out as ``G`` groups (1 without classifier-free guidance, 2 with: unconditional
+    group first) of ``[source faces (N); edit faces (N)]``; other batch sizes pass through unchanged.
+
+    Parameters
+    ----------
+    unet : diffusers.UNet2DConditionModel
+    alignment : TokenAlignment
+    n_faces : int
+        N, faces per branch.
+    latent_size : (int, int)
+        The UNet's input grid (h, w), on which word maps are accumulated.
+    num_steps : int
+    cross_replace, self_replace : float
+        Fractions of the reverse steps (from the noisiest) with cross-attention fusion / self-attention injection.
+    word_weight : float
+        Multiplier of the named word's cross-attention in the edit branch.
+    max_self_tokens : int
+        Self-attention injection only at layers with at most this many positions (prompt-to-prompt: 16 x 16).
+
+    Attributes
+    ----------
+    step : int
+        Current reverse step (set by the loop).
+    word_maps : torch.Tensor or None
+        (N, h, w) accumulated cross-attention of the named word (edit branch, conditional group).
+    """
+
+    def __init__(self, unet, alignment: TokenAlignment, n_faces: int, latent_size, num_steps: int, *,
+                 cross_replace: float = 0.8, self_replace: float = 0.4, word_weight: float = 1.0,
+                 max_self_tokens: int = 16 * 16):
+        self.unet = unet
+        self.alignment = alignment
+        self.n_faces = int(n_faces)
+        self.latent_size = tuple(latent_size)
+        self.cross_steps = int(round(cross_replace * num_steps))
+        self.self_steps = int(round(self_replace * num_steps))
+        self.word_weight = float(word_weight)
+        self.max_self_tokens = int(max_self_tokens)
+        self.step = 0
+        self.active = True
+        self.record = True
+        self.word_maps = None
+        self.n_recorded = 0
+
+    @property
+    def informative(self) -> bool:
+        return self.alignment.informative and bool(self.alignment.word_indices)
+
+    def __enter__(self):
+        self._saved = self.unet.attn_processors
+        self.unet.set_attn_processor(EditAttnProcessor(self))
+        return self
+
+    def __exit__(self, *exc):
+        self.unet.set_attn_processor(self._saved)
+
+    def word_map(self) -> torch.Tensor | None:
+        """Mean recorded word map (N, h, w), or None when nothing informative was recorded."""
+        if self.word_maps is None or not self.informative:
+            return None
+        return self.word_maps / max(1, self.n_recorded)
+
+    def __call__(self, probs: torch.Tensor, is_cross: bool, heads: int) -> torch.Tensor:
+        """Edit a layer's attention probabilities (B * heads, Q, K)."""
+        B = probs.shape[0] // heads
+        N = self.n_faces
+        if not self.active or B % (2 * N):
+            return probs
+        G, Q, K = B // (2 * N), probs.shape[1], probs.shape[2]
+        p = probs.view(G, 2, N, heads, Q, K)
+        src, edt = p[:, 0], p[:, 1]
+        if is_cross:
+            if K != self.alignment.n_tokens:
+                return probs
+            if self.record and self.informative:
+                self._record(edt[-1], Q)
+            if self.step < self.cross_steps:
+                a = self.alignment.alpha.to(probs)
+                edt = src[..., self.alignment.mapper.to(probs.device)] * a + edt * (1 - a)
+            if self.word_weight != 1.0 and self.alignment.word_indices:
+                w = torch.ones(K, device=probs.device, dtype=probs.dtype)
+                w[self.alignment.word_indices] = self.word_weight
+                edt = edt * w
+        elif self.step < self.self_steps and Q <= self.max_self_tokens:
+            edt = src.expand_as(edt)
+        else:
+            return probs
+        return torch.stack([src, edt], 1).reshape(B * heads, Q, K)
+
+    def _record(self, edt_cond: torch.Tensor, Q: int):
+        h, w = self.latent_size
+        f = (h * w / Q) ** 0.5
+        hq, wq = int(round(h / f)), int(round(w / f))
+        if hq * wq != Q:
+            return
+        m = edt_cond[..., self.alignment.word_indices].sum(-1).mean(1).detach()      # (N, Q)
+        m = F.interpolate(m.view(-1, 1, hq, wq).float(), size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+        self.word_maps = m if self.word_maps is None else self.word_maps + m
+        self.n_recorded += 1
+
+
+class EditAttnProcessor:
+    """Attention computed explicitly (so its probabilities can be edited) with an :class:`AttentionEditor`."""
+
+    def __init__(self, editor: AttentionEditor):
+        self.editor = editor
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        residual = hidden_states
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            b, c, hh, ww = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, hh * ww).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        is_cross = encoder_hidden_states is not None
+        context = encoder_hidden_states if is_cross else hidden_states
+        if is_cross and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        q = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        k = attn.head_to_batch_dim(attn.to_k(context))
+        v = attn.head_to_batch_dim(attn.to_v(context))
+        probs = attn.get_attention_scores(q, k, None)
+        probs = self.editor(probs, is_cross, attn.heads)
+        out = attn.batch_to_head_dim(torch.bmm(probs, v))
+        out = attn.to_out[1](attn.to_out[0](out))
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(b, c, hh, ww)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor

@@ -1,0 +1,573 @@
+r"""MASQUE: localized adversarial makeup by text-guided diffusion, for *dodging* face recognition.
+
+The three building blocks, each in one place below (the public code is TrustMLRG/MASQUE; this is our own
+implementation over any diffusers ``UNet2DConditionModel`` + ``DDIMScheduler`` + prompt encoder, i.e. any
+:class:`facelab.diffusion.DiffusionModel`):
+
+1. **Null-text inversion** (Mokady et al. 2023), :func:`null_text_inversion`. DDIM inversion with the source
+   prompt's embedding :math:`c` and no guidance gives a pivot trajectory :math:`x^*_T,\dots,x^*_0`. Sampling with
+   classifier-free guidance of scale :math:`w`,
+
+   .. math:: \tilde\epsilon = \epsilon_\theta(x_t, t, \varnothing_t) + w\,\big(\epsilon_\theta(x_t, t, c)
+             - \epsilon_\theta(x_t, t, \varnothing_t)\big),
+
+   drifts away from the pivot; so, step by step from :math:`\bar x_T = x^*_T`, the unconditional embedding
+   :math:`\varnothing_t` is optimised (Adam, a few iterations) to minimise
+   :math:`\|x^*_{t-1} - \mathrm{DDIM}(\bar x_t, t, c, \varnothing_t)\|^2` and the guided step with the optimised
+   embedding gives :math:`\bar x_{t-1}`. Replaying the guided loop with the stored :math:`\varnothing_t` reconstructs
+   the source; editing replays it with a new prompt.
+2. **Attention control with a face mask**, :mod:`facelab.privacy.attention` and :mod:`facelab.privacy.masks`: the
+   source branch (source prompt) and the edit branch (makeup prompt) are denoised in one batch; the edit branch takes
+   the source's cross-attention maps for shared tokens and its self-attention maps early on (prompt-to-prompt), and
+   after every step its latent is blended back to the source's outside a mask :math:`M`,
+   :math:`x^{edit}_{t-1} \leftarrow x^{src}_{t-1} + M \odot (x^{edit}_{t-1} - x^{src}_{t-1})`. :math:`M` is the
+   landmark face-region mask of the makeup word (lips for lipstick, ...) intersected with the thresholded map of
+   the edited word (its cross-attention, or where the two branches' noise predictions differ when the prompt
+   encoder gives a single token). A final pixel composite with the soft region mask makes the change outside the
+   region exactly zero.
+3. **Pairwise adversarial guidance** for dodging, :func:`pairwise_similarity`: no target identity; the edited
+   face :math:`\hat x_0` (predicted clean image of the edit branch, composited into the source) is pushed away from
+   the *other* images :math:`r \in R_i` of the same person over an ensemble of surrogate recognisers :math:`f_m`,
+
+   .. math:: \mathcal L_{pair}(x_i) = \frac1M\sum_m \frac{1}{|R_i|}\sum_{r\in R_i}
+             \cos\big(f_m(\hat x_0(x^{edit}_t)), f_m(r)\big),\qquad
+             x^{edit}_{t-1} \leftarrow x^{edit}_{t-1} - \eta\,\frac{M\odot\nabla_{x_t}\mathcal L_{pair}}
+             {\mathrm{rms}(M\odot\nabla_{x_t}\mathcal L_{pair})} .
+
+   When a person has no other image the guidance falls back to the source image itself (push away from one's own
+   clean embedding) and the result lists those faces; ``on_missing_references="error"`` raises instead.
+
+Baselines for the chapter: :func:`pgd_dodge` (pixel PGD on the same pairwise loss, global or inside the mask), and
+the same MASQUE run without adversarial guidance (``MasqueConfig(adversarial=False)``). Evaluation:
+:func:`dodging_rates` / :func:`dodging_table` (victim thresholds from :func:`facelab.privacy.evaluation.victim_thresholds`)
+and :func:`locality_table`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from facelab.diffusion.inversion import ddim_inversion, noise_prediction, step_terms
+from facelab.privacy.attention import AttentionEditor, align_prompts, check_prompts
+from facelab.privacy.evaluation import FARS, FaceModel
+from facelab.privacy.masks import face_region_masks, latent_mask, region_for_word
+
+__all__ = ["NullTextInversion", "null_text_inversion", "guided_reconstruction", "MasqueConfig", "MasqueResult",
+           "NoReferencesError", "References", "build_references", "pairwise_similarity", "masque_protect",
+           "pgd_dodge", "dodging_rates", "dodging_table", "locality", "locality_table"]
+
+
+# ============================================================================================ 1. null-text inversion
+@dataclass
+class NullTextInversion:
+    """A source batch inverted for guided editing.
+
+    Attributes
+    ----------
+    timesteps : torch.Tensor
+        (S,) inference timesteps, noisiest first.
+    xts : torch.Tensor
+        (S + 1, N, C, h, w) DDIM pivot trajectory; ``xts[0]`` = :math:`x_T`, ``xts[S]`` = the encoded source.
+    cond : torch.Tensor
+        (N, L, D) source-prompt conditioning.
+    uncond : torch.Tensor
+        (S, N, L, D) optimised unconditional embedding of every step (the plain empty-prompt embedding repeated
+        when ``inner_steps = 0``).
+    guidance_scale : float
+    losses : list of float
+        Final per-step reconstruction loss (mean over images).
+    """
+
+    timesteps: torch.Tensor
+    xts: torch.Tensor
+    cond: torch.Tensor
+    uncond: torch.Tensor
+    guidance_scale: float
+    losses: list = field(default_factory=list)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.timesteps.shape[0])
+
+
+def _ddim_step(model, x, t, eps):
+    mu, x0, _ = step_terms(model.scheduler, x, t, eps, 0.0)
+    return mu, x0
+
+
+def null_text_inversion(model, images: torch.Tensor, prompts=None, *, num_steps: int = 20,
+                        guidance_scale: float = 3.0, inner_steps: int = 10, lr: float = 1e-2, tol: float = 1e-5,
+                        progress: Callable | None = None) -> NullTextInversion:
+    """Null-text inversion of a batch (Mokady et al. 2023; see the module docstring).
+
+    Parameters
+    ----------
+    model : facelab.diffusion.DiffusionModel
+    images : torch.Tensor
+        (N, 3, S, S) in [0, 1].
+    prompts : str or list of str, optional
+        Source prompt(s) (default ``model.default_prompt``).
+    num_steps : int
+        DDIM steps.
+    guidance_scale : float
+        The classifier-free guidance scale the edit will use (> 1).
+    inner_steps : int
+        Adam iterations per step on the unconditional embedding (0 = plain DDIM inversion, no optimisation).
+    lr : float
+        Adam learning rate (decays linearly over the steps, as in the paper).
+    tol : float
+        Early stop of a step's iterations once every image's loss is below ``tol`` (+ a small per-step slack).
+
+    Returns
+    -------
+    NullTextInversion
+    """
+    if guidance_scale <= 1.0:
+        raise ValueError(f"null-text inversion is for guided sampling: guidance_scale must be > 1, got "
+                         f"{guidance_scale} (with no guidance use facelab.diffusion.ddim_inversion)")
+    pivot = ddim_inversion(model, images, prompts, num_steps=num_steps, guidance_scale=1.0)
+    cond, ts, xts = pivot.cond, pivot.timesteps, pivot.xts
+    N, S = xts.shape[1], len(ts)
+    u = model.encode_prompt([""]).expand(N, -1, -1).clone()
+    unconds, losses = [], []
+    x = xts[0]
+    steps = range(S) if progress is None else progress(range(S), desc="null-text inversion")
+    for i in steps:
+        t = ts[i]
+        with torch.no_grad():
+            eps_c = noise_prediction(model, x, t, cond)
+        if inner_steps > 0:
+            u = u.detach().requires_grad_(True)
+            opt = torch.optim.Adam([u], lr=lr * (1.0 - i / (2.0 * S)))
+            for _ in range(inner_steps):
+                with torch.enable_grad():
+                    eps_u = model.unet(x, t, encoder_hidden_states=u).sample
+                    prev, _ = _ddim_step(model, x, t, eps_u + guidance_scale * (eps_c - eps_u))
+                    per_image = (prev - xts[i + 1]).pow(2).flatten(1).mean(1)
+                    opt.zero_grad(set_to_none=True)
+                    per_image.sum().backward()
+                opt.step()
+                if float(per_image.max()) < tol + 2e-5 * i:
+                    break
+            u = u.detach()
+        with torch.no_grad():
+            x, _ = _ddim_step(model, x, t, noise_prediction(model, x, t, cond, guidance_scale, u))
+            losses.append(float((x - xts[i + 1]).pow(2).mean()))
+        unconds.append(u.clone())
+    return NullTextInversion(timesteps=ts, xts=xts, cond=cond, uncond=torch.stack(unconds),
+                             guidance_scale=float(guidance_scale), losses=losses)
+
+
+@torch.no_grad()
+def guided_reconstruction(model, inversion: NullTextInversion) -> torch.Tensor:
+    """Replay the guided DDIM loop from :math:`x_T` with the inversion's per-step unconditional embeddings."""
+    model.scheduler.set_timesteps(inversion.num_steps, device=model.device)
+    x = inversion.xts[0]
+    for i, t in enumerate(inversion.timesteps):
+        eps = noise_prediction(model, x, t, inversion.cond, inversion.guidance_scale, inversion.uncond[i])
+        x, _ = _ddim_step(model, x, t, eps)
+    return model.decode(x)
+
+
+# ============================================================================================ 3. pairwise guidance
+class NoReferencesError(ValueError):
+    """A protected face has no other image of the same person for the pairwise guidance."""
+
+
+@dataclass
+class References:
+    """Other images of the protected people, embedded once per surrogate.
+
+    Attributes
+    ----------
+    embeddings : dict
+        Surrogate name -> (R, D) L2-normalised embeddings of the reference images.
+    owner : torch.LongTensor
+        (R,) index of the protected face each reference belongs to (a reference image of a person serves every
+        protected face of that person).
+    fallback : list of int
+        Protected faces that had no reference and use their own clean image instead.
+    """
+
+    embeddings: dict
+    owner: torch.Tensor
+    fallback: list
+
+
+@torch.no_grad()
+def build_references(models: Sequence[FaceModel], images, landmarks, identities, *, references=None,
+                     reference_landmarks=None, reference_identities=None,
+                     on_missing: str = "source") -> References:
+    """Embed the other images of each protected person (see :class:`References`).
+
+    Parameters
+    ----------
+    models : sequence of FaceModel
+        Surrogates.
+    images, landmarks, identities
+        The protected faces (N, 3, S, S), (N, 68, 2) and their N identity labels.
+    references, reference_landmarks, reference_identities : optional
+        A separate set of clean images of the same people. Without it, the other protected faces of the same
+        identity serve (each face never references itself).
+    on_missing : {"source", "error"}
+        A face without any other image of its person: use its own clean image ("source": push away from one's
+        own embedding) or raise :class:`NoReferencesError`.
+    """
+    if on_missing not in ("source", "error"):
+        raise ValueError(f"on_missing must be 'source' or 'error', got {on_missing!r}")
+    ids = np.asarray(list(identities))
+    if len(ids) != images.shape[0]:
+        raise ValueError(f"need one identity per protected image: {len(ids)} identities for {images.shape[0]} images")
+    if references is None:
+        ref_img, ref_lm, ref_ids, self_index = images, landmarks, ids, np.arange(len(ids))
+    else:
+        if reference_landmarks is None or reference_identities is None:
+            raise ValueError("references need reference_landmarks and reference_identities too")
+        ref_img, ref_lm, ref_ids = references, reference_landmarks, np.asarray(list(reference_identities))
+        if len(ref_ids) != ref_img.shape[0]:
+            raise ValueError(f"{len(ref_ids)} reference identities for {ref_img.shape[0]} reference images")
+        self_index = np.full(len(ids), -1)
+    rows, owners, fallback = [], [], []
+    for i, person in enumerate(ids):
+        hits = [j for j in np.flatnonzero(ref_ids == person) if not (references is None and j == self_index[i])]
+        if not hits:
+            if on_missing == "error":
+                raise NoReferencesError(f"face {i} (identity {person!r}) has no other image of the same person: "
+                                        f"pairwise dodging pushes away from such images; give references= or "
+                                        f"on_missing='source' to push away from the face's own clean image")
+            fallback.append(i)
+        rows += hits
+        owners += [i] * len(hits)
+    emb = {}
+    for m in models:
+        parts = []
+        if rows:
+            idx = torch.as_tensor(rows)
+            parts.append(F.normalize(m.embed(ref_img[idx].to(m.device), torch.as_tensor(ref_lm)[idx].to(m.device)),
+                                     dim=1))
+        if fallback:
+            idx = torch.as_tensor(fallback)
+            parts.append(F.normalize(m.embed(images[idx].to(m.device), torch.as_tensor(landmarks)[idx].to(m.device)),
+                                     dim=1))
+        emb[m.name] = torch.cat(parts)
+    return References(emb, torch.as_tensor(owners + fallback, dtype=torch.long), fallback)
+
+
+def pairwise_similarity(models: Sequence[FaceModel], images, landmarks, refs: References) -> torch.Tensor:
+    """Per-image mean cosine similarity (N,) to the other images of the same person, averaged over surrogates
+    (the pairwise dodging loss; differentiable in ``images``)."""
+    N = images.shape[0]
+    owner = refs.owner.to(images.device)
+    count = torch.zeros(N, device=images.device).index_add_(0, owner, torch.ones_like(owner, dtype=images.dtype))
+    total = 0.0
+    for m in models:
+        e = F.normalize(m.embed(images, landmarks), dim=1)
+        sims = (e[owner] * refs.embeddings[m.name].to(e.device)).sum(1)
+        total = total + torch.zeros(N, device=images.device, dtype=sims.dtype).index_add_(0, owner, sims) / count
+    return total / len(models)
+
+
+# ============================================================================================ 2 + 3. the edit loop
+@dataclass
+class MasqueConfig:
+    """Every knob of MASQUE here (defaults: quick profile on the small face model).
+
+    ``guidance_scale``: classifier-free guidance of inversion and edit; ``null_inner_steps`` / ``null_lr``: null-text
+    optimisation; ``cross_replace`` / ``self_replace``: fractions of steps with attention fusion / injection;
+    ``word_weight``: re-weighting of the named word; ``blend_threshold``: the word map (normalised to its maximum
+    inside the region) is thresholded here and intersected with the region mask (0 = region mask only);
+    ``adversarial``: pairwise guidance on or off; ``adv_start``: fraction of steps after which guidance acts;
+    ``adv_step``: guidance step on the latent per reverse step, in units of the latent's RMS-normalised gradient;
+    ``soften``: mask edge width (fraction of the inter-ocular distance); ``paste``: final pixel composite.
+    """
+
+    num_steps: int = 20
+    guidance_scale: float = 3.0
+    null_inner_steps: int = 5
+    null_lr: float = 1e-2
+    cross_replace: float = 0.8
+    self_replace: float = 0.4
+    word_weight: float = 1.0
+    blend_threshold: float = 0.2
+    adversarial: bool = True
+    adv_start: float = 0.3
+    adv_step: float = 0.08
+    soften: float = 0.05
+    paste: bool = True
+
+    def __post_init__(self):
+        if self.num_steps < 1 or self.guidance_scale <= 1.0:
+            raise ValueError(f"need num_steps >= 1 and guidance_scale > 1, got {self.num_steps}, "
+                             f"{self.guidance_scale}")
+        for k in ("cross_replace", "self_replace", "adv_start", "blend_threshold"):
+            if not 0.0 <= getattr(self, k) <= 1.0:
+                raise ValueError(f"{k} is a fraction in [0, 1], got {getattr(self, k)}")
+
+
+@dataclass
+class MasqueResult:
+    """What :func:`masque_protect` returns.
+
+    Attributes
+    ----------
+    images : torch.Tensor
+        (N, 3, S, S) protected faces.
+    reconstruction : torch.Tensor
+        The source branch decoded (null-text reconstruction of the sources).
+    mask : torch.Tensor
+        (N, 1, S, S) soft face-region mask of the makeup word.
+    blend_mask : torch.Tensor
+        (N, 1, h, w) final latent blend mask (region x thresholded word map).
+    word_map : torch.Tensor
+        (N, h, w) map of the edited word, normalised to [0, 1] per image.
+    map_kind : str
+        ``"cross-attention"`` or ``"noise-difference"`` (single-token prompt encoders).
+    fallback : list of int
+        Faces whose guidance used their own image (no other image of the person).
+    history : list of dict
+        Per reverse step: mean pairwise similarity (when guided).
+    seconds, seconds_per_image : float
+    config : dict
+    """
+
+    images: torch.Tensor
+    reconstruction: torch.Tensor
+    mask: torch.Tensor
+    blend_mask: torch.Tensor
+    word_map: torch.Tensor
+    map_kind: str
+    fallback: list
+    history: list
+    seconds: float
+    seconds_per_image: float
+    config: dict
+
+
+def _normalise_map(m: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    m = m * region[:, 0]
+    return m / m.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+
+
+def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identities, *, edit_prompt: str,
+                   word: str, models: Mapping[str, FaceModel] | Sequence[FaceModel] = (),
+                   source_prompt: str | None = None, region=None, config: MasqueConfig | None = None,
+                   inversion: NullTextInversion | None = None, references=None, reference_landmarks=None,
+                   reference_identities=None, on_missing_references: str = "source",
+                   progress: Callable | None = None) -> MasqueResult:
+    """Put the makeup of ``edit_prompt`` on each face, inside its face region, adversarially for dodging.
+
+    Parameters
+    ----------
+    model : facelab.diffusion.DiffusionModel
+    images : torch.Tensor
+        (N, 3, S, S) in [0, 1], S = ``model.image_size``.
+    landmarks : torch.Tensor
+        (N, 68, 2) pixel landmarks (for the mask and the recognisers' alignment).
+    identities : sequence
+        N identity labels (whose other images the guidance pushes away from).
+    edit_prompt : str
+        The makeup prompt, e.g. ``"a face of a person with red lipstick"``.
+    word : str
+        The edited word of the prompt (``"lipstick"``); it picks the face region unless ``region`` is given.
+    models : FaceModels
+        Surrogate ensemble (needed when ``config.adversarial``).
+    source_prompt : str, optional
+        Describes the face before the edit (default ``model.default_prompt``).
+    region : str or list of str, optional
+        Face region(s) of :mod:`facelab.privacy.masks` (default: the word's region).
+    config : MasqueConfig
+    inversion : NullTextInversion, optional
+        Reuse an inversion of ``images`` (same steps and guidance scale).
+    references, reference_landmarks, reference_identities, on_missing_references
+        See :func:`build_references`.
+
+    Returns
+    -------
+    MasqueResult
+
+    Raises
+    ------
+    PromptError
+        ``word`` not in ``edit_prompt`` or already in the source prompt.
+    EmptyMaskError
+        No usable landmarks, so no region.
+    NoReferencesError
+        ``on_missing_references="error"`` and a person has no other image.
+    """
+    cfg = config or MasqueConfig()
+    source_prompt = model.default_prompt if source_prompt is None else source_prompt
+    check_prompts(source_prompt, edit_prompt, word)
+    region = region_for_word(word) if region is None else region
+    x_images = model.check_images(images)
+    N, S_img = x_images.shape[0], x_images.shape[-1]
+    dev = model.device
+    pmask = face_region_masks(landmarks, S_img, region, soften=cfg.soften).to(dev)   # EmptyMaskError early
+    models = list(models.values()) if isinstance(models, Mapping) else list(models)
+    if cfg.adversarial and not models:
+        raise ValueError("adversarial guidance needs at least one surrogate FaceModel (models=...); "
+                         "use MasqueConfig(adversarial=False) for makeup without guidance")
+    lm = torch.as_tensor(landmarks, dtype=torch.float32).to(dev)
+    refs = (build_references(models, x_images, lm, identities, references=references,
+                             reference_landmarks=reference_landmarks, reference_identities=reference_identities,
+                             on_missing=on_missing_references) if cfg.adversarial else None)
+    alignment = align_prompts(model, source_prompt, edit_prompt, word)
+    t0 = time.perf_counter()
+    if inversion is None:
+        inversion = null_text_inversion(model, x_images, source_prompt, num_steps=cfg.num_steps,
+                                        guidance_scale=cfg.guidance_scale, inner_steps=cfg.null_inner_steps,
+                                        lr=cfg.null_lr)
+    elif inversion.num_steps != cfg.num_steps or inversion.xts.shape[1] != N:
+        raise ValueError(f"the inversion has {inversion.num_steps} steps for {inversion.xts.shape[1]} images; "
+                         f"this edit needs {cfg.num_steps} steps for {N} images")
+    model.scheduler.set_timesteps(cfg.num_steps, device=dev)
+    h, w = inversion.xts.shape[-2:]
+    lmask = latent_mask(pmask, (h, w))
+    cond_src = inversion.cond
+    cond_edit = model.encode_prompt([edit_prompt] * N)
+    if cond_edit.shape != cond_src.shape:
+        raise ValueError(f"source and edit conditioning differ in shape: {tuple(cond_src.shape)} vs "
+                         f"{tuple(cond_edit.shape)}")
+    x_src = x_edit = inversion.xts[0]
+    noise_diff = torch.zeros(N, h, w, device=dev)
+    blend = lmask
+    history = []
+    adv_from = int(round(cfg.adv_start * cfg.num_steps))
+    steps = range(cfg.num_steps) if progress is None else progress(range(cfg.num_steps), desc="MASQUE")
+    with AttentionEditor(model.unet, alignment, N, (h, w), cfg.num_steps, cross_replace=cfg.cross_replace,
+                         self_replace=cfg.self_replace, word_weight=cfg.word_weight) as editor:
+        for i in steps:
+            t = inversion.timesteps[i]
+            editor.step = i
+            guided = cfg.adversarial and i >= adv_from
+            u = inversion.uncond[i]
+            with torch.set_grad_enabled(guided):
+                xe = x_edit.detach().requires_grad_(guided)
+                eps = noise_prediction(model, torch.cat([x_src, xe]), t, torch.cat([cond_src, cond_edit]),
+                                       cfg.guidance_scale, torch.cat([u, u]))
+                eps_s, eps_e = eps.chunk(2)
+                mu_e, x0_e = _ddim_step(model, xe, t, eps_e)
+                step_log = {"step": i}
+                if guided:
+                    img = model.decode(x0_e)
+                    if cfg.paste:
+                        img = x_images + pmask * (img - x_images)
+                    sim = pairwise_similarity(models, img, lm, refs)
+                    grad, = torch.autograd.grad(sim.sum(), xe)
+                    grad = grad * lmask
+                    rms = grad.pow(2).flatten(1).sum(1).div(lmask.flatten(1).sum(1).clamp_min(1) * grad.shape[1])
+                    mu_e = mu_e - cfg.adv_step * grad / rms.sqrt().clamp_min(1e-12).view(-1, 1, 1, 1)
+                    step_log["pairwise similarity"] = float(sim.detach().mean())
+            with torch.no_grad():
+                x_src, _ = _ddim_step(model, x_src, t, eps_s.detach())
+                noise_diff += (eps_e.detach() - eps_s.detach()).abs().mean(1)
+                wmap = editor.word_map()
+                wmap = _normalise_map(noise_diff if wmap is None else wmap, lmask)
+                if cfg.blend_threshold > 0:
+                    blend = lmask * (wmap > cfg.blend_threshold).float().unsqueeze(1)
+                    empty = blend.flatten(1).sum(1) == 0
+                    blend[empty] = lmask[empty]
+                x_edit = x_src + blend * (mu_e.detach() - x_src)
+            history.append(step_log)
+        map_kind = "cross-attention" if editor.word_map() is not None else "noise-difference"
+    with torch.no_grad():
+        edited = model.decode(x_edit)
+        recon = model.decode(x_src)
+        if cfg.paste:
+            edited = x_images + pmask * (edited - x_images)
+    secs = time.perf_counter() - t0
+    return MasqueResult(images=edited.detach(), reconstruction=recon.detach(), mask=pmask, blend_mask=blend,
+                        word_map=wmap, map_kind=map_kind, fallback=[] if refs is None else list(refs.fallback),
+                        history=history, seconds=secs, seconds_per_image=secs / N,
+                        config={**asdict(cfg), "edit_prompt": edit_prompt, "word": word, "region": region,
+                                "source_prompt": source_prompt, "surrogates": [m.name for m in models]})
+
+
+# ============================================================================================ baselines
+def pgd_dodge(images: torch.Tensor, landmarks: torch.Tensor, identities, models: Mapping | Sequence, *,
+              epsilon: float = 8 / 255, steps: int = 10, step_size: float | None = None, mask=None,
+              references=None, reference_landmarks=None, reference_identities=None,
+              on_missing_references: str = "source") -> torch.Tensor:
+    r"""Dodging PGD in pixel space on the same pairwise loss as MASQUE (the baselines of the chapter).
+
+    .. math:: x^{k+1} = \Pi_{\|x-x_0\|_\infty\le\epsilon}\big(x^k - \alpha\,M\odot\mathrm{sign}\,
+              \nabla_x\mathcal L_{pair}(x^k)\big),\qquad \alpha = 2.5\,\epsilon/\text{steps}
+
+    ``mask`` (N, 1, H, W) restricts the change ("masked PGD"; a soft mask scales it); None = global PGD.
+    Returns the protected images.
+    """
+    models = list(models.values()) if isinstance(models, Mapping) else list(models)
+    if not models or epsilon <= 0 or steps < 1:
+        raise ValueError(f"need surrogate models, epsilon > 0 and steps >= 1; got {len(models)} models, "
+                         f"epsilon={epsilon}, steps={steps}")
+    dev = models[0].device
+    x0 = images.to(dev).float()
+    lm = torch.as_tensor(landmarks, dtype=torch.float32).to(dev)
+    refs = build_references(models, x0, lm, identities, references=references,
+                            reference_landmarks=reference_landmarks, reference_identities=reference_identities,
+                            on_missing=on_missing_references)
+    m = torch.ones_like(x0[:, :1]) if mask is None else mask.to(dev).float()
+    alpha = 2.5 * epsilon / steps if step_size is None else step_size
+    x = x0.clone()
+    for _ in range(steps):
+        x.requires_grad_(True)
+        grad, = torch.autograd.grad(pairwise_similarity(models, x, lm, refs).sum(), x)
+        with torch.no_grad():
+            x = (x0 + (x - alpha * m * grad.sign() - x0).clamp(-epsilon, epsilon) * m).clamp(0, 1)
+    return x.detach()
+
+
+# ============================================================================================ evaluation
+@torch.no_grad()
+def dodging_rates(model: FaceModel, protected, landmarks, gallery, gallery_landmarks, owner, thresholds: Mapping,
+                  fars: Sequence[float] = FARS) -> dict:
+    """Dodging success of one victim: over all (protected face, clean gallery image of the same person) pairs, the
+    fraction whose score falls *below* the victim's threshold at each FAR; plus the mean score.
+
+    ``owner`` (G,) gives, for each gallery image, the index of the protected face of the same person.
+    """
+    a = model.embed(protected, landmarks)
+    b = model.embed(gallery, gallery_landmarks)
+    s = model.score(a[torch.as_tensor(owner, device=a.device)], b).cpu().numpy()
+    out = {f"FAR={f:g}": float((s < thresholds[f"FAR={f:g}"]).mean()) for f in fars}
+    out["mean score"] = float(s.mean())
+    return out
+
+
+def dodging_table(runs: Mapping, models: Mapping[str, FaceModel], thresholds: pd.DataFrame, landmarks, gallery,
+                  gallery_landmarks, owner, fars: Sequence[float] = FARS) -> pd.DataFrame:
+    """Dodging success for many runs: ``runs[(method, setting, victim)] = protected images`` (settings such as
+    "white-box" / "black-box"); one row per run."""
+    rows = []
+    for (method, setting, victim), images in runs.items():
+        r = dodging_rates(models[victim], images, landmarks, gallery, gallery_landmarks, owner,
+                          thresholds.loc[victim].to_dict(), fars)
+        rows.append({"method": method, "setting": setting, "victim": victim, **r})
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def locality(protected: torch.Tensor, originals: torch.Tensor, mask: torch.Tensor, *, inside: float = 0.5
+             ) -> dict:
+    """How local a change is: mean absolute change (x 255) inside and outside the region (mask > ``inside`` /
+    mask == 0), and the share of the total absolute change that lies outside the region."""
+    d = (protected.float() - originals.float().to(protected.device)).abs().mean(1, keepdim=True)
+    m = mask.to(d.device)
+    ins, out = (m > inside).float(), (m <= 0).float()
+    total = d.flatten(1).sum(1).clamp_min(1e-12)
+    return {"change inside (/255)": float((d * ins).flatten(1).sum(1).div(ins.flatten(1).sum(1).clamp_min(1)).mean()
+                                          * 255),
+            "change outside (/255)": float((d * out).flatten(1).sum(1).div(out.flatten(1).sum(1).clamp_min(1)).mean()
+                                           * 255),
+            "share of change outside": float(((d * out).flatten(1).sum(1) / total).mean())}
+
+
+def locality_table(runs: Mapping[str, torch.Tensor], originals: torch.Tensor, mask: torch.Tensor) -> pd.DataFrame:
+    """:func:`locality` of each run's images against the originals, one row per run."""
+    return pd.DataFrame({name: locality(x, originals, mask) for name, x in runs.items()}).T.rename_axis("method")

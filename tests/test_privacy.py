@@ -1,0 +1,169 @@
+"""facelab.privacy: DiffAIM guidance and the PGD baseline move faces towards the target within their budgets; the
+evaluation protocol (measured thresholds, success rates, leave-one-out, SSIM/PSNR); bad input."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from facelab.metrics.verification import threshold_at_far
+from facelab.privacy import (DiffAIMConfig, FaceModel, NotAFaceError, attack_pairs, check_faces, diffaim_protect,
+                             leave_one_out, pgd_protect, quality_table, ssim, success_rates, victim_thresholds)
+from facelab.privacy.facenets import SynthFaceNet
+
+
+@pytest.fixture(scope="module")
+def faces():
+    from facelab.synth import FaceWorld
+
+    b = FaceWorld(seed=0, size=64).sample(n_identities=4, per_identity=1, identity_offset=100000)
+    # 32 px keeps the diffusion part of the tests cheap (the synthetic face nets resize to their 64 px input)
+    x = torch.nn.functional.interpolate(b.images, size=(32, 32), mode="bilinear", antialias=True).clamp(0, 1)
+    return x, b.landmarks / 2, b.labels["identity"].to_numpy()
+
+
+def _surrogate(arch="synth-plain", seed=0):
+    torch.manual_seed(seed)
+    return FaceModel(arch, SynthFaceNet(arch).eval().requires_grad_(False), "synth-64")
+
+
+class _Features(torch.nn.Module):
+    """An 'embedder' that returns fixed features per image (looked up by the first pixel)."""
+
+    distance = "cosine"
+    differentiable = True
+    input_size = 64
+
+    def __init__(self, feats):
+        super().__init__()
+        self.feats = feats
+        self.p = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return self.feats[x[:, 0, 0, 0].round().long()]
+
+
+def _small_quick_model():
+    from test_diffusion import _small_quick_model as make
+
+    return make(image_size=32)
+
+
+def test_diffaim_moves_towards_the_target_within_the_clamp(faces):
+    x, lm, ids = faces
+    model = _small_quick_model()
+    sur = _surrogate()
+    tgt, tlm = x.roll(1, 0), lm.roll(1, 0)
+    cfg = DiffAIMConfig(num_steps=4, manipulated_steps=2, inner_steps=2, n_augment=1, epsilon=0.05)
+    res = diffaim_protect(model, x, tgt, [sur], landmarks=lm, target_landmarks=tlm, config=cfg,
+                          source_ids=ids, target_ids=np.roll(ids, 1))
+    assert res.images.shape == x.shape and torch.isfinite(res.images).all()
+    assert len(res.history) == 4 and res.surrogates == ["synth-plain"]
+    with torch.no_grad():
+        before = sur.score(sur.embed(x, lm), sur.embed(tgt, tlm))
+        after = sur.score(sur.embed(res.images, lm), sur.embed(tgt, tlm))
+    assert (after > before).float().mean() >= 0.75
+    # the change is bounded: 2 steps x clamp 0.05 in a [-1, 1] latent = at most 0.05 in [0, 1] pixels, plus the
+    # (small) change the modified latent makes to the denoiser's output
+    assert float((res.images - x).abs().max()) < 0.3
+    q = quality_table({"diffaim": res.images}, x)
+    assert q.loc["diffaim", "SSIM"] > 0.5
+
+
+def test_pgd_respects_its_budget_and_increases_the_target_score(faces):
+    x, lm, ids = faces
+    sur = _surrogate("synth-residual")
+    tgt, tlm = x.roll(1, 0), lm.roll(1, 0)
+    res = pgd_protect(x, tgt, [sur], landmarks=lm, target_landmarks=tlm, epsilon=4 / 255, steps=3, n_augment=1)
+    assert float((res.images - x).abs().max()) <= 4 / 255 + 1e-6
+    assert float(res.images.min()) >= 0 and float(res.images.max()) <= 1
+    with torch.no_grad():
+        before = sur.score(sur.embed(x, lm), sur.embed(tgt, tlm))
+        after = sur.score(sur.embed(res.images, lm), sur.embed(tgt, tlm))
+    assert (after > before).all()
+
+
+def test_same_identity_target_and_bad_configs_are_rejected(faces):
+    x, lm, ids = faces
+    model = _small_quick_model()
+    with pytest.raises(ValueError, match="target identity equals the source identity for pairs \\[0, 1, 2, 3\\]"):
+        diffaim_protect(model, x, x, [_surrogate()], landmarks=lm, source_ids=ids, target_ids=ids)
+    with pytest.raises(ValueError, match="target identity equals the source"):
+        pgd_protect(x, x, [_surrogate()], landmarks=lm, source_ids=ids, target_ids=ids)
+    with pytest.raises(ValueError, match="manipulated_steps must lie in"):
+        DiffAIMConfig(num_steps=5, manipulated_steps=6)
+    with pytest.raises(ValueError, match="guidance_scale_target must be 1"):
+        DiffAIMConfig(guidance_scale_target=7.5)
+    with pytest.raises(ValueError, match="takes 32x32 images; got 16x16"):
+        diffaim_protect(model, x[..., ::2, ::2], x.roll(1, 0)[..., ::2, ::2], [_surrogate()], landmarks=lm / 2)
+    blackbox = _surrogate()
+    blackbox.embedder.differentiable = False
+    with pytest.raises(ValueError, match="must be differentiable"):
+        diffaim_protect(model, x, x.roll(1, 0), [blackbox], landmarks=lm)
+
+
+def test_non_faces_are_rejected(faces):
+    x, lm, _ = faces
+    check_faces(x, lm)  # real synthetic faces pass
+    with pytest.raises(NotAFaceError, match="68 landmarks"):
+        check_faces(x, lm[:, :5])
+    upside_down = lm.clone()
+    upside_down[..., 1] = 31 - upside_down[..., 1]
+    with pytest.raises(NotAFaceError, match="not in face order"):
+        check_faces(x, upside_down)
+    with pytest.raises(NotAFaceError, match="outside the image"):
+        check_faces(x, lm + 100)
+    # a recogniser-based check: noise images are far from every known face
+    sur = _surrogate()
+    with torch.no_grad():
+        ref = sur.embed(x, lm)
+    noise = torch.rand_like(x)
+    with pytest.raises(NotAFaceError, match="best similarity"):
+        check_faces(noise, lm, reference=sur, reference_embeddings=ref, min_similarity=0.999)
+
+
+def test_thresholds_are_measured_with_the_metrics_module():
+    rng = np.random.default_rng(0)
+    n_id, per = 30, 3
+    centres = rng.normal(size=(n_id, 8))
+    feats = torch.tensor(np.repeat(centres, per, 0) + 0.3 * rng.normal(size=(n_id * per, 8)), dtype=torch.float32)
+    ids = np.repeat(np.arange(n_id), per)
+    images = torch.arange(n_id * per, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 3, 64, 64).contiguous()
+    m = FaceModel("toy", _Features(feats), "synth-64")
+    thr = victim_thresholds({"toy": m}, images, torch.zeros(len(ids), 68, 2), ids)
+    fn = torch.nn.functional.normalize(feats, dim=1)
+    iu = np.triu_indices(len(ids), 1)
+    s = (fn @ fn.T).numpy()[iu]
+    lab = ids[iu[0]] == ids[iu[1]]
+    assert thr.loc["toy", "FAR=0.01"] == pytest.approx(threshold_at_far(lab, s, 0.01))
+    assert thr.loc["toy", "FAR=0.1"] <= thr.loc["toy", "FAR=0.01"] <= thr.loc["toy", "FAR=0.001"]
+    assert thr.loc["toy", "n_genuine"] == n_id * 3 and thr.loc["toy", "AUC"] > 0.9
+    # success: a protected image identical to its target always passes; a random one rarely does
+    r = success_rates(m, images, torch.zeros(len(ids), 68, 2), images, torch.zeros(len(ids), 68, 2),
+                      thr.loc["toy"].to_dict())
+    assert r["FAR=0.001"] == 1.0
+    with pytest.raises(ValueError, match="impostor pairs"):
+        victim_thresholds({"toy": m}, images[:6], torch.zeros(6, 68, 2), ids[:6])
+
+
+def test_leave_one_out_pairs_and_ssim():
+    models = {n: _surrogate(n) for n in ("synth-plain", "synth-residual")}
+    assert leave_one_out(models, "synth-plain") == ["synth-residual"]
+    with pytest.raises(ValueError, match="unknown victim"):
+        leave_one_out(models, "dlib")
+    pairs = attack_pairs([0, 0, 1, 1, 2, 2], seed=1)
+    ids = np.array([0, 0, 1, 1, 2, 2])
+    assert (ids[pairs[:, 0]] != ids[pairs[:, 1]]).all()
+    with pytest.raises(ValueError, match="at least two identities"):
+        attack_pairs([5, 5, 5])
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(ssim(x, x), torch.ones(2), atol=1e-5)
+    noisy = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    from skimage.metrics import structural_similarity
+
+    ref = structural_similarity(x[0].permute(1, 2, 0).numpy(), noisy[0].permute(1, 2, 0).numpy(), channel_axis=2,
+                                data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert float(ssim(x, noisy)[0]) == pytest.approx(ref, abs=0.02)
