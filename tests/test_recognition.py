@@ -368,3 +368,18 @@ def test_figure_helpers():
     ax = R.draw_faces(np.zeros((8, 8, 3), np.uint8), [face])
     assert len(ax.patches) == 1 and len(ax.collections) == 1
     plt.close("all")
+
+
+def test_threshold_widget_updates_its_snapshot():
+    pytest.importorskip("ipywidgets")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    labels = np.array([1, 1, 0, 0, 0])
+    d = np.array([0.2, 0.3, 0.5, 0.7, 0.9])
+    box = R.threshold_widget(labels, d, "toy", published=0.6)
+    slider, out = box.children
+    assert slider.value == pytest.approx(0.6) and slider.min <= 0.2 and slider.max >= 0.9
+    assert len(out.outputs) == 1
+    slider.value = 0.4
+    assert len(out.outputs) == 1  # replaced, not appended

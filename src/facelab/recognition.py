@@ -53,6 +53,7 @@ __all__ = [
     "distance_heatmap",
     "plot_comparison",
     "threshold_tradeoff",
+    "threshold_widget",
 ]
 
 METRICS = ("euclidean", "cosine")
@@ -876,3 +877,32 @@ def threshold_tradeoff(labels, distances, threshold: float, name: str = "", publ
     axes[0].legend(fontsize=8)
     axes[1].legend(fontsize=8)
     return fig, far, frr
+
+
+def threshold_widget(labels, distances, name: str = "", published: float | None = None,
+                     value: float | None = None, step: float = 0.01):
+    """A slider over the distance threshold with the :func:`threshold_tradeoff` figure below it.
+
+    The figure is rendered into an ``ipywidgets.Output`` with ``append_display_data`` (no output capture and no
+    ``clear_output(wait=True)``, which make notebook executors such as nbclient hang intermittently), so an
+    executed notebook stores a static snapshot in its widget state and a live kernel redraws on every move.
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    d = np.asarray(distances, dtype=np.float64)
+    start = float(published if value is None and published is not None else (np.median(d) if value is None else value))
+    slider = widgets.FloatSlider(value=start, min=float(np.floor(d.min() / step) * step),
+                                 max=float(np.ceil(d.max() / step) * step), step=step, description="threshold",
+                                 continuous_update=False, readout_format=".2f")
+    out = widgets.Output()
+
+    def render(threshold: float) -> None:
+        fig, _, _ = threshold_tradeoff(labels, d, threshold, name, published)
+        out.outputs = ()
+        out.append_display_data(fig)
+        plt.close(fig)
+
+    slider.observe(lambda change: render(change["new"]), names="value")
+    render(slider.value)
+    return widgets.VBox([slider, out])
