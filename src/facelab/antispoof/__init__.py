@@ -26,6 +26,7 @@ from facelab.antispoof.data import (AttackSet, attack_kinds, attacks_on_photos, 
 from facelab.antispoof.experiments import (DEFAULT_MOE, FULL_MODEL, VARIANTS, AblationResult, evaluate,
                                            failure_cases, feature_table, fit_variant, run_ablation)
 from facelab.antispoof.openclip import convert_openclip_state_dict, load_openclip_visual
+from facelab.antispoof import plots
 
 __all__ = [
     "ViTConfig", "VisionTransformer", "check_images", "SoftMoE", "BagOfWordsTextTower", "MiniLMTextTower",
@@ -34,5 +35,5 @@ __all__ = [
     "CNNBaseline", "LinearProbe", "TrainConfig", "predict_live", "train_detector", "AttackSet", "attack_kinds",
     "attacks_on_photos", "build_attack_set", "pretraining_faces", "protocols", "split_protocol", "DEFAULT_MOE",
     "FULL_MODEL", "VARIANTS", "AblationResult", "evaluate", "failure_cases", "feature_table", "fit_variant",
-    "run_ablation", "convert_openclip_state_dict", "load_openclip_visual",
+    "run_ablation", "convert_openclip_state_dict", "load_openclip_visual", "plots",
 ]

@@ -210,7 +210,7 @@ def pretrain_clip(model: CLIPModel, images: torch.Tensor, face_captions: Sequenc
     return pd.DataFrame(rows)
 
 
-def build_clip(image_size: int = 48, patch_size: int = 6, width: int = 48, layers: int = 4, heads: int = 4,
+def build_clip(image_size: int = 48, patch_size: int = 8, width: int = 48, layers: int = 4, heads: int = 4,
                text: str = "minilm", openclip_path=None, device="cpu") -> CLIPModel:
     """The chapter's CLIP: a tiny ViT (quick profile) or the OpenCLIP ViT-B/16 image tower (``openclip_path``).
 

@@ -82,7 +82,7 @@ class AttackSet:
 
     def subset(self, mask) -> "AttackSet":
         mask = np.asarray(mask)
-        idx = np.nonzero(mask)[0] if mask.dtype == bool else mask
+        idx = np.nonzero(mask)[0] if mask.dtype == bool else np.array(mask, dtype=np.int64)
         return AttackSet(self.images[torch.as_tensor(idx, dtype=torch.long)],
                          self.labels.iloc[idx].reset_index(drop=True))
 

@@ -101,6 +101,18 @@ class AblationResult:
     splits: dict = field(default_factory=dict)
     seconds: float = 0.0
 
+    @classmethod
+    def concat(cls, results: Sequence["AblationResult"]) -> "AblationResult":
+        """Merge results of separate runs (for example one per protocol)."""
+        out = cls(table=pd.concat([r.table for r in results], ignore_index=True))
+        for r in results:
+            out.scores |= r.scores
+            out.histories |= r.histories
+            out.models |= r.models
+            out.splits |= r.splits
+            out.seconds += r.seconds
+        return out
+
     def pivot(self, metric: str = "ACER") -> pd.DataFrame:
         """``variant x protocol`` table of one metric, in the variants' order."""
         t = self.table.pivot_table(index="variant", columns="protocol", values=metric, sort=False)
