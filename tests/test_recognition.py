@@ -383,3 +383,23 @@ def test_threshold_widget_updates_its_snapshot():
     assert len(out.outputs) == 1
     slider.value = 0.4
     assert len(out.outputs) == 1  # replaced, not appended
+
+
+# ------------------------------------------------------------------------------------------------ real models
+def test_face_recognizer_on_real_photos():
+    """The whole pipeline with real models: Obama matches Obama, not Grace Hopper; no face is a clear error."""
+    from facelab import assets
+    from facelab.io import load_image
+
+    photos = assets.fetch("face-recognition-test-images")
+    rec = R.FaceRecognizer(detector="dlib-hog", embedder="dlib-resnet", detector_options={"max_side": 640})
+    assert rec.distance == "euclidean" and rec.threshold == pytest.approx(0.6)
+    obama2, hopper = load_image(photos / "obama2.jpg"), load_image(assets.fetch("grace-hopper"))
+    faces, emb = rec.embed_image(obama2)
+    assert len(faces) == 1 and emb.shape == (1, 128)
+    same, d = rec.verify(photos / "obama.jpg", obama2)  # paths work too
+    assert same is True and d < 0.5
+    same, d = rec.verify(obama2, hopper)
+    assert same is False and d > 0.6
+    with pytest.raises(R.NoFaceError, match="no face found in image_b"):
+        rec.verify(obama2, np.full((200, 200, 3), 128, np.uint8))
