@@ -22,14 +22,14 @@ NUISANCE_PRESETS = {
                  light_intensity=(1.0, 1.0), ambient=(0.45, 0.45), colour_temperature=(0, 0), scale=(1, 1),
                  shift=(0, 0), blur=(0, 0), noise=(0, 0), jpeg=(100, 100), resolution=(1, 1),
                  background="plain", gaze=(0, 0)),
-    "mild": dict(yaw=(-15, 15), pitch=(-10, 10), roll=(-8, 8), light_azimuth=(-45, 45), light_elevation=(0, 45),
-                 light_intensity=(0.8, 1.15), ambient=(0.35, 0.55), colour_temperature=(-0.08, 0.08),
+    "mild": dict(yaw=(-10, 10), pitch=(-6, 6), roll=(-5, 5), light_azimuth=(-30, 30), light_elevation=(10, 40),
+                 light_intensity=(0.85, 1.1), ambient=(0.4, 0.55), colour_temperature=(-0.08, 0.08),
                  scale=(0.94, 1.06), shift=(-0.04, 0.04), blur=(0, 0.6), noise=(0, 0.02), jpeg=(60, 100),
                  resolution=(0.7, 1.0), background="smooth", gaze=(-0.4, 0.4)),
-    "full": dict(yaw=(-35, 35), pitch=(-20, 20), roll=(-15, 15), light_azimuth=(-80, 80), light_elevation=(-20, 60),
-                 light_intensity=(0.55, 1.3), ambient=(0.2, 0.55), colour_temperature=(-0.18, 0.18),
-                 scale=(0.88, 1.12), shift=(-0.08, 0.08), blur=(0, 1.3), noise=(0, 0.05), jpeg=(25, 100),
-                 resolution=(0.4, 1.0), background="cluttered", gaze=(-0.8, 0.8)),
+    "full": dict(yaw=(-16, 16), pitch=(-10, 10), roll=(-8, 8), light_azimuth=(-45, 45), light_elevation=(0, 45),
+                 light_intensity=(0.7, 1.15), ambient=(0.35, 0.6), colour_temperature=(-0.12, 0.12),
+                 scale=(0.9, 1.1), shift=(-0.06, 0.06), blur=(0, 1.0), noise=(0, 0.04), jpeg=(30, 100),
+                 resolution=(0.5, 1.0), background="cluttered", gaze=(-0.8, 0.8)),
 }
 #: The limits outside which a pose cannot be rendered by the 2.5-D warp.
 POSE_LIMITS = {"yaw": 60.0, "pitch": 40.0, "roll": 45.0}
