@@ -29,7 +29,7 @@ import pandas as pd
 from facelab.micro import physio
 from facelab.micro.flow import crop_faces, face_box, face_regions, onset_apex_flow, to_gray_uint8
 
-__all__ = ["CorpusConfig", "Trial", "Session", "Corpus", "make_corpus", "schedule_events", "render_videos",
+__all__ = ["CorpusConfig", "Trial", "Session", "Corpus", "make_corpus", "with_physiology", "PHYSIOLOGY_PARAMETERS", "schedule_events", "render_videos",
            "events_to_annotations", "MICRO_MAX_S"]
 
 #: Micro-expressions last less than half a second from onset to offset.
@@ -55,8 +55,8 @@ class CorpusConfig:
     micro_intensity: tuple = (0.35, 0.6)
     macro_intensity: tuple = (0.7, 1.0)
     video_coupling: float = 0.6
-    eeg_coupling: float = 0.6
-    eeg_noise: float = 1.0
+    eeg_coupling: float = 1.0
+    eeg_noise: float = 0.7
     line_noise_uv: float = 5.0
     blink_uv: float = 120.0
     blinks_per_s: float = 0.25
@@ -126,6 +126,7 @@ class Session:
     subject: int
     raw: "mne.io.RawArray"  # noqa: F821
     trials: list[Trial]
+    blinks_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
     _processed: pd.DataFrame | None = field(default=None, repr=False)
 
     def processed(self) -> pd.DataFrame:
@@ -381,7 +382,7 @@ def make_corpus(config: CorpusConfig | None = None, world=None, progress=None, *
         # blinks over the whole session (the EEG sees all of them, the video the ones inside its window)
         n_blinks = srng.poisson(config.blinks_per_s * total_s)
         blinks_s = np.sort(srng.uniform(0.3, total_s - 0.3, n_blinks))
-        plans, segments = [], []
+        plans = []
         for j, emo in enumerate(emotions):
             start = j * config.trial_s
             vstart = start + config.baseline_s
@@ -393,16 +394,8 @@ def make_corpus(config: CorpusConfig | None = None, world=None, progress=None, *
                 ev["intensity"] = float(srng.uniform(lo, hi))
                 ev["aus"] = _apex_aus(emo, ev["intensity"], config.video_coupling, config.emotions, srng)
             plans.append((start, vstart, emo, evs))
-            segments.append({"duration_s": config.baseline_s, "emotion": None})
-            segments.append({"duration_s": config.video_s + config.tail_s, "emotion": emo,
-                             "scr_onsets_s": [vstart + ev["onset"] / config.fps for ev in evs]})
-        sig = physio.simulate_peripheral(segments, config.sfreq, periph_coupling=config.periph_coupling,
-                                         periph_noise=config.periph_noise, rng=srng)
-        onsets = [vstart + ev["onset"] / config.fps for _, vstart, _, evs in plans for ev in evs]
-        emos = [ev["emotion"] for _, _, _, evs in plans for ev in evs]
-        eeg = physio.simulate_eeg(total_s, config.sfreq, onsets, emos, blinks_s, eeg_coupling=config.eeg_coupling,
-                                  eeg_noise=config.eeg_noise, line_noise_uv=config.line_noise_uv,
-                                  blink_uv=config.blink_uv, patterns=patterns, rng=srng)
+        sig, eeg = _session_physiology(config, [(vstart, emo, [ev["onset"] for ev in evs])
+                                                for _, vstart, emo, evs in plans], blinks_s, srng, patterns)
         clips = []
         for j, (start, vstart, emo, evs) in enumerate(plans):
             t_frames = vstart + np.arange(n_frames) / config.fps
@@ -419,7 +412,8 @@ def make_corpus(config: CorpusConfig | None = None, world=None, progress=None, *
             ev_df = pd.DataFrame([{k: v for k, v in ev.items() if k != "aus"}
                                   | {f"apex_{au}": v for au, v in ev["aus"].items()} for ev in evs])
             trials.append(Trial(subject=subject, trial=j, emotion=emo, start_s=start, video_start_s=vstart,
-                                fps=config.fps, events=ev_df.fillna(0.0) if len(ev_df) else ev_df,
+                                fps=config.fps, events=(ev_df.fillna(0.0) if len(ev_df) else pd.DataFrame(
+                                    columns=["kind", "emotion", "onset", "apex", "offset", "intensity"])),
                                 blinks=np.asarray(clip["blinks"], dtype=int), landmarks=lms,
                                 crops=crop_faces(gray, box, config.crop_size), box=box,
                                 regions=face_regions(lms, box, config.crop_size),
@@ -428,7 +422,51 @@ def make_corpus(config: CorpusConfig | None = None, world=None, progress=None, *
             kept += 1
         ann = events_to_annotations(trials, blinks_s, total_s)
         raw = physio.make_raw(eeg, {k: sig[k] for k in physio.PERIPHERAL_CHANNELS}, config.sfreq, ann)
-        sessions.append(Session(subject=subject, raw=raw, trials=trials))
+        sessions.append(Session(subject=subject, raw=raw, trials=trials, blinks_s=blinks_s))
+    return Corpus(config, sessions)
+
+
+def _session_physiology(config: CorpusConfig, plans, blinks_s, rng, patterns):
+    """Peripheral signals and EEG of one session; ``plans``: (video start s, emotion, onset frames) per trial."""
+    segments, onsets, emos = [], [], []
+    for vstart, emo, onset_frames in plans:
+        ev_s = [vstart + f / config.fps for f in onset_frames]
+        segments.append({"duration_s": config.baseline_s, "emotion": None})
+        segments.append({"duration_s": config.video_s + config.tail_s, "emotion": emo, "scr_onsets_s": ev_s})
+        onsets += ev_s
+        emos += [emo] * len(ev_s)
+    sig = physio.simulate_peripheral(segments, config.sfreq, periph_coupling=config.periph_coupling,
+                                     periph_noise=config.periph_noise, rng=rng)
+    eeg = physio.simulate_eeg(len(plans) * config.trial_s, config.sfreq, onsets, emos, blinks_s,
+                              eeg_coupling=config.eeg_coupling, eeg_noise=config.eeg_noise,
+                              line_noise_uv=config.line_noise_uv, blink_uv=config.blink_uv, patterns=patterns,
+                              rng=rng)
+    return sig, eeg
+
+
+PHYSIOLOGY_PARAMETERS = ("eeg_coupling", "eeg_noise", "line_noise_uv", "blink_uv", "periph_coupling", "periph_noise")
+
+
+def with_physiology(corpus: Corpus, seed_offset: int = 1, **overrides) -> Corpus:
+    """The same videos and expressions with EEG and peripheral signals re-simulated under other couplings/noise.
+
+    Only :data:`PHYSIOLOGY_PARAMETERS` may change (rendering is the expensive part, and the faces do not depend on
+    them); used by the chapter's ablation. The video's skin pulsation keeps the original PPG.
+    """
+    bad = set(overrides) - set(PHYSIOLOGY_PARAMETERS)
+    if bad:
+        raise ValueError(f"with_physiology changes only {PHYSIOLOGY_PARAMETERS}, got {sorted(bad)}")
+    config = replace(corpus.config, **overrides)
+    patterns = physio.eeg_emotion_patterns(seed=1234)
+    sessions = []
+    for s in corpus.sessions:
+        rng = np.random.default_rng([config.seed, s.subject, seed_offset])
+        plans = [(tr.video_start_s, tr.emotion, tr.events["onset"].tolist() if len(tr.events) else [])
+                 for tr in s.trials]
+        sig, eeg = _session_physiology(config, plans, s.blinks_s, rng, patterns)
+        raw = physio.make_raw(eeg, {k: sig[k] for k in physio.PERIPHERAL_CHANNELS}, config.sfreq,
+                              s.raw.annotations)
+        sessions.append(Session(subject=s.subject, raw=raw, trials=s.trials, blinks_s=s.blinks_s))
     return Corpus(config, sessions)
 
 

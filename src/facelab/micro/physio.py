@@ -339,7 +339,8 @@ def check_raw(raw, required: Iterable[str] = (), *, nan: str = "raise", max_gap_
 
 
 def process_peripheral(raw) -> pd.DataFrame:
-    """Run NeuroKit2's ``ecg_process``, ``ppg_process``, ``rsp_process`` and ``eda_process`` on a session.
+    """NeuroKit2 processing of a session: ``ecg_clean`` + ``ecg_peaks``, ``ppg_clean`` + ``ppg_peaks`` (rates by
+    ``signal_rate``), ``rsp_process`` and ``eda_process``.
 
     Returns a DataFrame with one row per sample: ``ECG_Rate``, ``ECG_R_Peaks``, ``PPG_Rate``, ``RSP_Rate``,
     ``EDA_Clean``, ``SCR_Peaks``, ``SCR_Amplitude`` and ``SKT`` (degrees C).
@@ -349,13 +350,21 @@ def process_peripheral(raw) -> pd.DataFrame:
     raw = check_raw(raw, PERIPHERAL_CHANNELS)
     sfreq = raw.info["sfreq"]
     x = {ch: raw.get_data(picks=[ch])[0] for ch in PERIPHERAL_CHANNELS}
+    n = len(x["ECG"])
     with _quiet():
-        ecg, _ = nk.ecg_process(x["ECG"] * 1e3, sampling_rate=sfreq)
-        ppg, _ = nk.ppg_process(x["PPG"], sampling_rate=sfreq)
+        # peaks and rates only: ecg_process would also delineate P/QRS/T waves, which no feature here reads
+        _, ecg_info = nk.ecg_peaks(nk.ecg_clean(x["ECG"] * 1e3, sampling_rate=sfreq), sampling_rate=sfreq)
+        r_peaks = np.asarray(ecg_info["ECG_R_Peaks"], dtype=int)
+        _, ppg_info = nk.ppg_peaks(nk.ppg_clean(x["PPG"], sampling_rate=sfreq), sampling_rate=sfreq)
         rsp, _ = nk.rsp_process(x["RSP"], sampling_rate=sfreq)
         eda, _ = nk.eda_process(x["EDA"] * 1e6, sampling_rate=sfreq)
-    return pd.DataFrame({"ECG_Rate": ecg["ECG_Rate"].to_numpy(), "ECG_R_Peaks": ecg["ECG_R_Peaks"].to_numpy(),
-                         "PPG_Rate": ppg["PPG_Rate"].to_numpy(), "RSP_Rate": rsp["RSP_Rate"].to_numpy(),
+        ecg_rate = nk.signal_rate(r_peaks, sampling_rate=sfreq, desired_length=n)
+        ppg_rate = nk.signal_rate(np.asarray(ppg_info["PPG_Peaks"], dtype=int), sampling_rate=sfreq,
+                                  desired_length=n)
+    r_mask = np.zeros(n, dtype=int)
+    r_mask[r_peaks] = 1
+    return pd.DataFrame({"ECG_Rate": np.asarray(ecg_rate, float), "ECG_R_Peaks": r_mask,
+                         "PPG_Rate": np.asarray(ppg_rate, float), "RSP_Rate": rsp["RSP_Rate"].to_numpy(),
                          "EDA_Clean": eda["EDA_Clean"].to_numpy(), "SCR_Peaks": eda["SCR_Peaks"].to_numpy(),
                          "SCR_Amplitude": eda["SCR_Amplitude"].fillna(0).to_numpy(), "SKT": x["SKT"]})
 

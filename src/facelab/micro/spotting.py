@@ -2,11 +2,13 @@
 
 Two baselines, both scoring every frame and then thresholding peaks:
 
-- **MDMD** (main directional maximal difference; Wang et al. 2017, the MEGC 2020 baseline of He et al.): for frame
-  :math:`i`, the flow from the head frame :math:`i-k` to :math:`i` in each facial region; its directions are binned
-  (8 bins), the most populated bin is the *main direction*, and the region's score is the mean of the largest third of
-  the magnitudes in that direction. The frame score averages the top regions. Global (head) motion is removed first
-  by subtracting the median flow of the nose region.
+- **MDMD** (main directional maximal difference; Wang et al. 2017, the MEGC 2020 baseline of He et al.): for the
+  current frame :math:`i`, the flow from the head frame :math:`i-k` to :math:`i` in each facial region; its
+  directions are binned (8 bins), the most populated bin is the *main direction*, and the region's value is the mean
+  of the largest third of the magnitudes in that direction (the top regions are averaged). The same is computed from
+  the head frame to the tail frame :math:`i+k`, and the score is the difference: large at the apex of a brief
+  movement (the face moved, then came back), small for a slow drift. Global (head) motion is removed first by
+  subtracting the median flow of the nose region.
 - **LBP chi-squared feature difference** (Moilanen et al. 2014): uniform-LBP histograms per block; the chi-squared
   distance of frame :math:`i` to the average of frames :math:`i \\pm k`, averaged over the most changing third of the
   blocks, contrasted with its neighbours: :math:`C_i = F_i - (F_{i-k} + F_{i+k}) / 2`.
@@ -40,7 +42,7 @@ def _crop(a, box):
 
 def mdmd_signal(gray_crops: np.ndarray, regions: dict, k: int, *, use: Sequence[str] = SPOT_REGIONS,
                 n_bins: int = 8, top_regions: int = 3, method: str = "dis") -> np.ndarray:
-    """MDMD score per frame of a cropped (T, S, S) uint8 clip; frames closer than ``k`` to the start are 0.
+    """MDMD score per frame of a cropped (T, S, S) uint8 clip; frames closer than ``k`` to either end are 0.
 
     Parameters
     ----------
@@ -58,17 +60,27 @@ def mdmd_signal(gray_crops: np.ndarray, regions: dict, k: int, *, use: Sequence[
     if missing:
         raise ValueError(f"regions {missing} are missing; got {sorted(regions)}")
     scores = np.zeros(T)
-    if T <= k:
+    if T <= 2 * k:
         return scores
-    flows = flow_sequence(gray_crops, [(i - k, i) for i in range(k, T)], method)
+    centre = range(k, T - k)
+    head_to_current = flow_sequence(gray_crops, [(i - k, i) for i in centre], method)
+    head_to_tail = flow_sequence(gray_crops, [(i - k, i + k) for i in centre], method)
+    md_current = _main_directional(head_to_current, regions, use, n_bins, top_regions)
+    md_tail = _main_directional(head_to_tail, regions, use, n_bins, top_regions)
+    scores[k:T - k] = np.clip(md_current - md_tail, 0, None)
+    return scores
+
+
+def _main_directional(flows, regions, use, n_bins, top_regions):
+    """Mean of the largest third of the magnitudes in the main direction, per region; mean of the top regions."""
     ref = np.median(_crop(flows, regions["nose"]).reshape(len(flows), -1, 2), axis=1)
-    flows = flows - ref[:, None, None, :]
+    flows = flows - ref[:, None, None, :]  # remove global (head) motion
     per_region = []
     for name in use:
         f = _crop(flows, regions[name]).reshape(len(flows), -1, 2)
         mag = np.hypot(f[..., 0], f[..., 1])
-        ang = (np.arctan2(f[..., 1], f[..., 0]) + np.pi) / (2 * np.pi) * n_bins
-        bins = np.minimum(ang.astype(int), n_bins - 1)
+        bins = np.minimum(((np.arctan2(f[..., 1], f[..., 0]) + np.pi) / (2 * np.pi) * n_bins).astype(int),
+                          n_bins - 1)
         vals = np.zeros(len(flows))
         for t in range(len(flows)):
             counts = np.bincount(bins[t], minlength=n_bins)
@@ -76,8 +88,7 @@ def mdmd_signal(gray_crops: np.ndarray, regions: dict, k: int, *, use: Sequence[
             vals[t] = m[: max(1, len(m) // 3)].mean()
         per_region.append(vals)
     per_region = np.sort(np.stack(per_region, 1), axis=1)[:, ::-1]
-    scores[k:] = per_region[:, :top_regions].mean(1)
-    return scores
+    return per_region[:, :top_regions].mean(1)
 
 
 def _lbp_hists(gray_crops, grid, P=8, R=1):
@@ -131,11 +142,7 @@ def spot_peaks(score: np.ndarray, k: int, p: float = 0.3) -> np.ndarray:
 
 
 def spot_intervals(score: np.ndarray, k: int, kind: str, p: float = 0.3, shift: int = 0) -> pd.DataFrame:
-    """Spotted intervals ``[peak - k + shift, peak + k + shift]`` (clipped to the clip) as a DataFrame.
-
-    ``shift`` moves intervals to where the scored change is centred (MDMD scores frame :math:`i` from the head
-    :math:`i-k`, so its peak lies about ``k/2`` after the middle of a short expression: use ``shift=-k//2``).
-    """
+    """Spotted intervals ``[peak - k + shift, peak + k + shift]`` (clipped to the clip) as a DataFrame."""
     T = len(score)
     peaks = spot_peaks(score, k, p)
     rows = [{"kind": kind, "onset": int(max(0, q - k + shift)), "offset": int(min(T - 1, q + k + shift)),
@@ -179,8 +186,10 @@ def megc_evaluate(predicted: pd.DataFrame, truth: pd.DataFrame, iou: float = 0.5
     vid = lambda df: df[video_col] if video_col in df.columns else pd.Series(0, index=df.index)  # noqa: E731
     rows = {}
     for kind in ("micro", "macro"):
-        P = predicted[predicted["kind"] == kind].assign(_v=vid(predicted))
-        G = truth[truth["kind"] == kind].assign(_v=vid(truth))
+        P = predicted.assign(_v=vid(predicted).to_numpy())
+        P = P[P["kind"] == kind]
+        G = truth.assign(_v=vid(truth).to_numpy())
+        G = G[G["kind"] == kind]
         tp = 0
         for v, g in G.groupby("_v"):
             p = P[P["_v"] == v]
