@@ -15,8 +15,13 @@ TINY = A.ViTConfig(image_size=16, patch_size=4, width=16, layers=2, heads=2, emb
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_one_thread():
+    # these models are tiny: one thread is faster than two, and far faster on a loaded machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------------------------ Soft MoE
