@@ -25,12 +25,12 @@ Published defaults (METHODS.md) and ours (quick CPU profile) side by side; every
 =============================  ======================  ====================================================
 setting                        published (SD 1.5)      quick profile default here
 =============================  ======================  ====================================================
-inference steps / inversion    100, DDPM eta = 1       20, DDPM eta = 1
-manipulated (last) steps K     20                      4
-inner gradient steps           10                      3
+inference steps / inversion    100, DDPM eta = 1       12, DDPM eta = 1
+manipulated (last) steps K     20                      3
+inner gradient steps           10                      2
 step size                      3 (raw gradient)        0.5 x eps per inner step, gradient RMS-normalised
 clamp eps on the latent        0.05                    0.05
-augmentations A                5                       2
+augmentations A                5                       1 (none: each one costs a pass of every model)
 identity / semantic weights    1 / 2                   1 / 2
 structure weight               0.1                     0.1
 perceptual weight / margin     8 / 0.01 (LPIPS)        8 / 0.01 on 1 - SSIM (no LPIPS weights offline)
@@ -68,13 +68,13 @@ __all__ = ["DiffAIMConfig", "PUBLISHED_DEFAULTS", "ProtectionResult", "diffaim_p
 class DiffAIMConfig:
     """Every knob of DiffAIM (defaults: quick profile; see :data:`PUBLISHED_DEFAULTS`)."""
 
-    num_steps: int = 20
-    manipulated_steps: int = 4
-    inner_steps: int = 3
+    num_steps: int = 12
+    manipulated_steps: int = 3
+    inner_steps: int = 2
     epsilon: float = 0.05
     step_size: float = 0.5
     normalize_gradient: bool = True
-    n_augment: int = 2
+    n_augment: int = 1
     id_weight: float = 1.0
     semantic_weight: float = 2.0
     structure_weight: float = 0.1

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 __all__ = ["FaceModel", "load_face_models", "FARS", "victim_thresholds", "pair_scores_all", "success_rates",
            "success_table", "ssim", "psnr", "quality_table", "leave_one_out", "Timer", "check_faces",
-           "NotAFaceError", "world_template", "align_to_world", "attack_pairs"]
+           "NotAFaceError", "world_template", "align_to_world", "attack_pairs", "protection_data", "real_pair",
+           "run_protocol"]
 
 FARS = (0.1, 0.01, 0.001)
 
@@ -330,3 +331,79 @@ def attack_pairs(identities: Sequence, *, seed: int = 0) -> np.ndarray:
         if np.all(ids[perm] != ids):
             return np.stack([np.arange(n), perm], 1)
     raise ValueError("cannot pair every source with a different identity: need at least two identities")
+
+
+# --------------------------------------------------------------------------------------------- chapter data
+def protection_data(size: int = 64, n_faces: int = 16, n_threshold_identities: int = 40, per_identity: int = 3,
+                    nuisance: str = "mild", seed: int = 0) -> dict:
+    """Synthetic faces for a protection experiment, from identities never used in training (>= 100000).
+
+    Returns a dict with ``sources``/``targets`` (N, 3, size, size) and their ``*_landmarks`` (N, 68, 2) and
+    ``*_ids`` (N faces of N different identities, targets of N other identities), and a labelled set
+    ``threshold_images``/``threshold_landmarks``/``threshold_ids`` (``n_threshold_identities x per_identity``
+    images of yet other identities) for measuring the victims' thresholds.
+    """
+    from facelab.synth import FaceWorld
+
+    world = FaceWorld(seed=0, size=size)
+    g = torch.Generator().manual_seed(seed)
+    src = world.sample(n_identities=n_faces, identity_offset=100000, nuisance=nuisance, expression="random",
+                       generator=g)
+    tgt = world.sample(n_identities=n_faces, identity_offset=100500, nuisance=nuisance, expression="random",
+                       generator=g)
+    thr = world.sample(n_identities=n_threshold_identities, per_identity=per_identity, identity_offset=101000,
+                       nuisance=nuisance, expression="random", generator=g)
+    return {"sources": src.images, "source_landmarks": src.landmarks, "source_ids": src.labels["identity"].to_numpy(),
+            "targets": tgt.images, "target_landmarks": tgt.landmarks, "target_ids": tgt.labels["identity"].to_numpy(),
+            "threshold_images": thr.images, "threshold_landmarks": thr.landmarks,
+            "threshold_ids": thr.labels["identity"].to_numpy()}
+
+
+def real_pair(source: str = "Barack Obama", target: str = "Joe Biden", size: int = 64) -> dict:
+    """One real photo of ``source`` and one of ``target`` (``facelab.photos``), cropped like the synthetic world's
+    faces (:func:`align_to_world`). Returns ``images`` (2, 3, size, size), ``landmarks`` (2, 68, 2), ``names``."""
+    from facelab.io import load_image
+    from facelab.photos import load_real_faces
+
+    faces = load_real_faces("dlib-resnet", include_groups=False)
+    tab = faces.table.reset_index(drop=True)
+    tmpl = world_template(size)
+    imgs, lms, names = [], [], []
+    for who in (source, target):
+        rows = tab.index[(tab["identity"] == who) & (~tab["partial"].astype(bool))].tolist()
+        if not rows:
+            raise ValueError(f"no full real photo of {who!r}; people available: {sorted(set(tab['identity']))}")
+        i = rows[0]
+        image = load_image(tab.loc[i, "path"])
+        lm68 = faces.faces[i].landmarks68
+        if lm68 is None:
+            from facelab.detect import shape_predictor_landmarks
+
+            lm68 = shape_predictor_landmarks(image, faces.faces[i], 68)
+        x, lm = align_to_world(image, lm68, size, tmpl)
+        imgs.append(x)
+        lms.append(lm)
+        names.append(f"{who} ({tab.loc[i, 'name']})")
+    return {"images": torch.stack(imgs), "landmarks": torch.stack(lms), "names": names}
+
+
+def run_protocol(protect: Callable, models: Mapping[str, FaceModel], victims: Sequence[str] | None = None
+                 ) -> tuple[dict, pd.DataFrame]:
+    """Run an attack in the white-box setting (one run with every differentiable model as surrogate) and the
+    leave-one-out black-box setting (one run per victim, without it).
+
+    ``protect(surrogates: list[FaceModel]) -> ProtectionResult``. Returns ``runs[(setting, victim)] = images`` and
+    a timing table (one row per run: setting, held-out victim, surrogates, seconds per image).
+    """
+    victims = list(models) if victims is None else list(victims)
+    runs, rows = {}, []
+    white = protect([m for m in models.values() if m.differentiable])
+    rows.append({"setting": "white-box", "held out": "-", "surrogates": ", ".join(white.surrogates),
+                 "s/image": white.seconds_per_image})
+    for v in victims:
+        runs[("white-box", v)] = white.images
+        r = protect([models[n] for n in leave_one_out(models, v)])
+        runs[("black-box", v)] = r.images
+        rows.append({"setting": "black-box", "held out": v, "surrogates": ", ".join(r.surrogates),
+                     "s/image": r.seconds_per_image})
+    return runs, pd.DataFrame(rows)
