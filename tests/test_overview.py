@@ -30,3 +30,15 @@ def test_chapter_table_marks_existing_chapters(tmp_path):
     assert table.loc["00", "status"] == "in this book"
     assert table.loc["01", "status"] == "in preparation"
     assert len(table) == len(overview.CHAPTERS)
+
+
+def test_threshold_widget_holds_a_figure_snapshot_and_redraws_on_slide():
+    g, i = overview.simulate_scores(200, 200, rng=np.random.default_rng(1))
+    box = overview.threshold_widget(g, i, value=1.0)
+    slider, out = box.children
+    assert slider.value == 1.0 and slider.min <= g.min() and slider.max >= g.max()
+    assert len(out.outputs) == 1 and "image/png" in out.outputs[0]["data"]
+    first = out.outputs[0]["data"]["image/png"]
+    slider.value = 2.5
+    assert len(out.outputs) == 1, "a redraw replaces the figure instead of appending"
+    assert out.outputs[0]["data"]["image/png"] != first

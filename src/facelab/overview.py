@@ -125,3 +125,13 @@ def threshold_figure(genuine: np.ndarray, impostor: np.ndarray, threshold: float
     ax.set_title(f"threshold {threshold:+.2f}:  FAR = {far:.2%}   FRR = {frr:.2%}")
     ax.legend(loc="upper left")
     return fig
+
+
+def threshold_widget(genuine: np.ndarray, impostor: np.ndarray, value: float = 1.5):
+    """Slider over the threshold of :func:`threshold_figure` (a static snapshot in the book, live in JupyterLab)."""
+    from facelab.plotting import slider_figure
+
+    lo = float(np.floor(min(genuine.min(), impostor.min())))
+    hi = float(np.ceil(max(genuine.max(), impostor.max())))
+    return slider_figure(lambda t: threshold_figure(genuine, impostor, t), value=value, min=lo, max=hi, step=0.1,
+                         description="threshold")

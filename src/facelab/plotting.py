@@ -71,3 +71,36 @@ def image_grid(images: Sequence, titles: Sequence[str] | None = None, ncols: int
     if suptitle:
         fig.suptitle(suptitle)
     return fig
+
+
+def slider_figure(draw, *, value: float, min: float, max: float, step: float, description: str,
+                  readout_format: str = ".2f"):
+    """A float slider with the figure ``draw(value)`` below it, as one ipywidgets box.
+
+    The figure is put into an ``ipywidgets.Output`` with ``append_display_data`` rather than by capturing output or
+    ``interactive``/``clear_output(wait=True)``, which make notebook executors (nbclient, papermill) hang
+    intermittently. An executed notebook stores the first figure as a static snapshot in its widget state (what the
+    static book shows); in a live kernel every move of the slider redraws.
+    """
+    import io
+
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import Image
+
+    slider = widgets.FloatSlider(value=value, min=min, max=max, step=step, description=description,
+                                 continuous_update=False, readout_format=readout_format)
+    out = widgets.Output()
+
+    def render(v: float) -> None:
+        fig = draw(v)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        out.outputs = ()
+        # a PNG built here, not the Figure object, so the snapshot exists whatever the backend or shell
+        out.append_display_data(Image(data=buf.getvalue(), format="png"))
+
+    slider.observe(lambda change: render(change["new"]), names="value")
+    render(slider.value)
+    return widgets.VBox([slider, out])

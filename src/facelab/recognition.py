@@ -893,22 +893,10 @@ def threshold_widget(labels, distances, name: str = "", published: float | None 
     ``clear_output(wait=True)``, which make notebook executors such as nbclient hang intermittently), so an
     executed notebook stores a static snapshot in its widget state and a live kernel redraws on every move.
     """
-    import ipywidgets as widgets
-    import matplotlib.pyplot as plt
+    from facelab.plotting import slider_figure
 
     d = np.asarray(distances, dtype=np.float64)
     start = float(published if value is None and published is not None else (np.median(d) if value is None else value))
-    slider = widgets.FloatSlider(value=start, min=float(np.floor(d.min() / step) * step),
-                                 max=float(np.ceil(d.max() / step) * step), step=step, description="threshold",
-                                 continuous_update=False, readout_format=".2f")
-    out = widgets.Output()
-
-    def render(threshold: float) -> None:
-        fig, _, _ = threshold_tradeoff(labels, d, threshold, name, published)
-        out.outputs = ()
-        out.append_display_data(fig)
-        plt.close(fig)
-
-    slider.observe(lambda change: render(change["new"]), names="value")
-    render(slider.value)
-    return widgets.VBox([slider, out])
+    return slider_figure(lambda t: threshold_tradeoff(labels, d, t, name, published)[0], value=start,
+                         min=float(np.floor(d.min() / step) * step), max=float(np.ceil(d.max() / step) * step),
+                         step=step, description="threshold")
