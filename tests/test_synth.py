@@ -200,8 +200,8 @@ def test_video_events_blinks_and_pulse(world):
 
 
 def test_random_video_is_deterministic_and_valid():
-    a = FaceWorld(seed=1, size=64).video(identity=0, duration_s=3.0, fps=15)
-    b = FaceWorld(seed=1, size=64).video(identity=0, duration_s=3.0, fps=15)
+    a = FaceWorld(seed=1, size=48).video(identity=0, duration_s=3.0, fps=8)
+    b = FaceWorld(seed=1, size=48).video(identity=0, duration_s=3.0, fps=8)
     assert torch.equal(a.frames, b.frames) and a.events.equals(b.events)
     for r in a.events.itertuples():
         length = r.offset_s - r.onset_s

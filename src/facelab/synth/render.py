@@ -11,7 +11,7 @@ Coordinates: x right, y down, [-1, 1] over the image, pixel centres at ``(2 j + 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +54,6 @@ class Scene:
     layers: torch.Tensor             # (N, 6, H, W) identity layers (draw_identity) gathered per image
     neutral: torch.Tensor            # (N, 68, 2) the identity's neutral frontal landmarks
     seeds: torch.Tensor              # (N,) int64 seeds of per-image pixel noise
-    extra: dict = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -237,7 +236,7 @@ def _polar_lookup(X, Y, centre, table):
     return r - (t0 + (t1 - t0) * fr)
 
 
-def _eye_curves(u, Lp, upper, lower):
+def _eye_curves(u, upper, lower):
     """Upper/lower lid offsets at u for one eye: cubic 4u(1-u)(a + b u) through the two lid points on each side."""
     def fit(pts):
         (u1, v1), (u2, v2) = pts
@@ -524,7 +523,7 @@ def au_templates(H: int, device) -> torch.Tensor:
     key = (H, str(device))
     if key not in _TEMPLATES:
         from facelab.synth.facs import apply_aus
-        from facelab.synth.landmarks import mean_shape, side_weights
+        from facelab.synth.landmarks import mean_shape
 
         A = len(_AU)
         aus = torch.zeros(A * 2, A, 2)
@@ -537,7 +536,6 @@ def au_templates(H: int, device) -> torch.Tensor:
         base = _wrinkles(mean_shape()[None], torch.zeros(1, A, 2), torch.zeros(1), X, Y, H)
         t = _wrinkles(L, aus, age, X, Y, H) - base
         _TEMPLATES[key] = t.reshape(A * 2, H * H).to(device)
-        del side_weights
     return _TEMPLATES[key]
 
 
@@ -587,7 +585,7 @@ def draw_expression(sc: Scene, layer: torch.Tensor, H: int):
         p0, p1 = L[:, o[0]], L[:, o[1]]
         u, v, length = _frame(Xw, Yw, p0, p1)
         uu, vv = _frame_pts(L[:, list(up) + list(lo)], p0, p1)
-        v_up, v_lo = _eye_curves(u, L, [(uu[:, 0], vv[:, 0]), (uu[:, 1], vv[:, 1])],
+        v_up, v_lo = _eye_curves(u, [(uu[:, 0], vv[:, 0]), (uu[:, 1], vv[:, 1])],
                                  [(uu[:, 2], vv[:, 2]), (uu[:, 3], vv[:, 3])])
         inside_u = _ramp((u - 0.5).abs() - 0.5, pix / _s(length))
         if bool((mk[:, 7] > 0).any()):

@@ -480,7 +480,6 @@ class FaceWorld:
                 prm[sel, 1:4] = _MASK_COLOURS[(u[sel, 1] * len(_MASK_COLOURS)).long().clamp(max=3)]
             elif name == "hand":
                 L = lm[sel]
-                n = int(sel.sum())
                 side = torch.where(u[sel, 0] < 0.5, -1.0, 1.0)
                 target = torch.where(u[sel, 1:2] < 0.5, L[:, 57], L[:, 29])        # over the mouth or the nose/eye
                 prm[sel, 0] = target[:, 0] + side * (0.1 + 0.1 * u[sel, 2])
@@ -488,7 +487,6 @@ class FaceWorld:
                 prm[sel, 2] = side * (0.2 + 0.7 * u[sel, 4])
                 prm[sel, 3] = 0.8 + 0.3 * u[sel, 5]
                 prm[sel, 4] = u[sel, 6]
-                del n
         return occ, prm
 
     def _makeup(self, makeup, N, g):
