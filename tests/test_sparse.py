@@ -1,0 +1,323 @@
+"""Tests of facelab.sparse: ADMM solvers, Wing prox, estimators, bad input. Synthetic matrices only (fast)."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.linear_model import Lasso
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+
+from facelab.sparse import (
+    CRC,
+    RSC,
+    SRC,
+    WCSC,
+    WWCSC,
+    Downsample,
+    NearestNeighbor,
+    RandomProjection,
+    ShiftedGramFactor,
+    lasso_admm,
+    lasso_objective,
+    robust_admm,
+    robust_objective,
+    wing_loss,
+    wing_prox,
+)
+from facelab.sparse.protocols import block_occlude, corrupt_pixels, weight_mask_auc
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These problems are tiny: one thread avoids OpenMP spin-waiting on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# synthetic "faces": class subspaces in pixel space
+# ----------------------------------------------------------------------------------------------------------------
+def subspace_data(n_classes=8, per_class=6, n_probe=2, m=144, dim=3, seed=0, noise=0.02):
+    rng = np.random.default_rng(seed)
+    common = rng.random((m, 4))
+    X, y, P, py = [], [], [], []
+    for c in range(n_classes):
+        basis = np.abs(common @ rng.random((4, dim)) + 0.8 * rng.random((m, dim)))
+        for j in range(per_class + n_probe):
+            v = basis @ rng.random(dim) + noise * rng.standard_normal(m)
+            (X if j < per_class else P).append(v)
+            (y if j < per_class else py).append(c)
+    return np.array(X), np.array(y), np.array(P), np.array(py)
+
+
+def lasso_problem(m=60, n=100, k=6, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    D = torch.randn(m, n, generator=g, dtype=dtype) + 0.5 * torch.rand(m, 3, generator=g, dtype=dtype) @ torch.rand(
+        3, n, generator=g, dtype=dtype)
+    D = D / D.pow(2).mean(0).sqrt()
+    x = torch.zeros(n, k, dtype=dtype)
+    x[torch.randint(0, n, (4 * k,), generator=g), torch.arange(k).repeat(4)] = 1.0
+    Y = D @ x + 0.05 * torch.randn(m, k, generator=g, dtype=dtype)
+    return D, Y
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# solvers
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("m,n", [(80, 50), (40, 120)])
+def test_factor_solves_shifted_gram(m, n):
+    D = torch.randn(m, n, dtype=torch.float64)
+    F = ShiftedGramFactor(D, 0.7)
+    assert F.method == ("cholesky" if n <= m else "woodbury")
+    B = torch.randn(n, 5, dtype=torch.float64)
+    A = D.T @ D + 0.7 * torch.eye(n, dtype=torch.float64)
+    torch.testing.assert_close(A @ F.solve(B), B, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("shape,lam", [((60, 100), 0.01), ((120, 80), 0.003)])
+def test_lasso_admm_matches_sklearn_objective(shape, lam):
+    D, Y = lasso_problem(*shape)
+    res = lasso_admm(D, Y, lam, abs_tol=1e-8, rel_tol=1e-6, max_iter=20000)
+    ours = lasso_objective(D, Y, res.coef, lam)
+    for j in range(Y.shape[1]):
+        # sklearn: 1/(2 n_samples) ||y - Xw||^2 + alpha ||w||_1, the same scaling as ours with alpha = lam
+        sk = Lasso(alpha=lam, fit_intercept=False, tol=1e-9, max_iter=50_000).fit(D.numpy(), Y[:, j].numpy())
+        ref = lasso_objective(D, Y[:, j:j + 1], torch.as_tensor(sk.coef_)[:, None], lam).item()
+        assert ours[j].item() <= ref * (1 + 1e-4)  # ADMM's z is exactly sparse: its objective is an upper bound
+    assert bool(res.converged.all())
+    h = res.history_frame()
+    assert {"primal", "dual", "eps_primal", "eps_dual"} <= set(h.columns)
+    assert h["primal"].iloc[-1] < h["primal"].iloc[0]
+
+
+def test_lasso_admm_batched_equals_one_by_one():
+    D, Y = lasso_problem(seed=3)
+    both = lasso_admm(D, Y, 0.01, max_iter=300).coef
+    for j in range(Y.shape[1]):
+        one = lasso_admm(D, Y[:, j], 0.01, max_iter=300).coef[:, 0]
+        torch.testing.assert_close(one, both[:, j], atol=1e-3, rtol=0)
+
+
+def test_robust_square_fidelity_solves_the_lasso():
+    D, Y = lasso_problem(seed=1)
+    lam = 0.01
+    a = lasso_admm(D, Y, lam, abs_tol=1e-8, rel_tol=1e-6, max_iter=5000)
+    b = robust_admm(D, Y, lam, fidelity="square", rho=0.01, mu=1.0, abs_tol=1e-8, rel_tol=1e-6, max_iter=5000)
+    torch.testing.assert_close(lasso_objective(D, Y, b.coef, lam), lasso_objective(D, Y, a.coef, lam), rtol=1e-4,
+                               atol=0)
+
+
+def test_wing_loss_shape():
+    w, eps = 1.0, 0.2
+    x = torch.tensor([0.0, 0.5, 1.0, 3.0, -3.0], dtype=torch.float64)
+    v = wing_loss(x, w, eps)
+    C = w - w * math.log1p(w / eps)
+    assert v[0] == 0
+    assert v[1].item() == pytest.approx(w * math.log1p(0.5 / eps))
+    assert v[3].item() == pytest.approx(3.0 - C)
+    assert v[3] == v[4]
+    # continuous at |x| = w
+    assert wing_loss(torch.tensor(w - 1e-9, dtype=torch.float64), w, eps).item() == pytest.approx(
+        wing_loss(torch.tensor(w, dtype=torch.float64), w, eps).item(), abs=1e-7)
+
+
+@pytest.mark.parametrize("w,eps", [(1.0, 0.2), (0.5, 0.05), (10.0, 2.0)])
+def test_wing_prox_matches_numerical_minimiser(w, eps):
+    rng = np.random.default_rng(0)
+    a = torch.as_tensor(np.concatenate([rng.uniform(-3 * w, 3 * w, 200), [0.0, w, -w]]))[:, None]
+    t = torch.as_tensor(rng.uniform(0.0, 2.0 * w, len(a)))[:, None]
+    got = wing_prox(a, t, w, eps)
+
+    def obj(e):
+        return t * wing_loss(e, w, eps) + 0.5 * (e - a) ** 2
+
+    # brute force: a dense grid over [-|a| - 1, |a| + 1] for every a at once, then a finer grid around the best point
+    span = a.abs() + 1
+    grid = -span + 2 * span * torch.linspace(0, 1, 4001, dtype=torch.float64)[None]
+    best = grid.gather(1, obj(grid).argmin(1, keepdim=True))
+    fine = best + span * 1e-3 * torch.linspace(-1, 1, 2001, dtype=torch.float64)[None]
+    ref = torch.minimum(obj(fine).min(1, keepdim=True).values, obj(torch.zeros_like(a)))
+    assert bool((obj(got) <= ref + 1e-9).all())
+    assert bool((obj(got) >= ref - 1e-3).all())  # and the grid search is not far off (sanity of the test)
+
+
+def test_wing_prox_limits():
+    a = torch.linspace(-5, 5, 101, dtype=torch.float64)
+    torch.testing.assert_close(wing_prox(a, 0.0, 1.0, 0.5), a)  # t = 0: identity
+    big = wing_prox(a, 1e6, 1.0, 0.5)  # huge step: everything to zero
+    assert big.abs().max().item() == 0.0
+
+
+def test_wwcsc_unit_weights_equal_wcsc():
+    D, Y = lasso_problem(seed=2)
+    kw = dict(fidelity="wing", w=1.0, epsilon=0.3, rho=0.1, mu=10.0, max_iter=100)
+    a = robust_admm(D, Y, 0.01, **kw)
+    b = robust_admm(D, Y, 0.01, weights=torch.ones_like(Y), **kw)
+    torch.testing.assert_close(a.coef, b.coef, atol=1e-12, rtol=0)
+    X, y, P, _ = subspace_data()
+    wc = WCSC(lam=0.01).fit(X, y)
+    ww = WWCSC(lam=0.01, n_reweight=0, max_iter=wc.max_iter).fit(X, y)
+    np.testing.assert_allclose(ww.decision_function(P), wc.decision_function(P), atol=1e-12)
+    torch.testing.assert_close(ww.encode(P).coef, wc.encode(P).coef, atol=1e-12, rtol=0)
+
+
+def test_wing_admm_decreases_objective_and_weights_find_outliers():
+    D, Y = lasso_problem(m=100, n=60, k=4, seed=5)
+    Yc = Y.clone()
+    Yc[:15] += 3.0  # gross outliers on the first 15 pixels (fewer than 1 - tau of them)
+    res = robust_admm(D, Yc, 0.005, fidelity="wing", w=1.0, epsilon=0.3, rho=0.05, mu=10.0, reweight=3,
+                      max_iter=60, record_objective=True)
+    obj = res.history["objective"]
+    assert obj[-1].mean() < obj[0].mean()
+    assert res.weights.shape == Yc.shape
+    assert res.weights[:15].mean() < 0.3 < 0.6 < res.weights[15:].mean()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# estimators
+# ----------------------------------------------------------------------------------------------------------------
+ALL = [lambda: SRC(lam=0.01), lambda: SRC(lam=0.01, extended=True), lambda: CRC(lam=1e-3),
+       lambda: RSC(lam=0.01), lambda: WCSC(lam=0.01), lambda: WWCSC(lam=0.01), lambda: NearestNeighbor()]
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_estimators_classify_clean_subspace_data(make):
+    X, y, P, py = subspace_data()
+    est = make().fit(X, y)
+    assert est.decision_function(P).shape == (len(P), 8)
+    assert est.score(P, py) >= 0.85
+
+
+def test_robust_methods_survive_block_occlusion_better_than_square_loss():
+    X, y, P, py = subspace_data(n_classes=10, per_class=6, n_probe=3, m=256, seed=4)
+    imgs = P.reshape(-1, 1, 16, 16)
+    occ, _ = block_occlude(torch.as_tensor(imgs, dtype=torch.float32), 0.4, generator=torch.Generator().manual_seed(0))
+    Po = occ.reshape(len(P), -1).numpy()
+    acc = {name: est.fit(X, y).score(Po, py) for name, est in
+           [("src", SRC(lam=0.01)), ("wwcsc", WWCSC(lam=0.01)), ("src_ext", SRC(lam=0.01, extended=True))]}
+    assert acc["wwcsc"] >= acc["src"]
+    assert acc["wwcsc"] >= 0.8
+
+
+def test_pipeline_and_gridsearch():
+    rng = np.random.default_rng(0)
+    X, y, P, py = subspace_data(n_classes=5, per_class=6, n_probe=2, m=256, seed=1)
+    imgs = np.clip(X.reshape(-1, 1, 16, 16) / X.max(), 0, 1)
+    pipe = Pipeline([("feat", Downsample(size=(8, 8))), ("clf", WCSC(lam=0.01))])
+    gs = GridSearchCV(pipe, {"clf__lam": [0.003, 0.03], "feat__size": [(8, 8), (16, 16)]}, cv=3)
+    gs.fit(imgs, y)
+    assert set(gs.best_params_) == {"clf__lam", "feat__size"}
+    assert gs.score(np.clip(P.reshape(-1, 1, 16, 16) / X.max(), 0, 1), py) >= 0.8
+    rp = Pipeline([("feat", RandomProjection(n_components=40, random_state=0)), ("clf", SRC(lam=0.01))])
+    assert rp.fit(imgs, y).predict(imgs[:3]).shape == (3,)
+    assert clone(rp).get_params()["feat__n_components"] == 40
+    del rng
+
+
+def test_one_sample_per_class_is_allowed():
+    X, y, P, py = subspace_data(per_class=1, noise=0.0)
+    for est in (SRC(lam=0.01), CRC(), WWCSC(lam=0.01), RSC(lam=0.01), NearestNeighbor()):
+        pred = est.fit(X, y).predict(P)
+        assert pred.shape == py.shape
+        assert set(pred) <= set(y)
+
+
+def test_transformers():
+    imgs = np.random.default_rng(0).random((4, 3, 32, 24)).astype("float32")
+    d = Downsample(size=(8, 6)).fit(imgs)
+    F = d.transform(imgs)
+    assert F.shape == (4, 48) and d.inverse_shape == (8, 6)
+    gray = 0.299 * imgs[:, 0] + 0.587 * imgs[:, 1] + 0.114 * imgs[:, 2]
+    np.testing.assert_allclose(F[0, 0], gray[0, :4, :4].mean(), rtol=1e-5)
+    r = RandomProjection(n_components=10, random_state=1).fit(imgs)
+    assert r.transform(imgs).shape == (4, 10)
+    np.testing.assert_array_equal(r.components_, RandomProjection(10, random_state=1).fit(imgs).components_)
+
+
+def test_occluders_and_auc():
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.full((3, 1, 40, 40), 0.5)
+    out, mask = block_occlude(imgs, 0.25, generator=g)
+    assert out.shape == imgs.shape and mask.shape == (3, 1, 40, 40)
+    assert mask.float().mean().item() == pytest.approx(0.25, abs=0.02)
+    assert torch.equal(out[~mask], imgs[~mask])
+    out, mask = corrupt_pixels(imgs, 0.6, generator=g)
+    assert mask.float().mean().item() == pytest.approx(0.6, abs=0.02)
+    assert 0 <= out.min() and out.max() <= 1
+    m = np.array([[1, 1, 0, 0]], bool)
+    assert weight_mask_auc(np.array([[0.1, 0.2, 0.9, 0.8]]), m) == pytest.approx(1.0)
+    assert weight_mask_auc(np.array([[0.9, 0.8, 0.1, 0.2]]), m) == pytest.approx(0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# bad input
+# ----------------------------------------------------------------------------------------------------------------
+def test_dimension_mismatch():
+    X, y, P, _ = subspace_data()
+    est = SRC(lam=0.01).fit(X, y)
+    with pytest.raises(ValueError, match="features, but SRC was fitted with 144"):
+        est.predict(P[:, :100])
+    with pytest.raises(ValueError, match="do not match"):
+        lasso_admm(torch.randn(10, 5), torch.randn(9, 2), 0.1)
+    with pytest.raises(ValueError, match="2-D"):
+        SRC().fit(X.reshape(len(X), 12, 12), y)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nonfinite_pixels(bad):
+    X, y, P, _ = subspace_data()
+    Xb = X.copy()
+    Xb[3, 5] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        WWCSC().fit(Xb, y)
+    est = CRC().fit(X, y)
+    Pb = P.copy()
+    Pb[0, 0] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        est.predict(Pb)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        robust_admm(torch.as_tensor(X.T), torch.as_tensor(Pb.T), 0.1)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        Downsample().fit(np.full((2, 1, 8, 8), bad))
+
+
+def test_single_class_is_an_error():
+    X, _, _, _ = subspace_data()
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        SRC().fit(X, np.zeros(len(X)))
+
+
+@pytest.mark.parametrize("est,param", [
+    (SRC(lam=0), "lam"), (SRC(lam=-1), "lam"), (SRC(rho=0.0), "rho"), (CRC(lam=0), "lam"),
+    (WCSC(w=0), "w"), (WCSC(epsilon=-0.1), "epsilon"), (WCSC(mu=0), "mu"), (WWCSC(tau=1.5), "tau"),
+    (WWCSC(n_reweight=-1), "n_reweight"), (RSC(c=0), "c"), (SRC(max_iter=0), "max_iter"), (WCSC(tol=0), "tol"),
+])
+def test_non_positive_parameters(est, param):
+    X, y, _, _ = subspace_data()
+    with pytest.raises(ValueError, match=param):
+        est.fit(X, y)
+
+
+def test_non_positive_solver_parameters():
+    D, Y = lasso_problem()
+    with pytest.raises(ValueError, match="lam"):
+        lasso_admm(D, Y, 0.0)
+    with pytest.raises(ValueError, match="rho"):
+        lasso_admm(D, Y, 0.1, rho=-1)
+    with pytest.raises(ValueError, match="epsilon"):
+        wing_prox(torch.zeros(3), 1.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="w must"):
+        wing_loss(torch.zeros(3), -1.0, 0.5)
+    with pytest.raises(ValueError, match="n_components"):
+        RandomProjection(n_components=0).fit(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="size"):
+        Downsample(size=(0, 4)).fit(np.zeros((2, 1, 8, 8)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        robust_objective(D, Y, torch.zeros(D.shape[1], Y.shape[1], dtype=D.dtype), 0.1)
