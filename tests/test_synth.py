@@ -250,3 +250,14 @@ def test_stream_and_map_datasets():
         ds[8]
     with pytest.raises(ValueError, match="n_identities"):
         SyntheticFaces(n_identities=0)
+
+
+@pytest.mark.parametrize("fps", [5, 8, 12, 30, 60])
+def test_random_events_are_valid_at_any_frame_rate(fps):
+    from facelab.synth import video as V
+
+    for s in range(10):
+        events = V.random_events(20.0, torch.Generator().manual_seed(s), fps)
+        checked = V.validate_events(events, 20.0, fps)          # raises on any impossible timing
+        assert all(e["onset"] < e["apex"] < e["offset"] for e in checked)
+        assert all(b["onset_s"] >= a["offset_s"] for a, b in zip(checked, checked[1:]))   # no overlap

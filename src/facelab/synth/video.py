@@ -110,18 +110,25 @@ def validate_events(events: Sequence[Mapping], duration_s: float, fps: float) ->
     return out
 
 
-def random_events(duration_s: float, g: torch.Generator, micro_rate: float = 0.15, macro_rate: float = 0.1):
-    """Non-overlapping random macro (0.5-4 s) and micro (0.2-0.45 s) events at the given rates (per second)."""
+def random_events(duration_s: float, g: torch.Generator, fps: float = 30.0, micro_rate: float = 0.15,
+                  macro_rate: float = 0.1):
+    """Non-overlapping random macro (0.5-4 s) and micro (0.2-0.45 s) events at the given rates (per second), with
+    onset/apex/offset on distinct frames (micro-expressions are skipped when the frame rate cannot show them)."""
     u = lambda: float(torch.rand(1, generator=g))  # noqa: E731
     events, t = [], 0.3 + u()
     emotions = EMOTIONS[1:]
+    micro_ok = fps * MICRO_MAX_S > 3.0
     while t < duration_s - 0.6:
-        micro = u() < micro_rate / (micro_rate + macro_rate)
+        micro = micro_ok and u() < micro_rate / (micro_rate + macro_rate)
         length = (0.2 + 0.25 * u()) if micro else min(0.6 + 3.0 * u(), duration_s - t - 0.05)
-        if length < (0.2 if micro else MACRO_RANGE_S[0]) or t + length > duration_s - 0.05:
+        f_on = int(math.ceil(t * fps))
+        n = max(2, int(round(length * fps)))
+        f_off = f_on + n
+        f_ap = f_on + max(1, min(n - 1, int(round(n * (0.3 + 0.3 * u())))))
+        on, ap, off = f_on / fps, f_ap / fps, f_off / fps
+        if (micro and off - on >= MICRO_MAX_S) or (not micro and off - on < MACRO_RANGE_S[0]) \
+                or off > duration_s - 0.05:
             break
-        on, off = t, t + length
-        ap = on + length * (0.3 + 0.3 * u())
         emo = emotions[int(u() * len(emotions)) % len(emotions)]
         inten = (0.2 + 0.3 * u()) if micro else (0.6 + 0.4 * u())
         events.append(dict(kind="micro" if micro else "macro", emotion=emo, onset=on, apex=ap, offset=off,

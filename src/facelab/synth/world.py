@@ -262,7 +262,7 @@ class FaceWorld:
         if isinstance(events, str):
             if events != "random":
                 raise ValueError(f"events must be 'random', None or a list of dicts, got {events!r}")
-            events = V.random_events(duration_s, g)
+            events = V.random_events(duration_s, g, fps)
         evs = V.validate_events(events or [], duration_s, fps)
         A = len(AU_NAMES)
         traj = torch.zeros(T, A, 2)
