@@ -154,7 +154,7 @@ def null_text_inversion(model, images: torch.Tensor, prompts=None, *, num_steps:
                     opt.zero_grad(set_to_none=True)
                     per_image.sum().backward()
                 opt.step()
-                if float(per_image.max()) < tol + 2e-5 * i:
+                if float(per_image.detach().max()) < tol + 2e-5 * i:
                     break
             u = u.detach()
         with torch.no_grad():

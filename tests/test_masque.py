@@ -1,0 +1,286 @@
+"""facelab.privacy MASQUE: landmark masks, prompt alignment and attention control, null-text inversion, masked
+latent blending, pairwise dodging guidance, PGD baselines, dodging/locality metrics and bad input.
+
+Everything runs on tiny randomly initialised UNets (no checkpoint, no download) and a stub face embedder."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from facelab.diffusion import DiffusionModel, PatchAutoencoder, make_scheduler, tiny_stable_diffusion
+from facelab.privacy.attention import AttentionEditor, PromptError, align_prompts
+from facelab.privacy.evaluation import FaceModel
+from facelab.privacy.masks import EmptyMaskError, face_region_masks, latent_mask, region_for_word
+from facelab.privacy.masque import (MasqueConfig, NoReferencesError, build_references, dodging_rates,
+                                    guided_reconstruction, locality, masque_protect, null_text_inversion,
+                                    pairwise_similarity, pgd_dodge)
+
+SRC = "a face of a person"
+EDIT = "a face of a person with red lipstick"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models are far faster on one thread than with several on a busy machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class _Text:
+    """Prompt encoder stand-in: a fixed (L, 32) random matrix per prompt."""
+
+    def __init__(self, tokens=8):
+        self.tokens = tokens
+
+    def __call__(self, prompts):
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        return torch.stack([torch.randn(self.tokens, 32, generator=torch.Generator().manual_seed(sum(map(ord, p)) + 1))
+                            for p in prompts])
+
+
+def _quick(tokens=8, size=32, patch=4):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=size // patch, in_channels=3 * patch ** 2, out_channels=3 * patch ** 2,
+                                layers_per_block=1, block_out_channels=(16, 32),
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+                                attention_head_dim=2, norm_num_groups=8).eval().requires_grad_(False)
+    with torch.no_grad():   # a calmer random UNet: small noise predictions, as a trained one makes
+        unet.conv_out.weight.mul_(0.1)
+        unet.conv_out.bias.mul_(0.1)
+    return DiffusionModel(unet=unet, scheduler=make_scheduler("ddim"), text_encoder=_Text(tokens),
+                          vae=PatchAutoencoder(patch), image_size=size, name="test-quick")
+
+
+class _StubEmbedder(torch.nn.Module):
+    input_size = 32
+    distance = "cosine"
+    differentiable = True
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, 2, 1),
+                                       torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16 * 64, 16))
+
+    def forward(self, x):
+        return self.net(x - 0.5)
+
+
+@pytest.fixture(scope="module")
+def faces():
+    from facelab.synth import FaceWorld
+
+    b = FaceWorld(seed=0, size=32).sample(n_identities=2, per_identity=2, identity_offset=100000)
+    return b.images, b.landmarks, b.labels["identity"].tolist()
+
+
+@pytest.fixture(scope="module")
+def stub():
+    return FaceModel("stub", _StubEmbedder().requires_grad_(False), "synth-64")
+
+
+# ----------------------------------------------------------------------------------------------- masks
+def test_region_masks_sit_on_their_landmarks(faces):
+    _, lm, _ = faces
+    big = lm * 4  # draw at 128 px for a sharper check
+    for region, idx in (("lips", range(48, 60)), ("eyeliner", range(36, 48))):
+        m = face_region_masks(big, 128, region, soften=0)
+        assert m.shape == (4, 1, 128, 128) and float(m.min()) >= 0 and float(m.max()) <= 1
+        for i in range(4):
+            pts = big[i, list(idx)].round().long()
+            assert float(m[i, 0, pts[:, 1], pts[:, 0]].mean()) > 0.5
+    eyes_y = big[:, 36:48, 1].mean(1)
+    shadow = face_region_masks(big, 128, "eyeshadow", soften=0)
+    cheeks = face_region_masks(big, 128, "cheeks", soften=0)
+    ys = torch.arange(128.0).view(1, 128, 1)
+    centroid = lambda m: (m[:, 0] * ys).flatten(1).sum(1) / m[:, 0].flatten(1).sum(1)
+    assert (centroid(shadow) < eyes_y).all() and (centroid(cheeks) > eyes_y).all()
+    both = face_region_masks(big, 128, ["lips", "cheeks"], soften=0)
+    assert torch.allclose(both, torch.maximum(face_region_masks(big, 128, "lips", soften=0), cheeks), atol=0.02)
+    assert region_for_word("red lipstick") == "lips" and region_for_word("blush") == "cheeks"
+    with pytest.raises(ValueError, match="no face region"):
+        region_for_word("hat")
+
+
+def test_empty_masks_raise(faces):
+    _, lm, _ = faces
+    with pytest.raises(EmptyMaskError, match="no landmarks"):
+        face_region_masks(None, 32)
+    bad = lm.clone()
+    bad[1] = float("nan")
+    with pytest.raises(EmptyMaskError, match=r"faces \[1\]"):
+        face_region_masks(bad, 32)
+    with pytest.raises(EmptyMaskError, match="outside"):
+        face_region_masks(lm + 500, 32)
+    with pytest.raises(EmptyMaskError, match="68 landmarks"):
+        face_region_masks(torch.zeros(2, 5, 2), 32)
+
+
+def test_latent_mask_covers_pixel_mask(faces):
+    _, lm, _ = faces
+    m = face_region_masks(lm, 32, "lips")
+    lat = latent_mask(m, 8)
+    assert lat.shape == (4, 1, 8, 8) and set(lat.unique().tolist()) <= {0.0, 1.0}
+    up = torch.nn.functional.interpolate(lat, size=32, mode="nearest")
+    assert float((m * (1 - up)).max()) <= 0.05
+
+
+# ----------------------------------------------------------------------------------------------- prompts
+def test_prompt_alignment_names_the_word():
+    model = tiny_stable_diffusion(32)
+    al = align_prompts(model, SRC, EDIT, "lipstick")
+    assert al.n_tokens == 77 and al.word_indices == [8]           # <start> a face of a person with red lipstick
+    assert al.mapper[:6].tolist() == list(range(6)) and al.alpha[:6].tolist() == [1.0] * 6
+    assert al.alpha[6:9].tolist() == [0.0, 0.0, 0.0]               # "with red lipstick" are new
+    assert al.mapper[9].item() == 6 and al.alpha[9] == 1           # end token aligned to the source's end token
+    with pytest.raises(PromptError, match="does not contain the edited word"):
+        align_prompts(model, SRC, "a face of a person with blue eyeshadow", "lipstick")
+    with pytest.raises(PromptError, match="already contains"):
+        align_prompts(model, "a face with lipstick", "a face with red lipstick", "lipstick")
+    # the word's cross-attention is recorded on the latent grid (edit branch, conditional group)
+    c = model.encode_prompt([SRC, EDIT])
+    x = torch.randn(2, 4, 16, 16)
+    with AttentionEditor(model.unet, al, 1, (16, 16), 10) as ed:
+        model.unet(x, 500, encoder_hidden_states=c)
+        m = ed.word_map()
+    assert m.shape == (1, 16, 16) and float(m.std()) > 0 and float(m.min()) >= 0
+    single = align_prompts(_quick(tokens=1), SRC, EDIT, "lipstick")
+    assert single.n_tokens == 1 and not single.informative
+
+
+def test_edit_processor_matches_default_attention_when_inactive():
+    model = _quick()
+    x = torch.randn(4, 48, 8, 8)
+    c = model.encode_prompt([SRC, SRC, EDIT, EDIT])
+    ref = model.unet(x, 500, encoder_hidden_states=c).sample
+    al = align_prompts(model, SRC, EDIT, "lipstick")
+    with AttentionEditor(model.unet, al, 2, (8, 8), 10) as ed:
+        ed.active = False
+        out = model.unet(x, 500, encoder_hidden_states=c).sample
+        ed.active, ed.step = True, 0
+        edited = model.unet(x, 500, encoder_hidden_states=c).sample
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.allclose(edited[:2], ref[:2], atol=1e-5)            # the source branch is never changed
+    assert not torch.allclose(edited[2:], ref[2:], atol=1e-4)        # the edit branch is
+    assert model.unet.attn_processors != {} and all(type(p).__name__ != "EditAttnProcessor"
+                                                    for p in model.unet.attn_processors.values())
+
+
+# ----------------------------------------------------------------------------------------------- inversion
+def test_null_text_inversion_beats_ddim_inversion_under_guidance(faces):
+    images = faces[0][:2]
+    model = _quick()
+    plain = null_text_inversion(model, images, SRC, num_steps=8, guidance_scale=3.0, inner_steps=0)
+    nti = null_text_inversion(model, images, SRC, num_steps=8, guidance_scale=3.0, inner_steps=10, lr=0.5)
+    mse_plain = float((guided_reconstruction(model, plain) - images).pow(2).mean())
+    mse_nti = float((guided_reconstruction(model, nti) - images).pow(2).mean())
+    assert nti.uncond.shape == (8, 2, 8, 32)
+    assert mse_nti < 0.7 * mse_plain, (mse_nti, mse_plain)
+    with pytest.raises(ValueError, match="guidance_scale must be > 1"):
+        null_text_inversion(model, images, SRC, guidance_scale=1.0)
+
+
+# ----------------------------------------------------------------------------------------------- the edit
+def test_masque_edits_stay_inside_the_mask_and_guidance_dodges(faces, stub):
+    images, lm, ids = faces
+    model = _quick()
+    cfg = dict(num_steps=6, guidance_scale=3.0, null_inner_steps=2)
+    inv = null_text_inversion(model, images, SRC, num_steps=6, guidance_scale=3.0, inner_steps=2)
+    plain = masque_protect(model, images, lm, ids, edit_prompt=EDIT, word="lipstick", models=[stub],
+                           config=MasqueConfig(adversarial=False, **cfg), inversion=inv)
+    adv = masque_protect(model, images, lm, ids, edit_prompt=EDIT, word="lipstick", models=[stub],
+                         config=MasqueConfig(adv_step=0.5, adv_start=0.0, **cfg), inversion=inv)
+    outside = plain.mask == 0
+    for r in (plain, adv):
+        assert r.images.shape == images.shape and r.map_kind == "noise-difference"   # no tokenizer: no word tokens
+        assert float((r.images - images).abs().masked_select(outside).max()) == 0.0
+        assert float((r.images - images).abs().amax()) > 0.05
+    loc = locality(adv.images, images, adv.mask)
+    assert loc["change outside (/255)"] == 0 and loc["change inside (/255)"] > 1
+    refs = build_references([stub], images, lm, ids)
+    sim = lambda x: float(pairwise_similarity([stub], x, lm, refs).mean())
+    assert sim(adv.images) < sim(plain.images) - 0.01
+    assert adv.history[-1]["pairwise similarity"] < adv.history[0]["pairwise similarity"]
+    # without the pixel composite, latent blending alone keeps the latent cells outside the blend mask = source
+    nopaste = masque_protect(model, images, lm, ids, edit_prompt=EDIT, word="lipstick", config=MasqueConfig(
+        adversarial=False, paste=False, **cfg), inversion=inv)
+    keep = torch.nn.functional.interpolate(nopaste.blend_mask, size=32, mode="nearest") == 0
+    assert torch.allclose(nopaste.images.masked_select(keep.expand_as(images)),
+                          nopaste.reconstruction.masked_select(keep.expand_as(images)), atol=1e-6)
+
+
+def test_single_token_model_uses_noise_difference_map(faces):
+    images, lm, ids = faces
+    model = _quick(tokens=1)
+    r = masque_protect(model, images[:2], lm[:2], ids[:2], edit_prompt=EDIT, word="lipstick",
+                       config=MasqueConfig(num_steps=4, null_inner_steps=0, adversarial=False))
+    assert r.map_kind == "noise-difference" and r.word_map.shape == (2, 8, 8)
+    assert float(r.word_map.max()) == pytest.approx(1.0)
+
+
+def test_masque_bad_input(faces, stub):
+    images, lm, ids = faces
+    model = _quick()
+    kw = dict(models=[stub], config=MasqueConfig(num_steps=2, null_inner_steps=0))
+    with pytest.raises(PromptError, match="does not contain"):
+        masque_protect(model, images, lm, ids, edit_prompt="a face of a person with blue eyeshadow",
+                       word="lipstick", **kw)
+    nan = lm.clone()
+    nan[0] = float("nan")
+    with pytest.raises(EmptyMaskError):
+        masque_protect(model, images, nan, ids, edit_prompt=EDIT, word="lipstick", **kw)
+    with pytest.raises(NoReferencesError, match="no other image"):
+        masque_protect(model, images[[0, 2]], lm[[0, 2]], [ids[0], ids[2]], edit_prompt=EDIT, word="lipstick",
+                       on_missing_references="error", **kw)
+    with pytest.raises(ValueError, match="surrogate"):
+        masque_protect(model, images, lm, ids, edit_prompt=EDIT, word="lipstick",
+                       config=MasqueConfig(num_steps=2, null_inner_steps=0))
+
+
+def test_references_exclude_self_and_fall_back_to_source(faces, stub):
+    images, lm, ids = faces                       # identities a, a, b, b
+    refs = build_references([stub], images, lm, ids)
+    assert refs.owner.tolist() == [0, 1, 2, 3] and refs.fallback == []
+    e = torch.nn.functional.normalize(stub.embed(images, lm), dim=1)
+    assert torch.allclose(refs.embeddings["stub"], e[[1, 0, 3, 2]], atol=1e-5)
+    lone = build_references([stub], images[[0, 2]], lm[[0, 2]], ["x", "y"])
+    assert lone.fallback == [0, 1] and torch.allclose(lone.embeddings["stub"], e[[0, 2]], atol=1e-5)
+    sim = pairwise_similarity([stub], images[[0, 2]], lm[[0, 2]], lone)
+    assert torch.allclose(sim, torch.ones(2), atol=1e-5)   # the clean face is identical to itself
+
+
+# ----------------------------------------------------------------------------------------------- baselines, metrics
+def test_pgd_dodge_global_and_masked(faces, stub):
+    images, lm, ids = faces
+    refs = build_references([stub], images, lm, ids)
+    before = pairwise_similarity([stub], images, lm, refs)
+    eps = 8 / 255
+    glob = pgd_dodge(images, lm, ids, [stub], epsilon=eps, steps=5)
+    mask = face_region_masks(lm, 32, "lips", soften=0)
+    masked = pgd_dodge(images, lm, ids, [stub], epsilon=eps, steps=5, mask=mask)
+    assert float((glob - images).abs().max()) <= eps + 1e-6
+    assert float((masked - images).abs().masked_select((mask == 0).expand_as(images)).max()) == 0.0
+    assert (pairwise_similarity([stub], glob, lm, refs) < before).all()
+    assert float(pairwise_similarity([stub], masked, lm, refs).mean()) < float(before.mean())
+
+
+def test_dodging_rates_count_pairs_below_threshold(faces, stub):
+    images, lm, _ = faces
+    owner = [0, 0, 1]
+    gallery = images[[1, 2, 3]]
+    e = stub.embed(images[:2], lm[:2])
+    g = stub.embed(gallery, lm[[1, 2, 3]])
+    s = torch.nn.functional.cosine_similarity(e[owner], g).numpy()
+    thr = {"FAR=0.1": float(np.sort(s)[1]) + 1e-6, "FAR=0.01": 2.0, "FAR=0.001": -2.0}
+    r = dodging_rates(stub, images[:2], lm[:2], gallery, lm[[1, 2, 3]], owner, thr)
+    assert r["FAR=0.1"] == pytest.approx(2 / 3) and r["FAR=0.01"] == 1.0 and r["FAR=0.001"] == 0.0
+    assert r["mean score"] == pytest.approx(float(s.mean()), abs=1e-5)
