@@ -112,8 +112,13 @@ def eigenfaces_rank1(chips, ids, n_gallery: int = 5, n_components: int = 100, wh
         g = chips[gallery].reshape(len(gallery), -1)
         pca = PCA(n_components=min(n_components, len(gallery) - 1), whiten=whiten).fit(g)
         return nearest_neighbour_rank1(pca.transform(chips.reshape(len(chips), -1)), ids, n_gallery)
-    model = Eigenfaces(n_components=n_components, whiten=whiten).fit(chips[gallery], ids[gallery])
-    return float(model.score(chips[probes], ids[probes]))
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread: the SVD of a few hundred chips is fast either way, but multi-threaded OpenBLAS slows down
+    # by an order of magnitude when the CPU is oversubscribed (measured: 0.2 s -> 10 s CPU for 500 x 3136)
+    with threadpool_limits(limits=1, user_api="blas"):
+        model = Eigenfaces(n_components=n_components, whiten=whiten).fit(chips[gallery], ids[gallery])
+        return float(model.score(chips[probes], ids[probes]))
 
 
 def _grey(images: torch.Tensor, size: int = _SIZE) -> np.ndarray:
