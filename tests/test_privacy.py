@@ -116,6 +116,9 @@ def test_non_faces_are_rejected(faces):
         check_faces(x, upside_down)
     with pytest.raises(NotAFaceError, match="outside the image"):
         check_faces(x, lm + 100)
+    # the attacks run the check themselves
+    with pytest.raises(NotAFaceError, match="not in face order"):
+        pgd_protect(x, x.roll(1, 0), [_surrogate()], landmarks=upside_down)
     # a recogniser-based check: noise images are far from every known face
     sur = _surrogate()
     with torch.no_grad():

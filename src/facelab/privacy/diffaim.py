@@ -58,7 +58,7 @@ import torch.nn.functional as F
 
 from facelab.diffusion.hooks import UNetProbe
 from facelab.diffusion.inversion import Inversion, ddpm_inversion, noise_prediction, reverse_process, step_terms
-from facelab.privacy.evaluation import FaceModel, ssim
+from facelab.privacy.evaluation import FaceModel, check_faces, ssim
 
 __all__ = ["DiffAIMConfig", "PUBLISHED_DEFAULTS", "ProtectionResult", "diffaim_protect", "guidance_step",
            "identity_score", "augment_chips", "check_attack_inputs"]
@@ -236,6 +236,8 @@ def diffaim_protect(model, sources: torch.Tensor, targets: torch.Tensor, models:
     check_attack_inputs(sources, targets, source_ids, target_ids)
     sources = model.check_images(sources)
     targets = model.check_images(targets)
+    check_faces(sources, landmarks)
+    check_faces(targets, landmarks if target_landmarks is None else target_landmarks)
     dev = model.device
     landmarks = landmarks.to(dev)
     target_landmarks = (landmarks if target_landmarks is None else target_landmarks).to(dev)

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import torch
 
 from facelab.privacy.diffaim import ProtectionResult, check_attack_inputs, identity_score
-from facelab.privacy.evaluation import FaceModel
+from facelab.privacy.evaluation import FaceModel, check_faces
 
 __all__ = ["pgd_protect", "reconstruct"]
 
@@ -47,6 +47,8 @@ def pgd_protect(sources: torch.Tensor, targets: torch.Tensor, models: Mapping[st
     """
     models = list(models.values()) if isinstance(models, Mapping) else list(models)
     check_attack_inputs(sources, targets, source_ids, target_ids)
+    check_faces(sources, landmarks)
+    check_faces(targets, landmarks if target_landmarks is None else target_landmarks)
     if epsilon <= 0 or steps < 1:
         raise ValueError(f"need epsilon > 0 and steps >= 1, got epsilon={epsilon}, steps={steps}")
     dev = models[0].device
