@@ -284,3 +284,22 @@ def test_dodging_rates_count_pairs_below_threshold(faces, stub):
     r = dodging_rates(stub, images[:2], lm[:2], gallery, lm[[1, 2, 3]], owner, thr)
     assert r["FAR=0.1"] == pytest.approx(2 / 3) and r["FAR=0.01"] == 1.0 and r["FAR=0.001"] == 0.0
     assert r["mean score"] == pytest.approx(float(s.mean()), abs=1e-5)
+
+
+def test_makeup_classifier_heads_and_phrases():
+    from facelab.privacy.makeup import MakeupClassifier, parse_makeup, prompt_adherence
+
+    assert parse_makeup("a face of a person with dark red lipstick") == ("lipstick", "dark red")
+    assert parse_makeup("pink blush") == ("blush", "pink")
+    with pytest.raises(ValueError, match="none of its colours"):
+        parse_makeup("dark eyeliner")
+    with pytest.raises(ValueError, match="no makeup kind"):
+        parse_makeup("a hat")
+    torch.manual_seed(0)
+    net = MakeupClassifier().eval()
+    out = net(torch.rand(3, 3, 32, 32))
+    assert {k: v.shape for k, v in out.items()} == {k: (3, len(c)) for k, c in net.classes.items()}
+    x = torch.rand(3, 3, 64, 64)
+    pred = net.predict(x)
+    assert all(p in net.classes["lipstick"] for p in pred["lipstick"])
+    assert prompt_adherence(net, x, "red lipstick") == sum(p == "red" for p in pred["lipstick"]) / 3
