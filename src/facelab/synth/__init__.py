@@ -33,7 +33,9 @@ from facelab.synth.render import OCCLUSIONS
 from facelab.synth.video import FaceVideo
 from facelab.synth.world import (MAKEUP_COLOURS, MAKEUP_KINDS, NUISANCE_PRESETS, POSE_LIMITS, FaceBatch, FaceWorld,
                                  caption)
+from facelab.synth.attacks import ATTACK_KINDS, ATTACK_TYPES, apply_attack, make_attack_set  # noqa: E402
 
 __all__ = ["FaceWorld", "FaceBatch", "FaceVideo", "SyntheticFaces", "SyntheticFaceStream", "AU_NAMES",
            "AU_DESCRIPTIONS", "EMOTIONS", "EMOTION_PROTOTYPES", "OCCLUSIONS", "MAKEUP_COLOURS", "MAKEUP_KINDS",
-           "NUISANCE_PRESETS", "POSE_LIMITS", "LANDMARK_GROUPS", "LANDMARK_MIRROR", "parse_au_name", "caption"]
+           "NUISANCE_PRESETS", "POSE_LIMITS", "LANDMARK_GROUPS", "LANDMARK_MIRROR", "parse_au_name", "caption",
+           "ATTACK_KINDS", "ATTACK_TYPES", "apply_attack", "make_attack_set"]
