@@ -448,7 +448,6 @@ def read_annotation_sheet(path, dataset: str = "annotation") -> pd.DataFrame:
     raise ValueError(f"{dataset}: no header row with 'Subject' and 'Filename' in {path.name}")
 
 
-_read_sheet = read_annotation_sheet        # the name other modules imported first
 
 
 def _find_sheet(base: Path, annotations, dataset: str, hint: str) -> Path:
@@ -547,7 +546,7 @@ def _episode_folders(base: Path, subject_dir: str, episode: str, dataset: str) -
 
 
 def _micro_table(dataset: str, base: Path, sheet: Path, subject_dir, cols: dict) -> pd.DataFrame:
-    table = _read_sheet(sheet, dataset)
+    table = read_annotation_sheet(sheet, dataset)
     subj = _column(table, cols["subject"], dataset, sheet).astype(str).str.strip()
     fname = _column(table, cols["filename"], dataset, sheet).astype(str).str.strip()
     out = pd.DataFrame({

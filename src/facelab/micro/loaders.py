@@ -46,9 +46,9 @@ _COLUMNS = {"subject": ["Subject"], "trial": ["Trial"], "filename": ["Filename",
 
 
 def _sheet(path: Path) -> pd.DataFrame:
-    from facelab.datasets import _read_sheet  # B2's reader: CSV/xlsx, skips title rows above the header
+    from facelab.datasets import read_annotation_sheet  # CSV/xlsx, skips title rows above the header
 
-    return _read_sheet(path, "MMME")
+    return read_annotation_sheet(path, "MMME")
 
 
 def _col(table: pd.DataFrame, names: Sequence[str], sheet: Path, required: bool = True):
