@@ -11,6 +11,7 @@ from sklearn.linear_model import Lasso
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
+from facelab import sparse
 from facelab.sparse import (
     CRC,
     RSC,
@@ -321,3 +322,18 @@ def test_non_positive_solver_parameters():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         robust_objective(D, Y, torch.zeros(D.shape[1], Y.shape[1], dtype=D.dtype), 0.1)
+
+
+def test_real_photo_sets_hold_out_the_occluded_obama_probes():
+    gallery, probes, names = sparse.real_photo_sets(block_fraction=0.4, generator=torch.Generator().manual_seed(0))
+    assert len(probes) == 3 and len(names) == 3
+    assert set(probes.identity) == {"Barack Obama"}
+    assert names[:2] == ["obama_partial_face.jpg", "obama_partial_face2.jpg"] and "40% block" in names[2]
+    assert (gallery.identity == "Barack Obama").sum() == 2  # obama.jpg, obama3.jpg; not obama2's twin 32bit.png
+    assert len(set(gallery.identity)) > 10
+    assert probes.images.shape[1:] == gallery.images.shape[1:] == (3, 150, 150)
+    # the block probe differs from the clean chip over about 40% of its pixels
+    features = sparse.Downsample((8, 8)).fit(gallery.images)
+    table = sparse.predictions_table({"NN": sparse.NearestNeighbor()}, features, gallery, probes, names)
+    assert list(table.index) == names and list(table.columns) == ["truth", "NN"]
+    assert set(table["NN"]) <= set(gallery.identity)

@@ -22,6 +22,8 @@ import torch
 from sklearn.base import clone
 
 __all__ = [
+    "real_photo_sets",
+    "predictions_table",
     "block_occlude",
     "corrupt_pixels",
     "texture",
@@ -277,3 +279,50 @@ def sensitivity(estimator, param: str, values, features, gallery: FaceSet, probe
         est = clone(estimator).set_params(**{param: v}).fit(G, gallery.identity)
         rows.append({"parameter": param, "value": v, "accuracy": float(est.score(X, probes.identity))})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# real photos
+# --------------------------------------------------------------------------------------------------------------
+def real_photo_sets(block_fraction: float = 0.4, generator: torch.Generator | None = None):
+    """Gallery and occluded probes from the book's real photos (dlib-aligned 150 px chips).
+
+    Probes: the two partial-face Obama photos of the ``face_recognition`` test set (real occlusion: the face is cut
+    by the image border, so part of the chip is empty) and ``obama2.jpg`` with a random block over
+    ``block_fraction`` of it (a synthetic occluder on a real face). Gallery: every other real face, one identity per
+    person (``obama.jpg`` and ``obama3.jpg`` for Obama; Biden, the astronaut, Grace Hopper and the people of the
+    group photos with one image each). ``32bit.png``, a near copy of ``obama2.jpg``, is left out so the block probe
+    has no twin in the gallery.
+
+    Returns
+    -------
+    gallery, probes : FaceSet
+    probe_names : list of str
+    """
+    from facelab import photos
+
+    real = photos.load_real_faces("dlib-resnet")
+    images = torch.from_numpy(real.chips).permute(0, 3, 1, 2).float() / 255.0
+    table = real.table
+    names = table["name"].to_numpy()
+    identity = table["identity"].to_numpy()
+    partial = table["partial"].to_numpy().astype(bool)
+    block_src = names == "obama2.jpg"
+    in_gallery = ~partial & ~block_src & (names != "32bit.png")
+    if not partial.any() or not block_src.any():
+        raise RuntimeError("the real photo catalogue lost its partial-face or obama2 images; run `make assets`")
+    blocked, _ = block_occlude(images[block_src], block_fraction, generator=generator)
+    probes = FaceSet(images=torch.cat([images[partial], blocked]),
+                     identity=np.concatenate([identity[partial], identity[block_src]]))
+    probe_names = [*names[partial], *(f"{n} + {block_fraction:.0%} block" for n in names[block_src])]
+    gallery = FaceSet(images=images[in_gallery], identity=identity[in_gallery])
+    return gallery, probes, probe_names
+
+
+def predictions_table(methods: dict, features, gallery: FaceSet, probes: FaceSet, probe_names) -> pd.DataFrame:
+    """Each method's predicted identity for each probe (rows: probes; columns: truth and methods)."""
+    G, X = features.transform(gallery.images), features.transform(probes.images)
+    out = pd.DataFrame({"probe": list(probe_names), "truth": probes.identity})
+    for name, est in methods.items():
+        out[name] = clone(est).fit(G, gallery.identity).predict(X)
+    return out.set_index("probe")
