@@ -75,3 +75,14 @@ def test_threads_follow_environment(monkeypatch):
     assert torch.get_num_threads() == 1
     monkeypatch.delenv("FACELAB_THREADS")
     assert runtime.set_threads(2) == 2
+    monkeypatch.setenv("FACELAB_THREADS", "two")
+    with pytest.raises(runtime.ProfileError, match="FACELAB_THREADS"):
+        runtime.set_threads()
+
+
+def test_default_threads_leave_one_core_free(monkeypatch):
+    monkeypatch.delenv("FACELAB_THREADS", raising=False)
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 8)
+    assert runtime.default_threads() == 7
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 1)
+    assert runtime.default_threads() == 1
