@@ -106,3 +106,8 @@ def test_book_config_is_strict_and_offline():
         assert folder.startswith("data/assets/"), folder
     for excluded in (".venv", "notebooks", "_build"):
         assert excluded in cfg["exclude_patterns"]
+
+
+def test_chapters_are_listed_in_numeric_order():
+    numbers = [f.split("/")[-1][:2] for f in toc_files() if f.startswith("book/chapters/")]
+    assert numbers == sorted(numbers), numbers
