@@ -819,6 +819,15 @@ def _write_sheet(table: pd.DataFrame, path: Path, sheet_format: str) -> Path:
     return path
 
 
+def _videos_and_subjects(videos, subjects):
+    """The videos as a list and one subject number per video (1, 2, ... by default)."""
+    videos = _as_videos(videos)
+    subjects = list(range(1, len(videos) + 1)) if subjects is None else list(subjects)
+    if len(subjects) != len(videos):
+        raise ValueError(f"subjects has {len(subjects)} entries for {len(videos)} videos")
+    return videos, subjects
+
+
 def export_casme(videos, root, subjects: Sequence[int] | None = None, kinds=("micro",),
                  sheet_format: str = "csv") -> Path:
     """Write synthetic videos as CASME II: ``root/subSS/EPVV_01/img1.jpg..`` and ``root/CASME2-coding.csv``.
@@ -838,10 +847,7 @@ def export_casme(videos, root, subjects: Sequence[int] | None = None, kinds=("mi
     Path
         The sheet. Frame numbers are 1-based (``img1.jpg`` is frame 0 of the video), and so are the sheet's.
     """
-    videos = _as_videos(videos)
-    subjects = list(range(1, len(videos) + 1)) if subjects is None else list(subjects)
-    if len(subjects) != len(videos):
-        raise ValueError(f"subjects has {len(subjects)} entries for {len(videos)} videos")
+    videos, subjects = _videos_and_subjects(videos, subjects)
     root = Path(root)
     rows = []
     for v, (video, subject) in enumerate(zip(videos, subjects)):
@@ -863,10 +869,7 @@ def export_samm(videos, root, subjects: Sequence[int] | None = None, kinds=("mic
     """Write synthetic videos as SAMM: ``root/SSS/SSS_1_V/SSS_00001.jpg..`` and ``root/SAMM_Micro_FACS_Codes.csv``
     (columns Subject, Filename, Inducement Code, Onset Frame, Apex Frame, Offset Frame, Duration, Type,
     Action Units, Notes, Estimated Emotion; frame numbers 1-based as in the file names)."""
-    videos = _as_videos(videos)
-    subjects = list(range(1, len(videos) + 1)) if subjects is None else list(subjects)
-    if len(subjects) != len(videos):
-        raise ValueError(f"subjects has {len(subjects)} entries for {len(videos)} videos")
+    videos, subjects = _videos_and_subjects(videos, subjects)
     root = Path(root)
     rows = []
     for v, (video, subject) in enumerate(zip(videos, subjects)):

@@ -26,27 +26,18 @@ import numpy as np
 
 from facelab.metrics.verification import eer as _eer
 from facelab.metrics.verification import roc_auc as _roc_auc
+from facelab.metrics.verification import _as_numpy  # torch tensors or arrays -> numpy
 
 __all__ = ["apcer", "bpcer", "acer", "apcer_per_species", "pad_report"]
+
 
 _REDUCE = ("max", "mean", "pooled")
 
 
-def _to_numpy(x) -> np.ndarray:
-    try:
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    return np.asarray(x)
-
-
 def _check(labels, scores, threshold, need: str) -> tuple[np.ndarray, np.ndarray]:
     """Validate; ``need`` is 'attack', 'bonafide' or 'both' (which classes must be present)."""
-    y = _to_numpy(labels)
-    s = _to_numpy(scores).astype(np.float64, copy=False)
+    y = _as_numpy(labels, "labels")
+    s = _as_numpy(scores, "scores").astype(np.float64, copy=False)
     if y.ndim != 1 or s.ndim != 1:
         raise ValueError(f"labels and scores must be 1-D arrays, got shapes {y.shape} and {s.shape}")
     if y.shape[0] != s.shape[0]:
@@ -77,7 +68,7 @@ def apcer_per_species(labels, scores, attack_types, threshold: float = 0.5) -> d
     ``attack_types`` holds one name per sample; entries of bona fide rows are ignored.
     """
     y, s = _check(labels, scores, threshold, "attack")
-    t = _to_numpy(attack_types)
+    t = _as_numpy(attack_types, "attack_types")
     if t.ndim != 1 or t.shape[0] != y.shape[0]:
         raise ValueError(f"attack_types must have one entry per sample ({y.shape[0]}), got shape {t.shape}")
     accepted = s >= float(threshold)
