@@ -4,17 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from facelab import assets
+from pathlib import Path
+
+from facelab import assets, photos
 from facelab.detect import detect_faces
 from facelab.io import load_image
 from facelab.models import load_embedder
 
 
 def _real_photo_paths():
-    fr = assets.fetch("face-recognition-test-images")
-    demo = assets.fetch("faceapi-demo-photos")
-    return (sorted(fr.glob("*.jpg")) + [fr / "32bit.png", assets.fetch("astronaut"), assets.fetch("grace-hopper")]
-            + sorted(demo.glob("sample*.jpg")))
+    return [Path(p) for p in photos.real_photos()["path"]]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -489,7 +489,7 @@ class FaceRecognizer:
         if isinstance(embedder, str):
             from facelab.models import load_embedder
 
-            embedder = load_embedder(embedder)
+            embedder = load_embedder(embedder, device=self.device)  # cached per device: the shared copy never moves
         for attr in ("embed", "distance", "threshold"):
             if not hasattr(embedder, attr):
                 raise TypeError(f"embedder must provide .{attr} (see facelab.models.load_embedder), "

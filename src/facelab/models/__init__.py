@@ -40,34 +40,30 @@ def load_embedder(name: str = "dlib-resnet", *, device=None, cache: bool = True,
     if weights is not None and name != "dlib-resnet":
         raise ValueError(f"weights= applies to 'dlib-resnet' only, not {name!r}")
     weights = weights or ("dlib" if name == "dlib-resnet" else None)
-    key = (name, str(device or "cpu"), weights)
-    if cache and key in _CACHE:
-        return _CACHE[key]
     if name == "dlib-resnet":
         from facelab.models.dlib_resnet import load_dlib_resnet
 
-        model = load_dlib_resnet(weights=weights)
+        build = lambda: load_dlib_resnet(weights=weights)  # noqa: E731
     else:
         from facelab.models.sface import load_sface
 
-        model = load_sface()
-    if device is not None:
-        model = model.to(device)
-    model.eval()
-    if cache:
-        _CACHE[key] = model
-    return model
+        build = load_sface
+    return _cached((name, str(device or "cpu"), weights), build, device, cache)
 
 
 def load_expression_model(*, device=None, cache: bool = True):
     """face-api's facial expression classifier (7 classes) as an ``nn.Module``; see
     :mod:`facelab.models.expression`."""
-    key = ("expression", str(device or "cpu"))
-    if cache and key in _CACHE:
-        return _CACHE[key]
     from facelab.models.expression import load_faceapi_expression
 
-    model = load_faceapi_expression()
+    return _cached(("expression", str(device or "cpu")), load_faceapi_expression, device, cache)
+
+
+def _cached(key, build, device, cache: bool):
+    """Build a model once per (name, device, ...) key, in eval mode on ``device``."""
+    if cache and key in _CACHE:
+        return _CACHE[key]
+    model = build()
     if device is not None:
         model = model.to(device)
     model.eval()
