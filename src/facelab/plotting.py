@@ -104,3 +104,23 @@ def slider_figure(draw, *, value: float, min: float, max: float, step: float, de
     slider.observe(lambda change: render(change["new"]), names="value")
     render(slider.value)
     return widgets.VBox([slider, out])
+
+
+def source_code(obj, *, docstring: bool = False) -> str:
+    """The source of a function or class as it is in the package, for chapters that show the code they run;
+    without its docstring (replaced by ``...``) unless ``docstring``."""
+    import ast
+    import inspect
+    import textwrap
+
+    src = textwrap.dedent(inspect.getsource(obj))
+    if docstring:
+        return src
+    node = ast.parse(src).body[0]
+    first = node.body[0] if getattr(node, "body", None) else None
+    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)):
+        return src
+    lines = src.splitlines(keepends=True)
+    indent = lines[first.lineno - 1][:len(lines[first.lineno - 1]) - len(lines[first.lineno - 1].lstrip())]
+    return "".join(lines[:first.lineno - 1] + [f"{indent}...  # docstring: help({obj.__name__})\n"]
+                   + lines[first.end_lineno:])

@@ -156,13 +156,18 @@ def augment_chips(chips: torch.Tensor, n: int, generator: torch.Generator | None
 
 def identity_score(models: Sequence[FaceModel], images, landmarks, source_emb, target_emb, *, n_augment: int = 1,
                    generator=None) -> torch.Tensor:
-    """Per-image, per-model identity scores (N, M): mean over augmentations of cos(target) - cos(source) + 1."""
+    """Per-image, per-model identity scores (N, M): mean over augmentations of cos(target) - cos(source) + 1.
+
+    ``target_emb=None`` (dodging, no target identity): the score is 1 - cos(source) alone."""
     N = images.shape[0]
     cols = []
+    target_emb = [None] * len(models) if target_emb is None else target_emb
     for m, es, et in zip(models, source_emb, target_emb):
         aug = (lambda c: augment_chips(c, n_augment, generator)) if n_augment > 1 else None
         e = m.embed(images, landmarks, augment=aug).view(n_augment, N, -1)
-        s = F.cosine_similarity(e, et.unsqueeze(0), dim=-1) - F.cosine_similarity(e, es.unsqueeze(0), dim=-1) + 1
+        s = 1 - F.cosine_similarity(e, es.unsqueeze(0), dim=-1)
+        if et is not None:
+            s = s + F.cosine_similarity(e, et.unsqueeze(0), dim=-1)
         cols.append(s.mean(0))
     return torch.stack(cols, 1)
 
@@ -199,17 +204,23 @@ def guidance_step(model, x_t, x_benign, t, cond, uncond, *, models, landmarks, s
 
 
 # --------------------------------------------------------------------------------------------- the attack
-def diffaim_protect(model, sources: torch.Tensor, targets: torch.Tensor, models: Mapping[str, FaceModel] | Sequence,
+def diffaim_protect(model, sources: torch.Tensor, targets: torch.Tensor | None,
+                    models: Mapping[str, FaceModel] | Sequence,
                     *, landmarks: torch.Tensor, target_landmarks: torch.Tensor | None = None,
                     config: DiffAIMConfig | None = None, prompts=None, inversion: Inversion | None = None,
                     source_ids=None, target_ids=None, progress: Callable | None = None) -> ProtectionResult:
-    """Make each source face match its target identity for the surrogate recognisers (DiffAIM).
+    r"""Make each source face match its target identity for the surrogate recognisers (DiffAIM).
+
+    With ``targets=None`` the same guidance *dodges* instead: the identity term is :math:`1 - \cos(f_m(\hat x_0),
+    f_m(x_{src}))` alone, pushing the face away from its own clean embedding (the "DiffAIM used for dodging"
+    baseline of the MASQUE chapter).
 
     Parameters
     ----------
     model : facelab.diffusion.DiffusionModel
     sources, targets : torch.Tensor
-        (N, 3, S, S) in [0, 1], S = ``model.image_size``; ``targets[i]`` is the face ``sources[i]`` should match.
+        (N, 3, S, S) in [0, 1], S = ``model.image_size``; ``targets[i]`` is the face ``sources[i]`` should match
+        (``targets=None``: dodging, see above).
     models : mapping or sequence of FaceModel
         The surrogate ensemble (differentiable).
     landmarks, target_landmarks : torch.Tensor
@@ -233,11 +244,14 @@ def diffaim_protect(model, sources: torch.Tensor, targets: torch.Tensor, models:
     nd = [m.name for m in models if not m.differentiable]
     if nd:
         raise ValueError(f"surrogates must be differentiable; {nd} are not (use them as black-box victims only)")
-    check_attack_inputs(sources, targets, source_ids, target_ids)
+    dodging = targets is None
+    if not dodging:
+        check_attack_inputs(sources, targets, source_ids, target_ids)
     sources = model.check_images(sources)
-    targets = model.check_images(targets)
     check_faces(sources, landmarks)
-    check_faces(targets, landmarks if target_landmarks is None else target_landmarks)
+    if not dodging:
+        targets = model.check_images(targets)
+        check_faces(targets, landmarks if target_landmarks is None else target_landmarks)
     dev = model.device
     landmarks = landmarks.to(dev)
     target_landmarks = (landmarks if target_landmarks is None else target_landmarks).to(dev)
@@ -253,7 +267,7 @@ def diffaim_protect(model, sources: torch.Tensor, targets: torch.Tensor, models:
     model.scheduler.set_timesteps(cfg.num_steps, device=dev)
     with torch.no_grad():
         src_emb = [m.embed(sources, landmarks) for m in models]
-        tgt_emb = [m.embed(targets, target_landmarks) for m in models]
+        tgt_emb = None if dodging else [m.embed(targets, target_landmarks) for m in models]
     N, M = sources.shape[0], len(models)
     weights = torch.full((N, M), 1.0 / M, device=dev)
     S, K = inversion.num_steps, cfg.manipulated_steps

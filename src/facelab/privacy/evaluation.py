@@ -359,21 +359,27 @@ def protection_data(size: int = 64, n_faces: int = 16, n_threshold_identities: i
             "threshold_ids": thr.labels["identity"].to_numpy()}
 
 
-def real_pair(source: str = "Barack Obama", target: str = "Joe Biden", size: int = 64) -> dict:
-    """One real photo of ``source`` and one of ``target`` (``facelab.photos``), cropped like the synthetic world's
-    faces (:func:`align_to_world`). Returns ``images`` (2, 3, size, size), ``landmarks`` (2, 68, 2), ``names``."""
+def real_photos_of(identity: str, size: int = 64, *, limit: int | None = None) -> dict:
+    """Every full real photo of ``identity`` in ``facelab.photos`` (partial faces and near copies left out),
+    cropped like the synthetic world's faces (:func:`align_to_world`).
+
+    Returns ``images`` (K, 3, size, size), ``landmarks`` (K, 68, 2) and ``names`` (file names); ValueError naming
+    the people available when there is none.
+    """
     from facelab.io import load_image
     from facelab.photos import load_real_faces
 
     faces = load_real_faces("dlib-resnet", include_groups=False)
     tab = faces.table.reset_index(drop=True)
+    keep = (tab["identity"] == identity) & (~tab["partial"].astype(bool))
+    if "note" in tab:
+        keep &= ~tab["note"].astype(str).str.contains("near copy")
+    rows = tab.index[keep].tolist()[:limit]
+    if not rows:
+        raise ValueError(f"no full real photo of {identity!r}; people available: {sorted(set(tab['identity']))}")
     tmpl = world_template(size)
     imgs, lms, names = [], [], []
-    for who in (source, target):
-        rows = tab.index[(tab["identity"] == who) & (~tab["partial"].astype(bool))].tolist()
-        if not rows:
-            raise ValueError(f"no full real photo of {who!r}; people available: {sorted(set(tab['identity']))}")
-        i = rows[0]
+    for i in rows:
         image = load_image(tab.loc[i, "path"])
         lm68 = faces.faces[i].landmarks68
         if lm68 is None:
@@ -383,8 +389,16 @@ def real_pair(source: str = "Barack Obama", target: str = "Joe Biden", size: int
         x, lm = align_to_world(image, lm68, size, tmpl)
         imgs.append(x)
         lms.append(lm)
-        names.append(f"{who} ({tab.loc[i, 'name']})")
+        names.append(str(tab.loc[i, "name"]))
     return {"images": torch.stack(imgs), "landmarks": torch.stack(lms), "names": names}
+
+
+def real_pair(source: str = "Barack Obama", target: str = "Joe Biden", size: int = 64) -> dict:
+    """One real photo of ``source`` and one of ``target`` (``facelab.photos``), cropped like the synthetic world's
+    faces (:func:`align_to_world`). Returns ``images`` (2, 3, size, size), ``landmarks`` (2, 68, 2), ``names``."""
+    a, b = real_photos_of(source, size, limit=1), real_photos_of(target, size, limit=1)
+    return {"images": torch.cat([a["images"], b["images"]]), "landmarks": torch.cat([a["landmarks"], b["landmarks"]]),
+            "names": [f"{source} ({a['names'][0]})", f"{target} ({b['names'][0]})"]}
 
 
 def run_protocol(protect: Callable, models: Mapping[str, FaceModel], victims: Sequence[str] | None = None

@@ -5,17 +5,30 @@ A small CNN with one head per makeup kind of the synthetic world (``lipstick``, 
 trained on :class:`facelab.synth.FaceWorld` faces with ``makeup="random"`` and their labels. Prompt adherence of a
 batch of edits for ``("lipstick", "red")`` is the fraction of faces whose lipstick head predicts ``"red"``
 (:func:`prompt_adherence`); the same number on the unedited faces is its floor.
+
+The trained weights are cached in ``data/models/makeup_classifier.safetensors`` with a JSON log next to them
+(:func:`load_makeup_classifier` trains and saves them when the file is missing; ``python -m facelab.privacy.makeup``
+retrains).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MakeupClassifier", "makeup_classes", "train_makeup_classifier", "prompt_adherence", "parse_makeup"]
+from facelab import DATA_DIR
+
+__all__ = ["MakeupClassifier", "makeup_classes", "train_makeup_classifier", "prompt_adherence", "parse_makeup",
+           "MAKEUP_CHECKPOINT", "save_makeup_classifier", "load_makeup_classifier"]
+
+#: Cached weights of the classifier (safetensors) and its training log (same name, .json).
+MAKEUP_CHECKPOINT = DATA_DIR / "models" / "makeup_classifier.safetensors"
 
 
 def makeup_classes() -> dict:
@@ -75,7 +88,7 @@ def _targets(labels, classes) -> dict:
     return {k: torch.as_tensor([names.index(c) for c in labels[k]]) for k, names in classes.items()}
 
 
-def train_makeup_classifier(n_images: int = 1200, *, steps: int = 300, batch_size: int = 48, lr: float = 3e-3,
+def train_makeup_classifier(n_images: int = 2400, *, steps: int = 1200, batch_size: int = 48, lr: float = 3e-3,
                             size: int = 64, seed: int = 0, identity_offset: int = 300000, nuisance: str = "mild",
                             world=None) -> tuple[MakeupClassifier, dict]:
     """Train :class:`MakeupClassifier` on freshly rendered synthetic faces with random makeup.
@@ -120,3 +133,55 @@ def prompt_adherence(classifier: MakeupClassifier, images: torch.Tensor, phrase:
     kind, colour = parse_makeup(phrase)
     pred = classifier.predict(images)[kind]
     return sum(p == colour for p in pred) / max(1, len(pred))
+
+
+def save_makeup_classifier(net: MakeupClassifier, log: dict, path=MAKEUP_CHECKPOINT) -> str:
+    """Write the weights (safetensors, written to a temporary name then moved) and ``log`` + sha256 as JSON next to
+    them; returns the sha256."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(tmp),
+              metadata={"classes": json.dumps(net.classes)})
+    tmp.replace(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_suffix(".json").write_text(json.dumps({**log, "sha256": digest, "file": path.name}, indent=1))
+    return digest
+
+
+def load_makeup_classifier(path=MAKEUP_CHECKPOINT, *, train_if_missing: bool = True, device="cpu"
+                           ) -> tuple[MakeupClassifier, dict]:
+    """The cached classifier and its log; trained (:func:`train_makeup_classifier` defaults) and saved when ``path``
+    does not exist and ``train_if_missing``, else FileNotFoundError."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        if not train_if_missing:
+            raise FileNotFoundError(f"no makeup classifier at {path}; train one with "
+                                    f"`python -m facelab.privacy.makeup` (about a minute on a CPU)")
+        net, log = train_makeup_classifier()
+        save_makeup_classifier(net, log, path)
+        return net.to(device), log
+    net = MakeupClassifier()
+    with safe_open(str(path), "pt") as f:
+        saved = json.loads((f.metadata() or {}).get("classes", "null"))
+    if saved != net.classes:
+        raise ValueError(f"{path} was trained for makeup classes {saved}, but the synthetic world now has "
+                         f"{net.classes}; retrain with `python -m facelab.privacy.makeup`")
+    net.load_state_dict(load_file(str(path)))
+    log_path = path.with_suffix(".json")
+    log = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    return net.eval().requires_grad_(False).to(device), log
+
+
+if __name__ == "__main__":  # python -m facelab.privacy.makeup [out.safetensors]
+    import sys
+
+    torch.set_num_threads(1)
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else MAKEUP_CHECKPOINT
+    net, log = train_makeup_classifier()
+    print(json.dumps({**log, "sha256": save_makeup_classifier(net, log, out)}, indent=1))

@@ -526,14 +526,15 @@ def pgd_dodge(images: torch.Tensor, landmarks: torch.Tensor, identities, models:
 # ============================================================================================ evaluation
 @torch.no_grad()
 def dodging_rates(model: FaceModel, protected, landmarks, gallery, gallery_landmarks, owner, thresholds: Mapping,
-                  fars: Sequence[float] = FARS) -> dict:
+                  fars: Sequence[float] = FARS, *, gallery_embeddings: torch.Tensor | None = None) -> dict:
     """Dodging success of one victim: over all (protected face, clean gallery image of the same person) pairs, the
     fraction whose score falls *below* the victim's threshold at each FAR; plus the mean score.
 
-    ``owner`` (G,) gives, for each gallery image, the index of the protected face of the same person.
+    ``owner`` (G,) gives, for each gallery image, the index of the protected face of the same person;
+    ``gallery_embeddings`` (the victim's embeddings of ``gallery``) saves embedding the gallery again.
     """
     a = model.embed(protected, landmarks)
-    b = model.embed(gallery, gallery_landmarks)
+    b = model.embed(gallery, gallery_landmarks) if gallery_embeddings is None else gallery_embeddings
     s = model.score(a[torch.as_tensor(owner, device=a.device)], b).cpu().numpy()
     out = {f"FAR={f:g}": float((s < thresholds[f"FAR={f:g}"]).mean()) for f in fars}
     out["mean score"] = float(s.mean())
@@ -544,10 +545,13 @@ def dodging_table(runs: Mapping, models: Mapping[str, FaceModel], thresholds: pd
                   gallery_landmarks, owner, fars: Sequence[float] = FARS) -> pd.DataFrame:
     """Dodging success for many runs: ``runs[(method, setting, victim)] = protected images`` (settings such as
     "white-box" / "black-box"); one row per run."""
-    rows = []
+    rows, gallery_emb = [], {}
     for (method, setting, victim), images in runs.items():
+        if victim not in gallery_emb:
+            with torch.no_grad():
+                gallery_emb[victim] = models[victim].embed(gallery, gallery_landmarks)
         r = dodging_rates(models[victim], images, landmarks, gallery, gallery_landmarks, owner,
-                          thresholds.loc[victim].to_dict(), fars)
+                          thresholds.loc[victim].to_dict(), fars, gallery_embeddings=gallery_emb[victim])
         rows.append({"method": method, "setting": setting, "victim": victim, **r})
     return pd.DataFrame(rows)
 

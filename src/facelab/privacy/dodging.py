@@ -1,0 +1,261 @@
+"""The dodging experiment of the MASQUE chapter: data, every method on the same faces, and the tables.
+
+*Dodging* hides a person without naming anyone else: the protected photo should no longer match the person's other
+photos for a recogniser at its threshold. :func:`dodging_data` renders the faces (synthetic identities the diffusion
+model and the small recognisers never saw), and :func:`compare_dodging` runs, on the same faces and with the same
+surrogate recognisers,
+
+* **makeup without guidance**: MASQUE's edit with the adversarial guidance off (what the makeup alone does);
+* **MASQUE**: localized makeup + pairwise adversarial guidance (:func:`facelab.privacy.masque.masque_protect`),
+  white box (all surrogates) and leave-one-out black box (the victim held out);
+* **global PGD** and **masked PGD** on the same pairwise loss (:func:`facelab.privacy.masque.pgd_dodge`), the
+  masked one restricted to MASQUE's face-region mask;
+* **DiffAIM used for dodging** (:func:`facelab.privacy.diffaim.diffaim_protect` with no target: push away from the
+  face's own clean embedding), white box and black box.
+
+:func:`dodging_results` turns the runs into the success table at each victim's FAR thresholds
+(:func:`facelab.privacy.masque.dodging_table`), and the locality, quality and prompt-adherence tables.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from facelab.privacy.evaluation import FARS, FaceModel, leave_one_out, quality_table
+
+__all__ = ["dodging_data", "DodgingRuns", "compare_dodging", "dodging_results", "makeup_prompt",
+           "similarity_to_references"]
+
+
+def dodging_data(size: int = 64, n_faces: int = 16, *, n_references: int = 2, n_gallery: int = 2,
+                 n_threshold_identities: int = 40, nuisance: str = "mild", seed: int = 0) -> dict:
+    """Synthetic faces for a dodging experiment (identities from 100000 on, never used in training).
+
+    Each of ``n_faces`` people gets ``1 + n_references + n_gallery`` images: the face to protect, the references the
+    pairwise guidance pushes away from, and the held-out gallery the victims compare the protected face with (the
+    attacker's photos of the person). A set of ``n_threshold_identities`` other people x 3 images gives the victims'
+    thresholds.
+
+    Returns a dict: ``images``, ``landmarks``, ``identities`` (the N protected faces); ``references``,
+    ``reference_landmarks``, ``reference_identities``; ``gallery``, ``gallery_landmarks``, ``gallery_owner`` (index
+    of the protected face of the same person); ``threshold_images``, ``threshold_landmarks``, ``threshold_ids``.
+    """
+    from facelab.synth import FaceWorld
+
+    if n_faces < 1 or n_references < 0 or n_gallery < 1:
+        raise ValueError(f"need n_faces >= 1, n_references >= 0 and n_gallery >= 1; got {n_faces}, {n_references}, "
+                         f"{n_gallery}")
+    world = FaceWorld(seed=0, size=size)
+    per = 1 + n_references + n_gallery
+    b = world.sample(n_identities=n_faces, per_identity=per, identity_offset=100000, nuisance=nuisance,
+                     expression="random", generator=torch.Generator().manual_seed(seed + 1))
+    th = world.sample(n_identities=n_threshold_identities, per_identity=3, identity_offset=200000, nuisance=nuisance,
+                      expression="random", generator=torch.Generator().manual_seed(seed + 2))
+    ids = b.labels["identity"].to_numpy()
+    prot = [per * i for i in range(n_faces)]
+    ref = [per * i + 1 + k for i in range(n_faces) for k in range(n_references)]
+    gal = [per * i + 1 + n_references + k for i in range(n_faces) for k in range(n_gallery)]
+    return {"images": b.images[prot], "landmarks": b.landmarks[prot], "identities": ids[prot],
+            "references": b.images[ref], "reference_landmarks": b.landmarks[ref], "reference_identities": ids[ref],
+            "gallery": b.images[gal], "gallery_landmarks": b.landmarks[gal],
+            "gallery_owner": np.repeat(np.arange(n_faces), n_gallery),
+            "threshold_images": th.images, "threshold_landmarks": th.landmarks,
+            "threshold_ids": th.labels["identity"].to_numpy()}
+
+
+def makeup_prompt(model, phrase: str) -> tuple[str, str]:
+    """``"red lipstick"`` -> (the model's default prompt + ``" with red lipstick"``, ``"lipstick"``): the edit prompt
+    and its edited word (the phrase's last word)."""
+    words = phrase.split()
+    if not words:
+        raise ValueError("empty makeup phrase; expected e.g. 'red lipstick'")
+    return f"{model.default_prompt} with {phrase}", words[-1]
+
+
+@torch.no_grad()
+def similarity_to_references(models: Sequence[FaceModel], runs: Mapping[str, torch.Tensor], data: Mapping
+                             ) -> pd.DataFrame:
+    """Per protected face, the pairwise dodging loss (mean cosine similarity to the person's reference photos,
+    averaged over ``models``) of each image set in ``runs`` (name -> (N, 3, S, S)); one column per run."""
+    from facelab.privacy.masque import build_references, pairwise_similarity
+
+    models = list(models)
+    L = data["landmarks"]
+    dev = models[0].device
+    refs = build_references(models, data["images"].to(dev), L.to(dev), data["identities"],
+                            references=data["references"].to(dev),
+                            reference_landmarks=data["reference_landmarks"].to(dev),
+                            reference_identities=data["reference_identities"])
+    return pd.DataFrame({name: pairwise_similarity(models, x.to(dev), L.to(dev), refs).cpu().numpy()
+                         for name, x in runs.items()})
+
+
+@dataclass
+class DodgingRuns:
+    """Everything :func:`compare_dodging` produced.
+
+    Attributes
+    ----------
+    runs : dict
+        ``(method, prompt, setting, victim) -> images``; setting ``"white-box"``, ``"black-box"`` (victim held out)
+        or ``"no guidance"``; prompt ``"-"`` for methods that put on no makeup.
+    masks : dict
+        Prompt -> (N, 1, S, S) face-region mask of its word (where MASQUE may change pixels).
+    masque : dict
+        Prompt -> the white-box :class:`facelab.privacy.masque.MasqueResult` (word maps, guidance history).
+    timing : pandas.DataFrame
+        One row per run: method, prompt, setting, held-out victim, seconds per face.
+    """
+
+    runs: dict
+    masks: dict
+    masque: dict
+    timing: pd.DataFrame
+    originals: torch.Tensor = field(repr=False, default=None)
+
+
+def compare_dodging(model, data: Mapping, models: Mapping[str, FaceModel], phrases: Sequence[str], *,
+                    config=None, inversion=None, pgd_epsilons: Sequence[float] = (4 / 255, 8 / 255),
+                    pgd_steps: int = 10, black_box_victims: Sequence[str] | None = None,
+                    black_box_phrases: Sequence[str] | None = None, diffaim_config=None,
+                    progress: Callable | None = None) -> DodgingRuns:
+    """Run every method of the chapter on ``data`` (from :func:`dodging_data`).
+
+    Parameters
+    ----------
+    model : facelab.diffusion.DiffusionModel
+    data : mapping
+        :func:`dodging_data`'s dict.
+    models : mapping
+        Name -> FaceModel; every differentiable one is a surrogate in the white box, victims are all of them.
+    phrases : sequence of str
+        Makeup phrases (``"red lipstick"``, ...).
+    config : MasqueConfig, optional
+    inversion : NullTextInversion, optional
+        A null-text inversion of ``data["images"]`` with ``config``'s steps (reused for every phrase).
+    pgd_epsilons : sequence of float
+        L-inf budgets of the PGD baselines (each run global and masked).
+    black_box_victims : sequence of str, optional
+        Victims held out in turn for the black-box runs of MASQUE, global PGD and DiffAIM (default: all).
+    black_box_phrases : sequence of str, optional
+        Phrases with black-box MASQUE runs (default: all; each costs one MASQUE run per victim).
+    diffaim_config : DiffAIMConfig, optional
+        Settings of DiffAIM used for dodging (default :class:`DiffAIMConfig`); None of it runs when False.
+    """
+    from facelab.privacy.diffaim import DiffAIMConfig, diffaim_protect
+    from facelab.privacy.masque import MasqueConfig, masque_protect, null_text_inversion, pgd_dodge
+
+    cfg = config or MasqueConfig()
+    X, L, ids = data["images"], data["landmarks"], np.asarray(data["identities"])
+    refkw = dict(references=data["references"], reference_landmarks=data["reference_landmarks"],
+                 reference_identities=data["reference_identities"])
+    surrogates = {n: m for n, m in models.items() if m.differentiable}
+    victims = list(models)
+    bb_victims = victims if black_box_victims is None else list(black_box_victims)
+    bb_phrases = list(phrases) if black_box_phrases is None else list(black_box_phrases)
+    unknown = sorted(set(bb_phrases) - set(phrases)) + sorted(set(bb_victims) - set(victims))
+    if unknown:
+        raise ValueError(f"black-box phrases/victims {unknown} are not among the phrases {list(phrases)} / "
+                         f"victims {victims}")
+    bb_victims = [v for v in bb_victims if leave_one_out(models, v)]   # held out, something must remain
+    if inversion is None:
+        inversion = null_text_inversion(model, X, model.default_prompt, num_steps=cfg.num_steps,
+                                        guidance_scale=cfg.guidance_scale, inner_steps=cfg.null_inner_steps,
+                                        lr=cfg.null_lr)
+    runs, masks, masque, timing = {}, {}, {}, []
+    N = X.shape[0]
+
+    def record(method, prompt, setting, images, seconds, held_out="-"):
+        for v in (victims if setting != "black-box" else [held_out]):
+            runs[(method, prompt, setting, v)] = images
+        timing.append({"method": method, "prompt": prompt, "setting": setting, "held out": held_out,
+                       "s/face": seconds / N})
+
+    def pgd(name, mask, sur, eps):
+        t0 = time.perf_counter()
+        x = pgd_dodge(X, L, ids, sur, epsilon=eps, steps=pgd_steps, mask=mask, **refkw)
+        return x, time.perf_counter() - t0
+
+    for phrase in phrases:
+        prompt, word = makeup_prompt(model, phrase)
+        kw = dict(edit_prompt=prompt, word=word, inversion=inversion, **refkw)
+        plain = masque_protect(model, X, L, ids, config=replace(cfg, adversarial=False), **kw)
+        record("makeup, no guidance", phrase, "no guidance", plain.images, plain.seconds)
+        wb = masque_protect(model, X, L, ids, models=surrogates, config=cfg, **kw)
+        record("MASQUE", phrase, "white-box", wb.images, wb.seconds)
+        masks[phrase], masque[phrase] = wb.mask, wb
+        for eps in pgd_epsilons:
+            x, s = pgd("masked PGD", wb.mask, surrogates, eps)
+            record(f"masked PGD {eps * 255:.0f}/255", phrase, "white-box", x, s)
+        if phrase in bb_phrases:
+            for v in bb_victims:
+                sur = {n: surrogates[n] for n in leave_one_out(models, v) if n in surrogates}
+                r = masque_protect(model, X, L, ids, models=sur, config=cfg, **kw)
+                record("MASQUE", phrase, "black-box", r.images, r.seconds, held_out=v)
+        if progress is not None:
+            progress(phrase)
+    for eps in pgd_epsilons:
+        name = f"global PGD {eps * 255:.0f}/255"
+        x, s = pgd(name, None, surrogates, eps)
+        record(name, "-", "white-box", x, s)
+        for v in bb_victims:
+            x, s = pgd(name, None, {n: surrogates[n] for n in leave_one_out(models, v) if n in surrogates}, eps)
+            record(name, "-", "black-box", x, s, held_out=v)
+    if diffaim_config is not False:
+        dcfg = diffaim_config or DiffAIMConfig()
+        r = diffaim_protect(model, X, None, surrogates, landmarks=L, config=dcfg)
+        record("DiffAIM (dodging)", "-", "white-box", r.images, r.seconds)
+        for v in bb_victims:
+            sur = [surrogates[n] for n in leave_one_out(models, v) if n in surrogates]
+            r = diffaim_protect(model, X, None, sur, landmarks=L, config=dcfg)
+            record("DiffAIM (dodging)", "-", "black-box", r.images, r.seconds, held_out=v)
+    for v in victims:
+        runs[("clean", "-", "no attack", v)] = X
+    return DodgingRuns(runs=runs, masks=masks, masque=masque, timing=pd.DataFrame(timing), originals=X)
+
+
+def dodging_results(result: DodgingRuns, data: Mapping, models: Mapping[str, FaceModel], thresholds: pd.DataFrame,
+                    *, classifier=None, fars: Sequence[float] = FARS) -> dict:
+    """The chapter's tables from :func:`compare_dodging`'s runs.
+
+    Returns a dict of DataFrames: ``success`` (one row per run: method, prompt, setting, victim, success at each
+    FAR, mean score), ``summary`` (success averaged over victims per method, prompt and setting), ``locality``
+    (per prompt: change inside/outside that prompt's region for every method), ``quality`` (PSNR, SSIM, L-inf per
+    method and prompt) and, with a makeup ``classifier``, ``adherence`` (fraction of faces showing the prompt's makeup).
+    """
+    from facelab.privacy.makeup import prompt_adherence
+    from facelab.privacy.masque import dodging_table, locality_table
+
+    X = result.originals
+    runs = {(f"{m}\x00{p}", s, v): x for (m, p, s, v), x in result.runs.items()}
+    table = dodging_table(runs, models, thresholds, data["landmarks"], data["gallery"], data["gallery_landmarks"],
+                          data["gallery_owner"], fars)
+    table[["method", "prompt"]] = table["method"].str.split("\x00", expand=True)
+    table = table[["method", "prompt", "setting", "victim", *[c for c in table.columns
+                                                               if c.startswith("FAR") or c == "mean score"]]]
+    cols = [f"FAR={f:g}" for f in fars]
+    summary = table.groupby(["method", "prompt", "setting"], sort=False)[cols].mean()
+    images = {}                                     # one image set per method and prompt (black-box runs aside)
+    for (m, p, s, v), x in result.runs.items():
+        if s != "black-box":
+            images.setdefault((m, p), x)
+    loc, qual, adh = [], [], []
+    for phrase, mask in result.masks.items():
+        mine = {m: x for (m, p), x in images.items() if p in (phrase, "-")}
+        loc.append(locality_table(mine, X, mask).assign(prompt=phrase))
+        qual.append(quality_table(mine, X).assign(prompt=phrase))
+        if classifier is not None:
+            adh.append(pd.DataFrame({"prompt": phrase, "method": list(mine),
+                                     "adherence": [prompt_adherence(classifier, x, phrase) for x in mine.values()]}))
+    out = {"success": table, "summary": summary,
+           "locality": pd.concat(loc).reset_index().set_index(["prompt", "method"]),
+           "quality": pd.concat(qual).reset_index().set_index(["prompt", "method"])}
+    if adh:
+        out["adherence"] = pd.concat(adh).pivot(index="method", columns="prompt", values="adherence")
+    return out

@@ -1,0 +1,156 @@
+"""facelab.privacy.dodging (the MASQUE chapter's experiment), DiffAIM used for dodging, the cached makeup classifier
+and the chapters' source display. Tiny random UNets and a stub face embedder; no checkpoint needed."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from facelab.privacy.diffaim import DiffAIMConfig, diffaim_protect, identity_score
+from facelab.privacy.dodging import (compare_dodging, dodging_data, dodging_results, makeup_prompt,
+                                     similarity_to_references)
+from facelab.privacy.evaluation import FaceModel
+from facelab.privacy.masque import MasqueConfig, null_text_inversion
+from test_masque import _quick, _StubEmbedder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return dodging_data(32, 3, n_references=1, n_gallery=2, n_threshold_identities=4)
+
+
+def _stub(name="stub", seed=1):
+    torch.manual_seed(seed)
+    e = _StubEmbedder()
+    torch.manual_seed(seed)
+    for p in e.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    return FaceModel(name, e.requires_grad_(False), "synth-64")
+
+
+def test_dodging_data_splits_people_into_protect_reference_gallery(data):
+    assert data["images"].shape == (3, 3, 32, 32) and data["landmarks"].shape == (3, 68, 2)
+    assert data["references"].shape[0] == 3 and data["gallery"].shape[0] == 6
+    ids = np.asarray(data["identities"])
+    assert len(set(ids)) == 3
+    assert (np.asarray(data["reference_identities"]) == ids).all()
+    assert data["gallery_owner"].tolist() == [0, 0, 1, 1, 2, 2]
+    assert not set(data["threshold_ids"]) & set(ids)                  # thresholds from other people
+    assert not torch.equal(data["images"][0], data["gallery"][0])     # a different photo of the same person
+    with pytest.raises(ValueError, match="n_gallery"):
+        dodging_data(32, 2, n_gallery=0)
+
+
+def test_makeup_prompt_names_the_word():
+    model = _quick()
+    assert makeup_prompt(model, "blue eyeshadow") == (f"{model.default_prompt} with blue eyeshadow", "eyeshadow")
+    with pytest.raises(ValueError, match="empty makeup phrase"):
+        makeup_prompt(model, "  ")
+
+
+def test_identity_score_without_target_is_distance_to_source():
+    e = torch.nn.functional.normalize(torch.randn(4, 8), dim=1)
+
+    class _Fixed:
+        def embed(self, images, landmarks, augment=None):
+            return images
+
+    s = identity_score([_Fixed()], e.clone(), None, [e], None)
+    assert torch.allclose(s[:, 0], torch.zeros(4), atol=1e-6)         # unchanged face: cos 1 -> score 0
+    s = identity_score([_Fixed()], -e, None, [e], None)
+    assert torch.allclose(s[:, 0], 2 * torch.ones(4), atol=1e-6)
+
+
+def test_diffaim_dodging_moves_away_from_the_source(data):
+    from test_diffusion import _small_quick_model
+
+    model = _small_quick_model(image_size=32)
+    sur = _stub()
+    X, L = data["images"], data["landmarks"]
+    cfg = DiffAIMConfig(num_steps=4, manipulated_steps=2, inner_steps=2, epsilon=0.1, perceptual_weight=0.0,
+                        semantic_weight=0.0, structure_weight=0.0)
+    r = diffaim_protect(model, X, None, [sur], landmarks=L, config=cfg)
+    assert r.images.shape == X.shape and torch.isfinite(r.images).all()
+    with torch.no_grad():
+        after = torch.nn.functional.cosine_similarity(sur.embed(r.images, L), sur.embed(X, L))
+    assert (after < 1 - 1e-4).all()          # DDPM inversion alone gives X back exactly (cosine 1)
+    assert r.history[-1]["identity"] > r.history[0]["identity"]
+
+
+def test_compare_dodging_runs_every_method_and_tabulates(data):
+    model = _quick()
+    models = {"a": _stub("a", 1), "b": _stub("b", 2)}
+    cfg = MasqueConfig(num_steps=3, null_inner_steps=1, adv_start=0.0, adv_step=0.5)
+    inv = null_text_inversion(model, data["images"], model.default_prompt, num_steps=3, guidance_scale=3.0,
+                              inner_steps=1)
+    res = compare_dodging(model, data, models, ["red lipstick", "blue eyeshadow"], config=cfg, inversion=inv,
+                          black_box_victims=["a"], black_box_phrases=["red lipstick"], pgd_epsilons=(8 / 255,),
+                          pgd_steps=2, diffaim_config=DiffAIMConfig(num_steps=3, manipulated_steps=1, inner_steps=1))
+    keys = set(res.runs)
+    for v in ("a", "b"):
+        assert ("MASQUE", "red lipstick", "white-box", v) in keys
+        assert ("makeup, no guidance", "blue eyeshadow", "no guidance", v) in keys
+        assert ("global PGD 8/255", "-", "white-box", v) in keys and ("clean", "-", "no attack", v) in keys
+    assert ("MASQUE", "red lipstick", "black-box", "a") in keys
+    assert ("MASQUE", "blue eyeshadow", "black-box", "a") not in keys and ("DiffAIM (dodging)", "-", "black-box",
+                                                                          "b") not in keys
+    X = data["images"]
+    for phrase, mask in res.masks.items():                 # MASQUE and masked PGD change nothing outside the region
+        outside = (mask == 0).expand_as(X)
+        for m in ("MASQUE", "masked PGD 8/255"):
+            x = res.runs[(m, phrase, "white-box", "a")]
+            assert float((x - X).abs().masked_select(outside).max()) == 0.0
+    assert set(res.timing["method"]) >= {"MASQUE", "makeup, no guidance", "DiffAIM (dodging)", "global PGD 8/255"}
+    assert (res.timing["s/face"] > 0).all()
+
+    from facelab.privacy.evaluation import victim_thresholds
+
+    thr = victim_thresholds(models, data["threshold_images"], data["threshold_landmarks"], data["threshold_ids"],
+                            fars=(0.1,))                           # 4 people x 3 photos: too few pairs for 1 %
+    t = dodging_results(res, data, models, thr, fars=(0.1,))
+    assert {"success", "summary", "locality", "quality"} <= set(t) and "adherence" not in t
+    assert set(t["success"]["setting"]) == {"white-box", "black-box", "no guidance", "no attack"}
+    assert t["success"]["FAR=0.1"].between(0, 1).all() and list(t["summary"].columns) == ["FAR=0.1"]
+    loc = t["locality"]["share of change outside"]
+    assert loc[("red lipstick", "MASQUE")] == 0.0 and loc[("red lipstick", "global PGD 8/255")] > 0.5
+    sims = similarity_to_references([models["a"]], {"clean": X, "MASQUE": res.runs[("MASQUE", "red lipstick",
+                                                                                    "white-box", "a")]}, data)
+    assert sims.shape == (3, 2) and sims["clean"].between(-1, 1).all()
+    with pytest.raises(ValueError, match="not among"):
+        compare_dodging(model, data, models, ["red lipstick"], config=cfg, inversion=inv, black_box_victims=["zz"])
+
+
+def test_makeup_classifier_cache_round_trip(tmp_path):
+    from facelab.privacy.makeup import MakeupClassifier, load_makeup_classifier, save_makeup_classifier
+
+    with pytest.raises(FileNotFoundError, match="python -m facelab.privacy.makeup"):
+        load_makeup_classifier(tmp_path / "missing.safetensors", train_if_missing=False)
+    torch.manual_seed(0)
+    net = MakeupClassifier().eval()
+    path = tmp_path / "m.safetensors"
+    digest = save_makeup_classifier(net, {"held-out accuracy": {"lipstick": 0.5}}, path)
+    again, log = load_makeup_classifier(path, train_if_missing=False)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert all(torch.allclose(net(x)[k], again(x)[k]) for k in net.classes)
+    assert log["sha256"] == digest and len(digest) == 64 and not path.with_suffix(".tmp").exists()
+
+
+def test_source_code_hides_the_docstring():
+    from facelab.plotting import source_code
+
+    src = source_code(makeup_prompt)
+    assert src.startswith("def makeup_prompt(") and "docstring: help(makeup_prompt)" in src
+    assert "edited word" not in src and "return f\"" in src
+    assert "edited word" in source_code(makeup_prompt, docstring=True)
