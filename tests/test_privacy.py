@@ -4,6 +4,7 @@ evaluation protocol (measured thresholds, success rates, leave-one-out, SSIM/PSN
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from facelab.metrics.verification import threshold_at_far
 from facelab.privacy import (DiffAIMConfig, FaceModel, NotAFaceError, attack_pairs, check_faces, diffaim_protect,
                              leave_one_out, pgd_protect, quality_table, ssim, success_rates, victim_thresholds)
+from facelab.privacy.evaluation import strength_sweep
 from facelab.privacy.facenets import SynthFaceNet
 
 
@@ -170,3 +172,24 @@ def test_leave_one_out_pairs_and_ssim():
     ref = structural_similarity(x[0].permute(1, 2, 0).numpy(), noisy[0].permute(1, 2, 0).numpy(), channel_axis=2,
                                 data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
     assert float(ssim(x, noisy)[0]) == pytest.approx(ref, abs=0.02)
+
+
+def test_strength_sweep_reuses_done_runs_and_scores_each_strength(faces):
+    x, lm, ids = faces
+    sur = _surrogate()
+    models = {"synth-plain": sur}
+    tgt, tlm = x.roll(1, 0), lm.roll(1, 0)
+    thr = pd.DataFrame({"FAR=0.1": [0.5]}, index=["synth-plain"])
+    calls = []
+
+    def blend(m):                     # "attack" that moves each face a fraction m of the way to its target
+        calls.append(m)
+        return (x + min(1.0, m) * (tgt - x)).clamp(0, 1)
+
+    curve = strength_sweep({"blend": blend}, (0.0, 0.5, 1.0), victim="synth-plain", models=models, thresholds=thr,
+                           originals=x, landmarks=lm, targets=tgt, target_landmarks=tlm, fars=(0.1,),
+                           done={("blend", 0.5): blend(0.5)})
+    assert calls == [0.5, 0.0, 1.0]   # 0.5 came from `done`, computed once above
+    assert list(curve["multiplier"]) == [0.0, 0.5, 1.0]
+    assert curve["SSIM"].iloc[0] == pytest.approx(1.0) and curve["SSIM"].is_monotonic_decreasing
+    assert curve["FAR=0.1"].iloc[-1] == 1.0        # the target itself always matches

@@ -403,3 +403,21 @@ def test_face_recognizer_on_real_photos():
     assert same is False and d > 0.6
     with pytest.raises(R.NoFaceError, match="no face found in image_b"):
         rec.verify(obama2, np.full((200, 200, 3), 128, np.uint8))
+
+
+def test_labelled_faces_picks_largest_face_and_every_group_face():
+    from types import SimpleNamespace
+
+    from facelab.recognition import NoFaceError, labelled_faces
+
+    face = lambda size: SimpleNamespace(size=size)
+    e = lambda n: torch.arange(n * 3, dtype=torch.float32).view(n, 3)
+    det = {"a": ([face(10), face(50)], e(2)), "grp": ([face(5), face(6), face(7)], e(3)), "empty": ([], e(0))}
+    out = labelled_faces(det, identity={"a": "Alice", "grp": "?", "empty": "?"},
+                         group={"a": False, "grp": True, "empty": True})
+    assert out.names == ["a", "grp-1", "grp-2", "grp-3"]
+    assert out.identities == ["Alice", "grp-1", "grp-2", "grp-3"]
+    assert out.embeddings.shape == (4, 3) and out.embeddings[0].tolist() == [3.0, 4.0, 5.0]   # the larger face
+    assert out.faces[0] == ("a", det["a"][0][1])
+    with pytest.raises(NoFaceError, match="'b'"):
+        labelled_faces({"b": ([], e(0))}, identity={"b": "Bob"}, group={"b": False})

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Sequence
+from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +40,8 @@ __all__ = [
     "Identification",
     "Gallery",
     "FaceRecognizer",
+    "LabelledFaces",
+    "labelled_faces",
     "pair_indices",
     "pair_scores",
     "split_gallery_probes",
@@ -563,6 +565,44 @@ class FaceRecognizer:
 def _box_area(box) -> float:
     x0, y0, x1, y1 = [float(v) for v in np.asarray(box, dtype=np.float64).ravel()[:4]]
     return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+
+@dataclass
+class LabelledFaces:
+    """Faces picked from detections, one row each: ``names`` (photo name, ``name-k`` for the k-th face of a group
+    photo), ``identities`` (the photo's person; each face of a group photo is its own unknown person),
+    ``embeddings`` (F, D) and ``faces`` ((photo name, face) pairs, for cropping)."""
+
+    names: list
+    identities: list
+    embeddings: np.ndarray
+    faces: list
+
+
+def labelled_faces(detections: Mapping, identity: Mapping, group: Mapping) -> LabelledFaces:
+    """Pick the faces to compare from :meth:`FaceRecognizer.embed_image` results.
+
+    ``detections[name] = (faces, embeddings)``; ``identity[name]`` is the person in photo ``name``; ``group[name]``
+    marks group photos. A labelled photo contributes its largest face (others are bystanders or false detections),
+    a group photo every face. A labelled photo with no face is an error that names it.
+    """
+    names, people, emb, used = [], [], [], []
+    for name, (faces, e) in detections.items():
+        if not len(faces):
+            if group[name]:
+                continue
+            raise NoFaceError(f"no face found in {name!r}: a labelled photo needs one (try a lower detector "
+                              f"threshold or a larger max_side)")
+        keep = range(len(faces)) if group[name] else [int(np.argmax([f.size for f in faces]))]
+        for k, idx in enumerate(keep):
+            label = f"{name}-{k + 1}" if group[name] else name
+            names.append(label)
+            people.append(label if group[name] else identity[name])
+            emb.append(e[idx].detach().cpu().numpy() if torch.is_tensor(e[idx]) else np.asarray(e[idx]))
+            used.append((name, faces[idx]))
+    if not names:
+        raise NoFaceError("no face found in any photo")
+    return LabelledFaces(names, people, np.stack(emb), used)
 
 
 # --------------------------------------------------------------------------------------------- benchmark protocol

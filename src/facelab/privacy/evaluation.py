@@ -178,6 +178,30 @@ def success_table(runs: Mapping, models: Mapping[str, FaceModel], thresholds: pd
     return pd.DataFrame(rows)
 
 
+def strength_sweep(attacks: Mapping[str, Callable[[float], torch.Tensor]], multipliers: Sequence[float], *,
+                   victim: str, models: Mapping[str, FaceModel], thresholds: pd.DataFrame, originals, landmarks,
+                   targets, target_landmarks, fars: Sequence[float] = FARS,
+                   done: Mapping[tuple, torch.Tensor] | None = None) -> pd.DataFrame:
+    """Quality against success as the attack strength varies: the trade-off curve of the privacy chapters.
+
+    ``attacks[name](multiplier)`` returns protected images made with the method's strength (its clamp or budget)
+    scaled by ``multiplier``; ``done[(name, multiplier)]`` supplies runs that exist already (not recomputed).
+    Returns one row per (method, multiplier): SSIM and PSNR to ``originals`` and the impersonation success against
+    ``victim`` at each FAR.
+    """
+    done = dict(done or {})
+    rows = []
+    for name, attack in attacks.items():
+        for mult in multipliers:
+            x = done[(name, mult)] if (name, mult) in done else attack(mult)
+            q = quality_table({"x": x}, originals).loc["x"]
+            r = success_rates(models[victim], x, landmarks, targets, target_landmarks,
+                              thresholds.loc[victim].to_dict(), fars)
+            rows.append({"method": name, "multiplier": mult, "SSIM": float(q["SSIM"]), "PSNR (dB)": float(q["PSNR (dB)"]),
+                         **{k: v for k, v in r.items() if k.startswith("FAR")}})
+    return pd.DataFrame(rows)
+
+
 def leave_one_out(models: Mapping[str, FaceModel], victim: str) -> list[str]:
     """The surrogate ensemble for a black-box attack on ``victim``: every other differentiable model."""
     if victim not in models:
