@@ -320,3 +320,92 @@ def test_attack_set_from_the_synthetic_world():
     assert data.images.shape == (6, 3, 16, 16)
     assert list(data.attack) == ["live", "live", "print", "print", "morph", "morph"]
     assert list(data.live) == [1, 1, 0, 0, 0, 0]
+
+
+# ------------------------------------------------------------------------------------------------ cached CLIP
+def _tiny_clip():
+    return A.build_clip(image_size=16, patch_size=4, width=16, layers=2, heads=2, text="bow")
+
+
+def test_save_and_load_pretrained_clip_round_trip(tmp_path):
+    import hashlib
+    import json
+
+    from facelab.antispoof.pretrain import load_pretrained_clip, save_clip
+
+    clip = _tiny_clip()
+    path = tmp_path / "clip.safetensors"
+    digest = save_clip(clip, {"seconds": 1.0}, path)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    log = json.loads(path.with_suffix(".json").read_text())
+    assert log["sha256"] == digest and log["seconds"] == 1.0 and log["arch"]["width"] == 16
+    assert not list(tmp_path.glob("*.tmp"))  # written atomically
+    back, log2 = load_pretrained_clip(path, train_if_missing=False)
+    assert log2 == log
+    a, b = clip.state_dict(), back.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.rand(3, 3, 16, 16)
+    caps = ["a blurry photo. a face of a person", "a sharp photo. a face of a person"]
+    with torch.no_grad():
+        assert torch.equal(clip.eval()(x, caps), back(x, caps))
+        assert back.encode_image(x).shape == (3, 16)
+
+
+def test_load_pretrained_clip_refuses_clearly(tmp_path):
+    from safetensors.torch import save_file
+
+    from facelab.antispoof.pretrain import load_pretrained_clip
+
+    with pytest.raises(FileNotFoundError, match="python -m facelab.antispoof.pretrain"):
+        load_pretrained_clip(tmp_path / "missing.safetensors", train_if_missing=False)
+    bad = tmp_path / "bad.safetensors"
+    save_file({"w": torch.zeros(2)}, str(bad))
+    with pytest.raises(ValueError, match="architecture metadata"):
+        load_pretrained_clip(bad, train_if_missing=False)
+
+
+def test_pretraining_captions_name_no_attack():
+    from facelab.antispoof.pretrain import face_captions
+
+    labels = pd.DataFrame({"emotion": ["happy", "neutral", "contempt"], "glasses": [True, False, False],
+                           "beard": ["none", "full", "none"], "yaw": [-20.0, 0.0, 30.0],
+                           "light_azimuth": [40.0, 0.0, -40.0], "light_intensity": [1.0, 0.5, 1.5],
+                           "blur": [1.0, 0.0, 0.0], "noise": [0.0, 0.05, 0.0], "jpeg_quality": [100, 100, 30],
+                           "resolution": [1.0, 0.5, 1.0], "occlusion": ["none", "hand", "none"]})
+    caps = face_captions(labels)
+    assert caps[0] == ("a face of a person looking happy, with glasses, turned left, lit from the right, "
+                       "slightly out of focus")
+    assert "with a beard" in caps[1] and "in dim light" in caps[1] and "at low resolution" in caps[1]
+    assert caps[2].startswith("a face of a person showing contempt") and "compression artefacts" in caps[2]
+    words = ("print", "replay", "mask", "adversarial", "swap", "morph", "spoof", "fake", "attack")
+    assert not any(w in c for c in caps for w in words)
+
+
+def test_pretrain_tower_entry_point_shapes_and_log():
+    from facelab.antispoof.pretrain import PRETRAIN_SETTINGS, pretrain_tower
+
+    tiny = {"image_size": 16, "patch_size": 4, "width": 16, "layers": 1, "heads": 2, "text": "bow",
+            "world_size": 32, "n_identities": 6, "per_identity": 2, "held_out_identities": 2, "steps": 3,
+            "batch_size": 8}
+    clip, log = pretrain_tower(**tiny)
+    assert log["settings"] == {**PRETRAIN_SETTINGS, **tiny}
+    assert log["n_pairs"] == 12 and log["held_out_pairs"] == 8
+    assert len(log["curve"]["loss"]) == 1 and 0.0 <= log["held_out_accuracy"] <= 1.0
+    with torch.no_grad():
+        assert clip.encode_image(torch.rand(2, 3, 16, 16)).shape == (2, 16)
+    with pytest.raises(ValueError, match="unknown pretraining setting"):
+        pretrain_tower(steps_per_epoch=3)
+
+
+def test_the_cached_chapter_clip_loads():
+    from facelab.antispoof.pretrain import CLIP_CHECKPOINT, PRETRAIN_SETTINGS, load_pretrained_clip
+
+    if not CLIP_CHECKPOINT.is_file():
+        pytest.skip("no cached CLIP; run `python -m facelab.antispoof.pretrain`")
+    assert CLIP_CHECKPOINT.stat().st_size <= 10 * 2 ** 20
+    clip, log = load_pretrained_clip(train_if_missing=False)
+    c = clip.visual.config
+    assert (c.image_size, c.patch_size, c.width, c.layers) == (48, 8, 48, 4)
+    assert log["settings"] == PRETRAIN_SETTINGS and log["held_out_accuracy"] > 0
+    with torch.no_grad():
+        assert clip.encode_image(torch.rand(2, 3, 48, 48)).shape == (2, 48)
