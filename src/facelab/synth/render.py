@@ -11,7 +11,7 @@ Coordinates: x right, y down, [-1, 1] over the image, pixel centres at ``(2 j + 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,8 @@ _AU = _AU_INDEX
 
 @dataclass
 class Scene:
-    """Everything needed to render N faces; every field has a leading batch dimension N (on the render device)."""
+    """Everything needed to render N faces (on the render device); every field but ``layers`` has a leading batch
+    dimension N."""
 
     landmarks: torch.Tensor          # (N, 68, 2) frontal-frame landmarks (identity + expression)
     aus: torch.Tensor                # (N, A, 2) AU intensities (subject right, left)
@@ -51,13 +52,19 @@ class Scene:
     makeup: torch.Tensor             # (N, 16) lipstick rgb+a, eyeshadow rgb+a, eyeliner rgb+a, blush rgb+a
     degrade: torch.Tensor            # (N, 4) resolution factor, blur sigma (px at 112), noise sigma, jpeg quality
     skin_gain: torch.Tensor          # (N, 3) multiplicative skin colour change (PPG)
-    layers: torch.Tensor             # (N, 6, H, W) identity layers (draw_identity) gathered per image
+    layers: torch.Tensor             # (U, 6, H, W) identity layers (draw_identity) of the batch's identities
+    layer_index: torch.Tensor        # (N,) long: each image's identity layer (row of ``layers``)
     neutral: torch.Tensor            # (N, 68, 2) the identity's neutral frontal landmarks
     seeds: torch.Tensor              # (N,) int64 seeds of per-image pixel noise
 
     @property
     def n(self) -> int:
         return self.landmarks.shape[0]
+
+    def select(self, idx) -> "Scene":
+        """The scene of images ``idx`` (a slice or an index tensor)."""
+        return Scene(**{f.name: getattr(self, f.name) if f.name == "layers" else getattr(self, f.name)[idx]
+                        for f in fields(self)})
 
 
 @dataclass
@@ -71,13 +78,34 @@ class Rendered:
 
 def _ramp(sdf, width):
     """Soft inside-indicator of a signed distance (negative inside), anti-aliased over ``width``."""
-    return (0.5 - sdf / width).clamp_(0.0, 1.0)
+    return (sdf / -width).add_(0.5).clamp_(0.0, 1.0)
 
 
 def _lerp_(col, c, a):
     """In-place alpha blend of colour ``c`` (N,3,...) into ``col`` with alpha ``a`` (N,1,...)."""
-    col.mul_(1 - a).add_(c * a)
-    return col
+    return col.lerp_(c, a)
+
+
+def _exp_neg(t):
+    """exp(-t) for t >= 0, with t clipped at 80 (exp(-80) ~ 2e-35 is zero for any picture).
+
+    The clip is for speed: torch's vectorised CPU exp takes a slow path, tens of times slower, for arguments below
+    about -88, which the far tails of the Gaussians of this renderer reach on most pixels."""
+    return t.clamp_max(80.0).neg_().exp_()
+
+
+def _gauss(t):
+    """exp(-t^2), clipped as in :func:`_exp_neg`."""
+    return (t * t).clamp_max_(80.0).neg_().exp_()
+
+
+def _ipow(x, k: int):
+    """x ** k for an integer k >= 1 by repeated squaring (torch's CPU pow is several times slower for integer
+    exponents other than 2)."""
+    if k == 1:
+        return x
+    half = _ipow(x * x, k // 2)
+    return half * x if k % 2 else half
 
 
 def _c(v):
@@ -123,10 +151,12 @@ def _frame_pts(P, p0, p1):
 def _seg_dist(X, Y, a, b):
     """Distance of each pixel to the segment a-b (a, b: (N, 2))."""
     d = b - a
-    l2 = (d * d).sum(1).clamp_min(1e-8)
+    dx, dy = _s(d[:, 0]), _s(d[:, 1])
+    l2 = _s((d * d).sum(1).clamp_min(1e-8))
     px, py = X - _s(a[:, 0]), Y - _s(a[:, 1])
-    t = ((px * _s(d[:, 0]) + py * _s(d[:, 1])) / _s(l2)).clamp(0, 1)
-    return ((px - t * _s(d[:, 0])) ** 2 + (py - t * _s(d[:, 1])) ** 2).sqrt()
+    t = (px * (dx / l2) + py * (dy / l2)).clamp_(0, 1)             # position of the nearest point along a-b
+    qx, qy = torch.addcmul(px, t, dx, value=-1), torch.addcmul(py, t, dy, value=-1)
+    return qx.mul_(qx).addcmul_(qy, qy).sqrt_()
 
 
 def _rotation(pose):
@@ -171,23 +201,23 @@ class DepthModel:
     def __call__(self, X, Y):
         g = lambda v: v[:, None, None, None] if v.dim() == 1 else v  # noqa: E731
         e = ((X - g(self.cx)) / g(self.ax)) ** 2 + ((Y - g(self.cy)) / g(self.ay)) ** 2
-        z = g(self.zc) * (1 - e).clamp_min(0).sqrt()
+        z = g(self.zc) * (1 - e).clamp_min_(0).sqrt_()
         # nose: a ridge along the bridge rising to the tip, and the tip bulb
         u, v, _ = _frame(X, Y, self.nose_a, self.nose_b)
         uc = u.clamp(0, 1.15)
-        ridge = torch.exp(-(v / (g(self.nose_w) * (0.55 + 0.6 * uc))) ** 2) * (u > -0.1) * (u < 1.2)
-        z = z + g(self.nose_h) * (0.3 + 0.7 * uc) * ridge * (1 - ((u - 1.05) / 0.18).clamp(0, 1))
+        ridge = _gauss(v / (g(self.nose_w) * (0.55 + 0.6 * uc))) * ((u > -0.1) & (u < 1.2))
+        z += g(self.nose_h) * (0.3 + 0.7 * uc) * ridge * (1 - ((u - 1.05) / 0.18).clamp_(0, 1))
         # cheeks, brow ridge, eye sockets, lips, chin
         for s in range(2):
             d2 = (X - g(self.cheek[:, s])) ** 2 + (Y - g(self.cheek_y)) ** 2
-            z = z + g(self.cheek_h[:, s]) * torch.exp(-d2 / 0.012)
+            z += g(self.cheek_h[:, s]) * _exp_neg(d2 / 0.012)
             d2 = (X - g(self.eye[:, s, 0])) ** 2 + (Y - g(self.eye[:, s, 1])) ** 2
-            z = z - 0.045 * torch.exp(-d2 / (g(self.eye_r) ** 2))
-        z = z + 0.025 * torch.exp(-((Y - g(self.brow_y) + 0.02) / 0.04) ** 2) * torch.exp(-(X / 0.35) ** 2)
+            z -= 0.045 * _exp_neg(d2 / (g(self.eye_r) ** 2))
+        z += 0.025 * _gauss((Y - g(self.brow_y) + 0.02) / 0.04) * _gauss(X / 0.35)
         dm = ((X - g(self.mouth[:, 0])) / g(self.mouth_w)) ** 2 + ((Y - g(self.mouth[:, 1])) / 0.07) ** 2
-        z = z + 0.03 * torch.exp(-dm)
+        z += 0.03 * _exp_neg(dm)
         dc = ((X - g(self.chin[:, 0])) / 0.12) ** 2 + ((Y - g(self.chin[:, 1])) / 0.08) ** 2
-        z = z + 0.025 * torch.exp(-dc)
+        z += 0.025 * _exp_neg(dc)
         return z
 
 
@@ -225,15 +255,14 @@ def _polar_lookup(X, Y, centre, table):
     N, K1 = table.shape
     K = K1 - 1
     dx, dy = X - _s(centre[:, 0]), Y - _s(centre[:, 1])
-    r = (dx * dx + dy * dy).sqrt()
-    a = (torch.atan2(dy, dx) + math.pi) * (K / (2 * math.pi))
-    i0 = a.long().clamp(0, K - 1)
-    fr = a - i0
-    shape = i0.shape
-    flat = i0.reshape(N, -1)
-    t0 = table.gather(1, flat).view(shape)
-    t1 = table.gather(1, flat + 1).view(shape)
-    return r - (t0 + (t1 - t0) * fr)
+    r = (dx * dx + dy * dy).sqrt_()
+    a = torch.atan2(dy, dx).add_(math.pi).mul_(K / (2 * math.pi))    # angle in table steps
+    i0 = a.long().clamp_(0, K - 1)
+    flat = i0.view(N, -1)
+    # linear interpolation between table entries i0 and i0 + 1
+    radius = table.gather(1, flat).view_as(r)
+    slope = (table[:, 1:] - table[:, :-1]).gather(1, flat).view_as(r)
+    return r.sub_(radius).sub_(slope.mul_(a.sub_(i0)))
 
 
 def _eye_curves(u, upper, lower):
@@ -275,13 +304,17 @@ def _fine_noise(H, device):
     return _FINE[key]
 
 
-def _noise(seeds, shape, device, offset=0):
-    """Per-image reproducible standard-normal noise: image i uses its own generator seeded by seeds[i] + offset."""
+def _noise(seeds, shape, device, offset=0, uniform=False):
+    """Per-image reproducible noise, standard normal (or uniform in [0, 1)): image i uses its own generator seeded by
+    seeds[i] + offset, so its noise does not depend on the rest of the batch."""
     out = torch.empty((len(seeds),) + tuple(shape), device=device)
     gen = torch.Generator(device=device)
     for i, s in enumerate(seeds.tolist()):
         gen.manual_seed(int(s) + offset)
-        out[i].normal_(generator=gen)
+        if uniform:
+            out[i].uniform_(generator=gen)
+        else:
+            out[i].normal_(generator=gen)
     return out
 
 
@@ -292,6 +325,37 @@ def _window(X, Y, x0, x1, y0, y1, H):
     return rs, cs, X[..., cs], Y[:, :, rs]
 
 
+_RESIZE: dict = {}
+
+
+def _resize_matrix(n: int, size: int, mode: str, device) -> torch.Tensor:
+    """(n, size) matrix of the 1-D resize of ``n`` samples to ``size`` by ``F.interpolate`` (``mode`` "bilinear" or
+    "bicubic", align_corners=False), cached."""
+    key = (n, size, mode, str(device))
+    if key not in _RESIZE:
+        eye = torch.eye(n).view(n, 1, 1, n)
+        _RESIZE[key] = F.interpolate(eye, size=(1, size), mode=mode, align_corners=False).view(n, size).to(device)
+    return _RESIZE[key]
+
+
+def _resize(x, H: int, mode: str = "bilinear"):
+    """``F.interpolate(x, size=(H, H), mode=mode, align_corners=False)`` for (N, C, h, w) ``x``. Up-sampling by 2
+    or more is computed as two matrix products with the separable 1-D interpolation matrices (several times faster
+    than ``F.interpolate`` on the CPU)."""
+    h, w = x.shape[-2:]
+    if 2 * max(h, w) > H:
+        return F.interpolate(x, size=(H, H), mode=mode, align_corners=False)
+    return _resize_matrix(h, H, mode, x.device).T @ x @ _resize_matrix(w, H, mode, x.device)
+
+
+def _resize_grid(x, H: int):
+    """Bilinear resize (as :func:`_resize`) of (N, h, w, C) channels-last maps, such as sampling grids, to
+    (N, H, H, C): the column pass acts on the interleaved channels with kron(matrix, I_C)."""
+    N, h, w, C = x.shape
+    cols = torch.kron(_resize_matrix(w, H, "bilinear", x.device), torch.eye(C, device=x.device))   # (w C, H C)
+    return (_resize_matrix(h, H, "bilinear", x.device).T @ (x.reshape(N, h, w * C) @ cols)).view(N, H, H, C)
+
+
 def _grid(H, device):
     xs = (torch.arange(H, device=device, dtype=torch.float32) + 0.5) * (2.0 / H) - 1
     return xs.view(1, 1, 1, H), xs.view(1, 1, H, 1)
@@ -300,27 +364,25 @@ def _grid(H, device):
 LAYER_CHANNELS = ("r", "g", "b", "alpha", "face", "skin")
 
 
-def draw_identity(I, H: int) -> torch.Tensor:
+def draw_identity(I, H: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """Neutral frontal layers of identities ``I`` (an :class:`~facelab.synth.identity.Identity` on the device).
 
-    Returns (n, 6, H, W): colour, alpha, face region and skin mask (see
+    Returns (n, 6, H, W), drawn into ``out`` when given: colour, alpha, face region and skin mask (see
     :data:`LAYER_CHANNELS`). Eyes, lips, makeup and accessories are drawn per image on top of these.
     """
     L = I.landmarks
     dev = L.device
     N, W = L.shape[0], H
     pix = 2.0 / H
-    X, Y = _grid(H, dev)
+    Xf, Y = _grid(H, dev)
     skin = I.skin
-    col = torch.zeros(N, 3, H, W, device=dev)
-    alpha = torch.zeros(N, 1, H, W, device=dev)
+    out = torch.zeros(N, len(LAYER_CHANNELS), H, W, device=dev) if out is None else out.zero_()
     style = I.hair_style
     hs = I.hair_shape
     age = I.face[:, 5]
     fine = _fine_noise(H, dev)
 
     centre, table, top = _polar_face(L, I.face)
-    face_sdf = _polar_lookup(X, Y, centre, table)
     jaw_w = (L[:, 16, 0] - L[:, 0, 0]) * 0.5
     cx = (L[:, 0, 0] + L[:, 16, 0]) * 0.5
     is_bald = style == 2
@@ -328,6 +390,20 @@ def draw_identity(I, H: int) -> torch.Tensor:
     sk_rx = jaw_w * 1.03 + vol
     sk_ry = (L[:, 8, 1] - top) * 0.55 + vol
     sk_cy = top + sk_ry - vol * 1.6
+    # everything is drawn in the columns of the heads (skull and long hair, ears): the rest stays transparent
+    reach = sk_rx * 1.08
+    head = _rows(float(torch.minimum(cx - reach, L[:, 0, 0] - 0.09).min()) - pix,
+                 float(torch.maximum(cx + reach, L[:, 16, 0] + 0.09).max()) + pix, H)
+    X, fine, canvas = Xf[..., head], fine[..., head], out[..., head]
+    col, alpha, face_a, skin_m = canvas[:, 0:3], canvas[:, 3:4], canvas[:, 4:5], canvas[:, 5:6]
+
+    def window(x0, x1, y0, y1):
+        """Row slice and column slice (of the head columns) of a frontal box, and their coordinates."""
+        rs, cs = _rows(y0, y1, H), _rows(x0, x1, H)
+        cs = slice(max(cs.start, head.start) - head.start, max(min(cs.stop, head.stop) - head.start, 1))
+        return rs, cs, X[..., cs], Y[:, :, rs]
+
+    face_sdf = _polar_lookup(X, Y, centre, table)
     e_sk = (((X - _s(cx)) / _s(sk_rx)) ** 2 + ((Y - _s(sk_cy)) / _s(sk_ry)) ** 2).sqrt() - 1
     skull = _ramp(e_sk * _s(sk_ry.clamp_min(0.1)), pix) * (Y < _s(L[:, 0, 1])).float()
 
@@ -340,29 +416,38 @@ def draw_identity(I, H: int) -> torch.Tensor:
                                                                            4 * pix)
         back = torch.where(Y > _s(sk_cy), back, skull) * _s(long_hair)
         _lerp_(col, hair_c * 0.75 * strands, back)
-        alpha = torch.maximum(alpha, back)
+        torch.maximum(alpha, back, out=alpha)
+    # neck (below jaw point 4) and ears, in their windows: (rows, columns, alpha) of each, for the skin mask
+    skin_parts = []
     neck_w = jaw_w * 0.62 * I.face[:, 4]
-    neck = _ramp((X - _s(cx)).abs() - _s(neck_w), pix) * (Y > _s(L[:, 4, 1])).float()
-    shade_neck = 0.62 + 0.18 * ((Y - _s(L[:, 8, 1])) / 0.3).clamp(0, 1)
-    _lerp_(col, _c(skin) * shade_neck, neck)
-    alpha = torch.maximum(alpha, neck)
+    rs, cs, Xw, Yw = window(-1.0, 1.0, float(L[:, 4, 1].min()) - pix, 1.0)
+    neck = _ramp((Xw - _s(cx)).abs() - _s(neck_w), pix) * (Yw > _s(L[:, 4, 1]))
+    shade_neck = 0.62 + 0.18 * ((Yw - _s(L[:, 8, 1])) / 0.3).clamp(0, 1)
+    _lerp_(col[:, :, rs, cs], _c(skin) * shade_neck, neck)
+    skin_parts.append((rs, cs, neck))
     ey = L[:, 36:48, 1].mean(1)
     ny = L[:, 33, 1]
     ear_h = (ny - ey) * 0.7 * I.face[:, 3]
-    ears = torch.zeros_like(alpha)
+    ear_y = 0.5 * (ey + ny)
     for j, sign in ((0, -1.0), (16, 1.0)):
         ex = L[:, j, 0] + sign * 0.035
-        e = (((X - _s(ex)) / 0.055) ** 2 + ((Y - _s(0.5 * (ey + ny))) / _s(ear_h)) ** 2).sqrt() - 1
-        ears = torch.maximum(ears, _ramp(e * 0.055, pix))
-    _lerp_(col, _c(skin) * 0.88, ears)
-    alpha = torch.maximum(alpha, ears)
-    face_a = _ramp(face_sdf, pix)
+        reach = 1 + pix / 0.055                                      # the anti-aliased edge's extent
+        rs, cs, Xw, Yw = window(float(ex.min()) - 0.055 * reach, float(ex.max()) + 0.055 * reach,
+                                float((ear_y - ear_h * reach).min()), float((ear_y + ear_h * reach).max()))
+        e = (((Xw - _s(ex)) / 0.055) ** 2 + ((Yw - _s(ear_y)) / _s(ear_h)) ** 2).sqrt_() - 1
+        ear = _ramp(e * 0.055, pix)
+        _lerp_(col[:, :, rs, cs], _c(skin) * 0.88, ear)
+        skin_parts.append((rs, cs, ear))
+    for rs, cs, a in skin_parts:
+        torch.maximum(alpha[:, :, rs, cs], a, out=alpha[:, :, rs, cs])
+    face_a.copy_(_ramp(face_sdf, pix))
     head_skin = torch.maximum(skull, face_a)
     _lerp_(col, _c(skin), head_skin)
-    alpha = torch.maximum(alpha, head_skin)
-    # identity skin texture: blotches, freckles, moles
-    tex = F.interpolate(I.texture, size=(H, W), mode="bilinear", align_corners=False)
-    tone = (1 + 0.035 * tex[:, 0:1] - 0.22 * tex[:, 1:2] - 0.55 * (tex[:, 2:3] * 3).clamp(0, 1)).clamp(0.3, 1.2)
+    torch.maximum(alpha, head_skin, out=alpha)
+    # identity skin texture: the tone change of blotches and freckles, and moles, resized to the layer
+    t = I.texture
+    tex = _resize(torch.cat([0.035 * t[:, 0:1] - 0.22 * t[:, 1:2], t[:, 2:3]], 1), H)[..., head]
+    tone = (1 + tex[:, 0:1] - 0.55 * (tex[:, 1:2] * 3).clamp(0, 1)).clamp(0.3, 1.2)
     col.mul_(1 + (tone - 1) * head_skin)
     # hair: skull region above a hairline, plus the sides down to the ears
     brow_top = L[:, 17:27, 1].min(1).values
@@ -376,13 +461,15 @@ def draw_identity(I, H: int) -> torch.Tensor:
     sides = skull * (face_sdf > -0.01).float() * (Y < _s(side_limit)).float()
     hair_a = torch.maximum(cap, sides) * _s((~is_bald).float())
     _lerp_(col, hair_c * strands, hair_a)
-    alpha = torch.maximum(alpha, hair_a)
-    skin_m = torch.maximum(head_skin, torch.maximum(neck, ears)) * (1 - hair_a)
+    torch.maximum(alpha, hair_a, out=alpha)
+    torch.mul(head_skin, 1 - hair_a, out=skin_m)
+    for rs, cs, a in skin_parts:
+        torch.maximum(skin_m[:, :, rs, cs], a * (1 - hair_a[:, :, rs, cs]), out=skin_m[:, :, rs, cs])
 
     # brows (eye-band window)
     x0, x1 = float(L[:, 17:27, 0].min()) - 0.03, float(L[:, 17:27, 0].max()) + 0.03
     y0, y1 = float(L[:, 17:27, 1].min()) - 0.05, float(L[:, 17:27, 1].max()) + 0.04
-    rs, cs, Xw, Yw = _window(X, Y, x0, x1, y0, y1, H)
+    rs, cs, Xw, Yw = window(x0, x1, y0, y1)
     cb = col[:, :, rs, cs]
     brow_c = _c(I.hair * (1 - 0.45 * I.brow[:, 1:2]).clamp(0, 1)) * 0.8
     thick0 = 0.022 * I.brow[:, 0]
@@ -398,7 +485,7 @@ def draw_identity(I, H: int) -> torch.Tensor:
     # nostrils and alar creases (nose window)
     x0, x1 = float(L[:, 31:36, 0].min()) - 0.05, float(L[:, 31:36, 0].max()) + 0.05
     y0, y1 = float(L[:, 31:36, 1].min()) - 0.06, float(L[:, 31:36, 1].max()) + 0.03
-    rs, cs, Xw, Yw = _window(X, Y, x0, x1, y0, y1, H)
+    rs, cs, Xw, Yw = window(x0, x1, y0, y1)
     cn = col[:, :, rs, cs]
     for k0, k1 in ((31, 32), (35, 34)):
         nc = 0.55 * L[:, k0] + 0.45 * L[:, k1]
@@ -406,17 +493,17 @@ def draw_identity(I, H: int) -> torch.Tensor:
         cn.mul_(1 - 0.65 * _ramp(d * 0.01, pix))
         acx = L[:, k0, 0] + (L[:, k0, 0] - cx).sign() * 0.012
         d = (((Xw - _s(acx)) / 0.018) ** 2 + ((Yw - _s(L[:, k0, 1] - 0.018)) / 0.03) ** 2).sqrt()
-        cn.mul_(1 - 0.18 * torch.exp(-((d - 1) / 0.25) ** 2))
+        cn.mul_(1 - 0.18 * _gauss((d - 1) / 0.25))
     # age wrinkles (the AU-driven ones are added per image from templates)
     zero_au = torch.zeros(N, len(_AU), 2, device=dev)
-    dark = _wrinkles(L, zero_au, age, X, Y, H)
+    dark = _wrinkles(L, zero_au, age, Xf, Y, H)[..., head]
     col.mul_(1 - dark * face_a)
     # beard
     bstyle = I.beard[:, 0]
     if bool((bstyle > 0).any()):
         x0, x1 = float(L[:, 0:17, 0].min()) - 0.02, float(L[:, 0:17, 0].max()) + 0.02
         y0, y1 = float(L[:, 30, 1].min()) - 0.02, float(L[:, 8, 1].max()) + 0.03
-        rs, cs, Xw, Yw = _window(X, Y, x0, x1, y0, y1, H)
+        rs, cs, Xw, Yw = window(x0, x1, y0, y1)
         cl = col[:, :, rs, cs]
         fr = face_a[:, :, rs, cs] * (1 - hair_a[:, :, rs, cs])
         dens = I.beard[:, 1]
@@ -436,7 +523,7 @@ def draw_identity(I, H: int) -> torch.Tensor:
         ba = region * _s(strength) * stub.clamp(0, 1)
         _lerp_(cl, _c(I.hair) * 0.85, ba)
         skin_m[:, :, rs, cs] *= 1 - ba
-    return torch.cat([col, alpha, face_a, skin_m], 1)
+    return out
 
 
 def _normals(depth, h, dev):
@@ -447,71 +534,98 @@ def _normals(depth, h, dev):
     zp = F.pad(z, (1, 1, 1, 1), mode="replicate")
     gx = (zp[:, :, 1:-1, 2:] - zp[:, :, 1:-1, :-2]) / (2 * step)
     gy = (zp[:, :, 2:, 1:-1] - zp[:, :, :-2, 1:-1]) / (2 * step)
-    n = torch.cat([-gx, -gy, torch.ones_like(gx)], 1)
-    return n / n.norm(dim=1, keepdim=True)
+    inv = (gx * gx + gy * gy + 1).rsqrt_()                            # 1 / |(-gx, -gy, 1)|
+    return torch.cat([-gx * inv, -gy * inv, inv], 1)
 
 
 def _wrinkles(L, aus, age, X, Y, H):
-    """Darkening (N, 1, H, W) of wrinkles and folds: age lines plus AU-driven ones (linear in each AU)."""
+    """Darkening (N, 1, H, W) of wrinkles and folds: age lines plus AU-driven ones (linear in each AU).
+
+    ``X``, ``Y`` are the pixel-centre coordinates of :func:`_grid`. A term whose weight is zero for every face is
+    skipped (the identity layer only has the age lines), and each term is evaluated only in a window around its
+    landmarks that holds all of it above about 1e-8 (Gaussians are cut at 4.3 sigma).
+    """
     N = L.shape[0]
-    dev = L.device
-    out = torch.zeros(N, 1, Y.shape[2], X.shape[3], device=dev)
+    out = torch.zeros(N, 1, Y.shape[2], X.shape[3], device=L.device)
     cx = (L[:, 0, 0] + L[:, 16, 0]) * 0.5
     a = lambda name, s=None: (aus[:, _AU[name]].mean(1) if s is None else aus[:, _AU[name], s])  # noqa: E731
-    # forehead lines: AU1 medial, AU2 lateral, age everywhere
+
+    def add(k, term, around, mx, my=None):
+        """out += k * term(X, Y) for per-face weights k (N,), in the window of the frontal points ``around`` (N, P, 2)
+        of all faces grown by mx (horizontally) and my (vertically, default mx)."""
+        if not bool((k != 0).any()):
+            return
+        lo, hi = around.reshape(-1, 2).amin(0), around.reshape(-1, 2).amax(0)
+        my = mx if my is None else my
+        rs, cs, Xw, Yw = _window(X, Y, float(lo[0]) - mx, float(hi[0]) + mx, float(lo[1]) - my, float(hi[1]) + my, H)
+        out[:, :, rs, cs].addcmul_(term(Xw, Yw), _s(k))
+
+    def at(x, y):
+        """(N, 1, 2) frontal points from per-face coordinates (N,) (or numbers)."""
+        x, y = torch.as_tensor(x, device=L.device), torch.as_tensor(y, device=L.device)
+        return torch.stack(torch.broadcast_tensors(x, y), -1).view(-1, 1, 2)
+
+    # forehead lines (between 0.2 and 0.015 above the brows): AU1 medial, AU2 lateral, age everywhere
     brow_y = L[:, 17:27, 1].min(1).values
-    fy = Y - _s(brow_y)
-    lines = torch.sin(fy * 95) ** 6 * ((-fy - 0.015) / 0.02).clamp(0, 1) * ((fy + 0.2) / 0.05).clamp(0, 1)
-    lat = ((X - _s(cx)).abs() / 0.25).clamp(0, 1)
-    k = _s(0.2 * a("AU01") + 0.03 * age) * (1 - lat) + _s(0.2 * a("AU02")) * lat * (
-        1 - (((X - _s(cx)).abs() - 0.3) * 5).clamp(0, 1))
-    out = out + k * lines
+    forehead = at(cx, brow_y - 0.1075), 2.0, 0.0925
+
+    def lines(X, Y):
+        fy = Y - _s(brow_y)
+        return _ipow(torch.sin(fy * 95), 6) * ((-fy - 0.015) / 0.02).clamp(0, 1) * ((fy + 0.2) / 0.05).clamp(0, 1)
+
+    lat = lambda X: ((X - _s(cx)).abs() / 0.25).clamp(0, 1)  # noqa: E731
+    add(0.2 * a("AU01") + 0.03 * age, lambda X, Y: (1 - lat(X)) * lines(X, Y), *forehead)
+    add(0.2 * a("AU02"), lambda X, Y: lat(X) * (1 - (((X - _s(cx)).abs() - 0.3) * 5).clamp(0, 1)) * lines(X, Y),
+        *forehead)
     # glabella (AU4) and nose root (AU9)
-    gl_y = (Y - _s(brow_y)) / 0.05
-    glab = (torch.exp(-((X - _s(cx) - 0.03) / 0.006) ** 2) + torch.exp(-((X - _s(cx) + 0.03) / 0.006) ** 2)) \
-        * torch.exp(-(gl_y - 0.6) ** 2 / 0.5)
-    out = out + _s(0.35 * a("AU04")) * glab
-    n_y = Y - _s(0.5 * (L[:, 27, 1] + L[:, 28, 1]))
-    nose_w = torch.sin(n_y * 160) ** 8 * torch.exp(-((X - _s(cx)) / 0.04) ** 2) * torch.exp(-(n_y / 0.03) ** 2)
-    out = out + _s(0.4 * a("AU09")) * nose_w
+    add(0.35 * a("AU04"), lambda X, Y: (_gauss((X - _s(cx) - 0.03) / 0.006) + _gauss((X - _s(cx) + 0.03) / 0.006))
+        * _gauss(((Y - _s(brow_y)) / 0.05 - 0.6) / math.sqrt(0.5)), at(cx, brow_y + 0.03), 0.06, 0.155)
+    root_y = 0.5 * (L[:, 27, 1] + L[:, 28, 1])
+    add(0.4 * a("AU09"), lambda X, Y: _ipow(torch.sin((Y - _s(root_y)) * 160), 8) * _gauss((X - _s(cx)) / 0.04)
+        * _gauss((Y - _s(root_y)) / 0.03), at(cx, root_y), 0.175, 0.13)
     for s, (outer, a_id, m_id, lo) in enumerate(((36, 31, 48, (40, 41)), (45, 35, 54, (46, 47)))):
         sign = -1.0 if s == 0 else 1.0
-        # crow's feet (AU6, age)
-        dxo, dyo = X - _s(L[:, outer, 0]), Y - _s(L[:, outer, 1])
-        ro = (dxo ** 2 + dyo ** 2).sqrt()
-        crow = torch.sin(torch.atan2(dyo, dxo.abs()) * 14) ** 8 * torch.exp(-((ro - 0.045) / 0.022) ** 2) \
-            * (dxo * sign > 0).float()
-        out = out + _s(0.25 * a("AU06", s) + 0.06 * age) * crow
+        o = L[:, outer]
+
+        def crow(X, Y):                        # crow's feet: rays out of the outer eye corner
+            dxo, dyo = X - _s(o[:, 0]), Y - _s(o[:, 1])
+            ro = (dxo * dxo + dyo * dyo).sqrt_()
+            return _ipow(torch.sin(torch.atan2(dyo, dxo.abs()) * 14), 8) * _gauss((ro - 0.045) / 0.022) \
+                * (dxo * sign > 0)
+        add(0.25 * a("AU06", s) + 0.06 * age, crow, o[:, None], 0.125)
         # lower-lid bulge (AU6, AU7) and the shadow under a raised cheek (AU6, AU12)
         lx, ly = L[:, list(lo), 0].mean(1), L[:, list(lo), 1].mean(1)
-        d2 = ((X - _s(lx)) / 0.05) ** 2
-        bulge = torch.exp(-d2) * torch.exp(-((Y - _s(ly + 0.014)) / 0.005) ** 2)
-        out = out + _s(0.25 * (a("AU06", s) + a("AU07", s)) + 0.03) * bulge
-        cheek = torch.exp(-((X - _s(lx + sign * 0.02)) / 0.07) ** 2) * torch.exp(-((Y - _s(ly + 0.09)) / 0.035) ** 2)
-        out = out + _s(0.12 * a("AU06", s) + 0.08 * a("AU12", s)) * cheek
-        out = out - _s(0.08 * a("AU06", s)) * torch.exp(-((X - _s(lx + sign * 0.02)) / 0.06) ** 2) \
-            * torch.exp(-((Y - _s(ly + 0.045)) / 0.025) ** 2)
+        add(0.25 * (a("AU06", s) + a("AU07", s)) + 0.03,
+            lambda X, Y: _gauss((X - _s(lx)) / 0.05) * _gauss((Y - _s(ly + 0.014)) / 0.005), at(lx, ly + 0.014),
+            0.215, 0.022)
+        add(0.12 * a("AU06", s) + 0.08 * a("AU12", s),
+            lambda X, Y: _gauss((X - _s(lx + sign * 0.02)) / 0.07) * _gauss((Y - _s(ly + 0.09)) / 0.035),
+            at(lx + sign * 0.02, ly + 0.09), 0.3, 0.15)
+        add(-0.08 * a("AU06", s),
+            lambda X, Y: _gauss((X - _s(lx + sign * 0.02)) / 0.06) * _gauss((Y - _s(ly + 0.045)) / 0.025),
+            at(lx + sign * 0.02, ly + 0.045), 0.26, 0.11)
         # nasolabial fold (AU10, AU12, AU9, age)
-        pa = L[:, a_id] + torch.stack([sign * 0.02 + 0 * cx, -0.01 + 0 * cx], 1)
-        pb = L[:, m_id] + torch.stack([sign * 0.03 + 0 * cx, 0.04 + 0 * cx], 1)
-        dseg = _seg_dist(X, Y, pa, pb)
-        k = 0.04 + 0.3 * a("AU12", s) + 0.25 * a("AU10", s) + 0.12 * a("AU09", s) + 0.1 * age
-        out = out + _s(k) * torch.exp(-(dseg / 0.007) ** 2)
+        pa = L[:, a_id] + torch.tensor([sign * 0.02, -0.01], device=L.device)
+        pb = L[:, m_id] + torch.tensor([sign * 0.03, 0.04], device=L.device)
+        add(0.04 + 0.3 * a("AU12", s) + 0.25 * a("AU10", s) + 0.12 * a("AU09", s) + 0.1 * age,
+            lambda X, Y: _gauss(_seg_dist(X, Y, pa, pb) / 0.007), torch.stack([pa, pb], 1), 0.03)
         # dimples (AU14), marionette lines (AU15), stretch lines (AU20)
-        dpx = L[:, m_id, 0] + sign * 0.03
-        dd = ((X - _s(dpx)) ** 2 + (Y - _s(L[:, m_id, 1])) ** 2) / 0.00012
-        out = out + _s(0.35 * a("AU14", s)) * torch.exp(-dd)
-        pm = L[:, m_id] + torch.stack([sign * 0.01 + 0 * cx, 0.01 + 0 * cx], 1)
-        pn = L[:, m_id] + torch.stack([sign * 0.02 + 0 * cx, 0.08 + 0 * cx], 1)
-        out = out + _s(0.25 * a("AU15", s)) * torch.exp(-(_seg_dist(X, Y, pm, pn) / 0.006) ** 2)
-        st = torch.exp(-((Y - _s(L[:, m_id, 1])) / 0.012) ** 2) * torch.exp(-((X - _s(dpx + sign * 0.02)) / 0.02) ** 2)
-        out = out + _s(0.2 * a("AU20", s)) * st
+        dp = torch.stack([L[:, m_id, 0] + sign * 0.03, L[:, m_id, 1]], 1)
+        add(0.35 * a("AU14", s), lambda X, Y: _exp_neg(((X - _s(dp[:, 0])) ** 2 + (Y - _s(dp[:, 1])) ** 2) / 0.00012),
+            dp[:, None], 0.045)
+        pm = L[:, m_id] + torch.tensor([sign * 0.01, 0.01], device=L.device)
+        pn = L[:, m_id] + torch.tensor([sign * 0.02, 0.08], device=L.device)
+        add(0.25 * a("AU15", s), lambda X, Y: _gauss(_seg_dist(X, Y, pm, pn) / 0.006), torch.stack([pm, pn], 1), 0.027)
+        add(0.2 * a("AU20", s),
+            lambda X, Y: _gauss((Y - _s(dp[:, 1])) / 0.012) * _gauss((X - _s(dp[:, 0] + sign * 0.02)) / 0.02),
+            at(dp[:, 0] + sign * 0.02, dp[:, 1]), 0.086, 0.052)
     # chin raiser (AU17): mentolabial fold and chin-boss dimpling
     fold_y = L[:, 57, 1] + 0.035
-    chin_d = torch.exp(-((Y - _s(fold_y)) / 0.008) ** 2) * torch.exp(-((X - _s(cx)) / 0.06) ** 2)
-    boss = (torch.sin(X * 150) * torch.sin(Y * 150)) ** 2 * torch.exp(
-        -(((X - _s(L[:, 8, 0])) / 0.07) ** 2 + ((Y - _s(L[:, 8, 1] - 0.05)) / 0.04) ** 2))
-    out = out + _s(0.25 * a("AU17") + 0.04) * chin_d + _s(0.2 * a("AU17")) * boss
+    add(0.25 * a("AU17") + 0.04, lambda X, Y: _gauss((Y - _s(fold_y)) / 0.008) * _gauss((X - _s(cx)) / 0.06),
+        at(cx, fold_y), 0.26, 0.035)
+    add(0.2 * a("AU17"), lambda X, Y: (torch.sin(X * 150) ** 2 * _gauss((X - _s(L[:, 8, 0])) / 0.07))
+        * (torch.sin(Y * 150) ** 2 * _gauss((Y - _s(L[:, 8, 1] - 0.05)) / 0.04)), at(L[:, 8, 0], L[:, 8, 1] - 0.05),
+        0.3, 0.172)
     return out
 
 
@@ -574,7 +688,7 @@ def draw_expression(sc: Scene, layer: torch.Tensor, H: int):
             ccx = 0.5 * (L[:, k, 0] + L[:, m, 0])
             ccy = 0.5 * (L[:, 40 if s == 0 else 47, 1] + L[:, 33, 1]) + 0.01
             d2 = ((Xw - _s(ccx)) / 0.09) ** 2 + ((Yw - _s(ccy)) / 0.06) ** 2
-            _lerp_(cw, _c(mk[:, 12:15]), _s(mk[:, 15]) * 0.55 * torch.exp(-d2) * skin_m[:, :, rs, cs])
+            _lerp_(cw, _c(mk[:, 12:15]), _s(mk[:, 15]) * 0.55 * _exp_neg(d2) * skin_m[:, :, rs, cs])
     # eyes (one window per eye)
     for s, (o, up, lo) in enumerate((((36, 39), (37, 38), (41, 40)), ((42, 45), (43, 44), (47, 46)))):
         ids = list(range(o[0], o[1] + 3)) if s == 0 else list(range(42, 48))
@@ -590,12 +704,12 @@ def draw_expression(sc: Scene, layer: torch.Tensor, H: int):
         inside_u = _ramp((u - 0.5).abs() - 0.5, pix / _s(length))
         if bool((mk[:, 7] > 0).any()):
             sh_a = _s(mk[:, 7]) * inside_u * _ramp(v - v_up + 0.004, pix) \
-                * torch.exp(-((v - v_up) / 0.055) ** 2) * ((u + 0.15) * (1.15 - u) * 4).clamp(0, 1)
+                * _gauss((v - v_up) / 0.055) * ((u + 0.15) * (1.15 - u) * 4).clamp(0, 1)
             _lerp_(cb, _c(mk[:, 4:7]), sh_a * 0.85)
-        crease = torch.exp(-((v - v_up * 1.35 - 0.012) / 0.005) ** 2) * inside_u
+        crease = _gauss((v - v_up * 1.35 - 0.012) / 0.005) * inside_u
         cb.mul_(1 - 0.22 * crease)
         open_a = inside_u * _ramp(v_up - v, pix) * _ramp(v - v_lo, pix)
-        sclera = torch.tensor([0.93, 0.91, 0.88], device=dev).view(1, 3, 1, 1) * (1 - 0.25 * (2 * u - 1) ** 4)
+        sclera = torch.tensor([0.93, 0.91, 0.88], device=dev).view(1, 3, 1, 1) * (1 - 0.25 * ((2 * u - 1) ** 2) ** 2)
         ec = 0.5 * (p0 + p1) + sc.gaze * length[:, None] * 0.18
         ri = length * 0.21
         dist = ((Xw - _s(ec[:, 0])) ** 2 + (Yw - _s(ec[:, 1] + 0.003)) ** 2).sqrt()
@@ -607,9 +721,9 @@ def draw_expression(sc: Scene, layer: torch.Tensor, H: int):
         glint = _ramp(((Xw - _s(ec[:, 0] + ri * 0.35)) ** 2 + (Yw - _s(ec[:, 1] - ri * 0.35)) ** 2).sqrt()
                       - _s(ri * 0.22), pix)
         eye_col = eye_col * (1 - glint * 0.8) + 0.76 * glint
-        eye_col = eye_col * (1 - 0.35 * torch.exp(-((v - v_up) / 0.01) ** 2))
+        eye_col = eye_col * (1 - 0.35 * _gauss((v - v_up) / 0.01))
         _lerp_(cb, eye_col, open_a)
-        lash = inside_u * torch.exp(-((v - v_up + 0.003) / 0.0045) ** 2)
+        lash = inside_u * _gauss((v - v_up + 0.003) / 0.0045)
         _lerp_(cb, torch.full_like(cb[:, :, :1, :1], 0.08), lash * 0.85)
         if bool((mk[:, 11] > 0).any()):
             liner_w = 0.004 + 0.006 * mk[:, 11]
@@ -633,7 +747,7 @@ def draw_expression(sc: Scene, layer: torch.Tensor, H: int):
     in_u = _ramp((u - 0.5).abs() - 0.5, pu)
     lips_a = in_u * _ramp(v_ou - v, pix) * _ramp(v - v_ol, pix)
     lower = torch.sigmoid(v / 0.01)
-    lipc = _c(sc.lip) * (0.92 + 0.12 * lower) * (1 - 0.2 * torch.exp(-((v - v_ou) / 0.006) ** 2))
+    lipc = _c(sc.lip) * (0.92 + 0.12 * lower) * (1 - 0.2 * _gauss((v - v_ou) / 0.006))
     lip_mix = _s(mk[:, 3]) * 0.85
     lipc = lipc * (1 - lip_mix) + _c(mk[:, 0:3]) * lip_mix * (0.9 + 0.1 * lower)
     _lerp_(cl, lipc, lips_a)
@@ -649,7 +763,7 @@ def draw_expression(sc: Scene, layer: torch.Tensor, H: int):
         tooth_c = torch.tensor([0.90, 0.87, 0.80], device=dev).view(1, 3, 1, 1) * (1 - 0.4 * (2 * u - 1) ** 2)
         t_a = torch.maximum(teeth, lower_teeth)
         _lerp_(cl, mouth_in * (1 - t_a) + tooth_c * t_a, open_a)
-    closed_line = in_iu * torch.exp(-((v - 0.5 * (v_iu + v_il)) / 0.0035) ** 2) * (gap <= 1.5 * pix).float()
+    closed_line = in_iu * _gauss((v - 0.5 * (v_iu + v_il)) / 0.0035) * (gap <= 1.5 * pix).float()
     cl.mul_(1 - 0.55 * closed_line)
 
     # glasses and sunglasses
@@ -668,8 +782,8 @@ def draw_expression(sc: Scene, layer: torch.Tensor, H: int):
         sunf = _s(sun[idx].float())
         frame_c = torch.where(sunf > 0, 0.05, _s(gl[idx, 2] * 0.1 + 0.02))
         lens_c = torch.where(sunf > 0, torch.tensor([0.04, 0.05, 0.07], device=dev).view(1, 3, 1, 1)
-                             + 0.15 * torch.exp(-((X + Yb * 0.8 - 0.1) / 0.06) ** 2), 0.9)
-        sub = col[idx][:, :, rs]
+                             + 0.15 * _gauss((X + Yb * 0.8 - 0.1) / 0.06), 0.9)
+        sub = col[idx, :, rs]
         _lerp_(sub, lens_c, torch.where(sunf > 0, 0.97, 0.12) * gm)
         _lerp_(sub, frame_c, ga)
         col[idx, :, rs] = sub
@@ -682,30 +796,32 @@ def draw_expression(sc: Scene, layer: torch.Tensor, H: int):
         if not bool(sel.any()):
             continue
         idx = sel.nonzero()[:, 0]
-        centre, table, _ = _polar_face(L[idx], sc.face[idx])
-        face_sdf = _polar_lookup(X, Y, centre, table)
-        a, c = _OCCLUDERS[kind](X, Y, L[idx], sc.occlusion_param[idx], face_sdf, None, jaw_w[idx], cx[idx], pix,
-                                sc.skin[idx])
-        sub = col[idx]
-        _lerp_(sub, c, a)
-        col[idx] = sub
-        alpha[idx] = torch.maximum(alpha[idx], a)
-        occ_mask[idx] = torch.maximum(occ_mask[idx], a)
+        draw, extent = _OCCLUDERS[kind]
+        rs, cs, Xw, Yw = _window(X, Y, *extent(L[idx], sc.occlusion_param[idx]), H)
+        a, c = draw(Xw, Yw, L[idx], sc.occlusion_param[idx], sc.face[idx], jaw_w[idx], cx[idx], pix)
+        col[idx, :, rs, cs] = _lerp_(col[idx, :, rs, cs], c, a)
+        alpha[idx, :, rs, cs] = torch.maximum(alpha[idx, :, rs, cs], a)
+        occ_mask[idx, :, rs, cs] = torch.maximum(occ_mask[idx, :, rs, cs], a)
     return occ_mask
 
 
 def _expression_grid(neutral, L, H, g=16):
     """Backward map from the expressive frontal frame to the neutral identity frame (N, H, W, 2): a smooth
-    Gaussian-kernel interpolation of the landmark displacements."""
+    Gaussian-kernel interpolation of the landmark displacements, computed on a g x g grid and up-sampled (a face
+    whose landmarks do not move gets the identity map)."""
     dev = L.device
     X, Y = _grid(g, dev)
     P = torch.stack([X.expand(1, 1, g, g), Y.expand(1, 1, g, g)], -1).view(1, g * g, 2)
     d = L - neutral                                                 # (N, 68, 2)
-    d2 = ((P[:, :, None, :] - L[:, None, :, :]) ** 2).sum(-1)        # (N, g*g, 68)
-    k = torch.exp(-d2 / (2 * 0.06 ** 2))
+    k = _gauss(torch.cdist(P.expand(L.shape[0], -1, -1), L) / (math.sqrt(2) * 0.06))   # (N, g*g, 68)
     disp = (k @ d) / (k.sum(-1, keepdim=True) + 0.15)
-    src = (P - disp).view(-1, g, g, 2).permute(0, 3, 1, 2)
-    return F.interpolate(src, size=(H, H), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+    return _identity_grid(H, dev) - _resize_grid(disp.view(-1, g, g, 2), H)
+
+
+def _identity_grid(H, device):
+    """(1, H, H, 2) ``grid_sample`` grid of the pixel centres (the identity map)."""
+    X, Y = _grid(H, device)
+    return torch.stack([X.expand(1, 1, H, H), Y.expand(1, 1, H, H)], -1)[:, 0]
 
 
 def _glasses(X, Y, L, gl, sun, jaw_w, pix):
@@ -722,7 +838,7 @@ def _glasses(X, Y, L, gl, sun, jaw_w, pix):
         b = a * torch.where(sun, 0.8, 0.72)
         dx = ((X - _s(c[:, 0])).abs() / _s(a)).clamp_min(1e-6)
         dy = ((Y - _s(c[:, 1] + 0.1 * b)).abs() / _s(b)).clamp_min(1e-6)
-        r = (dx ** _s(p) + dy ** _s(p)) ** (1 / _s(p))
+        r = (dx ** _s(p) + dy ** _s(p)).log_().div_(_s(p)).exp_()          # the p-norm, (dx^p + dy^p)^(1/p)
         sdf = (r - 1) * _s(b)
         lens = torch.maximum(lens, _ramp(sdf, pix))
         frame = torch.maximum(frame, _ramp(sdf.abs() - _s(t), pix))
@@ -739,7 +855,19 @@ def _glasses(X, Y, L, gl, sun, jaw_w, pix):
     return frame, lens
 
 
-def _scarf(X, Y, L, prm, face_sdf, face_a, jaw_w, cx, pix, skin):
+def _face_sdf(X, Y, L, face):
+    """Signed distance-like value of each pixel to the face contour of landmarks L (see :func:`_polar_lookup`)."""
+    centre, table, _ = _polar_face(L, face)
+    return _polar_lookup(X, Y, centre, table)
+
+
+def _scarf_extent(L, prm):
+    """Frontal box (x0, x1, y0, y1) holding the scarves of all faces: everything below the top edge."""
+    return -1.0, 1.0, float(prm[:, 0].min()) - 0.02, 1.0
+
+
+def _scarf(X, Y, L, prm, face, jaw_w, cx, pix):
+    face_sdf = _face_sdf(X, Y, L, face)
     # prm[:, 0] = top edge y (frontal frame), prm[:, 1:4] colour, prm[:, 4] pattern
     top = prm[:, 0]
     sag = 0.05 * ((X - _s(cx)) / _s(jaw_w)) ** 2
@@ -750,7 +878,15 @@ def _scarf(X, Y, L, prm, face_sdf, face_a, jaw_w, cx, pix, skin):
     return a, _c(prm[:, 1:4]) * folds * stripes
 
 
-def _medical_mask(X, Y, L, prm, face_sdf, face_a, jaw_w, cx, pix, skin):
+def _mask_extent(L, prm):
+    """Frontal box holding the medical masks of all faces: from the top edge (and the ear loops) to below the chin."""
+    top = 0.5 * (L[:, 28, 1] + L[:, 29, 1]) + prm[:, 0]
+    y0 = min(float(top.min()), float(L[:, [1, 15], 1].min()) - 0.07) - 0.02
+    return -1.0, 1.0, y0, float(L[:, 8, 1].max()) + 0.07
+
+
+def _medical_mask(X, Y, L, prm, face, jaw_w, cx, pix):
+    face_sdf = _face_sdf(X, Y, L, face)
     top = 0.5 * (L[:, 28, 1] + L[:, 29, 1]) + prm[:, 0]
     curve = 0.18 * ((X - _s(cx)) / _s(jaw_w)) ** 2
     a = _ramp(_s(top) + curve - Y, 1.5 * pix) * _ramp(face_sdf - 0.025, 1.5 * pix) * (Y < _s(L[:, 8, 1] + 0.05)).float()
@@ -766,7 +902,14 @@ def _medical_mask(X, Y, L, prm, face_sdf, face_a, jaw_w, cx, pix, skin):
     return a, _c(prm[:, 1:4]) * pleats
 
 
-def _hand(X, Y, L, prm, face_sdf, face_a, jaw_w, cx, pix, skin):
+def _hand_extent(L, prm):
+    """Frontal box holding the hands of all faces: the fingertips lie within 0.53 scale of the hand centre."""
+    r = 0.56 * prm[:, 3] + 0.02
+    return (float((prm[:, 0] - r).min()), float((prm[:, 0] + r).max()), float((prm[:, 1] - r).min()),
+            float((prm[:, 1] + r).max()))
+
+
+def _hand(X, Y, L, prm, face, jaw_w, cx, pix):
     # prm: centre x, centre y, angle, scale, skin tone (0 light .. 1 deep)
     c = prm[:, 0:2]
     ang = prm[:, 2]
@@ -792,13 +935,15 @@ def _hand(X, Y, L, prm, face_sdf, face_a, jaw_w, cx, pix, skin):
     return a, _c(tone) * shade
 
 
-_OCCLUDERS = {"scarf": _scarf, "mask": _medical_mask, "hand": _hand}
+#: Frontal occluders: (draw(X, Y, L, prm, face, jaw_w, cx, pix) -> (alpha, colour), extent(L, prm) -> frontal box).
+_OCCLUDERS = {"scarf": (_scarf, _scarf_extent), "mask": (_medical_mask, _mask_extent), "hand": (_hand, _hand_extent)}
 
 
 def _background(sc: Scene, H: int):
-    """Background and clothing, drawn at half resolution (they are smooth) and upsampled."""
+    """Background and clothing under the scene light, drawn at half resolution (they are smooth) and upsampled."""
     out = _background_full(sc, max(16, H // 2))
-    return F.interpolate(out, size=(H, H), mode="bilinear", align_corners=False)
+    out *= (0.55 + 0.45 * _s(sc.light[:, 2]).clamp(0, 1.3)) * _c(sc.light[:, 4:7])
+    return _resize(out, H)
 
 
 def _background_full(sc: Scene, H: int):
@@ -809,7 +954,7 @@ def _background_full(sc: Scene, H: int):
     bg = sc.background
     t = (X * _s(bg[:, 6]) + Y * _s(bg[:, 7])).clamp(-1, 1) * 0.5 + 0.5
     out = _c(bg[:, 0:3]) * (1 - t) + _c(bg[:, 3:6]) * t
-    out = out + _s(bg[:, 8]) * F.interpolate(sc.background_noise, size=(H, H), mode="bicubic", align_corners=False)
+    out = out + _s(bg[:, 8]) * _resize(sc.background_noise, H, "bicubic")
     cl = sc.clutter
     for k in range(cl.shape[1]):
         e = (((X - _s(cl[:, k, 0])) / _s(cl[:, k, 2])) ** 2 + ((Y - _s(cl[:, k, 1])) / _s(cl[:, k, 3])) ** 2)
@@ -833,7 +978,7 @@ def _lighting(sc: Scene, normals: torch.Tensor, R: torch.Tensor):
     half = half / half.norm(dim=1, keepdim=True)
     nx, ny, nz = normals[:, 0:1], normals[:, 1:2], normals[:, 2:3]
     diffuse = (nx * _s(lh[:, 0]) + ny * _s(lh[:, 1]) + nz * _s(lh[:, 2])).clamp_min(0)
-    spec = (nx * _s(half[:, 0]) + ny * _s(half[:, 1]) + nz * _s(half[:, 2])).clamp_min(0) ** 24
+    spec = _ipow((nx * _s(half[:, 0]) + ny * _s(half[:, 1]) + nz * _s(half[:, 2])).clamp_min(0), 24)
     amb, inten = sc.light[:, 3], sc.light[:, 2]
     shade = _s(amb) + _s(inten * (1 - amb) * 1.15) * diffuse
     return shade * _c(sc.light[:, 4:7]) + _s(0.10 * inten) * spec
@@ -859,9 +1004,7 @@ def _pose_grid(sc: Scene, depth: DepthModel, R, H: int, g: int = 24):
         by = qy - _s(rz[:, 1]) * z
         x = _s(Ainv[:, 0, 0]) * bx + _s(Ainv[:, 0, 1]) * by + _s(piv[:, 0])
         y = _s(Ainv[:, 1, 0]) * bx + _s(Ainv[:, 1, 1]) * by + _s(piv[:, 1])
-    grid = torch.cat([x, y], 1)
-    grid = F.interpolate(grid, size=(H, H), mode="bilinear", align_corners=False)
-    return grid.permute(0, 2, 3, 1)
+    return _resize_grid(torch.stack([x[:, 0], y[:, 0]], -1), H)
 
 
 def _pivot(depth: DepthModel):
@@ -881,33 +1024,58 @@ def project_landmarks(sc: Scene, depth: DepthModel, R, H: int):
     return torch.stack([(x + 1) * H / 2 - 0.5, (y + 1) * H / 2 - 0.5], -1)
 
 
+#: Most images rendered together on the CPU: a larger batch only adds memory traffic (its full-resolution tensors
+#: no longer stay in the CPU caches), a smaller one adds per-operation overhead.
+CPU_CHUNK = 64
+
+
 def render(sc: Scene, H: int) -> Rendered:
-    """Render a scene at H x H pixels (``sc.layers`` holds each image's identity layer, see :func:`draw_identity`)."""
+    """Render a scene at H x H pixels (``sc.layers`` holds the identity layers, see :func:`draw_identity`).
+
+    On the CPU the images are rendered in nearly equal chunks of at most :data:`CPU_CHUNK`; an image's random pixel
+    noise comes from its own seed, so chunking does not change it.
+    """
+    chunks = chunk_slices(sc.n, sc.landmarks.device)
+    if len(chunks) <= 1:
+        return _render(sc, H)
+    parts = [_render(sc.select(c), H) for c in chunks]
+    return Rendered(*(torch.cat([getattr(r, f.name) for r in parts]) for f in fields(Rendered)))
+
+
+def chunk_slices(n: int, device) -> list[slice]:
+    """Nearly equal slices of at most :data:`CPU_CHUNK` items covering ``range(n)`` on the CPU; one slice elsewhere."""
+    if n == 0:
+        return []
+    if torch.device(device).type != "cpu" or n <= CPU_CHUNK:
+        return [slice(0, n)]
+    step = math.ceil(n / math.ceil(n / CPU_CHUNK))
+    return [slice(s, min(n, s + step)) for s in range(0, n, step)]
+
+
+def _render(sc: Scene, H: int) -> Rendered:
+    """Render all images of a scene in one batch."""
     dev = sc.landmarks.device
-    layer = sc.layers
-    moved = (sc.landmarks - sc.neutral).abs().amax((1, 2)) > 1e-5
-    if bool(moved.any()):
-        idx = moved.nonzero()[:, 0]
-        grid = _expression_grid(sc.neutral[idx], sc.landmarks[idx], H)
-        layer = layer.clone()
-        layer[idx] = F.grid_sample(layer[idx], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    else:
-        layer = layer.clone()
+    # each image's identity layer (a view when the images' layers are consecutive rows, as for new identities),
+    # following the expression: a smooth warp of the neutral frontal frame
+    first = int(sc.layer_index[0])
+    consecutive = bool((sc.layer_index == torch.arange(first, first + sc.n, device=dev)).all())
+    layer = sc.layers[first:first + sc.n] if consecutive else sc.layers[sc.layer_index]
+    if bool(((sc.landmarks - sc.neutral).abs() > 1e-5).any()):
+        layer = F.grid_sample(layer, _expression_grid(sc.neutral, sc.landmarks, H), align_corners=False)
+    elif consecutive:
+        layer = layer.clone()                                       # it is drawn on below
     occ_mask = draw_expression(sc, layer, H)
     depth = DepthModel(sc.landmarks, sc.face, sc.aus)
     R = _rotation(sc.pose)
     # lighting is smooth: shade at half resolution from the (expression-aware) depth model's normals
     shade = _lighting(sc, _normals(depth, max(16, H // 2), dev), R)
-    col = layer[:, 0:3] * F.interpolate(shade, size=(H, H), mode="bilinear", align_corners=False)
-    alpha = layer[:, 3:4]
-    stack = torch.cat([col * alpha, alpha, layer[:, 4:5], occ_mask], 1)
+    # the layer becomes the stack to pose: shaded colour premultiplied by alpha, alpha, face region, occluders
+    stack = layer
+    stack[:, 0:3].mul_(_resize(shade, H)).mul_(stack[:, 3:4])
+    stack[:, 5:6] = occ_mask
     if bool((sc.pose.abs() > 1e-6).any() or (sc.similarity[:, 0] != 1).any() or (sc.similarity[:, 1:] != 0).any()):
-        grid = _pose_grid(sc, depth, R, H)
-        stack = F.grid_sample(stack, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    a = stack[:, 3:4].clamp(0, 1)
-    bg = _background(sc, H)
-    bg = bg * (0.55 + 0.45 * _s(sc.light[:, 2]).clamp(0, 1.3)) * _c(sc.light[:, 4:7])
-    img = stack[:, :3] + bg * (1 - a)
+        stack = F.grid_sample(stack, _pose_grid(sc, depth, R, H), align_corners=False)
+    img = torch.addcmul(stack[:, :3], _background(sc, H), 1 - stack[:, 3:4].clamp(0, 1))
     face = stack[:, 4:5] > 0.5
     occ = stack[:, 5:6] > 0.5
     kinds = sc.occlusion
@@ -920,7 +1088,7 @@ def render(sc: Scene, H: int) -> Rendered:
     pixels = kinds == OCCLUSIONS.index("pixels")
     if bool(pixels.any()):
         idx = pixels.nonzero()[:, 0]
-        u = torch.rand(len(idx), 4, H, H, device=dev, generator=_gen(sc.seeds[idx[0]], dev, 17))
+        u = _noise(sc.seeds[idx], (4, H, H), dev, offset=17, uniform=True)
         # exactly round(f * face pixels) face pixels are corrupted (and the same rate elsewhere)
         fm = face[idx].flatten(1)
         vals = torch.where(fm, u[:, 0].flatten(1), torch.full_like(fm, 2.0, dtype=u.dtype))
@@ -929,19 +1097,14 @@ def render(sc: Scene, H: int) -> Rendered:
         thr = torch.where(k > 0, sorted_vals.gather(1, (k - 1).clamp_min(0)[:, None])[:, 0], torch.full_like(k, -1.0,
                                                                                                           dtype=u.dtype))
         hit = u[:, :1] <= _s(thr)
-        img[idx] = torch.where(hit, u[:, 1:], img[idx])
+        h = hit.float()                               # blended, not torch.where: that is slow on a random mask
+        img[idx] = torch.addcmul(u[:, 1:] * h, img[idx], 1 - h)
         occ[idx] = occ[idx] | hit
-    img = degrade(img.clamp(0, 1), sc.degrade, sc.seeds)
+    img = degrade(img.clamp_(0, 1), sc.degrade, sc.seeds)
     lm = project_landmarks(sc, depth, R, H)
     fa = face.float().sum((1, 2, 3)).clamp_min(1)
     frac = (face & occ).float().sum((1, 2, 3)) / fa
     return Rendered(images=img, landmarks=lm, masks=occ, face=face, occluded_fraction=frac)
-
-
-def _gen(seed, device, offset=0):
-    g = torch.Generator(device=device)
-    g.manual_seed(int(seed) + offset)
-    return g
 
 
 def _block(face, prm, seeds, H):
@@ -984,60 +1147,74 @@ def _block(face, prm, seeds, H):
     g = _noise(seeds, (3, 6, 6), dev, offset=29)
     g = g.mean(1, keepdim=True) + 0.3 * g                                  # mostly luminance, a little colour
     base = 0.25 + 0.5 * prm[:, 5:8].view(-1, 3, 1, 1).mean(1, keepdim=True) + 0.1 * prm[:, 5:8].view(-1, 3, 1, 1)
-    tex = (base + 0.18 * F.interpolate(g, size=(H, H), mode="bicubic", align_corners=False)).clamp(0, 1)
+    tex = (base + 0.18 * _resize(g, H, "bicubic")).clamp(0, 1)
     tex = tex * (0.8 + 0.2 * torch.sin(ii.view(1, 1, H, 1) * 0.7 + ii.view(1, 1, 1, H) * 0.3 * prm[:, 4].view(-1, 1, 1, 1)))
     return m, tex
 
 
 # ---------------------------------------------------------------- degradations
+_AXIS: dict = {}
+_AXIS_BYTES = 64 * 2**20          # memory allowed for cached axis operators
+
+
+def _axis_matrix(W: int, level: float, sigma: float, device) -> torch.Tensor:
+    """(W, W) linear operator along one image axis (cached): resolution loss (area down-sampling to ``level * W``
+    pixels, bilinear up-sampling back) when ``level`` < 1, then a Gaussian blur of ``sigma`` pixels with replicated
+    borders when ``sigma`` >= 0.25. Rows act on row vectors: ``x @ M``."""
+    key = (W, level, sigma, str(device))
+    if key not in _AXIS:
+        eye = torch.eye(W)
+        M = eye
+        if level < 0.999:
+            h = max(8, int(round(W * level)))
+            down = F.interpolate(eye.view(W, 1, 1, W), size=(1, h), mode="area")
+            M = F.interpolate(down, size=(1, W), mode="bilinear", align_corners=False).view(W, W)
+        if sigma >= 0.25:
+            r = int(math.ceil(2.5 * sigma))
+            off = torch.arange(-r, r + 1)
+            w = torch.exp(-0.5 * (off.float() / sigma) ** 2)
+            src = (torch.arange(W)[:, None] + off[None]).clamp(0, W - 1)        # (W, 2r+1) source of each tap
+            B = torch.zeros(W, W)
+            B.index_put_((src, torch.arange(W)[:, None].expand(W, 2 * r + 1)), (w / w.sum()).expand(W, -1),
+                         accumulate=True)
+            M = M @ B
+        if len(_AXIS) * W * W * 4 >= _AXIS_BYTES:
+            _AXIS.clear()
+        _AXIS[key] = M.to(device)
+    return _AXIS[key]
+
+
 def _axis_operator(res, sigma, W, device):
-    """Per-image (n, W, W) linear operator along one image axis: resolution loss (area down-sampling to
-    ``res * W`` pixels, bilinear up-sampling back) followed by a Gaussian blur of ``sigma`` pixels with replicated
-    borders. Rows act on row vectors: ``x @ M``. Returns None when no image needs it."""
-    n = len(res)
-    level = (res * 20).round() / 20
-    sig = (sigma * 10).round() / 10
-    need_res, need_blur = level < 0.999, sig >= 0.25
-    if not bool(need_res.any() or need_blur.any()):
+    """Per-image operators along one image axis for resolution factors ``res`` and blur sigmas ``sigma`` (pixels),
+    quantised to steps of 0.05 and 0.1 (:func:`_axis_matrix`). Returns (indices of the images that need one,
+    their operators (n, W, W)), or None when no image needs one."""
+    level = ((res * 20).round() / 20).tolist()
+    sig = ((sigma * 10).round() / 10).tolist()
+    idx = [i for i, (lv, sg) in enumerate(zip(level, sig)) if lv < 0.999 or sg >= 0.25]
+    if not idx:
         return None
-    eye = torch.eye(W, device=device)
-    M = eye.expand(n, W, W).clone()
-    for lv in torch.unique(level[need_res]).tolist():
-        h = max(8, int(round(W * lv)))
-        basis = eye.view(W, 1, 1, W)
-        down = F.interpolate(basis, size=(1, h), mode="area")
-        up = F.interpolate(down, size=(1, W), mode="bilinear", align_corners=False)
-        M[level == lv] = up.view(W, W)
-    if bool(need_blur.any()):
-        r = int(math.ceil(2.5 * float(sig.max())))
-        off = torch.arange(-r, r + 1, device=device)
-        w = torch.exp(-0.5 * (off[None].float() / sig.clamp_min(1e-3)[:, None]) ** 2)
-        w = torch.where(need_blur[:, None], w, (off[None] == 0).float())
-        w = w / w.sum(1, keepdim=True)                                  # (n, 2r+1)
-        src = (torch.arange(W, device=device)[:, None] + off[None]).clamp(0, W - 1)   # (W, 2r+1)
-        B = torch.zeros(n, W, W, device=device)
-        dst = torch.arange(W, device=device)[:, None].expand(W, 2 * r + 1)
-        B.index_put_((torch.arange(n, device=device)[:, None, None].expand(n, W, 2 * r + 1),
-                      src[None].expand(n, -1, -1), dst[None].expand(n, -1, -1)), w[:, None, :].expand(n, W, -1),
-                     accumulate=True)
-        M = M @ B
-    return M
+    M = torch.stack([_axis_matrix(W, level[i], sig[i], device) for i in idx])
+    return torch.tensor(idx, device=device), M
 
 
 def blur(img, sigma):
     """Gaussian blur with a per-image sigma in pixels (separable, as two batched matrix products)."""
     N, C, H, W = img.shape
-    M = _axis_operator(torch.ones(N, device=img.device), sigma, W, img.device)
-    return img if M is None else _apply_axis(img, M)
+    op = _axis_operator(torch.ones(N), sigma.cpu(), W, img.device)
+    if op is None:
+        return img
+    out = img.clone()
+    out[op[0]] = _apply_axis(img[op[0]], op[1])
+    return out
 
 
 def _apply_axis(img, M):
+    """Apply per-image axis operators M (N, W, W) along both image axes."""
     N, C, H, W = img.shape
     y = (img.reshape(N, C * H, W) @ M).view(N, C, H, W)
     return (y.transpose(2, 3).reshape(N, C * W, H) @ M).view(N, C, W, H).transpose(2, 3)
 
 
-_DCT = None
 _QY = torch.tensor([
     [16, 11, 10, 16, 24, 40, 51, 61], [12, 12, 14, 19, 26, 58, 60, 55], [14, 13, 16, 24, 40, 57, 69, 56],
     [14, 17, 22, 29, 51, 87, 80, 62], [18, 22, 37, 56, 68, 109, 103, 77], [24, 35, 55, 64, 81, 104, 113, 92],
@@ -1045,63 +1222,68 @@ _QY = torch.tensor([
 _QC = torch.full((8, 8), 99.0)
 _QC[:4, :4] = torch.tensor([[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]],
                            dtype=torch.float32)
+_JPEG: dict = {}
+
+
+def _jpeg_operators(device):
+    """JPEG's 8-point DCT matrix D (8, 8) and the RGB [0, 1] -> YCbCr [0, 255] colour matrix and its inverse, cached."""
+    key = str(device)
+    if key not in _JPEG:
+        k = torch.arange(8, dtype=torch.float64)
+        D = torch.cos((2 * k[None] + 1) * k[:, None] * math.pi / 16) * math.sqrt(2 / 8)
+        D[0] /= math.sqrt(2)
+        ycc = 255 * torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
+                                 dtype=torch.float64)
+        rgb = torch.tensor([[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]],
+                           dtype=torch.float64) / 255
+        _JPEG[key] = tuple(t.float().to(device) for t in (D, ycc, rgb))
+    return _JPEG[key]
 
 
 def jpeg(img, quality):
     """Differentiable-style JPEG round trip in torch: YCbCr, 8x8 DCT, per-image quality quantisation (1..100).
 
-    Images with quality >= 100 pass unchanged.
+    The DCT of the 8x8 blocks is applied along the rows and the columns inside the blocks (matrix products on views
+    of the image, no block reordering). Images with quality >= 100 pass unchanged.
     """
-    global _DCT
     N, C, H, W = img.shape
     if float(quality.min()) >= 100:
         return img
-    if _DCT is None:
-        k = torch.arange(8, dtype=torch.float32)
-        D = torch.cos((2 * k[None] + 1) * k[:, None] * math.pi / 16) * math.sqrt(2 / 8)
-        D[0] /= math.sqrt(2)
-        _DCT = D
-    D = _DCT.to(img.device)
-    D2 = torch.kron(D, D)                                          # 2-D DCT of a flattened 8x8 block
+    D, to_ycc, to_rgb = _jpeg_operators(img.device)
     ph, pw = (-H) % 8, (-W) % 8
-    x = F.pad(img, (0, pw, 0, ph), mode="replicate") * 255
-    r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = -0.168736 * r - 0.331264 * g + 0.5 * b
-    cr = 0.5 * r - 0.418688 * g - 0.081312 * b
-    ycc = torch.stack([y - 128, cb, cr], 1)
-    Hp, Wp = H + ph, W + pw
-    blocks = ycc.view(N, 3, Hp // 8, 8, Wp // 8, 8).permute(0, 1, 2, 4, 3, 5).reshape(N, 3, -1, 64)
-    coef = blocks @ D2.T
+    x = F.pad(img, (0, pw, 0, ph), mode="replicate") if ph or pw else img
+    Hb, Wb = (H + ph) // 8, (W + pw) // 8
+    y = (to_ycc @ x.reshape(N, 3, -1)).view(N, 3, Hb, 8, -1)
+    y[:, 0] -= 128                                                  # the luma level shift
+    coef = (D @ y).view(N, 3, Hb, 8, Wb, 8) @ D.T                   # (block row, u, block column, v)
     q = quality.clamp(1, 100)
     s = torch.where(q < 50, 5000 / q, 200 - 2 * q)
     qy = ((_QY.to(img.device)[None] * s[:, None, None] + 50) / 100).floor().clamp_min(1)
     qc = ((_QC.to(img.device)[None] * s[:, None, None] + 50) / 100).floor().clamp_min(1)
-    Q = torch.stack([qy, qc, qc], 1).reshape(N, 3, 1, 64)
-    coef = torch.round(coef / Q) * Q
-    rec = (coef @ D2).view(N, 3, Hp // 8, Wp // 8, 8, 8).permute(0, 1, 2, 4, 3, 5).reshape(N, 3, Hp, Wp)
-    yy, cb, cr = rec[:, 0] + 128, rec[:, 1], rec[:, 2]
-    out = torch.stack([yy + 1.402 * cr, yy - 0.344136 * cb - 0.714136 * cr, yy + 1.772 * cb], 1) / 255
+    Q = torch.stack([qy, qc, qc], 1).view(N, 3, 1, 8, 1, 8).expand_as(coef).contiguous()   # (faster than broadcast)
+    coef = coef.div_(Q).round_().mul_(Q)
+    rec = D.T @ (coef @ D).view(N, 3, Hb, 8, -1)
+    rec[:, 0] += 128
+    out = (to_rgb @ rec.view(N, 3, -1)).view(N, 3, Hb * 8, Wb * 8)
     out = out[:, :, :H, :W].clamp(0, 1)
     keep = (quality >= 100).view(-1, 1, 1, 1)
-    return torch.where(keep, img, out)
+    return torch.where(keep, img, out) if bool(keep.any()) else out
 
 
 def degrade(img, prm, seeds):
     """Resolution loss, blur, sensor noise and JPEG with per-image parameters prm (N, 4): resolution factor,
-    blur sigma (pixels at 112 px), noise sigma, JPEG quality (100 = none)."""
+    blur sigma (pixels at 112 px), noise sigma, JPEG quality (100 = none); image i's noise comes from seeds[i].
+    ``img`` (N, C, H, W) in [0, 1] is degraded in place and returned."""
     N, C, H, W = img.shape
-    M = _axis_operator(prm[:, 0], prm[:, 1] * H / 112, W, img.device)
-    if M is not None:
-        img = _apply_axis(img, M)
-    noisy = prm[:, 2] > 0
-    if bool(noisy.any()):
-        noise = torch.randn(img.shape, device=img.device, generator=_gen(seeds[0], img.device, 71))
-        img = img + noise * _s(prm[:, 2])
-    img = img.clamp(0, 1)
-    lossy = prm[:, 3] < 100
-    if bool(lossy.any()):
-        idx = lossy.nonzero()[:, 0]
-        img = img.clone() if idx.numel() < N else img
-        img[idx] = jpeg(img[idx], prm[idx, 3])
+    op = _axis_operator(prm[:, 0].cpu(), prm[:, 1].cpu() * H / 112, W, img.device)
+    if op is not None:
+        idx, M = op
+        img[idx] = _apply_axis(img[idx], M)
+    noisy = (prm[:, 2] > 0).nonzero()[:, 0]
+    if len(noisy):
+        img.index_add_(0, noisy, _noise(seeds[noisy], (C, H, W), img.device, offset=71) * _s(prm[noisy, 2]))
+    img.clamp_(0, 1)
+    lossy = (prm[:, 3] < 100).nonzero()[:, 0]
+    if len(lossy):
+        img[lossy] = jpeg(img[lossy], prm[lossy, 3])
     return img

@@ -129,14 +129,17 @@ class FaceWorld:
     # ------------------------------------------------------------------ identities
     def identities(self, ids: Sequence[int]) -> Identity:
         """Per-identity parameters (on the CPU) of identities ``ids``."""
-        missing = [int(k) for k in dict.fromkeys(ids) if int(k) not in self._cache]
+        ids = [int(k) for k in ids]
+        missing = [k for k in dict.fromkeys(ids) if k not in self._cache]
         if missing:
             made = make_identities(self.seed, missing, self.identity_strength)
             for j, k in enumerate(missing):
-                self._cache[k] = made.index(torch.tensor([j]))
+                self._cache[k] = (made, j)                          # a row of the batch, see _cached_identity
             while len(self._cache) > 4096:
                 self._cache.popitem(last=False)
-        parts = [self._cache[int(k)] for k in ids]
+            if missing == ids:                                      # all new, each once: the batch just made
+                return made
+        parts = [self._cached_identity(k) for k in ids]
         out = {}
         for f in parts[0].__dataclass_fields__:
             v0 = getattr(parts[0], f)
@@ -144,21 +147,38 @@ class FaceWorld:
                 [x for p in parts for x in getattr(p, f)]
         return Identity(**out)
 
-    def _layers(self, ids) -> torch.Tensor:
-        """Identity layers (N, 6, size, size) on the device, drawn once per identity and cached."""
-        from facelab.synth.render import draw_identity
+    def _cached_identity(self, k: int) -> Identity:
+        """Identity ``k`` from the cache, where it is kept as (batch it was made in, row) until first needed."""
+        entry = self._cache[k]
+        if isinstance(entry, tuple):
+            made, j = entry
+            entry = self._cache[k] = made.index(slice(j, j + 1))
+        return entry
+
+    def _layers(self, ids, ident: Identity) -> tuple[torch.Tensor, torch.Tensor]:
+        """Identity layers of identities ``ids`` (with parameters ``ident``, one row per entry of ``ids``), drawn once
+        per identity and cached: (layers (U, 6, size, size) of the distinct identities, on the device; (N,) index of
+        each entry of ``ids`` into them). The identities drawn now come first, in the order of ``ids``."""
+        from facelab.synth.render import LAYER_CHANNELS, chunk_slices, draw_identity
 
         ids = [int(k) for k in ids]
-        missing = [k for k in dict.fromkeys(ids) if k not in self._layer_cache]
-        for start in range(0, len(missing), 64):
-            chunk = missing[start:start + 64]
-            lay = draw_identity(self.identities(chunk).to(self.device), self.size)
-            for j, k in enumerate(chunk):
-                self._layer_cache[k] = lay[j]
+        distinct = list(dict.fromkeys(ids))
+        missing = [k for k in distinct if k not in self._layer_cache]
+        order = missing + [k for k in distinct if k in self._layer_cache]
+        layers = torch.empty(len(order), len(LAYER_CHANNELS), self.size, self.size, device=self.device)
+        for j in range(len(missing), len(order)):
+            layers[j] = self._layer_cache[order[j]]
+        entry = {k: j for j, k in enumerate(ids)}
+        for part in chunk_slices(len(missing), self.device):
+            rows = torch.tensor([entry[k] for k in missing[part]])
+            draw_identity(ident.index(rows).to(self.device), self.size, out=layers[part])
+        for j, k in enumerate(missing):
+            self._layer_cache[k] = layers[j]
         budget = max(16, int(self.cache_bytes // (6 * 4 * self.size * self.size)))
-        while len(self._layer_cache) > max(budget, len(set(ids))):
+        while len(self._layer_cache) > max(budget, len(distinct)):
             self._layer_cache.popitem(last=False)
-        return torch.stack([self._layer_cache[k] for k in ids])
+        row = {k: j for j, k in enumerate(order)}
+        return layers, torch.tensor([row[k] for k in ids], device=self.device)
 
     # ------------------------------------------------------------------ sampling
     def sample(self, n_identities: int = 10, per_identity: int = 1, identity_offset: int = 0,
@@ -292,10 +312,8 @@ class FaceWorld:
         for start in range(0, T, chunk):
             sl = slice(start, min(T, start + chunk))
             n = sl.stop - sl.start
-            kw = {}
-            for key, v in base.__dict__.items():
-                kw[key] = v.expand(n, *v.shape[1:]) if isinstance(v, torch.Tensor) else v
-            sc = Scene(**kw)
+            sc = Scene(**{key: v.expand(n, *v.shape[1:]) if isinstance(v, torch.Tensor) and key != "layers" else v
+                          for key, v in base.__dict__.items()})
             dev = base.landmarks.device
             sc.aus = traj[sl].to(dev)
             sc.landmarks = apply_aus(base.neutral.expand(n, -1, -1), sc.aus)
@@ -418,10 +436,10 @@ class FaceWorld:
                    beard=bd, glasses=gl, texture=ident.texture, pose=pose, similarity=sim, light=light,
                    background=background, background_noise=bnoise, clutter=clutter, gaze=gaze, occlusion=occ,
                    occlusion_param=occ_prm, makeup=mk, degrade=degrade, skin_gain=torch.ones(N, 3), seeds=seeds,
-                   layers=None, neutral=ident.landmarks)
+                   layers=None, layer_index=None, neutral=ident.landmarks)
         info["identity"] = ident
         sc = _to(sc, dev)
-        sc.layers = self._layers(ids)
+        sc.layers, sc.layer_index = self._layers(ids, ident)
         return sc, info
 
     def _expressions(self, expression, N, g):
@@ -437,8 +455,7 @@ class FaceWorld:
         if expression == "random":
             k = torch.randint(0, len(EMOTIONS), (N,), generator=g)
             inten = 0.45 + 0.55 * torch.rand(N, generator=g)
-            vecs = torch.stack([emotion_vector(EMOTIONS[int(i)], float(s)) for i, s in zip(k, inten)])
-            return vecs, [EMOTIONS[int(i)] for i in k]
+            return _emotion_table()[k] * inten[:, None, None], [EMOTIONS[i] for i in k.tolist()]
         if isinstance(expression, str) and expression in EMOTION_PROTOTYPES:
             return emotion_vector(expression)[None].repeat(N, 1, 1), [expression] * N
         raise ValueError(f"unknown expression {expression!r}: expected None, 'random', one of {', '.join(EMOTIONS)}, "
@@ -495,14 +512,16 @@ class FaceWorld:
         if makeup is None:
             return mk, names
         if makeup == "random":
-            for i in range(N):
-                for j, kind in enumerate(MAKEUP_KINDS):
-                    if float(torch.rand(1, generator=g)) < 0.45:
-                        keys = list(MAKEUP_COLOURS[kind])
-                        c = keys[int(torch.randint(0, len(keys), (1,), generator=g))]
-                        names[kind][i] = c
-                        mk[i, 4 * j:4 * j + 3] = torch.tensor(MAKEUP_COLOURS[kind][c])
-                        mk[i, 4 * j + 3] = 0.7 + 0.3 * float(torch.rand(1, generator=g))
+            # each kind is worn with probability 0.45, in a uniformly drawn colour, at strength 0.7 to 1
+            worn = torch.rand(N, len(MAKEUP_KINDS), generator=g) < 0.45
+            pick = torch.rand(N, len(MAKEUP_KINDS), generator=g)
+            strength = 0.7 + 0.3 * torch.rand(N, len(MAKEUP_KINDS), generator=g)
+            for j, kind in enumerate(MAKEUP_KINDS):
+                keys = list(MAKEUP_COLOURS[kind])
+                c = (pick[:, j] * len(keys)).long().clamp(max=len(keys) - 1)
+                mk[:, 4 * j:4 * j + 3] = torch.tensor(list(MAKEUP_COLOURS[kind].values()))[c] * worn[:, j, None]
+                mk[:, 4 * j + 3] = strength[:, j] * worn[:, j]
+                names[kind] = [keys[i] if w else "none" for i, w in zip(c.tolist(), worn[:, j].tolist())]
             return mk, names
         if not isinstance(makeup, Mapping):
             raise ValueError(f"makeup must be None, 'random' or a dict such as {{'lipstick': 'red'}}, got {makeup!r}")
@@ -526,29 +545,41 @@ class FaceWorld:
         light = sc.light.detach().cpu().numpy()
         deg = sc.degrade.detach().cpu().numpy()
         ident = info["identity"]
-        df = pd.DataFrame({"identity": np.asarray(ids, dtype=np.int64), "emotion": info["emotion"]})
+        cols = {"identity": np.asarray(ids, dtype=np.int64), "emotion": info["emotion"]}
         au_max = aus.max(2).values.numpy()
         for k, name in enumerate(AU_NAMES):
-            df[name] = au_max[:, k].astype(np.float32)
+            cols[name] = au_max[:, k].astype(np.float32)
         diff = (aus[:, :, 0] - aus[:, :, 1]).numpy()
         uni = [""] * len(ids)
         for i, k in zip(*np.nonzero(np.abs(diff) > 1e-6)):
             uni[i] += ("," if uni[i] else "") + AU_NAMES[k] + ("R" if diff[i, k] > 0 else "L")
-        df["unilateral"] = uni
-        df["yaw"], df["pitch"], df["roll"] = pose[:, 0], pose[:, 1], pose[:, 2]
-        df["light_azimuth"], df["light_elevation"], df["light_intensity"] = light[:, 0], light[:, 1], light[:, 2]
-        df["occlusion"] = [OCCLUSIONS[int(k)] if int(k) else "none" for k in sc.occlusion.cpu()]
-        df["occluded_fraction"] = out.occluded_fraction.detach().cpu().numpy().astype(np.float32)
+        cols["unilateral"] = uni
+        cols["yaw"], cols["pitch"], cols["roll"] = pose[:, 0], pose[:, 1], pose[:, 2]
+        cols["light_azimuth"], cols["light_elevation"], cols["light_intensity"] = light[:, 0], light[:, 1], light[:, 2]
+        cols["occlusion"] = [OCCLUSIONS[k] if k else "none" for k in sc.occlusion.tolist()]
+        cols["occluded_fraction"] = out.occluded_fraction.detach().cpu().numpy().astype(np.float32)
         for kind in MAKEUP_KINDS:
-            df[kind] = info["makeup"][kind]
-        df["caption"] = [caption({k: info["makeup"][k][i] for k in MAKEUP_KINDS}) for i in range(len(ids))]
-        df["glasses"] = (sc.glasses[:, 0] > 0.5).cpu().numpy()
+            cols[kind] = info["makeup"][kind]
+        cols["caption"] = [caption({k: info["makeup"][k][i] for k in MAKEUP_KINDS}) for i in range(len(ids))]
+        cols["glasses"] = (sc.glasses[:, 0] > 0.5).cpu().numpy()
         beard_names = np.array(["none", "stubble", "full", "goatee", "moustache"])
-        df["beard"] = beard_names[sc.beard[:, 0].long().cpu().numpy()]
-        df["hair_colour"] = ident.hair_name
-        df["eye_colour"] = ident.eye_name
-        df["resolution"], df["blur"], df["noise"], df["jpeg_quality"] = deg[:, 0], deg[:, 1], deg[:, 2], deg[:, 3]
-        return df
+        cols["beard"] = beard_names[sc.beard[:, 0].long().cpu().numpy()]
+        cols["hair_colour"] = ident.hair_name
+        cols["eye_colour"] = ident.eye_name
+        for k, name in enumerate(("resolution", "blur", "noise", "jpeg_quality")):
+            cols[name] = deg[:, k]
+        return pd.DataFrame(cols)
+
+
+_EMOTIONS_AU = None
+
+
+def _emotion_table() -> torch.Tensor:
+    """(len(EMOTIONS), n_AU, 2) AU intensities of the emotion prototypes at full intensity."""
+    global _EMOTIONS_AU
+    if _EMOTIONS_AU is None:
+        _EMOTIONS_AU = torch.stack([emotion_vector(e) for e in EMOTIONS])
+    return _EMOTIONS_AU
 
 
 def caption(makeup: Mapping[str, str]) -> str:
