@@ -271,6 +271,11 @@ def test_pgd_dodge_global_and_masked(faces, stub):
     assert float((masked - images).abs().masked_select((mask == 0).expand_as(images)).max()) == 0.0
     assert (pairwise_similarity([stub], glob, lm, refs) < before).all()
     assert float(pairwise_similarity([stub], masked, lm, refs).mean()) < float(before.mean())
+    # the two images of each person here are identical (no nuisance), so every face starts at similarity 1, where
+    # the gradient vanishes: only the random start moves it; the start is seeded
+    assert torch.allclose(before, torch.ones(4), atol=1e-5)
+    assert torch.equal(glob, pgd_dodge(images, lm, ids, [stub], epsilon=eps, steps=5))
+    assert not torch.equal(glob, pgd_dodge(images, lm, ids, [stub], epsilon=eps, steps=5, seed=1))
 
 
 def test_dodging_rates_count_pairs_below_threshold(faces, stub):

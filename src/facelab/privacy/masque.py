@@ -493,13 +493,17 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
 def pgd_dodge(images: torch.Tensor, landmarks: torch.Tensor, identities, models: Mapping | Sequence, *,
               epsilon: float = 8 / 255, steps: int = 10, step_size: float | None = None, mask=None,
               references=None, reference_landmarks=None, reference_identities=None,
-              on_missing_references: str = "source") -> torch.Tensor:
+              on_missing_references: str = "source", random_start: bool = True, seed: int = 0) -> torch.Tensor:
     r"""Dodging PGD in pixel space on the same pairwise loss as MASQUE (the baselines of the chapter).
 
     .. math:: x^{k+1} = \Pi_{\|x-x_0\|_\infty\le\epsilon}\big(x^k - \alpha\,M\odot\mathrm{sign}\,
               \nabla_x\mathcal L_{pair}(x^k)\big),\qquad \alpha = 2.5\,\epsilon/\text{steps}
 
     ``mask`` (N, 1, H, W) restricts the change ("masked PGD"; a soft mask scales it); None = global PGD.
+    ``random_start`` begins from a uniform point of the (masked) epsilon ball drawn with ``seed`` (Madry et al.
+    2018). It matters here: when a face's reference is an identical image (the ``on_missing_references="source"``
+    fallback, or two identical photos) the similarity starts at its maximum, where the gradient vanishes and PGD
+    from the clean image would never move.
     Returns the protected images.
     """
     models = list(models.values()) if isinstance(models, Mapping) else list(models)
@@ -515,6 +519,10 @@ def pgd_dodge(images: torch.Tensor, landmarks: torch.Tensor, identities, models:
     m = torch.ones_like(x0[:, :1]) if mask is None else mask.to(dev).float()
     alpha = 2.5 * epsilon / steps if step_size is None else step_size
     x = x0.clone()
+    if random_start:
+        g = torch.Generator().manual_seed(int(seed))
+        noise = (torch.rand(x0.shape, generator=g) * 2 - 1).to(dev) * epsilon
+        x = (x0 + noise * m).clamp(0, 1)
     for _ in range(steps):
         x.requires_grad_(True)
         grad, = torch.autograd.grad(pairwise_similarity(models, x, lm, refs).sum(), x)
