@@ -201,6 +201,23 @@ def test_detector_learns_and_dm_cdm_separate_centres():
     torch.testing.assert_close(det.visual.conv1.weight, fresh.visual.conv1.weight)
 
 
+def test_upcycling_gap_measures_how_far_the_moe_starts_from_the_dense_tower():
+    x, _ = _toy()
+    clip = _clip()
+    det = A.AttackDetector.from_clip(clip, moe={"last": 1, "n_experts": 2, "slots_per_expert": 4, "groups": 1})
+    gap = A.upcycling_gap(clip, det, x)
+    assert list(gap.index) == ["block 2 of 2", "image embedding"]
+    ent = gap.loc["block 2 of 2", "dispatch entropy / log(tokens)"]
+    assert 0.9 < ent <= 1.0 + 1e-6                   # fresh routing: every slot is nearly the average token
+    cos = gap["cosine to dense MLP output"]
+    assert (cos.abs() <= 1 + 1e-6).all() and cos["image embedding"] < 0.999
+    with torch.no_grad():                            # sharper routing: slots read fewer tokens
+        det.visual.transformer.resblocks[-1].mlp.scale.fill_(50.0)
+    assert A.upcycling_gap(clip, det, x).loc["block 2 of 2", "dispatch entropy / log(tokens)"] < ent - 0.2
+    with pytest.raises(ValueError, match="no Soft MoE"):
+        A.upcycling_gap(clip, A.AttackDetector.from_clip(clip), x)
+
+
 def test_cnn_and_probe_baselines():
     x, live = _toy()
     cnn = A.CNNBaseline(image_size=16, width=8, embed_dim=16)

@@ -8,6 +8,7 @@ natural operating point; no threshold is tuned on test data). The CLIP variants 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -15,13 +16,14 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from torch.nn import functional as F
 
 from facelab.antispoof.data import AttackSet, split_protocol
 from facelab.antispoof.detector import (AttackDetector, CNNBaseline, LinearProbe, TrainConfig, embed, frozen_tokens,
                                         predict_live, train_detector)
 
 __all__ = ["VARIANTS", "DEFAULT_MOE", "FULL_MODEL", "make_variant", "fit_variant", "evaluate", "AblationResult",
-           "run_ablation", "failure_cases", "feature_table"]
+           "run_ablation", "failure_cases", "feature_table", "upcycling_gap"]
 
 #: Soft MoE placement and size used by the MoE variants (the last 2 blocks, 4 experts x 4 slots).
 DEFAULT_MOE = {"last": 2, "n_experts": 4, "slots_per_expert": 4, "groups": 4}
@@ -188,3 +190,54 @@ def feature_table(model, data: AttackSet, n_components: int = 2) -> pd.DataFrame
     out = pd.DataFrame(Z, columns=[f"pc{i + 1}" for i in range(n_components)])
     out["attack"], out["live"], out["family"] = data.attack, data.live, data.labels["family"].to_numpy()
     return out
+
+
+@torch.no_grad()
+def upcycling_gap(clip, detector: AttackDetector, images: torch.Tensor, batch_size: int = 256) -> pd.DataFrame:
+    """How far an upcycled (Soft MoE) image tower starts from the pretrained dense one, before any fine-tuning.
+
+    For every Soft MoE block of ``detector.visual``, on the tokens that reach it from ``images``:
+
+    * ``dispatch entropy / log(tokens)``: mean entropy of the dispatch weights of a slot over the tokens, divided
+      by its maximum (1 = every slot is the plain average of all tokens, 0 = every slot reads one token);
+    * ``cosine to dense MLP output``: mean cosine between the Soft MoE output token and the pretrained MLP's output
+      for the same token (1 = the upcycled block computes the same function).
+
+    And one ``embedding`` row: mean cosine between the final image embeddings of the upcycled and the dense tower
+    (in the cosine column). A value well below 1 means fine-tuning starts from a tower that no longer computes the
+    pretrained features, and has to recover them first.
+    """
+    from facelab.antispoof.moe import SoftMoE
+
+    dense = clip.visual
+    up = detector.visual
+    dev = next(up.parameters()).device
+    was_dense, was_up = dense.training, up.training
+    dense.eval()
+    up.eval()
+    rows = []
+    n = up.n_layers
+    for i, block in enumerate(up.transformer.resblocks):
+        if not isinstance(block.mlp, SoftMoE):
+            continue
+        ent, cos, count = 0.0, 0.0, 0
+        for k in range(0, images.shape[0], batch_size):
+            x = up.tokens(images[k:k + batch_size].to(dev), stop=i)
+            h = block.ln_2(x + block.attn(block.ln_1(x), block.ln_1(x), block.ln_1(x), need_weights=False)[0])
+            dispatch, _ = block.mlp.routing(h)                                    # (B, m, G, S)
+            p = dispatch.clamp_min(1e-12)
+            ent += float((-(p * p.log()).sum(1) / math.log(h.shape[1])).mean()) * h.shape[0]
+            ref = dense.transformer.resblocks[i].mlp(h)
+            cos += float(F.cosine_similarity(block.mlp(h), ref, dim=-1).mean()) * h.shape[0]
+            count += h.shape[0]
+        rows.append({"block": f"block {i + 1} of {n}", "dispatch entropy / log(tokens)": ent / count,
+                     "cosine to dense MLP output": cos / count})
+    if not rows:
+        raise ValueError("the detector has no Soft MoE block: build it with AttackDetector.from_clip(clip, moe=...)")
+    e_dense = torch.from_numpy(embed(dense, images, batch_size, device=dev))
+    e_up = torch.from_numpy(embed(up, images, batch_size, device=dev))
+    rows.append({"block": "image embedding", "dispatch entropy / log(tokens)": float("nan"),
+                 "cosine to dense MLP output": float(F.cosine_similarity(e_up, e_dense, dim=-1).mean())})
+    dense.train(was_dense)
+    up.train(was_up)
+    return pd.DataFrame(rows).set_index("block")
