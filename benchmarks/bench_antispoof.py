@@ -10,24 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import torch
 
 from facelab import REPO_ROOT
 from facelab import antispoof as A
-from facelab.antispoof.detector import predict_live
-
-
-def throughput(model, images, repeats: int) -> float:
-    predict_live(model, images[:8])  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        predict_live(model, images, batch_size=images.shape[0])
-        best = min(best, time.perf_counter() - t)
-    return images.shape[0] / best
 
 
 def main() -> None:
@@ -50,7 +38,7 @@ def main() -> None:
     }
     rows = []
     for name, m in models.items():
-        ips = throughput(m.eval(), x, args.repeats)
+        ips = A.throughput(m.eval(), x, args.repeats)
         rows.append({"model": name, "images_per_s": round(ips, 1),
                      "params": sum(p.numel() for p in m.parameters())})
     width = max(len(r["model"]) for r in rows)

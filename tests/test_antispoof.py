@@ -218,6 +218,19 @@ def test_upcycling_gap_measures_how_far_the_moe_starts_from_the_dense_tower():
         A.upcycling_gap(clip, A.AttackDetector.from_clip(clip), x)
 
 
+def test_throughput_counts_images_per_second(monkeypatch):
+    import facelab.antispoof.experiments as E
+
+    clock = iter([0.0, 0.5, 1.0, 1.25, 2.0, 3.0])        # three timed runs: 0.5 s, 0.25 s, 1 s
+    monkeypatch.setattr(E.time, "perf_counter", lambda: next(clock))
+    calls = []
+    monkeypatch.setattr(E, "predict_live", lambda m, x, bs: calls.append((x.shape[0], bs)))
+    assert E.throughput(object(), torch.zeros(40, 3, 16, 16), repeats=3, batch_size=16) == pytest.approx(160.0)
+    assert calls == [(8, 16), (40, 16), (40, 16), (40, 16)]   # one warm-up batch, then the best of three
+    with pytest.raises(ValueError, match="repeats"):
+        E.throughput(object(), torch.zeros(4, 3, 16, 16), repeats=0)
+
+
 def test_cnn_and_probe_baselines():
     x, live = _toy()
     cnn = A.CNNBaseline(image_size=16, width=8, embed_dim=16)

@@ -28,7 +28,7 @@ from facelab.antispoof.data import (AttackSet, attack_kinds, attacks_on_photos, 
                                     pretraining_faces, protocols, split_protocol)
 from facelab.antispoof.experiments import (DEFAULT_MOE, FULL_MODEL, VARIANTS, AblationResult, evaluate,
                                            failure_cases, feature_table, fit_variant, run_ablation,
-                                           upcycling_gap)
+                                           throughput, upcycling_gap)
 from facelab.antispoof.openclip import convert_openclip_state_dict, load_openclip_visual
 from facelab.antispoof import plots
 
@@ -40,6 +40,6 @@ __all__ = [
     "CNNBaseline", "LinearProbe", "TrainConfig", "predict_live", "train_detector", "AttackSet", "attack_kinds",
     "attacks_on_photos", "build_attack_set", "pretraining_faces", "protocols", "split_protocol", "DEFAULT_MOE",
     "FULL_MODEL", "VARIANTS", "AblationResult", "evaluate", "failure_cases", "feature_table", "fit_variant",
-    "upcycling_gap",
+    "throughput", "upcycling_gap",
     "run_ablation", "convert_openclip_state_dict", "load_openclip_visual", "plots",
 ]

@@ -23,7 +23,7 @@ from facelab.antispoof.detector import (AttackDetector, CNNBaseline, LinearProbe
                                         predict_live, train_detector)
 
 __all__ = ["VARIANTS", "DEFAULT_MOE", "FULL_MODEL", "make_variant", "fit_variant", "evaluate", "AblationResult",
-           "run_ablation", "failure_cases", "feature_table", "upcycling_gap"]
+           "run_ablation", "failure_cases", "feature_table", "upcycling_gap", "throughput"]
 
 #: Soft MoE placement and size used by the MoE variants (the last 2 blocks, 4 experts x 4 slots).
 DEFAULT_MOE = {"last": 2, "n_experts": 4, "slots_per_expert": 4, "groups": 4}
@@ -241,3 +241,18 @@ def upcycling_gap(clip, detector: AttackDetector, images: torch.Tensor, batch_si
     dense.train(was_dense)
     up.train(was_up)
     return pd.DataFrame(rows).set_index("block")
+
+
+def throughput(model, images: torch.Tensor, repeats: int = 3, batch_size: int | None = None) -> float:
+    """Inference speed of a detector in images per second: :func:`predict_live` on ``images`` in batches of
+    ``batch_size`` (default: all at once), best wall time of ``repeats`` runs after one warm-up batch."""
+    if repeats < 1 or images.shape[0] < 1:
+        raise ValueError(f"need repeats >= 1 and at least one image, got repeats={repeats}, {images.shape[0]} images")
+    bs = images.shape[0] if batch_size is None else int(batch_size)
+    predict_live(model, images[:min(8, images.shape[0])], bs)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        predict_live(model, images, bs)
+        best = min(best, time.perf_counter() - t)
+    return images.shape[0] / best
