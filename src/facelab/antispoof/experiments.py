@@ -223,7 +223,7 @@ def upcycling_gap(clip, detector: AttackDetector, images: torch.Tensor, batch_si
         ent, cos, count = 0.0, 0.0, 0
         for k in range(0, images.shape[0], batch_size):
             x = up.tokens(images[k:k + batch_size].to(dev), stop=i)
-            h = block.ln_2(x + block.attn(block.ln_1(x), block.ln_1(x), block.ln_1(x), need_weights=False)[0])
+            h = block.ln_2(block.attention_residual(x))
             dispatch, _ = block.mlp.routing(h)                                    # (B, m, G, S)
             p = dispatch.clamp_min(1e-12)
             ent += float((-(p * p.log()).sum(1) / math.log(h.shape[1])).mean()) * h.shape[0]

@@ -97,9 +97,13 @@ class ResidualAttentionBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(width)
         self.mlp = _mlp(width, int(width * mlp_ratio), act)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def attention_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The first half of the block, ``x + attn(ln_1(x))``; ``ln_2`` of it is what the MLP (or Soft MoE) reads."""
         h = self.ln_1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.attn(h, h, h, need_weights=False)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.attention_residual(x)
         return x + self.mlp(self.ln_2(x))
 
 
