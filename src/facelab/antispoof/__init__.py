@@ -1,6 +1,6 @@
 """Unified physical-digital face attack detection: a small CLIP, Soft MoE, and FG-MoE-CLIP-CAR's class regularisers.
 
-Chapter: ``notebooks/05_face_antispoofing.ipynb``. Modules:
+Chapter: ``notebooks/04_face_antispoofing.ipynb``. Modules:
 
 - :mod:`~facelab.antispoof.vit`: CLIP-style ViT image tower with OpenCLIP parameter names.
 - :mod:`~facelab.antispoof.moe`: Soft MoE (Puigcerver et al. 2023) with fine-grained group routing.

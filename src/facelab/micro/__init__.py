@@ -1,4 +1,4 @@
-"""Micro-expressions meet physiology (chapter 04): a synthetic MMME-like multimodal corpus, spotting, recognition.
+"""Micro-expressions meet physiology (chapter 11): a synthetic MMME-like multimodal corpus, spotting, recognition.
 
 - :mod:`facelab.micro.corpus`: subjects x trials of face video (from :mod:`facelab.synth`) with micro- and
   macro-expressions, synchronized EEG + ECG/PPG/RSP/EDA/SKT in one :class:`mne.io.RawArray` per subject.
