@@ -28,33 +28,17 @@ _TEMPLATE = np.array([
     (0.5240, 0.7834), (0.4776, 0.7819),
 ], dtype=np.float64)
 
-#: Index of each landmark's mirror image (left-right flip of a face).
-MIRROR = np.array(
-    list(range(16, -1, -1))                      # jaw 0..16
-    + list(range(26, 21, -1)) + list(range(21, 16, -1))   # brows 17..21 <-> 26..22
-    + [27, 28, 29, 30]                           # nose bridge
-    + [35, 34, 33, 32, 31]                       # nostrils
-    + [45, 44, 43, 42, 47, 46]                   # right eye (image left) 36..41 -> left eye
-    + [39, 38, 37, 36, 41, 40]                   # left eye 42..47 -> right eye
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]    # outer lips 48..59
-    + [64, 63, 62, 61, 60, 67, 66, 65]           # inner lips 60..67
-)
+from facelab.core.landmarks import GROUPS, LANDMARKS, MIRROR  # noqa: E402  (the layout is defined in the core)
 
-JAW = np.arange(0, 17)
-BROW_R = np.arange(17, 22)   # subject's right brow (image left)
-BROW_L = np.arange(22, 27)
-NOSE_BRIDGE = np.arange(27, 31)
-NOSTRILS = np.arange(31, 36)
-EYE_R = np.arange(36, 42)
-EYE_L = np.arange(42, 48)
-LIPS_OUTER = np.arange(48, 60)
-LIPS_INNER = np.arange(60, 68)
-
-#: Named groups, handy for plots and tests.
-GROUPS = {
-    "jaw": JAW, "brow_right": BROW_R, "brow_left": BROW_L, "nose_bridge": NOSE_BRIDGE, "nostrils": NOSTRILS,
-    "eye_right": EYE_R, "eye_left": EYE_L, "lips_outer": LIPS_OUTER, "lips_inner": LIPS_INNER,
-}
+JAW = LANDMARKS["jaw"]
+BROW_R = LANDMARKS["brow_right"]
+BROW_L = LANDMARKS["brow_left"]
+NOSE_BRIDGE = LANDMARKS["nose_bridge"]
+NOSTRILS = LANDMARKS["nostrils"]
+EYE_R = LANDMARKS["eye_right"]
+EYE_L = LANDMARKS["eye_left"]
+LIPS_OUTER = LANDMARKS["lips_outer"]
+LIPS_INNER = LANDMARKS["lips_inner"]
 
 
 def _symmetrise(t: np.ndarray) -> np.ndarray:
