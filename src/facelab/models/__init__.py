@@ -4,6 +4,8 @@
   (:class:`facelab.models.base.Embedder`: ``embed(batch)``, ``embedding_size``, ``distance``, ``threshold``,
   ``input_size``, ``template``, ``differentiable``).
 * :func:`load_expression_model`: face-api's 7-class facial expression net.
+* :class:`FaceModel` / :func:`load_face_models`: an embedder with its (differentiable) alignment, as attacks and
+  the privacy evaluation use it; scores are similarities (:mod:`facelab.core.scores`).
 
 Models are cached per process: calling a loader twice returns the same module (don't modify it in place; use
 ``copy.deepcopy`` for fine-tuning).
@@ -12,8 +14,10 @@ Models are cached per process: calling a loader twice returns the same module (d
 from __future__ import annotations
 
 from facelab.models.base import Embedder, to_float_batch
+from facelab.models.face_model import FaceModel, load_face_models
 
-__all__ = ["Embedder", "EMBEDDERS", "load_embedder", "to_float_batch", "load_expression_model"]
+__all__ = ["Embedder", "EMBEDDERS", "load_embedder", "to_float_batch", "load_expression_model", "FaceModel",
+           "load_face_models"]
 
 EMBEDDERS = ("dlib-resnet", "sface")
 _CACHE: dict = {}

@@ -42,76 +42,8 @@ class NotAFaceError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------- models
-@dataclass
-class FaceModel:
-    """A face recogniser as attacks and evaluation see it (see the module docstring).
-
-    Attributes
-    ----------
-    name : str
-    embedder : facelab.models.Embedder
-    template : {"dlib-150", "arcface-112", "synth-64"}
-    """
-
-    name: str
-    embedder: torch.nn.Module
-    template: str
-
-    @property
-    def differentiable(self) -> bool:
-        return bool(getattr(self.embedder, "differentiable", True))
-
-    @property
-    def metric(self) -> str:
-        return getattr(self.embedder, "distance", "cosine")
-
-    def align(self, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-        """Whole images + (N, 68, 2) landmarks -> the model's input chips (differentiable)."""
-        from facelab.align import align_batch_torch
-
-        if self.template == "synth-64":
-            size = self.embedder.input_size
-            if images.shape[-1] == size:
-                return images
-            return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return align_batch_torch(images, landmarks, self.template, kind="68")
-
-    def embed(self, images: torch.Tensor, landmarks: torch.Tensor, *, augment: Callable | None = None
-              ) -> torch.Tensor:
-        """Embeddings (N, D) of whole images; ``augment`` maps aligned chips to (A * N) augmented chips."""
-        chips = self.align(images.to(self.device), landmarks.to(self.device))
-        if augment is not None:
-            chips = augment(chips)
-        return self.embedder(chips)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.embedder.parameters()).device
-
-    def score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Paired similarity scores (N,) between embeddings a (N, D) and b (N, D)."""
-        if self.metric == "euclidean":
-            return -(a - b).norm(dim=1)
-        return F.cosine_similarity(a, b, dim=1)
-
-
-def load_face_models(names: Sequence[str] = ("dlib-resnet", "sface", "synth-plain", "synth-residual"), *,
-                     device=None) -> dict[str, FaceModel]:
-    """The victims/surrogates by name: ``"dlib-resnet"``, ``"sface"`` (:mod:`facelab.models`) and the project's
-    ``"synth-plain"``, ``"synth-residual"`` (:mod:`facelab.privacy.facenets`)."""
-    from facelab.models import load_embedder
-    from facelab.privacy.facenets import SYNTH_FACENETS, load_synth_facenet
-
-    out = {}
-    for n in names:
-        if n in SYNTH_FACENETS:
-            out[n] = FaceModel(n, load_synth_facenet(n, device=device), "synth-64")
-        else:
-            emb = load_embedder(n, device=device)
-            out[n] = FaceModel(n, emb, emb.template)
-    for m in out.values():
-        m.embedder.requires_grad_(False)
-    return out
+# FaceModel and load_face_models live in facelab.models.face_model (re-exported here for old imports).
+from facelab.models.face_model import FaceModel, load_face_models  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------- thresholds
