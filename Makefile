@@ -8,6 +8,9 @@ CELL_TIMEOUT ?= 900
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# torch's OpenMP threads sleep instead of spin-waiting: with another busy process on a 2-core machine spinning threads
+# made rendering 10-30x slower (benchmarks/bench_threads.py). A value already in the environment wins.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: help setup assets chapters chapter html book unit browser-check test bench lab clean
 
@@ -23,7 +26,8 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
-	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (facelab)"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (facelab)" \
+		--env OMP_WAIT_POLICY PASSIVE
 	touch $(STAMP)
 
 setup: $(STAMP) assets

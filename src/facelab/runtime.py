@@ -109,6 +109,40 @@ def set_threads(n: int | None = None) -> int:
     return n
 
 
+def omp_wait_policy() -> dict[str, Any]:
+    """How torch's OpenMP threads wait in this process, and whether facelab's default took effect.
+
+    ``import facelab`` sets ``OMP_WAIT_POLICY=PASSIVE`` when the environment does not set it (see the comment in
+    ``facelab/__init__.py``): spinning OpenMP threads slow everything down many times over when another process
+    competes for the cores. The OpenMP runtime reads the variable only when torch is first imported, so the default
+    does nothing if torch was imported before facelab. Returns ``{"value", "source", "effective"}`` with ``source``
+    ``"environment"`` (the user, the Makefile or the Jupyter kernel spec set it) or ``"facelab"``.
+    """
+    import facelab
+
+    value = os.environ.get("OMP_WAIT_POLICY", "")
+    by_facelab = facelab.OMP_WAIT_POLICY_SET_BY_FACELAB
+    return {
+        "value": value,
+        "source": "facelab" if by_facelab else "environment",
+        "effective": not (by_facelab and facelab.TORCH_IMPORTED_BEFORE_FACELAB),
+    }
+
+
+def _warn_if_spinning() -> None:
+    info = omp_wait_policy()
+    if not info["effective"]:
+        import warnings
+
+        warnings.warn(
+            "torch was imported before facelab, so facelab's OMP_WAIT_POLICY=PASSIVE default came too late and torch's "
+            "threads spin-wait (many times slower when another process is busy). Import facelab first, or start "
+            "Python with OMP_WAIT_POLICY=PASSIVE in the environment.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 @dataclass
 class Profile:
     """What a chapter needs to know about the run: profile name, device, seed and a seeded RNG."""
@@ -176,6 +210,7 @@ def setup(profile: str = "quick", device: str = "auto", seed: int = 0, *, thread
     dev = resolve_device(device)
     rng = seed_everything(seed)
     n_threads = set_threads(threads)
+    _warn_if_spinning()
     if style:
         from facelab import plotting
 
