@@ -205,9 +205,9 @@ def test_tps_warp_moves_a_landmark_where_asked():
 
 def test_polygon_mask_area():
     square = torch.tensor([[[10.0, 10.0], [40.0, 10.0], [40.0, 30.0], [10.0, 30.0]]])
-    from facelab.synth.attacks import _points_in_polygon
+    from facelab.core.regions import polygon_mask
 
-    m = _points_in_polygon(square, H, W)
+    m = polygon_mask(square, H, W)
     assert abs(float(m.sum()) - 30 * 20) <= 30 + 20                       # pixel-centre rounding on two edges
     face = face_region_mask(template_landmarks(1), H, W)
     assert 0.25 < float(face.mean()) < 0.6

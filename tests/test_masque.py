@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from facelab.diffusion import DiffusionModel, PatchAutoencoder, make_scheduler, tiny_stable_diffusion
 from facelab.privacy.attention import AttentionEditor, PromptError, align_prompts
 from facelab.privacy.evaluation import FaceModel
-from facelab.privacy.masks import EmptyMaskError, face_region_masks, latent_mask, region_for_word
+from facelab.core.regions import EmptyMaskError, face_region_masks, latent_mask, region_for_word
 from facelab.privacy.masque import (MasqueConfig, NoReferencesError, build_references, dodging_rates,
                                     guided_reconstruction, locality, masque_protect, null_text_inversion,
                                     pairwise_similarity, pgd_dodge)

@@ -15,7 +15,7 @@ The UNet's attention at a layer is :math:`\mathrm{softmax}(QK^\top/\sqrt d)\,V`;
   maps at layers with at most ``max_self_tokens`` positions, which keeps the geometry;
 * **recording**: the cross-attention of the named word's tokens in the edit branch, averaged over heads and layers,
   is accumulated on the latent grid: the map that prompt-to-prompt's *local blend* thresholds to decide where the edit
-  may act. MASQUE intersects it with a face-region mask (:mod:`facelab.privacy.masks`).
+  may act. MASQUE intersects it with a face-region mask (:mod:`facelab.core.regions`).
 
 A model whose prompt encoder gives a single conditioning token (the quick face model reads one MiniLM sentence
 vector) has :math:`K = 1`: every cross-attention map is identically 1 and there is nothing to fuse or record, so

@@ -16,7 +16,7 @@ implementation over any diffusers ``UNet2DConditionModel`` + ``DDIMScheduler`` +
    :math:`\|x^*_{t-1} - \mathrm{DDIM}(\bar x_t, t, c, \varnothing_t)\|^2` and the guided step with the optimised
    embedding gives :math:`\bar x_{t-1}`. Replaying the guided loop with the stored :math:`\varnothing_t` reconstructs
    the source; editing replays it with a new prompt.
-2. **Attention control with a face mask**, :mod:`facelab.privacy.attention` and :mod:`facelab.privacy.masks`: the
+2. **Attention control with a face mask**, :mod:`facelab.privacy.attention` and :mod:`facelab.core.regions`: the
    source branch (source prompt) and the edit branch (makeup prompt) are denoised in one batch; the edit branch takes
    the source's cross-attention maps for shared tokens and its self-attention maps early on (prompt-to-prompt), and
    after every step its latent is blended back to the source's outside a mask :math:`M`,
@@ -38,9 +38,8 @@ implementation over any diffusers ``UNet2DConditionModel`` + ``DDIMScheduler`` +
    clean embedding) and the result lists those faces; ``on_missing_references="error"`` raises instead.
 
 Baselines for the chapter: :func:`pgd_dodge` (pixel PGD on the same pairwise loss, global or inside the mask), and
-the same MASQUE run without adversarial guidance (``MasqueConfig(adversarial=False)``). Evaluation:
-:func:`dodging_rates` / :func:`dodging_table` (victim thresholds from :func:`facelab.privacy.evaluation.victim_thresholds`)
-and :func:`locality_table`.
+the same MASQUE run without adversarial guidance (``MasqueConfig(adversarial=False)``). The chapter's protocol and
+evaluation (dodging success at measured thresholds, locality) are in :mod:`facelab.studies.privacy_masque`.
 """
 
 from __future__ import annotations
@@ -50,18 +49,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from facelab.diffusion.inversion import ddim_inversion, noise_prediction, step_terms
 from facelab.privacy.attention import AttentionEditor, align_prompts, check_prompts
-from facelab.privacy.evaluation import FARS, FaceModel
-from facelab.privacy.masks import face_region_masks, latent_mask, region_for_word
+from facelab.models.face_model import FaceModel
+from facelab.core.regions import face_region_masks, latent_mask, region_for_word
 
 __all__ = ["NullTextInversion", "null_text_inversion", "guided_reconstruction", "MasqueConfig", "MasqueResult",
            "NoReferencesError", "References", "build_references", "pairwise_similarity", "masque_protect",
-           "pgd_dodge", "dodging_rates", "dodging_table", "locality", "locality_table"]
+           "pgd_dodge"]
 
 
 # ============================================================================================ 1. null-text inversion
@@ -381,7 +379,7 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
     source_prompt : str, optional
         Describes the face before the edit (default ``model.default_prompt``).
     region : str or list of str, optional
-        Face region(s) of :mod:`facelab.privacy.masks` (default: the word's region).
+        Face region(s) of :mod:`facelab.core.regions` (default: the word's region).
     config : MasqueConfig
     inversion : NullTextInversion, optional
         Reuse an inversion of ``images`` (same steps and guidance scale).
@@ -529,57 +527,3 @@ def pgd_dodge(images: torch.Tensor, landmarks: torch.Tensor, identities, models:
         with torch.no_grad():
             x = (x0 + (x - alpha * m * grad.sign() - x0).clamp(-epsilon, epsilon) * m).clamp(0, 1)
     return x.detach()
-
-
-# ============================================================================================ evaluation
-@torch.no_grad()
-def dodging_rates(model: FaceModel, protected, landmarks, gallery, gallery_landmarks, owner, thresholds: Mapping,
-                  fars: Sequence[float] = FARS, *, gallery_embeddings: torch.Tensor | None = None) -> dict:
-    """Dodging success of one victim: over all (protected face, clean gallery image of the same person) pairs, the
-    fraction whose score falls *below* the victim's threshold at each FAR; plus the mean score.
-
-    ``owner`` (G,) gives, for each gallery image, the index of the protected face of the same person;
-    ``gallery_embeddings`` (the victim's embeddings of ``gallery``) saves embedding the gallery again.
-    """
-    a = model.embed(protected, landmarks)
-    b = model.embed(gallery, gallery_landmarks) if gallery_embeddings is None else gallery_embeddings
-    s = model.score(a[torch.as_tensor(owner, device=a.device)], b).cpu().numpy()
-    out = {f"FAR={f:g}": float((s < thresholds[f"FAR={f:g}"]).mean()) for f in fars}
-    out["mean score"] = float(s.mean())
-    return out
-
-
-def dodging_table(runs: Mapping, models: Mapping[str, FaceModel], thresholds: pd.DataFrame, landmarks, gallery,
-                  gallery_landmarks, owner, fars: Sequence[float] = FARS) -> pd.DataFrame:
-    """Dodging success for many runs: ``runs[(method, setting, victim)] = protected images`` (settings such as
-    "white-box" / "black-box"); one row per run."""
-    rows, gallery_emb = [], {}
-    for (method, setting, victim), images in runs.items():
-        if victim not in gallery_emb:
-            with torch.no_grad():
-                gallery_emb[victim] = models[victim].embed(gallery, gallery_landmarks)
-        r = dodging_rates(models[victim], images, landmarks, gallery, gallery_landmarks, owner,
-                          thresholds.loc[victim].to_dict(), fars, gallery_embeddings=gallery_emb[victim])
-        rows.append({"method": method, "setting": setting, "victim": victim, **r})
-    return pd.DataFrame(rows)
-
-
-@torch.no_grad()
-def locality(protected: torch.Tensor, originals: torch.Tensor, mask: torch.Tensor, *, inside: float = 0.5
-             ) -> dict:
-    """How local a change is: mean absolute change (x 255) inside and outside the region (mask > ``inside`` /
-    mask == 0), and the share of the total absolute change that lies outside the region."""
-    d = (protected.float() - originals.float().to(protected.device)).abs().mean(1, keepdim=True)
-    m = mask.to(d.device)
-    ins, out = (m > inside).float(), (m <= 0).float()
-    total = d.flatten(1).sum(1).clamp_min(1e-12)
-    return {"change inside (/255)": float((d * ins).flatten(1).sum(1).div(ins.flatten(1).sum(1).clamp_min(1)).mean()
-                                          * 255),
-            "change outside (/255)": float((d * out).flatten(1).sum(1).div(out.flatten(1).sum(1).clamp_min(1)).mean()
-                                           * 255),
-            "share of change outside": float(((d * out).flatten(1).sum(1) / total).mean())}
-
-
-def locality_table(runs: Mapping[str, torch.Tensor], originals: torch.Tensor, mask: torch.Tensor) -> pd.DataFrame:
-    """:func:`locality` of each run's images against the originals, one row per run."""
-    return pd.DataFrame({name: locality(x, originals, mask) for name, x in runs.items()}).T.rename_axis("method")

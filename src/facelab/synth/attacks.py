@@ -44,6 +44,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from facelab.core.geometry import identity_grid, pixel_grid, pixels_to_grid, umeyama_torch, warp_affine
+from facelab.core.images import check_images, gaussian_blur
+from facelab.core.landmarks import LANDMARKS, group_mean
+from facelab.core.regions import face_outline_mask
+
 __all__ = [
     "ATTACK_TYPES",
     "ATTACK_KINDS",
@@ -95,18 +100,6 @@ class AttackResult:
 # small helpers
 # ----------------------------------------------------------------------------------------------------------------
 
-def _check_images(images, name: str = "images") -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (N, 3, H, W) in [0, 1], got {type(images).__name__}")
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (N, 3, H, W), got {tuple(images.shape)}")
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} is an empty batch (N = 0)")
-    if not images.is_floating_point():
-        raise TypeError(f"{name} must be a float tensor in [0, 1], got dtype {images.dtype}")
-    return images
-
-
 def _check_landmarks(landmarks, n: int, name: str = "landmarks") -> torch.Tensor | None:
     if landmarks is None:
         return None
@@ -124,113 +117,12 @@ def _randn(shape, generator, device) -> torch.Tensor:
     return torch.randn(*shape, generator=generator).to(device)
 
 
-def _pixel_grid(h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel-centre coordinates ``(H, W)`` each: x (column) and y (row)."""
-    ys = torch.arange(h, device=device, dtype=torch.float32)
-    xs = torch.arange(w, device=device, dtype=torch.float32)
-    return torch.meshgrid(xs, ys, indexing="xy")
-
-
-def _gaussian_blur(x: torch.Tensor, sigma) -> torch.Tensor:
-    """Separable Gaussian blur with one sigma per image (``sigma``: float or tensor ``(N,)``, in pixels)."""
-    n, c, h, w = x.shape
-    sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(n).clamp_min(1e-3)
-    radius = int(math.ceil(3.0 * float(sigma.max())))
-    radius = max(1, min(radius, (min(h, w) - 1) // 2))
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)
-    k = torch.exp(-0.5 * (t[None, :] / sigma[:, None]) ** 2)
-    k = k / k.sum(dim=1, keepdim=True)                                   # (N, K)
-    k = k.repeat_interleave(c, dim=0)                                     # (N*C, K)
-    y = x.reshape(1, n * c, h, w)
-    y = F.pad(y, (radius, radius, 0, 0), mode="reflect")
-    y = F.conv2d(y, k[:, None, None, :], groups=n * c)
-    y = F.pad(y, (0, 0, radius, radius), mode="reflect")
-    y = F.conv2d(y, k[:, None, :, None], groups=n * c)
-    return y.reshape(n, c, h, w)
-
-
-def _to_norm(points: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Pixel (x, y) with pixel centres at integers -> grid_sample coordinates (align_corners=False)."""
-    scale = torch.tensor([w, h], dtype=points.dtype, device=points.device)
-    return (2.0 * points + 1.0) / scale - 1.0
-
-
-def _identity_grid(n: int, h: int, w: int, device) -> torch.Tensor:
-    theta = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=device).expand(n, 2, 3)
-    return F.affine_grid(theta, (n, 3, h, w), align_corners=False)      # (N, H, W, 2)
-
-
 def _luminance(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
 
 
-def _points_in_polygon(poly: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Even-odd rule rasterisation: ``poly`` (N, E, 2) pixel coords -> float mask (N, 1, H, W).
-
-    Scanline form: each row's edge crossings are sorted, and a pixel is inside when an odd number of crossings lie
-    to its right (``searchsorted``), which costs O(N H W log E) instead of O(N E H W).
-    """
-    device = poly.device
-    n = poly.shape[0]
-    rows = torch.arange(h, device=device, dtype=torch.float32).view(1, 1, h)
-    cols = torch.arange(w, device=device, dtype=torch.float32)
-    v = poly.float()
-    vn = torch.roll(v, -1, dims=1)
-    vx, vy = v[..., 0:1], v[..., 1:2]
-    wx, wy = vn[..., 0:1], vn[..., 1:2]
-    straddle = (vy > rows) != (wy > rows)                                 # (N, E, H)
-    dy = torch.where((wy - vy).abs() < 1e-6, torch.full_like(wy, 1e-6), wy - vy)
-    x_cross = vx + (rows - vy) * (wx - vx) / dy
-    x_cross = torch.where(straddle, x_cross, torch.full_like(x_cross, float("inf")))
-    crossings = torch.sort(x_cross.transpose(1, 2), dim=-1).values.contiguous()   # (N, H, E)
-    valid = straddle.sum(1)                                               # (N, H)
-    left = torch.searchsorted(crossings, cols.expand(n, h, w).contiguous(), right=True)
-    right_of = valid.unsqueeze(-1) - left
-    return (right_of % 2 == 1).float().unsqueeze(1)
-
-
-def _ellipse_mask(h: int, w: int, n: int, device, cx=0.5, cy=0.52, rx=0.34, ry=0.44) -> torch.Tensor:
-    px, py = _pixel_grid(h, w, device)
-    r = ((px + 0.5) / w - cx) ** 2 / rx ** 2 + ((py + 0.5) / h - cy) ** 2 / ry ** 2
-    return (r <= 1.0).float().expand(n, 1, h, w).clone()
-
-
-def face_region_mask(landmarks: torch.Tensor | None, height: int, width: int, region: str = "face",
-                     n: int | None = None, device=None) -> torch.Tensor:
-    """Binary mask ``(N, 1, H, W)`` of a face region from iBUG-68 landmarks.
-
-    Parameters
-    ----------
-    landmarks : torch.Tensor or None
-        ``(N, 68, 2)`` pixel (x, y). ``None`` assumes a centred, aligned face and returns an ellipse.
-    height, width : int
-        Image size.
-    region : {"face", "inner", "full"}
-        ``"face"``: jaw line closed by the eyebrows; ``"inner"``: the same shrunk by 8% towards its centre (the
-        part a face swap replaces); ``"full"``: the face with the forehead (brows lifted by 35% of the
-        brow-to-chin distance), the area a rigid mask covers.
-    n, device : optional
-        Batch size and device, needed only when ``landmarks`` is ``None``.
-    """
-    if region not in ("face", "inner", "full"):
-        raise ValueError(f"region must be 'face', 'inner' or 'full', got {region!r}")
-    if landmarks is None:
-        if n is None:
-            raise ValueError("face_region_mask needs n (batch size) when landmarks is None")
-        scale = {"face": (0.30, 0.38), "inner": (0.27, 0.34), "full": (0.33, 0.45)}[region]
-        cy = 0.52 if region != "full" else 0.48
-        return _ellipse_mask(height, width, n, device, cy=cy, rx=scale[0], ry=scale[1])
-    lm = landmarks.float()
-    jaw = lm[:, 0:17]
-    brows = lm[:, 17:27].flip(1)                                         # right-to-left closes the loop
-    if region == "full":
-        up = lm[:, 17:27].mean(1, keepdim=True) - lm[:, 8:9]
-        brows = brows + 0.35 * up
-    poly = torch.cat([jaw, brows], dim=1)
-    if region == "inner":
-        centre = poly.mean(1, keepdim=True)
-        poly = centre + 0.92 * (poly - centre)
-    return _points_in_polygon(poly, height, width)
+#: Binary face outline from landmarks (``"face"``, ``"inner"``, ``"full"``): :func:`facelab.core.regions.face_outline_mask`.
+face_region_mask = face_outline_mask
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -255,7 +147,7 @@ def _print_attack(x: torch.Tensor, g, *, halftone_period: float | None = None, b
     period = (torch.full((n,), float(halftone_period), device=dev) if halftone_period is not None
               else _uniform(n, 2.6, 4.0, g, dev))
     angle = _uniform(n, 0.0, math.pi / 2, g, dev)
-    px, py = _pixel_grid(h, w, dev)
+    px, py = pixel_grid(h, w, dev)
     ca, sa = torch.cos(angle).view(n, 1, 1), torch.sin(angle).view(n, 1, 1)
     u = (ca * px + sa * py) / period.view(n, 1, 1)
     v = (-sa * px + ca * py) / period.view(n, 1, 1)
@@ -264,13 +156,13 @@ def _print_attack(x: torch.Tensor, g, *, halftone_period: float | None = None, b
     ink = _uniform(n, 0.3, 0.5, g, dev).view(n, 1, 1, 1)               # how much of the tone is dot-rendered
     y = (1 - ink) * y + ink * dots
     # paper fibres: smooth multiplicative noise
-    fibres = _gaussian_blur(_randn((n, 1, h, w), g, dev), 0.8)
+    fibres = gaussian_blur(_randn((n, 1, h, w), g, dev), 0.8)
     fibres = fibres / fibres.flatten(1).std(1).clamp_min(1e-6).view(n, 1, 1, 1)
     y = y * (1.0 + 0.03 * fibres)
     # bending: the sheet curls round a vertical axis (x_img = R sin(x_paper / R)), with a small rotation
     k = (torch.full((n,), float(bend), device=dev) if bend is not None else _uniform(n, 0.0, 0.8, g, dev))
     rot = _uniform(n, -0.08, 0.08, g, dev)
-    grid = _identity_grid(n, h, w, dev)
+    grid = identity_grid(n, h, w, dev)
     gx, gy = grid[..., 0], grid[..., 1]
     cr, sr = torch.cos(rot).view(n, 1, 1), torch.sin(rot).view(n, 1, 1)
     rx, ry = cr * gx - sr * gy, sr * gx + cr * gy
@@ -285,7 +177,7 @@ def _print_attack(x: torch.Tensor, g, *, halftone_period: float | None = None, b
     # recapture: blur and sensor noise
     sigma = (torch.full((n,), float(blur_sigma), device=dev) if blur_sigma is not None
              else _uniform(n, 0.5, 1.1, g, dev))
-    y = _gaussian_blur(y, sigma)
+    y = gaussian_blur(y, sigma)
     y = y + noise_std * _randn((n, 3, h, w), g, dev)
     params = {"halftone_period": period, "bend": k, "blur_sigma": sigma, "saturation": sat.view(n)}
     return y.clamp(0.0, 1.0), params
@@ -313,7 +205,7 @@ def _replay_attack(x: torch.Tensor, g, *, gamma: float | None = None, moire_stre
     grid = F.affine_grid(theta, (n, 3, h, w), align_corners=False)
     inside = F.grid_sample(torch.ones(n, 1, h, w, device=dev), grid, align_corners=False, padding_mode="zeros")
     y = F.grid_sample(y, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    px, py = _pixel_grid(h, w, dev)
+    px, py = pixel_grid(h, w, dev)
     # sub-pixel grid: each pixel column lights one of R, G, B; a dark line between pixel rows
     sub = torch.stack([((px.long() % grid_pitch) == c).float() for c in range(3)], 0)   # (3, H, W)
     rows = ((py.long() % grid_pitch) == 0).float()
@@ -348,15 +240,15 @@ def _replay_attack(x: torch.Tensor, g, *, gamma: float | None = None, moire_stre
 
 def _eye_holes(lm: torch.Tensor | None, n: int, h: int, w: int, dev) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft eye-hole masks and the normalised radius map (r < 1 inside a hole), shape (N, 1, H, W)."""
-    px, py = _pixel_grid(h, w, dev)
+    px, py = pixel_grid(h, w, dev)
     if lm is None:
         centres = torch.tensor([[0.37 * w, 0.43 * h], [0.63 * w, 0.43 * h]], device=dev).expand(n, 2, 2)
         axis = torch.tensor([1.0, 0.0], device=dev).expand(n, 2, 2)
         half = torch.full((n, 2), 0.09 * w, device=dev)
     else:
-        eyes = torch.stack([lm[:, 36:42], lm[:, 42:48]], 1)              # (N, 2, 6, 2)
-        centres = eyes.mean(2)
-        corner = torch.stack([lm[:, 39] - lm[:, 36], lm[:, 45] - lm[:, 42]], 1)
+        er, el = LANDMARKS["eye_right"], LANDMARKS["eye_left"]
+        centres = torch.stack([group_mean(lm, "eye_right"), group_mean(lm, "eye_left")], 1)   # (N, 2, 2)
+        corner = torch.stack([lm[:, er[3]] - lm[:, er[0]], lm[:, el[3]] - lm[:, el[0]]], 1)  # corner to corner
         half = corner.norm(dim=-1).clamp_min(1.0) * 0.5
         axis = corner / (2 * half.unsqueeze(-1))
     a = 1.35 * half                                                      # hole a bit larger than the eye
@@ -383,7 +275,7 @@ def _mask3d_attack(x: torch.Tensor, g, *, landmarks=None, smoothness: float | No
     # smooth, uniform "plastic" skin: strong blur, pulled towards the mask's mean colour, with a tint
     sig = (torch.full((n,), float(smoothness), device=dev) if smoothness is not None
            else _uniform(n, 0.02, 0.035, g, dev) * w)
-    smooth = _gaussian_blur(x, sig)
+    smooth = gaussian_blur(x, sig)
     area = cover.sum((2, 3), keepdim=True).clamp_min(1.0)
     mean = (smooth * cover).sum((2, 3), keepdim=True) / area
     flat = _uniform(n, 0.35, 0.6, g, dev).view(n, 1, 1, 1)
@@ -391,12 +283,13 @@ def _mask3d_attack(x: torch.Tensor, g, *, landmarks=None, smoothness: float | No
                         _uniform(n, 0.88, 1.0, g, dev)], 1).view(n, 3, 1, 1)
     skin = ((1 - flat) * smooth + flat * mean) * tint
     # gloss: broad highlights on the forehead and nose bridge, the same on every mask of the batch shape
-    px, py = _pixel_grid(h, w, dev)
+    px, py = pixel_grid(h, w, dev)
     if lm is None:
         spots = torch.tensor([[0.5 * w, 0.3 * h], [0.5 * w, 0.55 * h]], device=dev).expand(n, 2, 2)
     else:
-        brow_mid = lm[:, 17:27].mean(1)
-        spots = torch.stack([brow_mid + 0.25 * (brow_mid - lm[:, 8]), lm[:, 29]], 1)
+        brow_mid = group_mean(lm, "brows")
+        chin, nose_bridge_low = LANDMARKS["chin"][0], LANDMARKS["nose_bridge"][2]
+        spots = torch.stack([brow_mid + 0.25 * (brow_mid - lm[:, chin]), lm[:, nose_bridge_low]], 1)
     gloss = torch.zeros(n, 1, h, w, device=dev)
     for s in range(2):
         d2 = (px - spots[:, s, 0].view(n, 1, 1)) ** 2 + (py - spots[:, s, 1].view(n, 1, 1)) ** 2
@@ -406,7 +299,7 @@ def _mask3d_attack(x: torch.Tensor, g, *, landmarks=None, smoothness: float | No
     rim = ((r >= 1.0) & (r < 1.12)).float()
     skin = holes * x + (1 - holes) * skin * (1 - 0.3 * rim)
     # seam where the mask edge meets the wearer's skin
-    soft = _gaussian_blur(cover, 1.0)
+    soft = gaussian_blur(cover, 1.0)
     seam = (4.0 * soft * (1 - soft)).clamp(0, 1)
     y = cover * skin + (1 - cover) * x
     y = y * (1 - 0.45 * seam)
@@ -452,31 +345,6 @@ def _adversarial_attack(x: torch.Tensor, g, *, epsilon: float = 8 / 255, model: 
     return y, params
 
 
-def _similarity_transform(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """Batched Umeyama fit: ``A (N, 2, 3)`` with ``dst ~= src @ A[:, :, :2].T + A[:, :, 2]``."""
-    ms, md = src.mean(1, keepdim=True), dst.mean(1, keepdim=True)
-    s0, d0 = src - ms, dst - md
-    cov = d0.transpose(1, 2) @ s0 / src.shape[1]                        # (N, 2, 2)
-    u, sv, vh = torch.linalg.svd(cov)
-    det = torch.det(u @ vh)
-    dmat = torch.diag_embed(torch.stack([torch.ones_like(det), torch.sign(det + 1e-12)], -1))
-    rot = u @ dmat @ vh
-    var = (s0 ** 2).sum((1, 2)) / src.shape[1]
-    scale = (sv * torch.diagonal(dmat, dim1=1, dim2=2)).sum(1) / var.clamp_min(1e-8)
-    a = scale.view(-1, 1, 1) * rot
-    t = md.squeeze(1) - (a @ ms.transpose(1, 2)).squeeze(-1)
-    return torch.cat([a, t.unsqueeze(-1)], dim=2)
-
-
-def _warp_affine_pixels(img: torch.Tensor, a_out_to_in: torch.Tensor) -> torch.Tensor:
-    """Sample ``img`` at ``A @ [x, y, 1]`` for every output pixel (x, y) (pixel coordinates)."""
-    n, _, h, w = img.shape
-    px, py = _pixel_grid(h, w, img.device)
-    pts = torch.stack([px, py, torch.ones_like(px)], -1).reshape(1, -1, 3)
-    src = (pts @ a_out_to_in.transpose(1, 2)).reshape(n, h, w, 2)
-    return F.grid_sample(img, _to_norm(src, h, w), mode="bilinear", padding_mode="border", align_corners=False)
-
-
 def _tps_warp(img: torch.Tensor, out_pts: torch.Tensor, in_pts: torch.Tensor, coarse: int = 32) -> torch.Tensor:
     """Thin-plate-spline warp: output pixel at ``out_pts[k]`` samples ``img`` at ``in_pts[k]`` (pixel coords).
 
@@ -486,8 +354,8 @@ def _tps_warp(img: torch.Tensor, out_pts: torch.Tensor, in_pts: torch.Tensor, co
     dev = img.device
     border = torch.tensor([[-1, -1], [0, -1], [1, -1], [1, 0], [1, 1], [0, 1], [-1, 1], [-1, 0]],
                           dtype=torch.float32, device=dev).expand(n, 8, 2)
-    c = torch.cat([_to_norm(out_pts.to(dev), h, w), border], 1)           # control points (output space)
-    v = torch.cat([_to_norm(in_pts.to(dev), h, w), border], 1)            # where they sample (input space)
+    c = torch.cat([pixels_to_grid(out_pts.to(dev), h, w), border], 1)           # control points (output space)
+    v = torch.cat([pixels_to_grid(in_pts.to(dev), h, w), border], 1)            # where they sample (input space)
     k = c.shape[1]
 
     def kernel(d2):
@@ -508,7 +376,7 @@ def _tps_warp(img: torch.Tensor, out_pts: torch.Tensor, in_pts: torch.Tensor, co
     mapped = torch.cat([uq, pq], 2) @ coef                               # (N, G*G, 2)
     flow = (mapped - q).reshape(n, coarse, coarse, 2).permute(0, 3, 1, 2)
     flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
-    grid = _identity_grid(n, h, w, dev) + flow
+    grid = identity_grid(n, h, w, dev) + flow
     return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -523,7 +391,7 @@ def _source_and_landmarks(x, source, landmarks, source_landmarks, kind):
         if source_landmarks is None and landmarks is not None:
             source_landmarks = torch.roll(landmarks, 1, dims=0)
     else:
-        source = _check_images(source, "source")
+        source = check_images(source, "source", channels=(3,))
         if source.shape != x.shape:
             raise ValueError(f"source must have the same shape as images {tuple(x.shape)}, got {tuple(source.shape)}")
         source = source.to(x.device, x.dtype)
@@ -541,8 +409,8 @@ def _faceswap_attack(x, g, *, source=None, landmarks=None, source_landmarks=None
     src, slm, sidx = _source_and_landmarks(x, source, landmarks, source_landmarks, "faceswap")
     lm = None if landmarks is None else landmarks.to(dev)
     if lm is not None:
-        a = _similarity_transform(lm, slm.to(dev))                        # target pixel -> source pixel
-        src = _warp_affine_pixels(src, a)
+        a = umeyama_torch(lm, slm.to(dev))                                # target pixel -> source pixel
+        src = warp_affine(src, a, padding_mode="border")
     # the generated face is a little softer than the frame around it (the swap network's lower resolution)
     half = F.interpolate(src, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
     src = F.interpolate(half, size=(h, w), mode="bilinear", align_corners=False)
@@ -563,7 +431,7 @@ def _faceswap_attack(x, g, *, source=None, landmarks=None, source_landmarks=None
     src = cs * matched + (1 - cs) * src
     sig = (torch.full((n,), float(blend_sigma), device=dev) if blend_sigma is not None
            else _uniform(n, 0.8, 1.8, g, dev))
-    alpha = _gaussian_blur(region, sig).clamp(0, 1)
+    alpha = gaussian_blur(region, sig).clamp(0, 1)
     y = alpha * src + (1 - alpha) * x
     params = {"source_index": sidx if sidx is not None else np.full(n, -1), "blend_sigma": sig,
               "color_strength": cs.view(n)}
@@ -648,7 +516,7 @@ def apply_attack(images: torch.Tensor, kind: str, generator: torch.Generator | N
     if not isinstance(kind, str) or kind not in _ATTACKS:
         raise ValueError(f"Unknown attack kind {kind!r}; expected one of: {', '.join(ATTACK_KINDS)} "
                          f"(physical: {', '.join(PHYSICAL_KINDS)}; digital: {', '.join(DIGITAL_KINDS)})")
-    x = _check_images(images)
+    x = check_images(images, channels=(3,))
     n = x.shape[0]
     lm = _check_landmarks(landmarks, n)
     fn = _ATTACKS[kind]
