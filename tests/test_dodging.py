@@ -1,5 +1,5 @@
-"""facelab.privacy.dodging (the MASQUE chapter's experiment), DiffAIM used for dodging, the cached makeup classifier
-and the chapters' source display. Tiny random UNets and a stub face embedder; no checkpoint needed."""
+"""facelab.studies.privacy_masque (the MASQUE chapter's experiment), DiffAIM used for dodging, the cached makeup
+classifier and the chapters' source display. Tiny random UNets and a stub face embedder; no checkpoint needed."""
 
 import os
 
@@ -9,11 +9,11 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from facelab.models import FaceModel
 from facelab.privacy.diffaim import DiffAIMConfig, diffaim_protect, identity_score
-from facelab.privacy.dodging import (compare_dodging, dodging_data, dodging_results, makeup_prompt,
-                                     similarity_to_references)
-from facelab.privacy.evaluation import FaceModel
 from facelab.privacy.masque import MasqueConfig, null_text_inversion
+from facelab.studies.privacy_masque import (compare_dodging, dodging_data, dodging_results, dodging_tests,
+                                            makeup_prompt, similarity_to_references, victim_thresholds)
 from test_masque import _quick, _StubEmbedder
 
 
@@ -114,14 +114,19 @@ def test_compare_dodging_runs_every_method_and_tabulates(data):
     assert set(res.timing["method"]) >= {"MASQUE", "makeup, no guidance", "DiffAIM (dodging)", "global PGD 8/255"}
     assert (res.timing["s/face"] > 0).all()
 
-    from facelab.privacy.evaluation import victim_thresholds
-
     thr = victim_thresholds(models, data["threshold_images"], data["threshold_landmarks"], data["threshold_ids"],
                             fars=(0.1,))                           # 4 people x 3 photos: too few pairs for 1 %
     t = dodging_results(res, data, models, thr, fars=(0.1,))
     assert {"success", "summary", "locality", "quality"} <= set(t) and "adherence" not in t
     assert set(t["success"]["setting"]) == {"white-box", "black-box", "no guidance", "no attack"}
-    assert t["success"]["FAR=0.1"].between(0, 1).all() and list(t["summary"].columns) == ["FAR=0.1"]
+    assert t["success"]["FAR=0.1"].between(0, 1).all()
+    assert (t["success"]["FAR=0.1 lo"] <= t["success"]["FAR=0.1"]).all()
+    assert (t["success"]["FAR=0.1"] <= t["success"]["FAR=0.1 hi"]).all()
+    assert list(t["summary"].columns) == ["FAR=0.1", "FAR=0.1 lo", "FAR=0.1 hi", "victims", "n"]
+    assert (t["summary"]["FAR=0.1 lo"] <= t["summary"]["FAR=0.1"]).all()
+    tests = dodging_tests(t["outcomes"], ["red lipstick"], ["a"], far=0.1, black_box_victims=["a"], pgd="PGD 8/255")
+    assert {"MASQUE / red lipstick / white-box / a", "MASQUE / red lipstick / black-box / a"} == set(tests["A"])
+    assert tests["p (McNemar)"].between(0, 1).all() and (tests["n"] == 6).all()   # 3 faces x 2 gallery photos
     loc = t["locality"]["share of change outside"]
     assert loc[("red lipstick", "MASQUE")] == 0.0 and loc[("red lipstick", "global PGD 8/255")] > 0.5
     sims = similarity_to_references([models["a"]], {"clean": X, "MASQUE": res.runs[("MASQUE", "red lipstick",

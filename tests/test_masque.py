@@ -13,11 +13,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from facelab.diffusion import DiffusionModel, PatchAutoencoder, make_scheduler, tiny_stable_diffusion
 from facelab.privacy.attention import AttentionEditor, PromptError, align_prompts
-from facelab.privacy.evaluation import FaceModel
+from facelab.models import FaceModel
 from facelab.core.regions import EmptyMaskError, face_region_masks, latent_mask, region_for_word
-from facelab.privacy.masque import (MasqueConfig, NoReferencesError, build_references, dodging_rates,
-                                    guided_reconstruction, locality, masque_protect, null_text_inversion,
-                                    pairwise_similarity, pgd_dodge)
+from facelab.privacy.masque import (MasqueConfig, NoReferencesError, build_references, guided_reconstruction,
+                                    masque_protect, null_text_inversion, pairwise_similarity, pgd_dodge)
+from facelab.studies.privacy_masque import dodging_rates, locality
 
 SRC = "a face of a person"
 EDIT = "a face of a person with red lipstick"
@@ -288,6 +288,7 @@ def test_dodging_rates_count_pairs_below_threshold(faces, stub):
     thr = {"FAR=0.1": float(np.sort(s)[1]) + 1e-6, "FAR=0.01": 2.0, "FAR=0.001": -2.0}
     r = dodging_rates(stub, images[:2], lm[:2], gallery, lm[[1, 2, 3]], owner, thr)
     assert r["FAR=0.1"] == pytest.approx(2 / 3) and r["FAR=0.01"] == 1.0 and r["FAR=0.001"] == 0.0
+    assert r["n"] == 3 and r["FAR=0.1 lo"] < 2 / 3 < r["FAR=0.1 hi"]          # Wilson interval of 2 of 3 pairs
     assert r["mean score"] == pytest.approx(float(s.mean()), abs=1e-5)
 
 

@@ -1,5 +1,6 @@
 """facelab.privacy: DiffAIM guidance and the PGD baseline move faces towards the target within their budgets; the
-evaluation protocol (measured thresholds, success rates, leave-one-out, SSIM/PSNR); bad input."""
+chapter's protocol in facelab.studies.privacy_diffaim (measured thresholds, success rates with Wilson intervals,
+McNemar tests, leave-one-out, SSIM/PSNR); bad input."""
 
 import os
 
@@ -11,10 +12,13 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from facelab.metrics.verification import threshold_at_far
-from facelab.privacy import (DiffAIMConfig, FaceModel, NotAFaceError, attack_pairs, check_faces, diffaim_protect,
-                             leave_one_out, pgd_protect, quality_table, ssim, success_rates, victim_thresholds)
-from facelab.privacy.evaluation import strength_sweep
+from facelab.core.images import ssim
+from facelab.models import FaceModel
+from facelab.privacy import DiffAIMConfig, NotAFaceError, check_faces, diffaim_protect, pgd_protect
 from facelab.privacy.facenets import SynthFaceNet
+from facelab.studies.privacy_diffaim import (attack_pairs, leave_one_out, paired_tests, quality_table,
+                                             strength_sweep, success_outcomes, success_rates, success_table,
+                                             summary_table, victim_thresholds)
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +197,34 @@ def test_strength_sweep_reuses_done_runs_and_scores_each_strength(faces):
     assert list(curve["multiplier"]) == [0.0, 0.5, 1.0]
     assert curve["SSIM"].iloc[0] == pytest.approx(1.0) and curve["SSIM"].is_monotonic_decreasing
     assert curve["FAR=0.1"].iloc[-1] == 1.0        # the target itself always matches
+
+
+def test_success_table_has_wilson_intervals_and_paired_tests(faces):
+    x, lm, ids = faces
+    sur = _surrogate()
+    models = {"synth-plain": sur}
+    tgt, tlm = x.roll(1, 0), lm.roll(1, 0)
+    with torch.no_grad():
+        s = sur.score(sur.embed(x, lm), sur.embed(tgt, tlm))
+    # a threshold between the clean scores: some faces pass already, the target itself always does
+    thr = pd.DataFrame({"FAR=0.1": [float(s.median())], "FAR=0.01": [float(s.max()) + 1e-4]}, index=["synth-plain"])
+    runs = {("clean", "no attack", "synth-plain"): x, ("target", "no attack", "synth-plain"): tgt}
+    outcomes = success_outcomes(runs, models, thr, lm, tgt, tlm, fars=(0.1, 0.01))
+    table = success_table(outcomes)
+    for far in ("FAR=0.1", "FAR=0.01"):
+        assert {f"{far} lo", f"{far} hi"} <= set(table.columns)
+        assert ((table[f"{far} lo"] <= table[far]) & (table[far] <= table[f"{far} hi"])).all()
+        assert ((table[f"{far} lo"] >= 0) & (table[f"{far} hi"] <= 1)).all()
+    assert (table["n"] == len(x)).all()
+    row = table.set_index("method").loc["target"]
+    assert row["FAR=0.01"] == 1.0 and row["FAR=0.01 hi"] == 1.0 and row["FAR=0.01 lo"] < 1.0   # 4 faces: wide
+    summary = summary_table(table, fars=(0.1, 0.01))
+    assert (summary["FAR=0.01 lo"] <= summary["FAR=0.01"]).all() and (summary["n"] == len(x)).all()
+    test = paired_tests(outcomes, [(("target", "no attack", "synth-plain"), ("clean", "no attack", "synth-plain"))],
+                        far=0.01)
+    assert test.loc[0, "A only"] == len(x) and test.loc[0, "B only"] == 0
+    assert test.loc[0, "p (McNemar)"] == pytest.approx(2 * 0.5 ** len(x))   # exact binomial, 4 discordant faces
+    assert test.loc[0, "verdict"] == "no difference shown"                  # 4 faces cannot show one at 5 %
+    with pytest.raises(ValueError, match="same faces"):
+        bad = {**outcomes, ("short", "x", "synth-plain"): {"FAR=0.01": np.ones(2, bool), "score": np.ones(2)}}
+        paired_tests(bad, [(("short", "x", "synth-plain"), ("clean", "no attack", "synth-plain"))])

@@ -56,9 +56,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facelab.core.images import ssim
 from facelab.diffusion.hooks import UNetProbe
 from facelab.diffusion.inversion import Inversion, ddpm_inversion, noise_prediction, reverse_process, step_terms
-from facelab.privacy.evaluation import FaceModel, check_faces, ssim
+from facelab.models.face_model import FaceModel
+from facelab.privacy.inputs import check_faces
 
 __all__ = ["DiffAIMConfig", "PUBLISHED_DEFAULTS", "ProtectionResult", "diffaim_protect", "guidance_step",
            "identity_score", "augment_chips", "check_attack_inputs"]

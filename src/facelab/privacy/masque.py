@@ -52,10 +52,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facelab.diffusion.inversion import ddim_inversion, noise_prediction, step_terms
-from facelab.privacy.attention import AttentionEditor, align_prompts, check_prompts
-from facelab.models.face_model import FaceModel
 from facelab.core.regions import face_region_masks, latent_mask, region_for_word
+from facelab.diffusion.inversion import ddim_inversion, noise_prediction, step_terms
+from facelab.models.face_model import FaceModel
+from facelab.privacy.attention import AttentionEditor, align_prompts, check_prompts
 
 __all__ = ["NullTextInversion", "null_text_inversion", "guided_reconstruction", "MasqueConfig", "MasqueResult",
            "NoReferencesError", "References", "build_references", "pairwise_similarity", "masque_protect",

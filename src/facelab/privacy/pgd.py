@@ -18,8 +18,9 @@ from typing import Mapping, Sequence
 
 import torch
 
+from facelab.models.face_model import FaceModel
 from facelab.privacy.diffaim import ProtectionResult, check_attack_inputs, identity_score
-from facelab.privacy.evaluation import FaceModel, check_faces
+from facelab.privacy.inputs import check_faces
 
 __all__ = ["pgd_protect", "reconstruct"]
 

@@ -1,4 +1,5 @@
-"""The dodging experiment of the MASQUE chapter: data, every method on the same faces, and the tables.
+"""Chapter 06, "Hiding in plain sight II" (``notebooks/06_privacy_masque.ipynb``): the dodging experiment of MASQUE
+against its baselines, its tables and figures.
 
 *Dodging* hides a person without naming anyone else: the protected photo should no longer match the person's other
 photos for a recogniser at its threshold. :func:`dodging_data` renders the faces (synthetic identities the diffusion
@@ -13,8 +14,13 @@ surrogate recognisers,
 * **DiffAIM used for dodging** (:func:`facelab.privacy.diffaim.diffaim_protect` with no target: push away from the
   face's own clean embedding), white box and black box.
 
-:func:`dodging_results` turns the runs into the success table at each victim's FAR thresholds
-(:func:`facelab.privacy.masque.dodging_table`), and the locality, quality and prompt-adherence tables.
+:func:`dodging_results` turns the runs into the success table at each victim's FAR thresholds (:func:`dodging_table`,
+rates with Wilson intervals), the locality, quality and prompt-adherence tables, and :func:`dodging_tests` compares
+two methods on the same (face, gallery photo) pairs with McNemar's test. The protocol pieces shared with chapter 05
+(thresholds, leave-one-out, quality, intervals, real photos) are in :mod:`facelab.studies._privacy_protocol`.
+
+Dodging succeeds for a (protected photo, gallery photo of the same person) pair when the victim's similarity falls
+*below* its threshold at that FAR.
 """
 
 from __future__ import annotations
@@ -27,12 +33,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facelab.privacy.evaluation import FARS, FaceModel, leave_one_out, quality_table
+from facelab.studies._privacy_protocol import (FARS, far_key, leave_one_out, outcome_table, paired_tests,
+                                               pooled_summary, quality_table, rate_columns, real_photos_of,
+                                               victim_thresholds)
 
-__all__ = ["dodging_data", "DodgingRuns", "compare_dodging", "dodging_results", "makeup_prompt",
-           "similarity_to_references"]
+__all__ = ["FARS", "victim_thresholds", "leave_one_out", "real_photos_of", "dodging_data", "makeup_prompt",
+           "similarity_to_references", "DodgingRuns", "compare_dodging", "dodging_outcomes", "dodging_rates",
+           "dodging_table", "dodging_results", "dodging_tests", "locality", "locality_table",
+           "plot_guidance"]
 
 
+# --------------------------------------------------------------------------------------------- data
 def dodging_data(size: int = 64, n_faces: int = 16, *, n_references: int = 2, n_gallery: int = 2,
                  n_threshold_identities: int = 40, nuisance: str = "mild", seed: int = 0) -> dict:
     """Synthetic faces for a dodging experiment (identities from 100000 on, never used in training).
@@ -79,8 +90,7 @@ def makeup_prompt(model, phrase: str) -> tuple[str, str]:
 
 
 @torch.no_grad()
-def similarity_to_references(models: Sequence[FaceModel], runs: Mapping[str, torch.Tensor], data: Mapping
-                             ) -> pd.DataFrame:
+def similarity_to_references(models: Sequence, runs: Mapping[str, torch.Tensor], data: Mapping) -> pd.DataFrame:
     """Per protected face, the pairwise dodging loss (mean cosine similarity to the person's reference photos,
     averaged over ``models``) of each image set in ``runs`` (name -> (N, 3, S, S)); one column per run."""
     from facelab.privacy.masque import build_references, pairwise_similarity
@@ -96,6 +106,7 @@ def similarity_to_references(models: Sequence[FaceModel], runs: Mapping[str, tor
                          for name, x in runs.items()})
 
 
+# --------------------------------------------------------------------------------------------- running
 @dataclass
 class DodgingRuns:
     """Everything :func:`compare_dodging` produced.
@@ -120,10 +131,10 @@ class DodgingRuns:
     originals: torch.Tensor = field(repr=False, default=None)
 
 
-def compare_dodging(model, data: Mapping, models: Mapping[str, FaceModel], phrases: Sequence[str], *,
+def compare_dodging(model, data: Mapping, models: Mapping, phrases: Sequence[str], *,
                     config=None, inversion=None, pgd_epsilons: Sequence[float] = (4 / 255, 8 / 255),
                     pgd_steps: int = 10, black_box_victims: Sequence[str] | None = None,
-                    black_box_phrases: Sequence[str] | None = None, diffaim_config=None,
+                    black_box_phrases: Sequence[str] | None = None, diffaim_config=None, seed: int = 0,
                     progress: Callable | None = None) -> DodgingRuns:
     """Run every method of the chapter on ``data`` (from :func:`dodging_data`).
 
@@ -147,6 +158,8 @@ def compare_dodging(model, data: Mapping, models: Mapping[str, FaceModel], phras
         Phrases with black-box MASQUE runs (default: all; each costs one MASQUE run per victim).
     diffaim_config : DiffAIMConfig, optional
         Settings of DiffAIM used for dodging (default :class:`DiffAIMConfig`); None of it runs when False.
+    seed : int
+        Seed of the PGD baselines' random start.
     """
     from facelab.privacy.diffaim import DiffAIMConfig, diffaim_protect
     from facelab.privacy.masque import MasqueConfig, masque_protect, null_text_inversion, pgd_dodge
@@ -179,7 +192,7 @@ def compare_dodging(model, data: Mapping, models: Mapping[str, FaceModel], phras
 
     def pgd(name, mask, sur, eps):
         t0 = time.perf_counter()
-        x = pgd_dodge(X, L, ids, sur, epsilon=eps, steps=pgd_steps, mask=mask, **refkw)
+        x = pgd_dodge(X, L, ids, sur, epsilon=eps, steps=pgd_steps, mask=mask, seed=seed, **refkw)
         return x, time.perf_counter() - t0
 
     for phrase in phrases:
@@ -208,7 +221,7 @@ def compare_dodging(model, data: Mapping, models: Mapping[str, FaceModel], phras
             x, s = pgd(name, None, {n: surrogates[n] for n in leave_one_out(models, v) if n in surrogates}, eps)
             record(name, "-", "black-box", x, s, held_out=v)
     if diffaim_config is not False:
-        dcfg = diffaim_config or DiffAIMConfig()
+        dcfg = diffaim_config or DiffAIMConfig(seed=seed)
         r = diffaim_protect(model, X, None, surrogates, landmarks=L, config=dcfg)
         record("DiffAIM (dodging)", "-", "white-box", r.images, r.seconds)
         for v in bb_victims:
@@ -220,27 +233,93 @@ def compare_dodging(model, data: Mapping, models: Mapping[str, FaceModel], phras
     return DodgingRuns(runs=runs, masks=masks, masque=masque, timing=pd.DataFrame(timing), originals=X)
 
 
-def dodging_results(result: DodgingRuns, data: Mapping, models: Mapping[str, FaceModel], thresholds: pd.DataFrame,
+# --------------------------------------------------------------------------------------------- success
+@torch.no_grad()
+def _dodging_outcomes(model, protected, landmarks, gallery, gallery_landmarks, owner, thresholds: Mapping,
+                      fars: Sequence[float], gallery_embeddings=None) -> dict:
+    a = model.embed(protected, landmarks)
+    b = model.embed(gallery, gallery_landmarks) if gallery_embeddings is None else gallery_embeddings
+    s = model.score(a[torch.as_tensor(owner, device=a.device)], b).cpu().numpy()
+    return {**{far_key(f): s < thresholds[far_key(f)] for f in fars}, "score": s}
+
+
+def dodging_rates(model, protected, landmarks, gallery, gallery_landmarks, owner, thresholds: Mapping,
+                  fars: Sequence[float] = FARS, *, gallery_embeddings: torch.Tensor | None = None) -> dict:
+    """Dodging success of one victim (a FaceModel): over all (protected face, clean gallery image of the same person)
+    pairs, the fraction whose similarity falls *below* the victim's threshold at each FAR, with its Wilson interval
+    (``"FAR=0.01 lo"`` / ``"hi"``), the number of pairs ``n`` and the mean similarity.
+
+    ``owner`` (G,) gives, for each gallery image, the index of the protected face of the same person;
+    ``gallery_embeddings`` (the victim's embeddings of ``gallery``) saves embedding the gallery again.
+    """
+    o = _dodging_outcomes(model, protected, landmarks, gallery, gallery_landmarks, owner, thresholds, fars,
+                          gallery_embeddings)
+    return {**rate_columns({k: v for k, v in o.items() if k != "score"}), "mean score": float(o["score"].mean())}
+
+
+def dodging_outcomes(runs: Mapping, models: Mapping, thresholds: pd.DataFrame, landmarks, gallery,
+                     gallery_landmarks, owner, fars: Sequence[float] = FARS) -> dict:
+    """Pair-by-pair dodging outcomes of many runs: ``runs[(*key, victim)] = protected images`` (the victim last) ->
+    ``{(*key, victim): {"FAR=0.1": bool (G,), ..., "score": similarities (G,)}}``, one entry per gallery image."""
+    out, gallery_emb = {}, {}
+    for key, images in runs.items():
+        victim = key[-1]
+        if victim not in gallery_emb:
+            with torch.no_grad():
+                gallery_emb[victim] = models[victim].embed(gallery, gallery_landmarks)
+        out[key] = _dodging_outcomes(models[victim], images, landmarks, gallery, gallery_landmarks, owner,
+                                     thresholds.loc[victim].to_dict(), fars, gallery_emb[victim])
+    return out
+
+
+def dodging_table(runs: Mapping, models: Mapping, thresholds: pd.DataFrame, landmarks, gallery,
+                  gallery_landmarks, owner, fars: Sequence[float] = FARS) -> pd.DataFrame:
+    """Dodging success for many runs: ``runs[(method, setting, victim)] = protected images`` (settings such as
+    "white-box" / "black-box"); one row per run, with Wilson intervals (:func:`dodging_rates`)."""
+    outcomes = dodging_outcomes(runs, models, thresholds, landmarks, gallery, gallery_landmarks, owner, fars)
+    return outcome_table(outcomes, ("method", "setting", "victim"))
+
+
+@torch.no_grad()
+def locality(protected: torch.Tensor, originals: torch.Tensor, mask: torch.Tensor, *, inside: float = 0.5
+             ) -> dict:
+    """How local a change is: mean absolute change (x 255) inside and outside the region (mask > ``inside`` /
+    mask == 0), and the share of the total absolute change that lies outside the region."""
+    d = (protected.float() - originals.float().to(protected.device)).abs().mean(1, keepdim=True)
+    m = mask.to(d.device)
+    ins, out = (m > inside).float(), (m <= 0).float()
+    total = d.flatten(1).sum(1).clamp_min(1e-12)
+    return {"change inside (/255)": float((d * ins).flatten(1).sum(1).div(ins.flatten(1).sum(1).clamp_min(1)).mean()
+                                          * 255),
+            "change outside (/255)": float((d * out).flatten(1).sum(1).div(out.flatten(1).sum(1).clamp_min(1)).mean()
+                                           * 255),
+            "share of change outside": float(((d * out).flatten(1).sum(1) / total).mean())}
+
+
+def locality_table(runs: Mapping[str, torch.Tensor], originals: torch.Tensor, mask: torch.Tensor) -> pd.DataFrame:
+    """:func:`locality` of each run's images against the originals, one row per run."""
+    return pd.DataFrame({name: locality(x, originals, mask) for name, x in runs.items()}).T.rename_axis("method")
+
+
+# --------------------------------------------------------------------------------------------- the chapter's tables
+def dodging_results(result: DodgingRuns, data: Mapping, models: Mapping, thresholds: pd.DataFrame,
                     *, classifier=None, fars: Sequence[float] = FARS) -> dict:
     """The chapter's tables from :func:`compare_dodging`'s runs.
 
-    Returns a dict of DataFrames: ``success`` (one row per run: method, prompt, setting, victim, success at each
-    FAR, mean score), ``summary`` (success averaged over victims per method, prompt and setting), ``locality``
-    (per prompt: change inside/outside that prompt's region for every method), ``quality`` (PSNR, SSIM, L-inf per
-    method and prompt) and, with a makeup ``classifier``, ``adherence`` (fraction of faces showing the prompt's makeup).
+    Returns a dict: ``success`` (one row per run: method, prompt, setting, victim, success at each FAR with its
+    Wilson interval, pairs ``n``, mean score), ``summary`` (success pooled over the victims per method, prompt and
+    setting, with Wilson intervals), ``locality`` (per prompt: change inside/outside that prompt's region for every
+    method), ``quality`` (PSNR, SSIM, L-inf per method and prompt), with a makeup ``classifier`` ``adherence``
+    (fraction of faces showing the prompt's makeup), and ``outcomes`` (pair-by-pair outcomes per run, for
+    :func:`dodging_tests`).
     """
     from facelab.privacy.makeup import prompt_adherence
-    from facelab.privacy.masque import dodging_table, locality_table
 
     X = result.originals
-    runs = {(f"{m}\x00{p}", s, v): x for (m, p, s, v), x in result.runs.items()}
-    table = dodging_table(runs, models, thresholds, data["landmarks"], data["gallery"], data["gallery_landmarks"],
-                          data["gallery_owner"], fars)
-    table[["method", "prompt"]] = table["method"].str.split("\x00", expand=True)
-    table = table[["method", "prompt", "setting", "victim", *[c for c in table.columns
-                                                               if c.startswith("FAR") or c == "mean score"]]]
-    cols = [f"FAR={f:g}" for f in fars]
-    summary = table.groupby(["method", "prompt", "setting"], sort=False)[cols].mean()
+    outcomes = dodging_outcomes(result.runs, models, thresholds, data["landmarks"], data["gallery"],
+                                data["gallery_landmarks"], data["gallery_owner"], fars)
+    table = outcome_table(outcomes, ("method", "prompt", "setting", "victim"))
+    summary = pooled_summary(table, ("method", "prompt", "setting"), fars)
     images = {}                                     # one image set per method and prompt (black-box runs aside)
     for (m, p, s, v), x in result.runs.items():
         if s != "black-box":
@@ -253,9 +332,61 @@ def dodging_results(result: DodgingRuns, data: Mapping, models: Mapping[str, Fac
         if classifier is not None:
             adh.append(pd.DataFrame({"prompt": phrase, "method": list(mine),
                                      "adherence": [prompt_adherence(classifier, x, phrase) for x in mine.values()]}))
-    out = {"success": table, "summary": summary,
+    out = {"success": table, "summary": summary, "outcomes": outcomes,
            "locality": pd.concat(loc).reset_index().set_index(["prompt", "method"]),
            "quality": pd.concat(qual).reset_index().set_index(["prompt", "method"])}
     if adh:
         out["adherence"] = pd.concat(adh).pivot(index="method", columns="prompt", values="adherence")
     return out
+
+
+def dodging_tests(outcomes: Mapping, phrases: Sequence[str], victims: Sequence[str], *, far: float = 0.01,
+                  black_box_victims: Sequence[str] = (), pgd: str | None = None) -> pd.DataFrame:
+    """The chapter's paired comparisons (McNemar on the same face/gallery pairs, one row per victim), at ``far``:
+
+    * per prompt, MASQUE (white box) against the same makeup without guidance, and (with ``pgd``, e.g.
+      ``"masked PGD 8/255"``) against masked PGD inside the same region;
+    * for each black-box victim, MASQUE (black box, each prompt that has such a run) against the clean faces and
+      against global PGD / DiffAIM (dodging) in the same black-box setting.
+
+    The pairs of one face share the protected image, so they are not independent: p-values are on the optimistic
+    side. Returns :func:`facelab.studies._privacy_protocol.paired_tests`'s table plus ``victim``.
+    """
+    comps = []
+    for p in phrases:
+        for v in victims:
+            a = ("MASQUE", p, "white-box", v)
+            comps.append((a, ("makeup, no guidance", p, "no guidance", v)))
+            if pgd is not None and (f"masked {pgd}", p, "white-box", v) in outcomes:
+                comps.append((a, (f"masked {pgd}", p, "white-box", v)))
+    for v in black_box_victims:
+        for p in phrases:
+            a = ("MASQUE", p, "black-box", v)
+            if a not in outcomes:
+                continue
+            comps.append((a, ("clean", "-", "no attack", v)))
+            for other in ([f"global {pgd}"] if pgd else []) + ["DiffAIM (dodging)"]:
+                if (other, "-", "black-box", v) in outcomes:
+                    comps.append((a, (other, "-", "black-box", v)))
+    comps = [(a, b) for a, b in comps if a in outcomes and b in outcomes]
+    t = paired_tests(outcomes, comps, far)
+    t.insert(0, "victim", [a[-1] for a, _ in comps])
+    return t
+
+
+# --------------------------------------------------------------------------------------------- figures
+def plot_guidance(history: Sequence[Mapping], similarities: pd.DataFrame, phrase: str, ax=None):
+    """Left: the mean cosine to the references during MASQUE's guided steps (``MasqueResult.history``); right: the
+    per-face similarity to the own references after each edit (:func:`similarity_to_references`). ``ax``: a pair
+    of Axes, or None for a new figure."""
+    import matplotlib.pyplot as plt
+
+    axes = ax
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(9, 2.8), layout="constrained")
+    hist = pd.DataFrame([h for h in history if "pairwise similarity" in h])
+    axes[0].plot(hist["step"], hist["pairwise similarity"], "o-")
+    axes[0].set(xlabel="reverse step", ylabel="mean cosine to references", title=f"during guidance ({phrase})")
+    axes[1].boxplot([similarities[c] for c in similarities], tick_labels=list(similarities))
+    axes[1].set(ylabel="cosine to own references", title="after the edit (surrogate mean)")
+    return axes[0].figure
