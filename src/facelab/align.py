@@ -11,15 +11,8 @@ Two templates:
 * ``"arcface-112"``: the five-point 112x112 template of ArcFace/InsightFace, the input of SFace.
 
 The transform is the least-squares similarity (Umeyama 1991) from template (chip) coordinates to image
-coordinates, as dlib computes it; in 2-D it has the closed form used here (no SVD, so the torch version is
-differentiable everywhere the points are not all equal):
-
-.. math::
-    a = \frac{\sum_i \langle \tilde c_i, \tilde p_i\rangle}{\sum_i \|\tilde c_i\|^2},\quad
-    b = \frac{\sum_i \tilde c_i \times \tilde p_i}{\sum_i \|\tilde c_i\|^2},\quad
-    A = \begin{pmatrix} a & -b\\ b & a\end{pmatrix},\quad t = \bar p - A\bar c,
-
-with :math:`\tilde c, \tilde p` the centred chip and image points. Pixel centres are at integer coordinates.
+coordinates, as dlib computes it: :func:`facelab.core.geometry.umeyama` (numpy) and
+:func:`facelab.core.geometry.umeyama_torch` (closed form, differentiable). Pixel centres are at integer coordinates.
 
 :func:`align_faces` works on one uint8 image and a list of :class:`facelab.detect.Face`; :func:`align_batch_torch`
 is a batched differentiable version (``affine_grid``/``grid_sample``) for chapters that backpropagate through
@@ -29,6 +22,9 @@ alignment (gradients reach the image and the landmarks).
 from __future__ import annotations
 
 import numpy as np
+
+from facelab.core.geometry import eyes_nose_mouth, umeyama, warp_matrix_to_theta
+from facelab.core.landmarks import LANDMARKS
 
 __all__ = ["TEMPLATES", "ARCFACE_112", "similarity_transform", "template_points", "face_transform",
            "align_faces", "align_batch_torch", "warp_matrix_to_theta", "dlib_chip_convention"]
@@ -58,45 +54,28 @@ _DLIB68_Y = [0.106454, 0.038915, 0.0187482, 0.0344891, 0.0773906, 0.0773906, 0.0
              0.902192, 0.909281, 0.902192, 0.864805, 0.784792, 0.778746, 0.785343, 0.778746, 0.784792, 0.824182,
              0.831803, 0.824182]
 _DLIB68_MEAN = np.stack([_DLIB68_X, _DLIB68_Y], axis=1)  # rows are points 17..67
-#: the 68-point indices dlib uses for chips: 27..54 and 60..64 (no eyebrows, no lower lip)
-DLIB68_USED = np.array([i for i in range(17, 68) if not (55 <= i <= 59 or 65 <= i <= 67 or 17 <= i <= 26)])
+#: the 68-point indices dlib uses for chips: nose, eyes, upper outer lip (48..54) and upper inner lip (60..64);
+#: no jaw, eyebrows or lower lip
+DLIB68_USED = np.concatenate([LANDMARKS["nose"], LANDMARKS["eyes"], LANDMARKS["lips_outer"][:7],
+                              LANDMARKS["lips_inner"][:5]])
 
 
 def _mean68(i):
     return _DLIB68_MEAN[np.asarray(i) - 17]
 
 
-# five eyes-nose-mouth points of dlib's 68-point mean face (eye centres from 36-41 / 42-47, nose tip 30, 48, 54)
-_DLIB_ENM_MEAN = np.stack([_mean68(range(36, 42)).mean(0), _mean68(range(42, 48)).mean(0), _mean68(30),
-                           _mean68(48), _mean68(54)])
+# five eyes-nose-mouth points of dlib's 68-point mean face (eye centres, nose tip, mouth corners)
+_DLIB_ENM_MEAN = np.stack([_mean68(LANDMARKS["eye_right"]).mean(0), _mean68(LANDMARKS["eye_left"]).mean(0),
+                           *_mean68(LANDMARKS["nose_tip"]), *_mean68(LANDMARKS["mouth_corners"])])
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (Umeyama, no reflection) mapping ``src`` points onto ``dst`` points.
 
-    Parameters
-    ----------
-    src, dst : np.ndarray
-        (K, 2) corresponding points, K >= 2, not all equal.
-
-    Returns
-    -------
-    np.ndarray
-        (2, 3) matrix M with ``dst ~ M[:, :2] @ src + M[:, 2]``.
+    :func:`facelab.core.geometry.umeyama` with the scale fitted; (K, 2) point sets give a (2, 3) matrix M with
+    ``dst ~ M[:, :2] @ src + M[:, 2]`` (K >= 2, source points not all equal, else ``ValueError``).
     """
-    s = np.asarray(src, dtype=np.float64)
-    d = np.asarray(dst, dtype=np.float64)
-    if s.ndim != 2 or s.shape[1] != 2 or s.shape != d.shape or len(s) < 2:
-        raise ValueError(f"expected two (K, 2) point sets with K >= 2, got {s.shape} and {d.shape}")
-    sm, dm = s.mean(0), d.mean(0)
-    sc, dc = s - sm, d - dm
-    var = (sc ** 2).sum()
-    if var <= 1e-12:
-        raise ValueError("source points are all equal: no similarity transform")
-    a = (sc * dc).sum() / var
-    b = (sc[:, 0] * dc[:, 1] - sc[:, 1] * dc[:, 0]).sum() / var
-    A = np.array([[a, -b], [b, a]])
-    return np.concatenate([A, (dm - A @ sm)[:, None]], axis=1)
+    return umeyama(src, dst)
 
 
 def template_points(template: str, kind: str, size: int | None = None, padding: float = 0.25) -> np.ndarray:
@@ -161,20 +140,36 @@ def face_transform(face, template: str = "dlib-150", size: int | None = None, pa
     return dlib_chip_convention(M, S) if template == "dlib-150" else M
 
 
-def dlib_chip_convention(M: np.ndarray, size: int) -> np.ndarray:
-    """Adjust a chip->image similarity to the way dlib extracts chips.
+def dlib_chip_convention(M, size: int):
+    """Adjust chip->image similarities to the way dlib extracts chips.
 
     dlib keeps only the rotation, the scale ``s`` and the image point ``c`` of the chip centre ``(size/2, size/2)``
     from the fit, builds a rectangle of ``size * s`` pixels (inclusive, so its edges are ``size * s - 1`` apart)
     centred on ``c`` and maps chip pixels 0 and ``size - 1`` to its edges: the scale becomes
     ``(size * s - 1) / (size - 1)`` and ``c`` lands on chip pixel ``(size - 1) / 2``.
+
+    Parameters
+    ----------
+    M : numpy.ndarray or torch.Tensor
+        ``(2, 3)`` or a batch ``(..., 2, 3)`` (a torch batch stays differentiable).
+    size : int
+        Chip side.
     """
-    M = np.asarray(M, dtype=np.float64)
-    c = M[:, :2] @ np.array([size / 2.0, size / 2.0]) + M[:, 2]
-    s = float(np.hypot(M[0, 0], M[1, 0]))
-    A = M[:, :2] * ((size * s - 1.0) / ((size - 1.0) * s))
-    t = c - A @ np.array([(size - 1) / 2.0, (size - 1) / 2.0])
-    return np.concatenate([A, t[:, None]], axis=1)
+    if type(M).__module__.startswith("torch"):
+        import torch
+
+        sqrt, cat = torch.sqrt, torch.cat
+        half = torch.full((2,), size / 2.0, dtype=M.dtype, device=M.device)
+        centre = torch.full((2,), (size - 1) / 2.0, dtype=M.dtype, device=M.device)
+    else:
+        M = np.asarray(M, dtype=np.float64)
+        sqrt, cat = np.sqrt, np.concatenate
+        half, centre = np.full(2, size / 2.0), np.full(2, (size - 1) / 2.0)
+    c = M[..., :2] @ half + M[..., 2]
+    s = sqrt(M[..., 0, 0] ** 2 + M[..., 1, 0] ** 2)
+    A = M[..., :2] * ((size * s - 1.0) / ((size - 1.0) * s))[..., None, None]
+    t = c - A @ centre
+    return cat([A, t[..., None]], -1)
 
 
 def _warp(image: np.ndarray, M: np.ndarray, size: int, antialias: bool) -> np.ndarray:
@@ -239,40 +234,6 @@ def align_faces(image, faces, template: str = "dlib-150", *, size: int | None = 
 # differentiable batched version
 
 
-def warp_matrix_to_theta(M, in_hw, out_hw):
-    """Convert chip->image pixel matrices (N, 2, 3) into ``affine_grid`` thetas (align_corners=False)."""
-    import torch
-
-    M = torch.as_tensor(M)
-    H, W = in_hw
-    h, w = out_hw
-    dt = M.dtype
-    # normalised -> pixel for the output, pixel -> normalised for the input
-    n_out = torch.tensor([[w / 2.0, 0, (w - 1) / 2.0], [0, h / 2.0, (h - 1) / 2.0], [0, 0, 1]], dtype=dt,
-                         device=M.device)
-    p_in = torch.tensor([[2.0 / W, 0, 1.0 / W - 1], [0, 2.0 / H, 1.0 / H - 1], [0, 0, 1]], dtype=dt,
-                        device=M.device)
-    bottom = torch.tensor([0, 0, 1], dtype=dt, device=M.device).expand(M.shape[0], 1, 3)
-    M3 = torch.cat([M, bottom], dim=1)
-    return (p_in @ M3 @ n_out)[:, :2, :]
-
-
-def _similarity_torch(src, dst):
-    """Batched closed-form 2-D Umeyama: src (K, 2) or (N, K, 2), dst (N, K, 2) -> (N, 2, 3), differentiable."""
-    import torch
-
-    if src.dim() == 2:
-        src = src.unsqueeze(0).expand(dst.shape[0], -1, -1)
-    sm, dm = src.mean(1, keepdim=True), dst.mean(1, keepdim=True)
-    sc, dc = src - sm, dst - dm
-    var = (sc ** 2).sum((1, 2)).clamp_min(1e-12)
-    a = (sc * dc).sum((1, 2)) / var
-    b = (sc[..., 0] * dc[..., 1] - sc[..., 1] * dc[..., 0]).sum(1) / var
-    A = torch.stack([torch.stack([a, -b], -1), torch.stack([b, a], -1)], -2)
-    t = dm.squeeze(1) - (A @ sm.squeeze(1).unsqueeze(-1)).squeeze(-1)
-    return torch.cat([A, t.unsqueeze(-1)], -1)
-
-
 def align_batch_torch(images, landmarks, template: str = "arcface-112", *, kind: str = "eyes-nose-mouth",
                       size: int | None = None, padding: float = 0.25):
     """Differentiable batched alignment with ``affine_grid`` / ``grid_sample`` (bilinear, zero border).
@@ -294,7 +255,8 @@ def align_batch_torch(images, landmarks, template: str = "arcface-112", *, kind:
         images whose faces are at most ~2x the chip size for alias-free crops.
     """
     import torch
-    import torch.nn.functional as F
+
+    from facelab.core.geometry import umeyama_torch, warp_affine
 
     if not torch.is_tensor(images) or images.dim() != 4 or not images.is_floating_point():
         raise ValueError(f"expected a float tensor (N, C, H, W), got "
@@ -311,7 +273,7 @@ def align_batch_torch(images, landmarks, template: str = "arcface-112", *, kind:
         if template == "dlib-150":
             lm = lm[:, torch.as_tensor(DLIB68_USED, device=lm.device)]
         else:
-            lm = torch.stack([lm[:, 36:42].mean(1), lm[:, 42:48].mean(1), lm[:, 30], lm[:, 48], lm[:, 54]], 1)
+            lm = eyes_nose_mouth(lm)
     elif kind == "dlib5" and template == "arcface-112":
         if lm.shape[1] != 5:
             raise ValueError(f"kind='dlib5' needs 5 landmarks, got {lm.shape[1]}")
@@ -319,13 +281,7 @@ def align_batch_torch(images, landmarks, template: str = "arcface-112", *, kind:
     tmpl = torch.as_tensor(template_points(template, kind, S, padding), dtype=images.dtype, device=images.device)
     if tmpl.shape[0] != lm.shape[1]:
         raise ValueError(f"kind={kind!r} needs {tmpl.shape[0]} landmarks for {template}, got {lm.shape[1]}")
-    M = _similarity_torch(tmpl, lm)
-    if template == "dlib-150":  # dlib's chip convention (see dlib_chip_convention)
-        half = torch.full((2,), S / 2.0, dtype=M.dtype, device=M.device)
-        c = (M[:, :, :2] @ half) + M[:, :, 2]
-        sc = torch.sqrt(M[:, 0, 0] ** 2 + M[:, 1, 0] ** 2)
-        A = M[:, :, :2] * ((S * sc - 1.0) / ((S - 1.0) * sc))[:, None, None]
-        M = torch.cat([A, (c - A @ torch.full((2,), (S - 1) / 2.0, dtype=M.dtype, device=M.device)).unsqueeze(-1)], -1)
-    theta = warp_matrix_to_theta(M, images.shape[-2:], (S, S))
-    grid = F.affine_grid(theta, [images.shape[0], images.shape[1], S, S], align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    M = umeyama_torch(tmpl, lm)
+    if template == "dlib-150":
+        M = dlib_chip_convention(M, S)
+    return warp_affine(images, M, S, padding_mode="zeros")

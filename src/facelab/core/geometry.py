@@ -13,6 +13,9 @@ with :math:`\tilde c, \tilde p` the centred points. It equals Umeyama's SVD solu
 correction. Matrices are ``(2, 3)`` with ``dst ~ M[:, :2] @ src + M[:, 2]``; pixel centres are at integer
 coordinates throughout the book.
 
+Only the numpy functions are usable without torch installed: torch is imported inside the torch functions, so
+``import facelab.align`` (numpy/OpenCV alignment) stays light.
+
 Warps follow one convention too: an "output -> input" matrix ``M`` says where each output pixel samples the input
 (:func:`warp_affine`), which is what ``cv2.warpAffine(..., WARP_INVERSE_MAP)`` and ``grid_sample`` do.
 """
@@ -20,8 +23,6 @@ Warps follow one convention too: an "output -> input" matrix ``M`` says where ea
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from facelab.core.landmarks import LANDMARKS, group_mean
 
@@ -76,7 +77,7 @@ def umeyama(src, dst, *, scale: bool = True) -> np.ndarray:
     return M if batched else M[0]
 
 
-def umeyama_torch(src: torch.Tensor, dst: torch.Tensor, *, scale: bool = True) -> torch.Tensor:
+def umeyama_torch(src: "torch.Tensor", dst: "torch.Tensor", *, scale: bool = True) -> "torch.Tensor":
     """Batched, differentiable Umeyama similarity fit in torch (closed form, any device).
 
     Parameters
@@ -94,6 +95,8 @@ def umeyama_torch(src: torch.Tensor, dst: torch.Tensor, *, scale: bool = True) -
         ``(B, 2, 3)`` with ``dst ~ src @ M[:, :, :2].T + M[:, :, 2]``; gradients flow to ``src`` and ``dst``.
         Degenerate source sets (all points equal) do not raise: their variance is floored at 1e-12.
     """
+    import torch
+
     if dst.dim() != 3 or dst.shape[-1] != 2 or src.shape[-1] != 2 or src.dim() not in (2, 3):
         raise ValueError(f"expected src (K, 2) or (B, K, 2) and dst (B, K, 2), got {tuple(src.shape)} and "
                          f"{tuple(dst.shape)}")
@@ -124,6 +127,8 @@ def warp_matrix_to_theta(M, in_hw, out_hw) -> torch.Tensor:
     in_hw, out_hw : (int, int)
         Input and output image sizes ``(H, W)``.
     """
+    import torch
+
     M = torch.as_tensor(M)
     H, W = in_hw
     h, w = out_hw
@@ -155,6 +160,9 @@ def warp_affine(images: torch.Tensor, M: torch.Tensor, size=None, *, padding_mod
     mode : {"bilinear", "nearest", "bicubic"}
         Interpolation.
     """
+    import torch
+    import torch.nn.functional as F
+
     n, c, H, W = images.shape
     h, w = (H, W) if size is None else ((int(size), int(size)) if not isinstance(size, (tuple, list))
                                         else (int(size[0]), int(size[1])))
@@ -165,18 +173,25 @@ def warp_affine(images: torch.Tensor, M: torch.Tensor, size=None, *, padding_mod
 
 def pixels_to_grid(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Pixel ``(x, y)`` (pixel centres at integers) -> ``grid_sample`` coordinates in [-1, 1] (align_corners=False)."""
+    import torch
+
     scale = torch.tensor([width, height], dtype=points.dtype, device=points.device)
     return (2.0 * points + 1.0) / scale - 1.0
 
 
 def identity_grid(n: int, height: int, width: int, device=None) -> torch.Tensor:
     """The ``grid_sample`` grid ``(N, H, W, 2)`` that leaves an image unchanged (align_corners=False)."""
+    import torch
+    import torch.nn.functional as F
+
     theta = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=device).expand(n, 2, 3)
     return F.affine_grid(theta, (n, 1, height, width), align_corners=False)
 
 
 def pixel_grid(height: int, width: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel-centre coordinates, each ``(H, W)`` float32: x (column index) and y (row index)."""
+    import torch
+
     ys = torch.arange(height, device=device, dtype=torch.float32)
     xs = torch.arange(width, device=device, dtype=torch.float32)
     return torch.meshgrid(xs, ys, indexing="xy")
@@ -189,6 +204,11 @@ def eyes_nose_mouth(landmarks68):
     corners (image left first).
     """
     lm = landmarks68
+    is_torch = type(lm).__module__.startswith("torch")
     parts = [group_mean(lm, "eye_right")[..., None, :], group_mean(lm, "eye_left")[..., None, :],
              lm[..., LANDMARKS["nose_tip"], :], lm[..., LANDMARKS["mouth_corners"], :]]
-    return torch.cat(parts, -2) if torch.is_tensor(lm) else np.concatenate(parts, -2)
+    if is_torch:
+        import torch
+
+        return torch.cat(parts, -2)
+    return np.concatenate(parts, -2)
