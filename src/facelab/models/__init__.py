@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from facelab.models.base import Embedder, to_float_batch
 from facelab.models.face_model import FaceModel, load_face_models
+from facelab.models.synthetic import SYNTH_FACENETS, SynthFaceNet, load_synth_facenet
 
 __all__ = ["Embedder", "EMBEDDERS", "load_embedder", "to_float_batch", "load_expression_model", "FaceModel",
-           "load_face_models"]
+           "load_face_models", "SYNTH_FACENETS", "SynthFaceNet", "load_synth_facenet"]
 
 EMBEDDERS = ("dlib-resnet", "sface")
 _CACHE: dict = {}

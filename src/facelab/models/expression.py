@@ -125,7 +125,7 @@ def _t(a):
 def load_faceapi_expression(manifest=None) -> FaceExpressionNet:
     """Build :class:`FaceExpressionNet` from face-api's ``face_expression_model`` (asset ``faceapi-expression``)."""
     if manifest is None:
-        manifest = assets.fetch("faceapi-expression") / "face_expression_model-weights_manifest.json"
+        manifest = assets.path("faceapi-expression") / "face_expression_model-weights_manifest.json"
     w = read_tfjs_weights(manifest)
     model = FaceExpressionNet()
     with torch.no_grad():

@@ -6,14 +6,13 @@ trained on :class:`facelab.synth.FaceWorld` faces with ``makeup="random"`` and t
 batch of edits for ``("lipstick", "red")`` is the fraction of faces whose lipstick head predicts ``"red"``
 (:func:`prompt_adherence`); the same number on the unedited faces is its floor.
 
-The trained weights are cached in ``data/models/makeup_classifier.safetensors`` with a JSON log next to them
-(:func:`load_makeup_classifier` trains and saves them when the file is missing; ``python -m facelab.privacy.makeup``
-retrains).
+The trained weights are cached in ``data/models/makeup_classifier.safetensors`` with a JSON sidecar next to them
+(:mod:`facelab.checkpoints`); :func:`makeup_classifier` verifies and loads them, and trains and saves them when the
+file is missing, corrupt or stale; ``python -m facelab.privacy.makeup`` retrains.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -22,13 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facelab import DATA_DIR
+from facelab import DATA_DIR, checkpoints
 
 __all__ = ["MakeupClassifier", "makeup_classes", "train_makeup_classifier", "prompt_adherence", "parse_makeup",
-           "MAKEUP_CHECKPOINT", "save_makeup_classifier", "load_makeup_classifier"]
+           "MAKEUP_CHECKPOINT", "MAKEUP_COMMAND", "makeup_settings", "save_makeup_classifier", "load_makeup_classifier",
+           "makeup_classifier"]
 
 #: Cached weights of the classifier (safetensors) and its training log (same name, .json).
 MAKEUP_CHECKPOINT = DATA_DIR / "models" / "makeup_classifier.safetensors"
+#: The command that recreates :data:`MAKEUP_CHECKPOINT` (named in every error about it).
+MAKEUP_COMMAND = "python -m facelab.privacy.makeup"
 
 
 def makeup_classes() -> dict:
@@ -135,47 +137,59 @@ def prompt_adherence(classifier: MakeupClassifier, images: torch.Tensor, phrase:
     return sum(p == colour for p in pred) / max(1, len(pred))
 
 
-def save_makeup_classifier(net: MakeupClassifier, log: dict, path=MAKEUP_CHECKPOINT) -> str:
-    """Write the weights (safetensors, written to a temporary name then moved) and ``log`` + sha256 as JSON next to
-    them; returns the sha256."""
-    from safetensors.torch import save_file
+def makeup_settings() -> dict:
+    """The settings of the cached classifier: :func:`train_makeup_classifier`'s defaults and the class names it
+    was trained for (a change of the synthetic world's makeup colours makes the cache stale)."""
+    return {"n_images": 2400, "steps": 1200, "batch_size": 48, "lr": 3e-3, "size": 64, "seed": 0,
+            "identity_offset": 300000, "nuisance": "mild", "classes": makeup_classes()}
 
+
+def save_makeup_classifier(net: MakeupClassifier, log: dict, path=MAKEUP_CHECKPOINT, *,
+                           settings: dict | None = None) -> str:
+    """Write the weights and ``log`` as a :mod:`facelab.checkpoints` checkpoint (safetensors with the class names
+    in the header + JSON sidecar, both atomic); ``settings`` default to :func:`makeup_settings` with the network's
+    classes. Returns the sha256."""
+    settings = {**makeup_settings(), "classes": net.classes} if settings is None else settings
+    side = checkpoints.save(path, net.state_dict(), settings=settings,
+                            log={k: v for k, v in log.items() if k not in ("sha256", "file", "settings")},
+                            restore=MAKEUP_COMMAND, header={"classes": json.dumps(net.classes)})
+    return side["sha256"]
+
+
+def load_makeup_classifier(path=MAKEUP_CHECKPOINT, *, train_if_missing: bool = True, device="cpu",
+                           settings: dict | None = None) -> tuple[MakeupClassifier, dict]:
+    """The cached classifier and its log (training log plus ``settings``, ``sha256``, ``file``).
+
+    The file is verified (size and sha256 against its sidecar) before it is read. When it is missing, corrupt or
+    was trained with other ``settings`` (default :func:`makeup_settings`, which include the world's makeup classes)
+    it is trained again and saved if ``train_if_missing`` (a few minutes on a CPU), else
+    :class:`facelab.checkpoints.CheckpointError` (:class:`~facelab.checkpoints.CheckpointMissingError`, a
+    FileNotFoundError, when missing) naming the file and ``python -m facelab.privacy.makeup``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(tmp),
-              metadata={"classes": json.dumps(net.classes)})
-    tmp.replace(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    path.with_suffix(".json").write_text(json.dumps({**log, "sha256": digest, "file": path.name}, indent=1))
-    return digest
+    settings = makeup_settings() if settings is None else settings
 
+    def train(s):
+        kw = {k: v for k, v in s.items() if k != "classes"}
+        net, log = train_makeup_classifier(**kw)
+        return net.state_dict(), log, {"classes": json.dumps(net.classes)}
 
-def load_makeup_classifier(path=MAKEUP_CHECKPOINT, *, train_if_missing: bool = True, device="cpu"
-                           ) -> tuple[MakeupClassifier, dict]:
-    """The cached classifier and its log; trained (:func:`train_makeup_classifier` defaults) and saved when ``path``
-    does not exist and ``train_if_missing``, else FileNotFoundError."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        if not train_if_missing:
-            raise FileNotFoundError(f"no makeup classifier at {path}; train one with "
-                                    f"`python -m facelab.privacy.makeup` (about a minute on a CPU)")
-        net, log = train_makeup_classifier()
-        save_makeup_classifier(net, log, path)
-        return net.to(device), log
+    state, meta = checkpoints.load_or_train(path, train, settings=settings, restore=MAKEUP_COMMAND,
+                                            allow_train=train_if_missing)
     net = MakeupClassifier()
-    with safe_open(str(path), "pt") as f:
-        saved = json.loads((f.metadata() or {}).get("classes", "null"))
+    saved = json.loads(meta["header"].get("classes", "null"))
     if saved != net.classes:
         raise ValueError(f"{path} was trained for makeup classes {saved}, but the synthetic world now has "
-                         f"{net.classes}; retrain with `python -m facelab.privacy.makeup`")
-    net.load_state_dict(load_file(str(path)))
-    log_path = path.with_suffix(".json")
-    log = json.loads(log_path.read_text()) if log_path.is_file() else {}
-    return net.eval().requires_grad_(False).to(device), log
+                         f"{net.classes}; retrain with `{MAKEUP_COMMAND}`")
+    net.load_state_dict(state)
+    return net.eval().requires_grad_(False).to(device), checkpoints.flat_log(meta)
+
+
+def makeup_classifier(device=None, *, allow_train: bool = True) -> tuple[MakeupClassifier, dict]:
+    """The chapter's makeup classifier, ``(classifier, log)``: :data:`MAKEUP_CHECKPOINT` verified and loaded, or
+    trained with :func:`makeup_settings` when it is missing, corrupt or stale (``allow_train=False`` raises
+    instead); see :func:`load_makeup_classifier`."""
+    return load_makeup_classifier(MAKEUP_CHECKPOINT, train_if_missing=allow_train, device=device or "cpu")
 
 
 if __name__ == "__main__":  # python -m facelab.privacy.makeup [out.safetensors]
