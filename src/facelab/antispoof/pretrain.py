@@ -2,9 +2,9 @@
 
 The chapter cannot afford a long contrastive pretraining, so it loads the tower from
 ``data/models/antispoof_clip.safetensors`` (with a JSON log next to it: settings, loss/accuracy curve, held-out
-retrieval accuracy, seconds, sha256). ``python -m facelab.antispoof.pretrain`` retrains it with a fixed seed;
-:func:`load_pretrained_clip` trains and saves it when the file is missing (or raises, naming that command, with
-``train_if_missing=False``).
+retrieval accuracy, seconds, sha256; see :mod:`facelab.checkpoints`). ``python -m facelab.antispoof.pretrain``
+retrains it with a fixed seed; :func:`pretrained_clip` (what the chapter calls) verifies and loads it, and pretrains
+and saves it when the file is missing, corrupt or was trained with other settings.
 
 What it sees is what :func:`~facelab.antispoof.clip.pretrain_clip` describes: live faces of the synthetic world
 (identities from ``identity_offset`` on, far from the attack set's) under a generic photographic condition, with
@@ -14,7 +14,6 @@ capture quality, occlusion). No attack renderer runs and no attack word appears 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -23,10 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facelab import DATA_DIR
+from facelab import DATA_DIR, checkpoints
 
-__all__ = ["CLIP_CHECKPOINT", "PRETRAIN_SETTINGS", "face_captions", "pretrain_tower", "save_clip",
-           "load_pretrained_clip", "retrieval_accuracy"]
+__all__ = ["CLIP_CHECKPOINT", "PRETRAIN_SETTINGS", "PRETRAIN_COMMAND", "face_captions", "pretrain_tower", "save_clip",
+           "load_pretrained_clip", "pretrained_clip", "retrieval_accuracy"]
 
 #: Cached weights of the pretrained CLIP (image tower, text projection, temperature) and its log (.json).
 CLIP_CHECKPOINT = DATA_DIR / "models" / "antispoof_clip.safetensors"
@@ -37,6 +36,9 @@ PRETRAIN_SETTINGS = {
     "world_seed": 0, "world_size": 64, "n_identities": 2500, "per_identity": 4, "identity_offset": 100_000,
     "held_out_identities": 128, "steps": 3000, "batch_size": 256, "lr": 2e-3, "weight_decay": 0.05, "seed": 0,
 }
+
+#: The command that recreates :data:`CLIP_CHECKPOINT` (named in every error about it).
+PRETRAIN_COMMAND = "python -m facelab.antispoof.pretrain"
 
 _ARCH = ("image_size", "patch_size", "width", "layers", "heads", "text")
 _ATTACK_WORDS = ("print", "replay", "mask", "adversarial", "swap", "morph", "spoof", "fake", "attack")
@@ -150,62 +152,64 @@ def pretrain_tower(progress=None, **overrides) -> tuple:
     return clip.eval(), log
 
 
-def save_clip(clip, log: dict, path=CLIP_CHECKPOINT) -> str:
-    """Write the trainable weights (image tower, text projection, temperature; not the frozen MiniLM) as safetensors
-    (temporary name, then moved) with the architecture in the metadata, and ``log`` + sha256 as JSON next to them;
-    returns the sha256."""
-    from safetensors.torch import save_file
-
+def _arch(clip) -> dict:
     from facelab.antispoof.text import MiniLMTextTower
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cfg = clip.visual.config
-    arch = {"image_size": cfg.image_size, "patch_size": cfg.patch_size, "width": cfg.width, "layers": cfg.layers,
-            "heads": cfg.heads, "text": "minilm" if isinstance(clip.text, MiniLMTextTower) else "bow"}
     if cfg.embed_dim != cfg.width:
         raise ValueError("save_clip stores build_clip() towers, whose embed_dim equals width")
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in clip.state_dict().items()}, str(tmp),
-              metadata={"arch": json.dumps(arch)})
-    tmp.replace(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    tmp_log = path.with_suffix(".json.tmp")
-    tmp_log.write_text(json.dumps({**log, "arch": arch, "sha256": digest, "file": path.name}, indent=1))
-    tmp_log.replace(path.with_suffix(".json"))
-    return digest
+    return {"image_size": cfg.image_size, "patch_size": cfg.patch_size, "width": cfg.width, "layers": cfg.layers,
+            "heads": cfg.heads, "text": "minilm" if isinstance(clip.text, MiniLMTextTower) else "bow"}
+
+
+def save_clip(clip, log: dict, path=CLIP_CHECKPOINT) -> str:
+    """Write the trainable weights (image tower, text projection, temperature; not the frozen MiniLM) as a
+    :mod:`facelab.checkpoints` checkpoint (safetensors with the architecture in the header + JSON sidecar with
+    ``log["settings"]`` as the settings and the rest of ``log`` as the training log, both written atomically);
+    returns the sha256."""
+    arch = _arch(clip)
+    rest = {k: v for k, v in log.items() if k not in ("settings", "sha256", "file")}
+    side = checkpoints.save(path, clip.state_dict(), settings=log.get("settings", arch), log={**rest, "arch": arch},
+                            restore=PRETRAIN_COMMAND, header={"arch": json.dumps(arch)})
+    return side["sha256"]
 
 
 def load_pretrained_clip(path=CLIP_CHECKPOINT, *, train_if_missing: bool = True, device="cpu",
-                         progress=None) -> tuple:
-    """The cached pretrained CLIP and its log, ``(clip, log)``.
+                         progress=None, settings: dict | None = None) -> tuple:
+    """The cached pretrained CLIP and its log, ``(clip, log)`` (log: the training log plus ``settings``,
+    ``sha256``, ``file``).
 
-    When ``path`` does not exist: pretrained with :data:`PRETRAIN_SETTINGS` and saved if ``train_if_missing``
-    (about 15 minutes on one CPU thread), else :class:`FileNotFoundError` naming the training command.
+    The file is verified (size and sha256 against its JSON sidecar) before it is read. When it is missing, corrupt
+    or was pretrained with other ``settings`` (default :data:`PRETRAIN_SETTINGS`), it is pretrained again and saved
+    if ``train_if_missing`` (about 15 minutes on one CPU thread), else :class:`facelab.checkpoints.CheckpointError`
+    (:class:`~facelab.checkpoints.CheckpointMissingError`, a FileNotFoundError, when missing) naming the file and
+    ``python -m facelab.antispoof.pretrain``.
     """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     from facelab.antispoof.clip import build_clip
 
     path = Path(path)
-    if not path.is_file():
-        if not train_if_missing:
-            raise FileNotFoundError(f"no pretrained anti-spoofing CLIP at {path}; train one with "
-                                    f"`python -m facelab.antispoof.pretrain` (about 15 minutes on one CPU thread)")
-        clip, log = pretrain_tower(progress=progress)
-        log = {**log, "sha256": save_clip(clip, log, path)}
-        return clip.to(device), log
-    with safe_open(str(path), "pt") as f:
-        arch = json.loads((f.metadata() or {}).get("arch", "null") or "null")
+
+    def train(s):
+        clip, log = pretrain_tower(progress=progress, **s)
+        return clip.state_dict(), {**{k: v for k, v in log.items() if k != "settings"}, "arch": _arch(clip)}, \
+            {"arch": json.dumps(_arch(clip))}
+
+    state, meta = checkpoints.load_or_train(path, train, settings=PRETRAIN_SETTINGS if settings is None else settings,
+                                            restore=PRETRAIN_COMMAND, allow_train=train_if_missing)
+    arch = json.loads(meta["header"].get("arch", "null") or "null")
     if not isinstance(arch, dict) or set(arch) != set(_ARCH):
-        raise ValueError(f"{path} has no valid CLIP architecture metadata; retrain with "
-                         f"`python -m facelab.antispoof.pretrain`")
+        raise ValueError(f"{path} has no valid CLIP architecture metadata; retrain with `{PRETRAIN_COMMAND}`")
     clip = build_clip(**arch)
-    clip.load_state_dict(load_file(str(path)))
-    log_path = path.with_suffix(".json")
-    log = json.loads(log_path.read_text()) if log_path.is_file() else {}
-    return clip.eval().to(device), log
+    clip.load_state_dict(state)
+    return clip.eval().to(device), checkpoints.flat_log(meta)
+
+
+def pretrained_clip(device=None, *, progress=None, allow_train: bool = True) -> tuple:
+    """The chapter's pretrained CLIP, ``(clip, log)``: :data:`CLIP_CHECKPOINT` verified and loaded, or pretrained
+    with :data:`PRETRAIN_SETTINGS` (with ``progress``) when it is missing, corrupt or stale (see
+    :func:`load_pretrained_clip`; ``allow_train=False`` raises instead)."""
+    return load_pretrained_clip(CLIP_CHECKPOINT, train_if_missing=allow_train, device=device or "cpu",
+                                progress=progress)
 
 
 if __name__ == "__main__":  # python -m facelab.antispoof.pretrain [out.safetensors] [steps]
