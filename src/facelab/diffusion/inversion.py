@@ -32,6 +32,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from facelab.core.images import psnr  # re-exported: reconstruction quality of an inversion, per image in dB
+
 __all__ = ["Inversion", "noise_prediction", "step_terms", "reverse_step", "ddpm_inversion", "ddim_inversion",
            "reverse_process", "sample", "psnr"]
 
@@ -263,9 +265,3 @@ def sample(model, prompts: Sequence[str], *, num_steps: int = 50, guidance_scale
         x = reverse_step(model, x, t, cond, eta=eta, guidance_scale=guidance_scale, uncond=uncond,
                          generator=generator)["prev"]
     return model.decode(x)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB between images in [0, 1] (N,)."""
-    mse = ((a.float() - b.float()) ** 2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
