@@ -1,4 +1,5 @@
-"""Tests of facelab.antispoof: ViT, Soft MoE, losses, CLIP pretraining, detectors, OpenCLIP mapping, data."""
+"""Tests of facelab.antispoof (ViT, Soft MoE, losses, CLIP pretraining, detectors, OpenCLIP mapping, data) and of
+chapter 04's study (facelab.studies.face_antispoofing: protocols, ablation, bootstrap intervals, figures)."""
 
 import math
 
@@ -10,6 +11,7 @@ from torch import nn
 
 from facelab import antispoof as A
 from facelab.antispoof.openclip import convert_openclip_state_dict, load_openclip_visual
+from facelab.studies import face_antispoofing as S
 
 TINY = A.ViTConfig(image_size=16, patch_size=4, width=16, layers=2, heads=2, embed_dim=16)
 
@@ -219,7 +221,7 @@ def test_upcycling_gap_measures_how_far_the_moe_starts_from_the_dense_tower():
 
 
 def test_throughput_counts_images_per_second(monkeypatch):
-    import facelab.antispoof.experiments as E
+    import facelab.antispoof.diagnostics as E
 
     clock = iter([0.0, 0.5, 1.0, 1.25, 2.0, 3.0])        # three timed runs: 0.5 s, 0.25 s, 1 s
     monkeypatch.setattr(E.time, "perf_counter", lambda: next(clock))
@@ -252,7 +254,7 @@ def test_training_rejects_bad_input():
     with pytest.raises(ValueError, match="3 colour channels"):
         A.predict_live(det, torch.rand(8, 1, 16, 16))
     with pytest.raises(ValueError, match="Unknown variant"):
-        A.fit_variant("CLIP + magic", _clip(), None)
+        S.fit_variant("CLIP + magic", _clip(), None)
 
 
 # ------------------------------------------------------------------------------------------------ OpenCLIP
@@ -322,11 +324,11 @@ def _fake_set():
 def test_protocol_splits_hold_out_types_and_identities():
     data = _fake_set()
     for protocol, test_family in [("P2.1", "physical"), ("P2.2", "digital")]:
-        train, test = A.split_protocol(data, protocol, test_fraction=0.34)
+        train, test = S.split_protocol(data, protocol, test_fraction=0.34)
         assert set(train.labels["family"]) == {"live", "digital" if test_family == "physical" else "physical"}
         assert set(test.labels["family"]) == {"live", test_family}
         assert not set(train.labels["identity"]) & set(test.labels["identity"])
-    train, test = A.split_protocol(data, "P1")
+    train, test = S.split_protocol(data, "P1")
     assert set(train.attack) == set(test.attack) == {"live", *A.attack_kinds()}
 
 
@@ -339,17 +341,123 @@ def test_unknown_attack_type_is_an_error():
     with pytest.raises(ValueError, match="Unknown attack type"):
         A.AttackSet(data.images, labels)
     with pytest.raises(ValueError, match="Unknown attack"):
-        A.build_attack_set(None, 2, 1, kinds=["print", "hologram"])
+        S.build_attack_set(None, 2, 1, kinds=["print", "hologram"])
 
 
 def test_attack_set_from_the_synthetic_world():
     from facelab.synth import FaceWorld
 
-    data = A.build_attack_set(FaceWorld(seed=0, size=32), 2, 1, size=16, kinds=["print", "morph"],
+    data = S.build_attack_set(FaceWorld(seed=0, size=32), 2, 1, size=16, kinds=["print", "morph"],
                               generator=torch.Generator().manual_seed(0))
     assert data.images.shape == (6, 3, 16, 16)
     assert list(data.attack) == ["live", "live", "print", "print", "morph", "morph"]
     assert list(data.live) == [1, 1, 0, 0, 0, 0]
+
+
+# ------------------------------------------------------------------------------------------------ the study
+def _tiny_ablation(seeds=(0,)):
+    data = _fake_set_of(12)
+    clip = A.CLIPModel(A.VisionTransformer(TINY), A.BagOfWordsTextTower(dim=16))
+    cfg = A.TrainConfig(steps=3, batch_size=16, finetune_last=1)
+    return S.run_ablation(clip, data, protocols=["P1", "P2.2"], variants=["CNN baseline", "CLIP fine-tune",
+                                                                          "CLIP + FG-MoE"],
+                          config=cfg, seeds=seeds, test_fraction=0.34, moe={"last": 1, "n_experts": 2,
+                                                                            "slots_per_expert": 2, "groups": 2},
+                          device="cpu")
+
+
+def _fake_set_of(n_identities):
+    kinds = list(A.attack_kinds())
+    rows = [{"identity": i, "live": k == "live", "attack": k,
+             "family": "live" if k == "live" else A.attack_kinds()[k]}
+            for i in range(n_identities) for k in ["live", *kinds]]
+    x = torch.rand(len(rows), 3, 16, 16) * 0.6
+    x[torch.as_tensor([r["live"] for r in rows])] += 0.3
+    return A.AttackSet(x.clamp(0, 1), pd.DataFrame(rows))
+
+
+def test_ablation_tables_carry_bootstrap_intervals():
+    res = _tiny_ablation(seeds=(0, 1))
+    assert res.seed_scores["P1", "CNN baseline"].shape[0] == 2
+    checks = {"fine-tune < CNN": ("ACER", "CLIP fine-tune", "CNN baseline", "lower"),
+              "AUC: FG-MoE > fine-tune": ("AUC", "CLIP + FG-MoE", "CLIP fine-tune", "higher"),
+              "absent variant": ("ACER", S.FULL_MODEL, "CNN baseline", "lower")}
+    iv = S.ablation_intervals(res, checks=checks, n_boot=50, seed=0)
+    assert iv.unit == "identity" and iv.n_boot == 50
+    m = iv.metrics
+    assert len(m) == 2 * 3 * 3 and set(m["metric"]) == {"ACER", "AUC", "EER"}
+    assert ((m["lo"] <= m["value"] + 1e-12) & (m["value"] <= m["hi"] + 1e-12)).all()
+    # the point estimate is the table's (mean over seeds) value
+    acer = iv.table("ACER")
+    assert list(acer.columns) == [(p, c) for p in ("P1", "P2.2") for c in ("value", "lo", "hi")]
+    np.testing.assert_allclose(acer[("P1", "value")].to_numpy(), res.pivot("ACER")["P1"].to_numpy())
+    for p in ("P1", "P2.2"):
+        assert (acer[p, "lo"] <= acer[p, "value"]).all() and (acer[p, "value"] <= acer[p, "hi"]).all()
+    cells = iv.formatted("AUC")
+    assert cells.shape == (3, 2) and all("[" in c for c in cells.to_numpy().ravel())
+    c = iv.checks
+    assert set(c["check"]) == {"fine-tune < CNN", "AUC: FG-MoE > fine-tune"}   # absent variants are skipped
+    assert ((c["lo"] <= c["difference"] + 1e-12) & (c["difference"] <= c["hi"] + 1e-12)).all()
+    assert set(c["verdict"]) <= {"yes", "no (reversed)", "not resolved"}
+    assert iv.verdicts().shape == (2, 2)
+    with pytest.raises(ValueError, match="direction"):
+        S.ablation_intervals(res, checks={"x": ("ACER", "a", "b", "smaller")}, n_boot=5)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        iv.table("HTER")
+
+
+def test_paired_check_verdicts_follow_the_interval():
+    data = _fake_set_of(20)
+    y = data.live
+    rng = np.random.default_rng(0)
+    good = np.where(y == 1, 0.9, 0.1) + rng.normal(0, 0.01, len(y))         # perfect
+    bad = rng.random(len(y))                                                 # chance
+    checks = {"good < bad": ("ACER", "good", "bad", "lower"), "bad < good": ("ACER", "bad", "good", "lower"),
+              "AUC good > bad": ("AUC", "good", "bad", "higher"), "same": ("ACER", "good", "good2", "lower")}
+    rows, verdicts, unit = S.score_intervals(data, {"good": good, "bad": bad, "good2": good.copy()},
+                                             checks=checks, n_boot=200, seed=1)
+    assert unit == "identity"
+    first = {r["variant"] + r["metric"]: r for r in rows}
+    assert first["goodACER"]["value"] == first["goodACER"]["lo"] == first["goodACER"]["hi"] == 0.0
+    v = {r["check"]: r["verdict"] for r in verdicts}
+    assert v == {"good < bad": "yes", "bad < good": "no (reversed)", "AUC good > bad": "yes",
+                 "same": "not resolved"}
+    # unequal images per identity -> resampling by image within each class
+    _, _, unit = S.score_intervals(data.subset(np.arange(len(y) - 1)), {"good": good[:-1]}, n_boot=20)
+    assert unit == "image"
+
+
+def test_study_tables_and_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    res = _tiny_ablation()
+    fails = S.failure_cases(res, "P1", "CLIP fine-tune", k=3)
+    assert list(fails.columns) == ["index", "attack", "p_live", "error"] and len(fails) <= 3
+    test = res.splits["P2.2"][1]
+    feats = S.feature_table(res.models["P2.2", "CLIP + FG-MoE"], test, seed=0)
+    assert list(feats.columns) == ["pc1", "pc2", "attack", "live", "family"]
+    apcer = S.per_species_apcer(res, "CLIP fine-tune")
+    assert list(apcer.columns) == ["P1", "P2.2"] and "print" in apcer.index
+    real = _fake_set_of(4)
+    table = S.real_photo_table(res, real, variants=["CNN baseline", "CLIP fine-tune"], n_boot=20)
+    assert (table["ACER_lo"] <= table["ACER"]).all() and (table["ACER"] <= table["ACER_hi"]).all()
+    dispatch, combine = S.dispatch_weights(res.models["P1", "CLIP + FG-MoE"], test.images[:2])
+    assert dispatch.shape[:2] == (2, 17)
+    iv = S.ablation_intervals(res, n_boot=20)
+    figs = [S.plot_pretraining(pd.DataFrame({"step": [0, 1], "loss": [2.0, 1.0], "accuracy": [0.1, 0.5]})),
+            S.plot_dispatch(dispatch[0, :, 0], res.models["P1", "CLIP + FG-MoE"].visual.grid, slots=4),
+            S.plot_training({k[1]: h for k, h in res.histories.items() if k[0] == "P1"}, "ce"),
+            S.plot_feature_space(feats, "test"), S.plot_intervals(iv, "ACER")]
+    assert all(isinstance(f, Figure) for f in figs)
+    fig, ax = plt.subplots()
+    assert S.plot_training(res.histories, "ce", ax=ax) is fig
+    with pytest.raises(ValueError, match="needs 2 axes"):
+        S.plot_pretraining(pd.DataFrame({"step": [0], "loss": [1.0], "accuracy": [0.0]}), ax=ax)
+    plt.close("all")
 
 
 # ------------------------------------------------------------------------------------------------ cached CLIP

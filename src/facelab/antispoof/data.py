@@ -1,9 +1,8 @@
-"""The unified physical-digital attack set of the chapter, built on the synthetic world and its attack renderers.
+"""The data interface of the attack detectors: an :class:`AttackSet` (images + one label row per image).
 
-The renderers themselves live in :mod:`facelab.synth.attacks` (live; print, replay, 3D mask; adversarial, face swap,
-morph). This module packages their output as an :class:`AttackSet` (images + one label row per image), splits it by
-the UniAttackData-style protocols (P1: all attacks seen; P2.1: unseen physical; P2.2: unseen digital; identities
-disjoint between train and test) and renders the pretraining faces of the small CLIP.
+The attack renderers live in :mod:`facelab.synth.attacks` (live; print, replay, 3D mask; adversarial, face swap,
+morph). How chapter 04 builds its UniAttackData-like set and protocols from them (P1: all attacks seen; P2.1: unseen
+physical; P2.2: unseen digital; identities disjoint) is the study's: :mod:`facelab.studies.face_antispoofing`.
 """
 
 from __future__ import annotations
@@ -18,8 +17,7 @@ from torch.nn import functional as F
 
 from facelab.antispoof.vit import check_images
 
-__all__ = ["AttackSet", "attack_kinds", "build_attack_set", "split_protocol", "protocols", "pretraining_faces",
-           "resize_images", "attacks_on_photos"]
+__all__ = ["AttackSet", "attack_kinds", "resize_images"]
 
 
 def attack_kinds() -> dict[str, str]:
@@ -27,13 +25,6 @@ def attack_kinds() -> dict[str, str]:
     from facelab.synth.attacks import ATTACK_TYPES
 
     return dict(ATTACK_TYPES)
-
-
-def protocols() -> pd.DataFrame:
-    """The protocols table of :func:`facelab.synth.attacks.attack_protocols`."""
-    from facelab.synth.attacks import attack_protocols
-
-    return attack_protocols()
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -95,72 +86,3 @@ class AttackSet:
 
     def counts(self) -> pd.Series:
         return self.labels.groupby("attack", sort=False).size().rename("images")
-
-
-def build_attack_set(world, n_identities: int, per_identity: int, size: int | None = None,
-                     kinds: Sequence[str] | None = None, generator: torch.Generator | None = None,
-                     identity_offset: int = 0, nuisance: str = "mild") -> AttackSet:
-    """Render live faces and every attack for ``n_identities`` identities (ID-consistent, as UniAttackData).
-
-    Thin wrapper of :func:`facelab.synth.attacks.make_attack_set`, resized to ``size`` when given.
-    """
-    from facelab.synth.attacks import ATTACK_KINDS, make_attack_set
-
-    kinds = list(ATTACK_KINDS if kinds is None else kinds)
-    bad = [k for k in kinds if k not in attack_kinds()]
-    if bad:
-        raise ValueError(f"Unknown attack type(s) {bad}; expected a subset of {list(attack_kinds())}")
-    images, labels = make_attack_set(world, n_identities, per_identity, kinds=kinds, generator=generator,
-                                     identity_offset=identity_offset, nuisance=nuisance)
-    labels = labels.copy()
-    labels["source"] = "synthetic"
-    images = images.detach().float().cpu()
-    return AttackSet(resize_images(images, size) if size else images, labels)
-
-
-def split_protocol(data: AttackSet, protocol: str, test_fraction: float = 0.3, seed: int = 0
-                   ) -> tuple[AttackSet, AttackSet]:
-    """Train and test sets of one protocol (``"P1"``, ``"P2.1"``, ``"P2.2"``), identities disjoint."""
-    from facelab.synth.attacks import protocol_split
-
-    tr, te = protocol_split(data.labels, protocol, test_fraction=test_fraction, seed=seed)
-    return data.subset(tr), data.subset(te)
-
-
-def pretraining_faces(world, n_identities: int, per_identity: int, identity_offset: int = 100_000,
-                      size: int | None = None, generator: torch.Generator | None = None
-                      ) -> tuple[torch.Tensor, list[str]]:
-    """Live faces and their captions for the CLIP pretraining (identities far from the attack set's)."""
-    batch = world.sample(n_identities=n_identities, per_identity=per_identity, identity_offset=identity_offset,
-                         nuisance="full", expression="random", makeup="random", generator=generator)
-    images = batch.images.detach().float().cpu()
-    captions = [str(c) for c in batch.labels["caption"]]
-    return (resize_images(images, size) if size else images), captions
-
-
-def attacks_on_photos(photos: torch.Tensor, kinds: Sequence[str] | None = None, size: int = 64,
-                      generator: torch.Generator | None = None, landmarks: torch.Tensor | None = None) -> AttackSet:
-    """Real photos as live faces plus every attack rendered on them (swap/morph donors: the next photo).
-
-    ``photos`` are aligned face crops ``(N, 3, H, W)``; the attacks run at that resolution, then everything is
-    resized to ``size``.
-    """
-    from facelab.synth.attacks import ATTACK_KINDS, ATTACK_TYPES, apply_attack
-
-    check_images(photos, name="photos")
-    kinds = list(ATTACK_KINDS if kinds is None else kinds)
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
-    n = photos.shape[0]
-    images, rows = [photos], [{"identity": i, "live": True, "attack": "live", "family": "live"} for i in range(n)]
-    for kind in kinds:
-        extra = {}
-        if ATTACK_TYPES[kind] == "digital" and kind in ("faceswap", "morph"):
-            extra["source"] = torch.roll(photos, 1, 0)
-            if landmarks is not None:
-                extra["source_landmarks"] = torch.roll(landmarks, 1, 0)
-        res = apply_attack(photos, kind, generator=g, landmarks=landmarks, **extra)
-        images.append(res.images)
-        rows += [{"identity": i, "live": False, "attack": kind, "family": ATTACK_TYPES[kind]} for i in range(n)]
-    labels = pd.DataFrame(rows)
-    labels["source"] = "real photo"
-    return AttackSet(resize_images(torch.cat(images).float().cpu(), size), labels)
