@@ -1,9 +1,11 @@
-"""Tests of facelab.sparse: ADMM solvers, Wing prox, estimators, bad input. Synthetic matrices only (fast)."""
+"""Tests of facelab.sparse (ADMM solvers, Wing prox, estimators, bad input; synthetic matrices only, fast) and of
+chapter 03's study module facelab.studies.sparse_coding_occlusion (occluders, tables with intervals, figures)."""
 
 import math
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
@@ -29,7 +31,8 @@ from facelab.sparse import (
     wing_loss,
     wing_prox,
 )
-from facelab.sparse.protocols import block_occlude, corrupt_pixels, weight_mask_auc
+from facelab.studies import sparse_coding_occlusion as study
+from facelab.studies.sparse_coding_occlusion import block_occlude, corrupt_pixels, weight_mask_auc
 
 
 @pytest.fixture(autouse=True)
@@ -325,7 +328,7 @@ def test_non_positive_solver_parameters():
 
 
 def test_real_photo_sets_hold_out_the_occluded_obama_probes():
-    gallery, probes, names = sparse.real_photo_sets(block_fraction=0.4, generator=torch.Generator().manual_seed(0))
+    gallery, probes, names = study.real_photo_sets(block_fraction=0.4, generator=torch.Generator().manual_seed(0))
     assert len(probes) == 3 and len(names) == 3
     assert set(probes.identity) == {"Barack Obama"}
     assert names[:2] == ["obama_partial_face.jpg", "obama_partial_face2.jpg"] and "40% block" in names[2]
@@ -334,6 +337,114 @@ def test_real_photo_sets_hold_out_the_occluded_obama_probes():
     assert probes.images.shape[1:] == gallery.images.shape[1:] == (3, 150, 150)
     # the block probe differs from the clean chip over about 40% of its pixels
     features = sparse.Downsample((8, 8)).fit(gallery.images)
-    table = sparse.predictions_table({"NN": sparse.NearestNeighbor()}, features, gallery, probes, names)
+    table = study.predictions_table({"NN": sparse.NearestNeighbor()}, features, gallery, probes, names)
     assert list(table.index) == names and list(table.columns) == ["truth", "NN"]
     assert set(table["NN"]) <= set(gallery.identity)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# chapter 03's study: tables with intervals, paired comparisons, figures
+# ----------------------------------------------------------------------------------------------------------------
+def _image_sets(seed=4):
+    X, y, P, py = subspace_data(n_classes=6, per_class=5, n_probe=4, m=256, seed=seed)
+    scale = max(X.max(), P.max())
+    gallery = study.FaceSet(images=torch.as_tensor(X.reshape(-1, 1, 16, 16) / scale, dtype=torch.float32), identity=y)
+    probes = study.FaceSet(images=torch.as_tensor(P.reshape(-1, 1, 16, 16) / scale, dtype=torch.float32), identity=py)
+    return gallery, probes, Downsample(size=(16, 16)).fit(gallery.images)
+
+
+def _assert_interval_columns(df, col):
+    assert {col, f"{col}_lo", f"{col}_hi"} <= set(df.columns)
+    ok = df[col].notna()
+    assert ok.any()
+    assert (df.loc[ok, f"{col}_lo"] <= df.loc[ok, col] + 1e-12).all()
+    assert (df.loc[ok, col] <= df.loc[ok, f"{col}_hi"] + 1e-12).all()
+
+
+def test_study_tables_carry_wilson_intervals_and_per_probe_correctness():
+    gallery, probes, features = _image_sets()
+    methods = {"NN": NearestNeighbor(), "SRC": SRC(lam=0.01), "WWCSC": WWCSC(lam=0.01)}
+    occluded, _ = block_occlude(probes.images, 0.4, generator=torch.Generator().manual_seed(0))
+    sets = {"clean": (probes.images, probes.identity), "block": (occluded, probes.identity)}
+    res = study.evaluate_sets(methods, features, gallery, sets, device="cpu")
+    _assert_interval_columns(res, "accuracy")
+    assert list(res.columns[:5]) == ["set", "method", "accuracy", "accuracy_lo", "accuracy_hi"]
+    for row in res.itertuples():
+        assert len(row.correct) == row.n_probes and row.correct.mean() == pytest.approx(row.accuracy)
+    wide = study.accuracy_table(res, order=list(methods))
+    assert list(wide.index) == list(methods) and list(wide.columns) == ["clean", "block"]
+    assert all(isinstance(c, str) and c.count("[") == 1 for c in wide.to_numpy().ravel())
+
+    curve = study.occlusion_curve(methods, features, gallery, probes, "pixels", [0.0, 0.5], seed=1)
+    _assert_interval_columns(curve, "accuracy")
+    assert set(curve["fraction"]) == {0.0, 0.5} and set(curve["kind"]) == {"pixels"}
+    sens = study.sensitivity(WWCSC(), "lam", [0.01, 0.1], features, gallery, probes, "block", 0.3)
+    _assert_interval_columns(sens, "accuracy")
+    ev = study.evaluate(dict(methods), features.transform(gallery.images), gallery.identity,
+                        features.transform(occluded), probes.identity)
+    _assert_interval_columns(ev, "accuracy")
+    np.testing.assert_allclose(ev["accuracy"], res[res.set == "block"]["accuracy"])
+
+
+def test_paired_comparisons_pool_probes_and_only_claim_significant_differences():
+    gallery, probes, features = _image_sets()
+    curve = study.occlusion_curve({"NN": NearestNeighbor(), "WWCSC": WWCSC(lam=0.01), "WWCSC2": WWCSC(lam=0.01)},
+                                  features, gallery, probes, "block", [0.0, 0.4], seed=0)
+    heavy = curve["fraction"].ge(0.4)
+    table = study.paired_comparisons(curve, [("WWCSC", "NN"), ("WWCSC", "WWCSC2")],
+                                     {">= 40% block": heavy, "all": curve["fraction"].ge(0)}, n_boot=200)
+    assert len(table) == 4 and set(table["protocol"]) == {">= 40% block", "all"}
+    for col in ("accuracy_A", "accuracy_B", "difference"):
+        _assert_interval_columns(table, col)
+    assert (table[table.protocol == "all"]["n_probes"] == 2 * len(probes)).all()
+    same = table[table.B == "WWCSC2"].iloc[0]  # identical classifiers: no discordant probe, p = 1
+    assert same.difference == 0 and same.only_A == same.only_B == 0 and same.p_mcnemar == 1.0
+    assert same.verdict == "no significant difference"
+    for row in table.itertuples():
+        assert (row.p_mcnemar < 0.05) == (row.verdict != "no significant difference")
+    with pytest.raises(ValueError, match="no result rows for method 'RSC'"):
+        study.paired_comparisons(curve, [("RSC", "NN")], {"all": curve["fraction"].ge(0)})
+
+
+def test_weight_auc_rho_iterations_and_figures():
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    gallery, probes, features = _image_sets()
+    occluded, mask = block_occlude(probes.images, 0.4, generator=torch.Generator().manual_seed(0))
+    ww = WWCSC(lam=0.01).fit(features.transform(gallery.images), gallery.identity)
+    auc, codes = study.weight_auc_table(ww, features, {"block": (occluded, mask)}, (16, 16))
+    assert 0.5 < auc["block"] <= 1.0
+    src = SRC(lam=0.01).fit(features.transform(gallery.images), gallery.identity)
+    iters = study.rho_iterations(src, features.transform(occluded), 0.01, ratios=(1.0, 10.0))
+    assert list(iters["rho / lam"]) == [1.0, 10.0] and (iters["iterations"] >= 1).all()
+    curve = study.occlusion_curve({"NN": NearestNeighbor()}, features, gallery, probes, "block", [0.0, 0.4])
+    assert isinstance(study.plot_occlusion_curves(curve, kinds=("block",)), Figure)
+    fig, axes = plt.subplots(1, 2)
+    assert study.plot_occlusion_curves(pd.concat([curve, curve.assign(kind="pixels")]), ax=axes) is fig
+    assert isinstance(study.plot_weight_maps({"block": (occluded, mask)}, codes, (16, 16), per_set=1), Figure)
+    hist = {"SRC": src.encode(features.transform(occluded)).history_frame(), "WWCSC": codes["block"].history_frame()}
+    assert isinstance(study.plot_convergence(hist), Figure)
+    plt.close("all")
+
+
+def test_correct_counts_and_published_comparison():
+    pred = pd.DataFrame({"truth": ["a", "a", "b"], "X": ["a", "b", "b"], "Y": ["b", "b", "a"]})
+    counts = study.correct_counts(pred)
+    assert list(counts["correct"]) == [2, 0] and list(counts["of"]) == [3, 3]
+    _assert_interval_columns(counts, "accuracy")
+    res = pd.DataFrame({"set": ["sunglasses", "scarf", "clean"], "method": ["SRC", "SRC", "SRC"],
+                        "accuracy": [0.75, 0.7, 0.9], "accuracy_lo": [0.5, 0.5, 0.7], "accuracy_hi": [0.9, 0.85, 1.0]})
+    cmp = study.published_comparison(res)
+    assert list(cmp["protocol"]) == ["sunglasses", "scarf"]
+    assert cmp["ours_synthetic [95% CI]"].iloc[0] == "0.75 [0.50, 0.90]"
+
+
+def test_occluders_follow_the_images_and_reject_bad_input():
+    g = torch.Generator().manual_seed(0)
+    out, mask = block_occlude(torch.full((2, 3, 20, 20), 0.5), 0.0, generator=g)
+    assert not mask.any() and torch.equal(out, torch.full((2, 3, 20, 20), 0.5))
+    with pytest.raises(ValueError, match="fraction must be in"):
+        corrupt_pixels(torch.zeros(1, 1, 8, 8), 1.5)
+    with pytest.raises(ValueError, match="images"):
+        block_occlude(torch.zeros(8, 8), 0.2)

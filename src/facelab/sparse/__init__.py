@@ -4,9 +4,9 @@
   weighted fidelities), the Wing loss and its proximal operator, the cached factorization.
 - :mod:`facelab.sparse.estimators`: scikit-learn classifiers (``SRC``, ``CRC``, ``RSC``, ``WCSC``, ``WWCSC``,
   ``NearestNeighbor``) and feature transformers (``Downsample``, ``RandomProjection``).
-- :mod:`facelab.sparse.protocols`: occlusion protocols on the synthetic face world and their evaluation.
+
+The chapter's occlusion protocols, tables and figures live in :mod:`facelab.studies.sparse_coding_occlusion`.
 """
 
 from facelab.sparse.solvers import *  # noqa: F401,F403
 from facelab.sparse.estimators import *  # noqa: F401,F403
-from facelab.sparse.protocols import *  # noqa: F401,F403
