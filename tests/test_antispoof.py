@@ -473,13 +473,15 @@ def test_save_and_load_pretrained_clip_round_trip(tmp_path):
 
     clip = _tiny_clip()
     path = tmp_path / "clip.safetensors"
-    digest = save_clip(clip, {"seconds": 1.0}, path)
+    tiny = {"image_size": 16, "patch_size": 4, "width": 16, "layers": 2, "heads": 2, "text": "bow"}
+    digest = save_clip(clip, {"settings": tiny, "seconds": 1.0}, path)
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
-    log = json.loads(path.with_suffix(".json").read_text())
-    assert log["sha256"] == digest and log["seconds"] == 1.0 and log["arch"]["width"] == 16
-    assert not list(tmp_path.glob("*.tmp"))  # written atomically
-    back, log2 = load_pretrained_clip(path, train_if_missing=False)
-    assert log2 == log
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["sha256"] == digest and side["log"]["seconds"] == 1.0 and side["log"]["arch"]["width"] == 16
+    assert side["settings"] == tiny and side["restore"] == "python -m facelab.antispoof.pretrain"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.json", "clip.safetensors"]  # written atomically
+    back, log2 = load_pretrained_clip(path, train_if_missing=False, settings=tiny)
+    assert log2 == {**side["log"], "settings": tiny, "sha256": digest, "file": "clip.safetensors"}
     a, b = clip.state_dict(), back.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     x = torch.rand(3, 3, 16, 16)
@@ -487,18 +489,22 @@ def test_save_and_load_pretrained_clip_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(clip.eval()(x, caps), back(x, caps))
         assert back.encode_image(x).shape == (3, 16)
+    # trained with other settings than the chapter's: refused (not loaded, not retrained) without training allowed
+    with pytest.raises(RuntimeError, match=r"other settings.*python -m facelab.antispoof.pretrain"):
+        load_pretrained_clip(path, train_if_missing=False)
 
 
 def test_load_pretrained_clip_refuses_clearly(tmp_path):
     from safetensors.torch import save_file
 
     from facelab.antispoof.pretrain import load_pretrained_clip
+    from facelab.checkpoints import CheckpointError
 
     with pytest.raises(FileNotFoundError, match="python -m facelab.antispoof.pretrain"):
         load_pretrained_clip(tmp_path / "missing.safetensors", train_if_missing=False)
     bad = tmp_path / "bad.safetensors"
-    save_file({"w": torch.zeros(2)}, str(bad))
-    with pytest.raises(ValueError, match="architecture metadata"):
+    save_file({"w": torch.zeros(2)}, str(bad))   # no sidecar: cannot be verified, so it is not loaded
+    with pytest.raises(CheckpointError, match=r"bad.safetensors has no sidecar.*python -m facelab.antispoof.pretrain"):
         load_pretrained_clip(bad, train_if_missing=False)
 
 

@@ -131,13 +131,15 @@ def test_quick_checkpoint_is_small_and_matches_its_log():
     if not QUICK_CHECKPOINT.is_file():
         pytest.skip("quick checkpoint not trained in this checkout")
     assert QUICK_CHECKPOINT.stat().st_size <= 25 * 2 ** 20
-    log = json.loads(QUICK_CHECKPOINT.with_suffix(".json").read_text())
-    assert log["sha256"] == sha256_of(QUICK_CHECKPOINT)
-    assert log["loss_curve"][-1]["loss"] < log["loss_curve"][0]["loss"]
-    from facelab.diffusion import load_quick_model
+    side = json.loads(QUICK_CHECKPOINT.with_suffix(".json").read_text())
+    assert side["sha256"] == sha256_of(QUICK_CHECKPOINT)
+    assert side["log"]["loss_curve"][-1]["loss"] < side["log"]["loss_curve"][0]["loss"]
+    from facelab.diffusion import load_quick_model, quick_model
 
     m = load_quick_model(text_encoder=_FixedText(384))
     assert m.image_size == 64 and m.unet.config.in_channels == 48
+    m2 = quick_model(text_encoder=_FixedText(384), allow_train=False)   # up to date: loads, never trains
+    assert m2.info["training"]["steps"] == 16326 and m2.info["sha256"] == side["sha256"]
 
 
 def test_training_script_writes_checkpoint_and_log(tmp_path, monkeypatch):
@@ -148,7 +150,8 @@ def test_training_script_writes_checkpoint_and_log(tmp_path, monkeypatch):
     out = tmp_path / "m.safetensors"
     log = train_mod.train(steps=2, minutes=1, batch_size=2, n_identities=2, per_identity=1, out=out, log_every=1)
     assert out.is_file() and log["steps"] == 2 and log["sha256"] == sha256_of(out)
-    assert json.loads(out.with_suffix(".json").read_text())["loss_curve"][0]["step"] == 1
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["log"]["loss_curve"][0]["step"] == 1 and side["settings"]["n_identities"] == 2
     from facelab.diffusion import load_quick_model
 
     m = load_quick_model(out, text_encoder=_FixedText(384))
