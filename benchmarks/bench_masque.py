@@ -1,9 +1,9 @@
 """MASQUE on the quick face diffusion model: dodging success, locality and time, against its baselines.
 
-Protocol: :func:`facelab.privacy.dodging.dodging_data` (synthetic identities from 100000 on, never seen by the
+Protocol: :func:`facelab.studies.privacy_masque.dodging_data` (synthetic identities from 100000 on, never seen by the
 diffusion model; per person 1 protected face, 2 references for the pairwise guidance, 2 held-out gallery images the
 victims compare the protected face with; thresholds at FAR 0.1/0.01/0.001 from 40 other people) and
-:func:`facelab.privacy.dodging.compare_dodging` (makeup without guidance, MASQUE, global and masked PGD at 4 and 8/255,
+:func:`facelab.studies.privacy_masque.compare_dodging` (makeup without guidance, MASQUE, global and masked PGD at 4 and 8/255,
 DiffAIM used for dodging; white box, and leave-one-out black box for the victims named by ``--black-box``).
 Prints the success, locality, quality, prompt-adherence and timing tables and writes ``_build/benchmarks/masque.json``.
 
@@ -28,12 +28,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main() -> None:
+    from facelab.core.images import psnr
     from facelab.diffusion import load_quick_model
+    from facelab.models import load_face_models
     from facelab.privacy import DiffAIMConfig
-    from facelab.privacy.dodging import compare_dodging, dodging_data, dodging_results
-    from facelab.privacy.evaluation import load_face_models, victim_thresholds
     from facelab.privacy.makeup import load_makeup_classifier
     from facelab.privacy.masque import MasqueConfig, guided_reconstruction, null_text_inversion
+    from facelab.studies.privacy_masque import compare_dodging, dodging_data, dodging_results, victim_thresholds
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--faces", type=int, default=8)
@@ -72,7 +73,7 @@ def main() -> None:
     X = data["images"]
     out = {"faces": a.faces, "steps": a.steps, "null_steps": a.null_steps, "adv_step": a.adv_step,
            "threads": a.threads, "inversion_seconds": t_inv,
-           "reconstruction_psnr_db": float((10 * torch.log10(1 / (recon - X).pow(2).flatten(1).mean(1))).mean()),
+           "reconstruction_psnr_db": float(psnr(recon, X).mean()),
            "thresholds": thr.reset_index().to_dict("records"), "dodging": tables["success"].to_dict("records"),
            "locality": tables["locality"].reset_index().to_dict("records"),
            "quality": tables["quality"].reset_index().to_dict("records"),

@@ -22,8 +22,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from facelab import REPO_ROOT
 from facelab.diffusion import ddpm_inversion, load_quick_model, load_stable_diffusion
-from facelab.privacy import PUBLISHED_DEFAULTS, DiffAIMConfig, diffaim_protect, load_face_models, pgd_protect
-from facelab.privacy.evaluation import protection_data
+from facelab.models import load_face_models
+from facelab.privacy import PUBLISHED_DEFAULTS, DiffAIMConfig, diffaim_protect, pgd_protect
+from facelab.studies.privacy_diffaim import protection_data
 
 
 def time_profile(model, models, cfg, n_faces, repeats, device):
