@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facelab import REPO_ROOT
+from facelab.files import atomic_write_json
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 CHAPTER_DIR = REPO_ROOT / "book" / "chapters"
@@ -138,9 +139,7 @@ def _write_timings(results: list[ChapterResult], profile: str, path: Path = TIMI
     for r in results:
         data["chapters"][r.name] = {"seconds": round(r.seconds, 2), "ok": r.ok, "profile": profile,
                                     "error": r.error, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_json(path, data, indent=2, sort_keys=True)
 
 
 def run_chapters(names: list[str] | None = None, *, profile: str = "quick", cell_timeout: int = DEFAULT_CELL_TIMEOUT,
@@ -192,9 +191,12 @@ def build_html() -> int:
     rc = subprocess.call(cmd, cwd=REPO_ROOT)
     seconds = time.perf_counter() - t0
     TIMINGS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    data = json.loads(TIMINGS_FILE.read_text()) if TIMINGS_FILE.exists() else {}
+    try:
+        data = json.loads(TIMINGS_FILE.read_text()) if TIMINGS_FILE.exists() else {}
+    except json.JSONDecodeError:
+        data = {}
     data["book_build"] = {"seconds": round(seconds, 2), "ok": rc == 0, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    TIMINGS_FILE.write_text(json.dumps(data, indent=2, sort_keys=True))
+    atomic_write_json(TIMINGS_FILE, data, indent=2, sort_keys=True)
     print(f"[book] strict HTML build {'ok' if rc == 0 else 'FAILED'} in {seconds:.1f} s -> _build/html/index.html")
     return rc
 
