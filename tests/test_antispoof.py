@@ -244,6 +244,18 @@ def test_cnn_and_probe_baselines():
         A.LinearProbe(_clip()).predict_live(x)
 
 
+def test_seeded_constructors_leave_the_global_rng_alone():
+    torch.manual_seed(5)
+    a = A.CNNBaseline(image_size=16, width=8, embed_dim=16)
+    state = torch.get_rng_state()
+    b = A.CNNBaseline(image_size=16, width=8, embed_dim=16, seed=5, device="cpu")
+    c1 = A.build_clip(image_size=16, patch_size=4, width=16, layers=1, heads=2, text="bow", seed=3)
+    assert torch.equal(torch.get_rng_state(), state)                  # seeded builds do not advance the global RNG
+    torch.testing.assert_close(a.classifier.weight, b.classifier.weight)   # same weights as after manual_seed(5)
+    c2 = A.build_clip(image_size=16, patch_size=4, width=16, layers=1, heads=2, text="bow", seed=3)
+    assert torch.equal(c1.visual.conv1.weight, c2.visual.conv1.weight)
+
+
 def test_training_rejects_bad_input():
     x, live = _toy(8)
     det = A.AttackDetector.from_clip(_clip())

@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from facelab.antispoof.text import check_texts
+from facelab.core.images import gaussian_blur
 from facelab.antispoof.vit import VisionTransformer, ViTConfig, check_images
 
 __all__ = ["build_clip", "CLIPModel", "clip_loss", "CORRUPTIONS", "corrupt", "corruption_captions", "pretrain_clip"]
@@ -101,12 +102,7 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, caption_index: to
 
 # ------------------------------------------------------------------------------------------ generic conditions
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    r = max(1, int(math.ceil(2.5 * sigma)))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = (k / k.sum()).view(1, 1, 1, -1).repeat(3, 1, 1, 1)
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k, groups=3)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.transpose(2, 3), groups=3)
+    return gaussian_blur(x, sigma, truncate=2.5, padding="replicate")
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
@@ -211,7 +207,7 @@ def pretrain_clip(model: CLIPModel, images: torch.Tensor, face_captions: Sequenc
 
 
 def build_clip(image_size: int = 48, patch_size: int = 8, width: int = 48, layers: int = 4, heads: int = 4,
-               text: str = "minilm", openclip_path=None, device="cpu") -> CLIPModel:
+               text: str = "minilm", openclip_path=None, device="cpu", seed: int | None = None) -> CLIPModel:
     """The chapter's CLIP: a tiny ViT (quick profile) or the OpenCLIP ViT-B/16 image tower (``openclip_path``).
 
     Parameters
@@ -223,18 +219,25 @@ def build_clip(image_size: int = 48, patch_size: int = 8, width: int = 48, layer
     openclip_path : str or Path, optional
         Local OpenCLIP checkpoint. Its image tower is loaded and frozen, so that :func:`pretrain_clip` only aligns
         the text projection to it; :class:`FileNotFoundError` when the file is missing.
+    device : torch device
+    seed : int, optional
+        Initialise the new weights from ``torch.manual_seed(seed)`` without touching the global RNG (default: the
+        global RNG).
     """
+    from facelab.antispoof.detector import _seeded
     from facelab.antispoof.text import BagOfWordsTextTower, MiniLMTextTower
 
     if text not in ("minilm", "bow"):
         raise ValueError(f"text must be 'minilm' or 'bow', got {text!r}")
-    tower = MiniLMTextTower() if text == "minilm" else BagOfWordsTextTower()
-    if openclip_path is not None:
-        from facelab.antispoof.openclip import load_openclip_visual
+    with _seeded(seed):
+        tower = MiniLMTextTower() if text == "minilm" else BagOfWordsTextTower()
+        if openclip_path is not None:
+            from facelab.antispoof.openclip import load_openclip_visual
 
-        visual = load_openclip_visual(openclip_path, image_size=image_size)
-        visual.requires_grad_(False)
-    else:
-        visual = VisionTransformer(ViTConfig(image_size=image_size, patch_size=patch_size, width=width,
-                                             layers=layers, heads=heads, embed_dim=width))
-    return CLIPModel(visual, tower, tower.dim).to(device)
+            visual = load_openclip_visual(openclip_path, image_size=image_size)
+            visual.requires_grad_(False)
+        else:
+            visual = VisionTransformer(ViTConfig(image_size=image_size, patch_size=patch_size, width=width,
+                                                 layers=layers, heads=heads, embed_dim=width))
+        model = CLIPModel(visual, tower, tower.dim)
+    return model.to(device)

@@ -17,6 +17,7 @@ on class-balanced batches (half live, half attacks), see :mod:`facelab.antispoof
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import asdict, dataclass, field
@@ -84,13 +85,34 @@ class AttackDetector(nn.Module):
         return F.normalize(self.visual.head(tokens, start), dim=-1)
 
 
-class CNNBaseline(nn.Module):
-    """A small binary CNN trained from scratch (4 conv blocks -> global average -> embedding -> 2 logits)."""
+@contextlib.contextmanager
+def _seeded(seed: int | None):
+    """Run the block with ``torch.manual_seed(seed)`` and restore the global CPU RNG afterwards (no-op for None)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
 
-    def __init__(self, image_size: int = 64, width: int = 32, embed_dim: int = 64):
+
+class CNNBaseline(nn.Module):
+    """A small binary CNN trained from scratch (4 conv blocks -> global average -> embedding -> 2 logits).
+
+    ``seed``: initialise the weights from ``torch.manual_seed(seed)`` without touching the global RNG (default:
+    the global RNG); ``device``: where the module is created.
+    """
+
+    def __init__(self, image_size: int = 64, width: int = 32, embed_dim: int = 64, *, device=None,
+                 seed: int | None = None):
         super().__init__()
         self.image_size = image_size
+        with _seeded(seed):
+            self._build(width, embed_dim)
+        if device is not None:
+            self.to(device)
 
+    def _build(self, width: int, embed_dim: int) -> None:
         def block(i, o):
             return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
 

@@ -156,7 +156,8 @@ def chapter_clip(*, cached: bool = True, world=None, image_size: int = 48, vit: 
             raise ValueError("chapter_clip(cached=False) pretrains on the synthetic world: pass world=")
         images, captions = pretraining_faces(world, n_identities, 4, size=image_size,
                                              generator=torch.Generator().manual_seed(seed + 2))
-        clip = build_clip(image_size=image_size, openclip_path=openclip_path, device=device or "cpu", **(vit or {}))
+        clip = build_clip(image_size=image_size, openclip_path=openclip_path, device=device or "cpu", seed=seed + 3,
+                          **(vit or {}))
         history = pretrain_clip(clip, images, captions, steps=steps, batch_size=batch_size,
                                 generator=torch.Generator().manual_seed(seed + 3), progress=progress)
         seconds = time.perf_counter() - t0
@@ -194,12 +195,13 @@ def _spec(name: str, spec: dict | None) -> dict:
 
 
 def make_variant(name: str, clip, spec: dict | None = None, moe: dict | None = None,
-                 generator: torch.Generator | None = None):
-    """Build an untrained model of a variant on the CLIP's device (a copy of the CLIP tower for the CLIP variants)."""
+                 generator: torch.Generator | None = None, seed: int | None = None):
+    """Build an untrained model of a variant on the CLIP's device (a copy of the CLIP tower for the CLIP variants;
+    ``generator`` seeds the MoE upcycling, ``seed`` the CNN's weights)."""
     spec = _spec(name, spec)
     if spec["kind"] == "cnn":
-        dev = clip.logit_scale.device
-        return CNNBaseline(image_size=clip.visual.config.image_size, embed_dim=clip.embed_dim).to(dev)
+        return CNNBaseline(image_size=clip.visual.config.image_size, embed_dim=clip.embed_dim,
+                           device=clip.logit_scale.device, seed=seed)
     if spec["kind"] == "probe":
         return LinearProbe(clip)
     moe_cfg = None if spec.get("moe") is None else {**(moe or DEFAULT_MOE), **spec["moe"]}
@@ -208,9 +210,9 @@ def make_variant(name: str, clip, spec: dict | None = None, moe: dict | None = N
 
 def fit_variant(name: str, clip, train: AttackSet, config: TrainConfig | None = None, spec: dict | None = None,
                 moe: dict | None = None, generator: torch.Generator | None = None, progress: Callable | None = None,
-                tokens: torch.Tensor | None = None):
+                tokens: torch.Tensor | None = None, seed: int | None = None):
     """Build and train one variant on the CLIP's device; returns ``(model, history)`` (history is empty for the
-    probe). ``generator`` seeds the MoE upcycling and the batches (default: seed 0).
+    probe). ``generator`` seeds the MoE upcycling and the batches (default: seed 0), ``seed`` the CNN's weights.
 
     ``tokens``: optional :func:`~facelab.antispoof.detector.frozen_tokens` of ``train.images`` for the CLIP variants.
     """
@@ -218,7 +220,7 @@ def fit_variant(name: str, clip, train: AttackSet, config: TrainConfig | None = 
     cfg = (config or TrainConfig()).replace(lambda_dm=spec.get("lambda_dm", 0.0),
                                             lambda_cdm=spec.get("lambda_cdm", 0.0))
     g = generator if generator is not None else torch.Generator().manual_seed(0)
-    model = make_variant(name, clip, spec, moe, g)
+    model = make_variant(name, clip, spec, moe, g, seed)
     if spec["kind"] == "probe":
         return model.fit(train.images, train.live), pd.DataFrame()
     if spec["kind"] == "cnn":
@@ -283,7 +285,8 @@ def run_ablation(clip, data: AttackSet, protocols: Sequence[str] = ("P1", "P2.1"
     clip : CLIPModel
         The pretrained CLIP; moved to ``device`` when given (every variant is built on the CLIP's device).
     seeds : sequence of int
-        One training run per seed (generator ``seed * 1000 + 17`` for upcycling and batches).
+        One training run per seed (generator ``seed * 1000 + 17`` for upcycling and batches, ``seed`` for the CNN's
+        weights).
     split_seed : int
         Seed of the identity split of every protocol.
 
@@ -314,7 +317,7 @@ def run_ablation(clip, data: AttackSet, protocols: Sequence[str] = ("P1", "P2.1"
             ts = time.perf_counter()
             g = torch.Generator().manual_seed(int(seed) * 1000 + 17)
             torch.manual_seed(int(seed))
-            model, hist = fit_variant(v, clip, train, cfg, moe=moe, generator=g, tokens=tokens[p])
+            model, hist = fit_variant(v, clip, train, cfg, moe=moe, generator=g, tokens=tokens[p], seed=int(seed))
             metrics, scores = evaluate(model, test, threshold)
             metrics["seconds"] = time.perf_counter() - ts
             per_seed.append(metrics)
