@@ -7,6 +7,8 @@ identities and expressions are offsets from it.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -39,6 +41,67 @@ EYE_R = LANDMARKS["eye_right"]
 EYE_L = LANDMARKS["eye_left"]
 LIPS_OUTER = LANDMARKS["lips_outer"]
 LIPS_INNER = LANDMARKS["lips_inner"]
+
+
+def span(name: str) -> slice:
+    """A contiguous named group as a slice (indexing a tensor with it gives a view, not a copy)."""
+    idx = LANDMARKS[name]
+    if not (idx == np.arange(idx[0], idx[-1] + 1)).all():
+        raise ValueError(f"landmark group {name!r} is not a contiguous range")
+    return slice(int(idx[0]), int(idx[-1]) + 1)
+
+
+def points(name: str) -> list[int]:
+    """A named group as a list of ints."""
+    return [int(i) for i in LANDMARKS[name]]
+
+
+# ---- named single points and contours (subject's right = image left; "first"/"last" in image order)
+JAW_RIGHT, JAW_LEFT = int(JAW[0]), int(JAW[-1])            # jaw ends at ear level (0 and 16)
+CHIN = int(LANDMARKS["chin"][0])                           # 8
+NOSE_ROOT, NOSE_TIP = int(NOSE_BRIDGE[0]), int(LANDMARKS["nose_tip"][0])   # 27, 30
+SUBNASALE = int(NOSTRILS[2])                               # 33, below the nose tip
+NOSTRIL_RIGHT, NOSTRIL_LEFT = int(NOSTRILS[0]), int(NOSTRILS[-1])   # 31, 35: the outer points of the nostrils
+#: (outer nostril point, the next one towards the midline) per side (right, left): the alar wings
+ALAR = ((int(NOSTRILS[0]), int(NOSTRILS[1])), (int(NOSTRILS[-1]), int(NOSTRILS[-2])))
+EYE_RIGHT_OUTER, EYE_LEFT_OUTER = (int(i) for i in LANDMARKS["eye_corners_outer"])   # 36, 45
+MOUTH_RIGHT, MOUTH_LEFT = (int(i) for i in LANDMARKS["mouth_corners"])              # 48, 54
+UPPER_LIP_TOP, LOWER_LIP_BOTTOM = int(LIPS_OUTER[3]), int(LIPS_OUTER[9])            # 51, 57
+#: the outer lips' upper contour (48..54), as a slice
+UPPER_LIP_OUTER = slice(int(LIPS_OUTER[0]), int(LIPS_OUTER[6]) + 1)
+#: lip contours from the right mouth corner to the left one (image left to right), for piecewise-linear curves
+LIP_CONTOURS = {
+    "outer_upper": [int(i) for i in LIPS_OUTER[0:7]],                                        # 48..54
+    "outer_lower": [int(LIPS_OUTER[0])] + [int(i) for i in LIPS_OUTER[:6:-1]] + [int(LIPS_OUTER[6])],   # 48,59..55,54
+    "inner_upper": [int(i) for i in LIPS_INNER[0:5]],                                        # 60..64
+    "inner_lower": [int(LIPS_INNER[0])] + [int(i) for i in LIPS_INNER[:3:-1]],               # 60,67,66,65,64
+}
+
+
+class EyePoints(NamedTuple):
+    """The six points of one eye in image order: corners ``first`` (image left) and ``last``, the two upper-lid and
+    the two lower-lid points (left to right), the ``outer`` corner, the lower lid's point nearer the nose
+    (``lower_inner``), and the whole group as a slice."""
+    group: slice
+    first: int
+    last: int
+    upper: list
+    lower: list
+    outer: int
+    lower_inner: int
+
+
+def _eye(name: str) -> EyePoints:
+    g = [int(i) for i in LANDMARKS[name]]
+    right = name == "eye_right"
+    return EyePoints(span(name), g[0], g[3], [g[1], g[2]], [g[5], g[4]], g[0] if right else g[3],
+                     g[4] if right else g[5])
+
+
+#: The subject's right eye (image left) and left eye, in that order (the side index of ``aus[:, :, side]``).
+EYES = (_eye("eye_right"), _eye("eye_left"))
+#: The brows' points per side (right, left), each from image left to right.
+BROWS = (points("brow_right"), points("brow_left"))
 
 
 def _symmetrise(t: np.ndarray) -> np.ndarray:

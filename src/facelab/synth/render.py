@@ -5,7 +5,23 @@ parabolic lids, piecewise-linear lips, capsules), lit with a normal map derived 
 warped to its head pose with one ``grid_sample`` (2.5-D: each frontal point moves with its depth), composited over a
 background, occluded, and degraded (resolution, blur, noise, JPEG).
 
-Coordinates: x right, y down, [-1, 1] over the image, pixel centres at ``(2 j + 1) / size - 1``.
+The stages of :func:`render` (each a function below, in this order):
+
+1. **identity layer** -- :func:`draw_identity` draws each identity once (head, skin and texture, hair, neck and ears,
+   brows, nostrils, age lines, beard) into a cached frontal layer; per image, :func:`_expression_layer` warps it
+   along the expression's landmark displacements;
+2. **expression** -- :func:`draw_expression` draws on the warped layer: PPG skin colour, AU wrinkles, blush, eyes,
+   mouth, glasses and the frontal occluders (scarf, medical mask, hand);
+3. **light** -- :func:`_shade`: an analytic depth (:class:`DepthModel`) gives normals, lit at half resolution;
+4. **pose** -- :func:`_pose`: one backward warp turns the frontal stack to the head pose and placement;
+5. **background** -- :func:`_composite` over :func:`_background`;
+6. **image-space occluders** -- :func:`_image_occluders`: random blocks and corrupted pixels, sized on the face;
+7. **camera** -- :func:`degrade`: resolution loss, blur, sensor noise, JPEG;
+8. **ground truth** -- :func:`project_landmarks` and the occluded share of the face.
+
+Coordinates: x right, y down, [-1, 1] over the image, pixel centres at ``(2 j + 1) / size - 1``. Landmarks are
+read through the named groups and points of :mod:`facelab.synth.landmarks`, packed parameters through the named
+columns of :mod:`facelab.synth.fields`.
 """
 
 from __future__ import annotations
@@ -17,15 +33,33 @@ import torch
 import torch.nn.functional as F
 
 from facelab.synth.facs import _AU_INDEX
+from facelab.synth.fields import (Background, Beard, BlockParam, Brow, Clutter, Degrade, Face, Glasses, HairShape,
+                                  HairStyle, HandParam, Layer, Light, Makeup, MaskParam, PixelsParam, ScarfParam,
+                                  Similarity, Texture)
+from facelab.synth.landmarks import (ALAR, BROWS, CHIN, EYE_LEFT_OUTER, EYE_RIGHT_OUTER, EYES, JAW, JAW_LEFT,
+                                     JAW_RIGHT, LIP_CONTOURS, LOWER_LIP_BOTTOM, MOUTH_LEFT, MOUTH_RIGHT, NOSE_BRIDGE,
+                                     NOSE_ROOT, NOSE_TIP, NOSTRIL_LEFT, NOSTRIL_RIGHT, SUBNASALE, UPPER_LIP_OUTER,
+                                     UPPER_LIP_TOP, span)
 
 OCCLUSIONS = ("none", "sunglasses", "scarf", "mask", "hand", "block", "pixels")
 _AU = _AU_INDEX
+LAYER_CHANNELS = Layer.NAMES
+
+# contiguous landmark groups as slices (views), and named jaw points
+_BROWS, _EYES, _NOSTRILS = span("brows"), span("eyes"), span("nostrils")
+_JAW, _MOUTH, _LIPS_OUTER = span("jaw"), span("mouth"), span("lips_outer")
+_NECK_TOP = int(JAW[4])                              # the neck starts below this jaw point
+_CHEEK_LINE = int(JAW[3])                            # a full beard reaches up to about this jaw point's height
+_EAR_LOOPS = (int(JAW[1]), int(JAW[-2]))             # where a medical mask's loops go round the ears
+_NOSE_MID = (int(NOSE_BRIDGE[1]), int(NOSE_BRIDGE[2]))   # middle of the nose bridge (28, 29)
+#: per side (subject's right = image left, left): the image-x direction away from the midline
+_SIDES = ((0, -1.0), (1, 1.0))
 
 
 @dataclass
 class Scene:
     """Everything needed to render N faces (on the render device); every field but ``layers`` has a leading batch
-    dimension N."""
+    dimension N. Packed fields are read through the named columns of :mod:`facelab.synth.fields`."""
 
     landmarks: torch.Tensor          # (N, 68, 2) frontal-frame landmarks (identity + expression)
     aus: torch.Tensor                # (N, A, 2) AU intensities (subject right, left)
@@ -33,24 +67,24 @@ class Scene:
     lip: torch.Tensor                # (N, 3)
     hair: torch.Tensor               # (N, 3)
     eye: torch.Tensor                # (N, 3)
-    hair_style: torch.Tensor         # (N,) long
-    hair_shape: torch.Tensor         # (N, 4)
-    brow: torch.Tensor               # (N, 2)
-    face: torch.Tensor               # (N, 6)
-    beard: torch.Tensor              # (N, 2)
-    glasses: torch.Tensor            # (N, 4)
-    texture: torch.Tensor            # (N, 3, R, R)
-    pose: torch.Tensor               # (N, 3) yaw, pitch, roll in degrees
-    similarity: torch.Tensor         # (N, 3) scale, shift x, shift y
-    light: torch.Tensor              # (N, 7) azimuth, elevation (deg), intensity, ambient, r, g, b
-    background: torch.Tensor         # (N, 12) two colours, gradient direction (2), noise amplitude, clothing rgb
+    hair_style: torch.Tensor         # (N,) long, HairStyle
+    hair_shape: torch.Tensor         # (N, 4) HairShape
+    brow: torch.Tensor               # (N, 2) Brow
+    face: torch.Tensor               # (N, 6) Face
+    beard: torch.Tensor              # (N, 2) Beard
+    glasses: torch.Tensor            # (N, 4) Glasses
+    texture: torch.Tensor            # (N, 3, R, R) Texture
+    pose: torch.Tensor               # (N, 3) Pose: yaw, pitch, roll in degrees
+    similarity: torch.Tensor         # (N, 3) Similarity: scale, shift x, shift y
+    light: torch.Tensor              # (N, 7) Light: azimuth, elevation (deg), intensity, ambient, r, g, b
+    background: torch.Tensor         # (N, 12) Background: two colours, gradient direction, noise amplitude, clothing
     background_noise: torch.Tensor   # (N, 3, 6, 6)
-    clutter: torch.Tensor            # (N, 3, 8) ellipses: cx, cy, rx, ry, r, g, b, alpha
+    clutter: torch.Tensor            # (N, 3, 8) Clutter ellipses: cx, cy, rx, ry, r, g, b, alpha
     gaze: torch.Tensor               # (N, 2)
     occlusion: torch.Tensor          # (N,) index into OCCLUSIONS
-    occlusion_param: torch.Tensor    # (N, 8) kind-specific: fraction, position, colour, ...
-    makeup: torch.Tensor             # (N, 16) lipstick rgb+a, eyeshadow rgb+a, eyeliner rgb+a, blush rgb+a
-    degrade: torch.Tensor            # (N, 4) resolution factor, blur sigma (px at 112), noise sigma, jpeg quality
+    occlusion_param: torch.Tensor    # (N, 8) kind-specific: ScarfParam, MaskParam, HandParam, BlockParam, PixelsParam
+    makeup: torch.Tensor             # (N, 16) Makeup: lipstick rgb+a, eyeshadow rgb+a, eyeliner rgb+a, blush rgb+a
+    degrade: torch.Tensor            # (N, 4) Degrade: resolution factor, blur sigma (px at 112), noise sigma, jpeg
     skin_gain: torch.Tensor          # (N, 3) multiplicative skin colour change (PPG)
     layers: torch.Tensor             # (U, 6, H, W) identity layers (draw_identity) of the batch's identities
     layer_index: torch.Tensor        # (N,) long: each image's identity layer (row of ``layers``)
@@ -76,6 +110,7 @@ class Rendered:
     occluded_fraction: torch.Tensor  # (N,)
 
 
+# ---------------------------------------------------------------- drawing primitives
 def _ramp(sdf, width):
     """Soft inside-indicator of a signed distance (negative inside), anti-aliased over ``width``."""
     return (sdf / -width).add_(0.5).clamp_(0.0, 1.0)
@@ -159,44 +194,46 @@ def _seg_dist(X, Y, a, b):
     return qx.mul_(qx).addcmul_(qy, qy).sqrt_()
 
 
-def _rotation(pose):
-    """(N, 3, 3) rotation from yaw, pitch, roll in degrees (yaw about y, pitch about x, roll about z)."""
-    yaw, pitch, roll = [torch.deg2rad(pose[:, k]) for k in range(3)]
-    cy, sy, cp, sp, cr, sr = yaw.cos(), yaw.sin(), pitch.cos(), pitch.sin(), roll.cos(), roll.sin()
-    o, z = torch.ones_like(cy), torch.zeros_like(cy)
-    Ry = torch.stack([cy, z, sy, z, o, z, -sy, z, cy], 1).view(-1, 3, 3)
-    Rx = torch.stack([o, z, z, z, cp, -sp, z, sp, cp], 1).view(-1, 3, 3)
-    Rz = torch.stack([cr, -sr, z, sr, cr, z, z, z, o], 1).view(-1, 3, 3)
-    return Rz @ Ry @ Rx
+def _box(P, mx0, mx1, my0, my1):
+    """Frontal box (x0, x1, y0, y1) around the points P (..., 2) of all faces, grown by the given margins."""
+    return (float(P[..., 0].min()) - mx0, float(P[..., 0].max()) + mx1, float(P[..., 1].min()) - my0,
+            float(P[..., 1].max()) + my1)
+
+
+def _jaw_centre_width(L):
+    """Horizontal centre and half-width of each face's jaw line (N,), (N,)."""
+    return (L[:, JAW_RIGHT, 0] + L[:, JAW_LEFT, 0]) * 0.5, (L[:, JAW_LEFT, 0] - L[:, JAW_RIGHT, 0]) * 0.5
 
 
 class DepthModel:
     """Analytic depth of the head in the frontal frame (towards the camera = +z): ellipsoid + nose + cheeks + ..."""
 
     def __init__(self, L, face, aus):
-        self.jaw_w = (L[:, 16, 0] - L[:, 0, 0]) * 0.5
-        self.cx = (L[:, 0, 0] + L[:, 16, 0]) * 0.5
-        top = L[:, 17:27, 1].min(1).values - 0.5 * face[:, 0]
-        self.cy = 0.5 * (top + L[:, 8, 1])
+        self.jaw_w = (L[:, JAW_LEFT, 0] - L[:, JAW_RIGHT, 0]) * 0.5
+        self.cx = (L[:, JAW_RIGHT, 0] + L[:, JAW_LEFT, 0]) * 0.5
+        top = L[:, _BROWS, 1].min(1).values - 0.5 * face[:, Face.FOREHEAD]
+        self.cy = 0.5 * (top + L[:, CHIN, 1])
         self.ax = self.jaw_w * 1.08
-        self.ay = 0.5 * (L[:, 8, 1] - top) * 1.05
+        self.ay = 0.5 * (L[:, CHIN, 1] - top) * 1.05
         self.zc = 0.55 * self.jaw_w / 0.48
-        self.nose_a, self.nose_b = L[:, 27], L[:, 30]
-        self.nose_h = 0.11 * face[:, 1]
-        self.nose_w = (L[:, 35, 0] - L[:, 31, 0]).abs() * 0.38
-        ey = L[:, 36:48, 1].mean(1)
-        my = L[:, 48:55, 1].mean(1)
+        self.nose_a, self.nose_b = L[:, NOSE_ROOT], L[:, NOSE_TIP]
+        self.nose_h = 0.11 * face[:, Face.NOSE_DEPTH]
+        self.nose_w = (L[:, NOSTRIL_LEFT, 0] - L[:, NOSTRIL_RIGHT, 0]).abs() * 0.38
+        ey = L[:, _EYES, 1].mean(1)
+        my = L[:, UPPER_LIP_OUTER, 1].mean(1)
         cheek_y = 0.55 * ey + 0.45 * my - 0.035 * aus[:, _AU["AU06"]].mean(1) - 0.02 * aus[:, _AU["AU12"]].mean(1)
-        self.cheek = torch.stack([L[:, 36:42, 0].mean(1) - 0.02, L[:, 42:48, 0].mean(1) + 0.02], 1)  # (N, 2) x
+        right, left = EYES
+        self.cheek = torch.stack([L[:, right.group, 0].mean(1) - 0.02, L[:, left.group, 0].mean(1) + 0.02], 1)  # (N,2)
         self.cheek_y = cheek_y
         raise_ = aus[:, _AU["AU06"]] * 0.6 + aus[:, _AU["AU12"]] * 0.4   # (N, 2)
-        self.cheek_h = (0.02 + 0.03 * face[:, 2])[:, None] + 0.035 * raise_
-        self.eye = torch.stack([L[:, 36:42].mean(1), L[:, 42:48].mean(1)], 1)   # (N, 2, 2)
-        self.eye_r = (L[:, 39, 0] - L[:, 36, 0]).abs() * 0.75
-        self.brow_y = L[:, 17:27, 1].mean(1)
-        self.mouth = L[:, 48:60].mean(1)
-        self.mouth_w = (L[:, 54, 0] - L[:, 48, 0]).abs() * 0.5
-        self.chin = L[:, 8] + torch.stack([torch.zeros_like(L[:, 8, 0]), -0.06 * torch.ones_like(L[:, 8, 0])], 1)
+        self.cheek_h = (0.02 + 0.03 * face[:, Face.CHEEKS])[:, None] + 0.035 * raise_
+        self.eye = torch.stack([L[:, right.group].mean(1), L[:, left.group].mean(1)], 1)   # (N, 2, 2)
+        self.eye_r = (L[:, right.last, 0] - L[:, right.first, 0]).abs() * 0.75
+        self.brow_y = L[:, _BROWS, 1].mean(1)
+        self.mouth = L[:, _LIPS_OUTER].mean(1)
+        self.mouth_w = (L[:, MOUTH_LEFT, 0] - L[:, MOUTH_RIGHT, 0]).abs() * 0.5
+        chin = L[:, CHIN]
+        self.chin = chin + torch.stack([torch.zeros_like(chin[:, 0]), -0.06 * torch.ones_like(chin[:, 0])], 1)
 
     def __call__(self, X, Y):
         g = lambda v: v[:, None, None, None] if v.dim() == 1 else v  # noqa: E731
@@ -224,16 +261,16 @@ class DepthModel:
 def _polar_face(L, face):
     """Closed face contour (jaw + forehead arc) as a polar radius table around a centre: (centre (N,2), table (N,K))."""
     N = L.shape[0]
-    jaw = L[:, 0:17]
-    top = L[:, 17:27, 1].min(1).values - 0.5 * face[:, 0]        # forehead top
-    y0 = 0.5 * (jaw[:, 0, 1] + jaw[:, 16, 1])
-    x_l, x_r = jaw[:, 0, 0], jaw[:, 16, 0]
+    jaw = L[:, _JAW]
+    top = L[:, _BROWS, 1].min(1).values - 0.5 * face[:, Face.FOREHEAD]        # forehead top
+    y0 = 0.5 * (jaw[:, 0, 1] + jaw[:, -1, 1])
+    x_l, x_r = jaw[:, 0, 0], jaw[:, -1, 0]
     phi = torch.linspace(0.12, math.pi - 0.12, 11, device=L.device)
     cxa, rx = 0.5 * (x_l + x_r), 0.5 * (x_r - x_l) * 1.02
     arc_x = cxa[:, None] + rx[:, None] * torch.cos(phi)[None]
     arc_y = y0[:, None] - (y0 - top)[:, None] * torch.sin(phi)[None]
     cont = torch.cat([jaw, torch.stack([arc_x, arc_y], -1)], 1)     # (N, 28, 2)
-    centre = torch.stack([cxa, 0.5 * (top + L[:, 8, 1])], 1)
+    centre = torch.stack([cxa, 0.5 * (top + L[:, CHIN, 1])], 1)
     d = cont - centre[:, None]
     ang = torch.atan2(d[..., 1], d[..., 0])
     rad = d.norm(dim=-1)
@@ -361,120 +398,196 @@ def _grid(H, device):
     return xs.view(1, 1, 1, H), xs.view(1, 1, H, 1)
 
 
-LAYER_CHANNELS = ("r", "g", "b", "alpha", "face", "skin")
+# ---------------------------------------------------------------- 1. identity layer
+@dataclass
+class _Head:
+    """Head geometry of n identities in the frontal frame (each (n,)): jaw centre and half-width, forehead top, the
+    face contour's polar table, the skull ellipse (under the hair), the eye line, and hair style flags."""
+
+    cx: torch.Tensor
+    jaw_w: torch.Tensor
+    top: torch.Tensor
+    centre: torch.Tensor
+    table: torch.Tensor
+    skull_rx: torch.Tensor
+    skull_ry: torch.Tensor
+    skull_cy: torch.Tensor
+    eye_y: torch.Tensor
+    bald: torch.Tensor          # bool
+    long_hair: torch.Tensor     # float 0/1: long hair or a bob, drawn behind the head too
+
+
+def _head_geometry(I) -> _Head:
+    L, hs, style = I.landmarks, I.hair_shape, I.hair_style
+    centre, table, top = _polar_face(L, I.face)
+    jaw_w = (L[:, JAW_LEFT, 0] - L[:, JAW_RIGHT, 0]) * 0.5
+    cx = (L[:, JAW_RIGHT, 0] + L[:, JAW_LEFT, 0]) * 0.5
+    bald = style == HairStyle.BALD
+    vol = torch.where(bald, torch.zeros_like(hs[:, HairShape.VOLUME]), 0.03 + 0.07 * hs[:, HairShape.VOLUME])
+    rx = jaw_w * 1.03 + vol
+    ry = (L[:, CHIN, 1] - top) * 0.55 + vol
+    return _Head(cx=cx, jaw_w=jaw_w, top=top, centre=centre, table=table, skull_rx=rx, skull_ry=ry,
+                 skull_cy=top + ry - vol * 1.6, eye_y=L[:, _EYES, 1].mean(1), bald=bald,
+                 long_hair=((style == HairStyle.LONG) | (style == HairStyle.BOB)).float())
+
+
+@dataclass
+class _Canvas:
+    """The part of the identity layers that the heads reach (all rows, the head columns): pixel coordinates ``X``
+    (head columns) and ``Y``, the fixed fine noise, and views of the layer channels."""
+
+    X: torch.Tensor
+    X_full: torch.Tensor
+    Y: torch.Tensor
+    fine: torch.Tensor
+    head: slice
+    col: torch.Tensor
+    alpha: torch.Tensor
+    face_a: torch.Tensor
+    skin_m: torch.Tensor
+    H: int
+    pix: float
+
+    def window(self, x0, x1, y0, y1):
+        """Row slice and column slice (of the head columns) of a frontal box, and their coordinates."""
+        H, head = self.H, self.head
+        rs, cs = _rows(y0, y1, H), _rows(x0, x1, H)
+        cs = slice(max(cs.start, head.start) - head.start, max(min(cs.stop, head.stop) - head.start, 1))
+        return rs, cs, self.X[..., cs], self.Y[:, :, rs]
+
+
+def _canvas(out, L, hd: _Head, H) -> _Canvas:
+    """Everything is drawn in the columns of the heads (skull and long hair, ears): the rest stays transparent."""
+    pix = 2.0 / H
+    Xf, Y = _grid(H, L.device)
+    reach = hd.skull_rx * 1.08
+    head = _rows(float(torch.minimum(hd.cx - reach, L[:, JAW_RIGHT, 0] - 0.09).min()) - pix,
+                 float(torch.maximum(hd.cx + reach, L[:, JAW_LEFT, 0] + 0.09).max()) + pix, H)
+    canvas = out[..., head]
+    return _Canvas(X=Xf[..., head], X_full=Xf, Y=Y, fine=_fine_noise(H, L.device)[..., head], head=head,
+                   col=canvas[:, Layer.RGB], alpha=canvas[:, Layer.ALPHA], face_a=canvas[:, Layer.FACE],
+                   skin_m=canvas[:, Layer.SKIN], H=H, pix=pix)
 
 
 def draw_identity(I, H: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """Neutral frontal layers of identities ``I`` (an :class:`~facelab.synth.identity.Identity` on the device).
 
     Returns (n, 6, H, W), drawn into ``out`` when given: colour, alpha, face region and skin mask (see
-    :data:`LAYER_CHANNELS`). Eyes, lips, makeup and accessories are drawn per image on top of these.
+    :class:`~facelab.synth.fields.Layer`). Eyes, lips, makeup and accessories are drawn per image on top of these.
     """
     L = I.landmarks
-    dev = L.device
-    N, W = L.shape[0], H
-    pix = 2.0 / H
-    Xf, Y = _grid(H, dev)
-    skin = I.skin
-    out = torch.zeros(N, len(LAYER_CHANNELS), H, W, device=dev) if out is None else out.zero_()
-    style = I.hair_style
-    hs = I.hair_shape
-    age = I.face[:, 5]
-    fine = _fine_noise(H, dev)
+    out = torch.zeros(L.shape[0], len(Layer.NAMES), H, H, device=L.device) if out is None else out.zero_()
+    # 1a. head geometry, and the canvas of the head columns
+    hd = _head_geometry(I)
+    cv = _canvas(out, L, hd, H)
+    # 1b. the skull (under the hair) and long hair behind the head
+    face_sdf = _polar_lookup(cv.X, cv.Y, hd.centre, hd.table)
+    e_sk = (((cv.X - _s(hd.cx)) / _s(hd.skull_rx)) ** 2 + ((cv.Y - _s(hd.skull_cy)) / _s(hd.skull_ry)) ** 2).sqrt() - 1
+    skull = _ramp(e_sk * _s(hd.skull_ry.clamp_min(0.1)), cv.pix) * (cv.Y < _s(L[:, JAW_RIGHT, 1])).float()
+    strands = 1 + 0.10 * torch.sin((cv.X - _s(hd.cx)) * 95 + 4 * torch.sin(cv.Y * 7)) \
+        * torch.sin(cv.Y * 13 + cv.X * 9) + 0.08 * cv.fine
+    if bool(hd.long_hair.any()):
+        _draw_back_hair(cv, I, hd, skull, strands)
+    # 1c. neck and ears, 1d. skin with the identity's texture, 1e. hair
+    skin_parts = _draw_neck_and_ears(cv, I, hd)
+    head_skin = _draw_skin(cv, I, face_sdf, skull, skin_parts)
+    hair_a = _draw_hair(cv, I, hd, face_sdf, skull, head_skin, strands, skin_parts)
+    # 1f. brows, nostrils, age lines (the AU-driven wrinkles are added per image from templates), beard
+    _draw_brows(cv, I)
+    _draw_nostrils(cv, L, hd.cx)
+    zero_au = torch.zeros(L.shape[0], len(_AU), 2, device=L.device)
+    dark = _wrinkles(L, zero_au, I.face[:, Face.AGE], cv.X_full, cv.Y, H)[..., cv.head]
+    cv.col.mul_(1 - dark * cv.face_a)
+    if bool((I.beard[:, Beard.STYLE] > 0).any()):
+        _draw_beard(cv, I, hd, hair_a)
+    return out
 
-    centre, table, top = _polar_face(L, I.face)
-    jaw_w = (L[:, 16, 0] - L[:, 0, 0]) * 0.5
-    cx = (L[:, 0, 0] + L[:, 16, 0]) * 0.5
-    is_bald = style == 2
-    vol = torch.where(is_bald, torch.zeros_like(hs[:, 0]), 0.03 + 0.07 * hs[:, 0])
-    sk_rx = jaw_w * 1.03 + vol
-    sk_ry = (L[:, 8, 1] - top) * 0.55 + vol
-    sk_cy = top + sk_ry - vol * 1.6
-    # everything is drawn in the columns of the heads (skull and long hair, ears): the rest stays transparent
-    reach = sk_rx * 1.08
-    head = _rows(float(torch.minimum(cx - reach, L[:, 0, 0] - 0.09).min()) - pix,
-                 float(torch.maximum(cx + reach, L[:, 16, 0] + 0.09).max()) + pix, H)
-    X, fine, canvas = Xf[..., head], fine[..., head], out[..., head]
-    col, alpha, face_a, skin_m = canvas[:, 0:3], canvas[:, 3:4], canvas[:, 4:5], canvas[:, 5:6]
 
-    def window(x0, x1, y0, y1):
-        """Row slice and column slice (of the head columns) of a frontal box, and their coordinates."""
-        rs, cs = _rows(y0, y1, H), _rows(x0, x1, H)
-        cs = slice(max(cs.start, head.start) - head.start, max(min(cs.stop, head.stop) - head.start, 1))
-        return rs, cs, X[..., cs], Y[:, :, rs]
+def _draw_back_hair(cv: _Canvas, I, hd: _Head, skull, strands):
+    """Long hair (and bobs) hanging behind the head, below the skull's centre line."""
+    X, Y, pix, length = cv.X, cv.Y, cv.pix, I.hair_shape[:, HairShape.LENGTH]
+    hair_len = torch.where(I.hair_style == HairStyle.LONG, 0.75 + 0.35 * length, 0.35 + 0.1 * length)
+    back = _ramp(((X - _s(hd.cx)).abs() - _s(hd.skull_rx * 1.08)), pix) \
+        * _ramp(Y - _s(I.landmarks[:, CHIN, 1] + hair_len - 0.3), 4 * pix)
+    back = torch.where(Y > _s(hd.skull_cy), back, skull) * _s(hd.long_hair)
+    _lerp_(cv.col, _c(I.hair) * 0.75 * strands, back)
+    torch.maximum(cv.alpha, back, out=cv.alpha)
 
-    face_sdf = _polar_lookup(X, Y, centre, table)
-    e_sk = (((X - _s(cx)) / _s(sk_rx)) ** 2 + ((Y - _s(sk_cy)) / _s(sk_ry)) ** 2).sqrt() - 1
-    skull = _ramp(e_sk * _s(sk_ry.clamp_min(0.1)), pix) * (Y < _s(L[:, 0, 1])).float()
 
-    hair_c = _c(I.hair)
-    strands = 1 + 0.10 * torch.sin((X - _s(cx)) * 95 + 4 * torch.sin(Y * 7)) * torch.sin(Y * 13 + X * 9) + 0.08 * fine
-    long_hair = ((style == 1) | (style == 4)).float()
-    if bool(long_hair.any()):
-        hair_len = torch.where(style == 1, 0.75 + 0.35 * hs[:, 3], 0.35 + 0.1 * hs[:, 3])
-        back = _ramp(((X - _s(cx)).abs() - _s(sk_rx * 1.08)), pix) * _ramp(Y - _s(L[:, 8, 1] + hair_len - 0.3),
-                                                                           4 * pix)
-        back = torch.where(Y > _s(sk_cy), back, skull) * _s(long_hair)
-        _lerp_(col, hair_c * 0.75 * strands, back)
-        torch.maximum(alpha, back, out=alpha)
-    # neck (below jaw point 4) and ears, in their windows: (rows, columns, alpha) of each, for the skin mask
+def _draw_neck_and_ears(cv: _Canvas, I, hd: _Head):
+    """Neck (below a jaw point) and ears, each in its window; returns their (rows, columns, alpha) for the skin mask."""
+    L, pix, skin = I.landmarks, cv.pix, I.skin
     skin_parts = []
-    neck_w = jaw_w * 0.62 * I.face[:, 4]
-    rs, cs, Xw, Yw = window(-1.0, 1.0, float(L[:, 4, 1].min()) - pix, 1.0)
-    neck = _ramp((Xw - _s(cx)).abs() - _s(neck_w), pix) * (Yw > _s(L[:, 4, 1]))
-    shade_neck = 0.62 + 0.18 * ((Yw - _s(L[:, 8, 1])) / 0.3).clamp(0, 1)
-    _lerp_(col[:, :, rs, cs], _c(skin) * shade_neck, neck)
+    neck_w = hd.jaw_w * 0.62 * I.face[:, Face.NECK]
+    rs, cs, Xw, Yw = cv.window(-1.0, 1.0, float(L[:, _NECK_TOP, 1].min()) - pix, 1.0)
+    neck = _ramp((Xw - _s(hd.cx)).abs() - _s(neck_w), pix) * (Yw > _s(L[:, _NECK_TOP, 1]))
+    shade_neck = 0.62 + 0.18 * ((Yw - _s(L[:, CHIN, 1])) / 0.3).clamp(0, 1)
+    _lerp_(cv.col[:, :, rs, cs], _c(skin) * shade_neck, neck)
     skin_parts.append((rs, cs, neck))
-    ey = L[:, 36:48, 1].mean(1)
-    ny = L[:, 33, 1]
-    ear_h = (ny - ey) * 0.7 * I.face[:, 3]
-    ear_y = 0.5 * (ey + ny)
-    for j, sign in ((0, -1.0), (16, 1.0)):
+    ny = L[:, SUBNASALE, 1]
+    ear_h = (ny - hd.eye_y) * 0.7 * I.face[:, Face.EARS]
+    ear_y = 0.5 * (hd.eye_y + ny)
+    for j, sign in ((JAW_RIGHT, -1.0), (JAW_LEFT, 1.0)):
         ex = L[:, j, 0] + sign * 0.035
         reach = 1 + pix / 0.055                                      # the anti-aliased edge's extent
-        rs, cs, Xw, Yw = window(float(ex.min()) - 0.055 * reach, float(ex.max()) + 0.055 * reach,
-                                float((ear_y - ear_h * reach).min()), float((ear_y + ear_h * reach).max()))
+        rs, cs, Xw, Yw = cv.window(float(ex.min()) - 0.055 * reach, float(ex.max()) + 0.055 * reach,
+                                   float((ear_y - ear_h * reach).min()), float((ear_y + ear_h * reach).max()))
         e = (((Xw - _s(ex)) / 0.055) ** 2 + ((Yw - _s(ear_y)) / _s(ear_h)) ** 2).sqrt_() - 1
         ear = _ramp(e * 0.055, pix)
-        _lerp_(col[:, :, rs, cs], _c(skin) * 0.88, ear)
+        _lerp_(cv.col[:, :, rs, cs], _c(skin) * 0.88, ear)
         skin_parts.append((rs, cs, ear))
     for rs, cs, a in skin_parts:
-        torch.maximum(alpha[:, :, rs, cs], a, out=alpha[:, :, rs, cs])
-    face_a.copy_(_ramp(face_sdf, pix))
-    head_skin = torch.maximum(skull, face_a)
-    _lerp_(col, _c(skin), head_skin)
-    torch.maximum(alpha, head_skin, out=alpha)
-    # identity skin texture: the tone change of blotches and freckles, and moles, resized to the layer
+        torch.maximum(cv.alpha[:, :, rs, cs], a, out=cv.alpha[:, :, rs, cs])
+    return skin_parts
+
+
+def _draw_skin(cv: _Canvas, I, face_sdf, skull, skin_parts):
+    """Face region and skin of face and skull, with the identity's texture (blotches, freckles, moles)."""
+    cv.face_a.copy_(_ramp(face_sdf, cv.pix))
+    head_skin = torch.maximum(skull, cv.face_a)
+    _lerp_(cv.col, _c(I.skin), head_skin)
+    torch.maximum(cv.alpha, head_skin, out=cv.alpha)
     t = I.texture
-    tex = _resize(torch.cat([0.035 * t[:, 0:1] - 0.22 * t[:, 1:2], t[:, 2:3]], 1), H)[..., head]
-    tone = (1 + tex[:, 0:1] - 0.55 * (tex[:, 1:2] * 3).clamp(0, 1)).clamp(0.3, 1.2)
-    col.mul_(1 + (tone - 1) * head_skin)
-    # hair: skull region above a hairline, plus the sides down to the ears
-    brow_top = L[:, 17:27, 1].min(1).values
-    line = torch.where(style == 3, brow_top - 0.02 - 0.05 * hs[:, 2], top + 0.05 + 0.06 * hs[:, 1])
-    line = torch.where(style == 5, top + 0.02, line)
-    recede = torch.where(style == 5, 0.08 + 0.06 * hs[:, 1], 0.02 * hs[:, 1])
-    xr = (X - _s(cx)) / _s(jaw_w)
+    blotch, freckles, moles = (t[:, [k]] for k in (Texture.BLOTCHES, Texture.FRECKLES, Texture.MOLES))
+    tex = _resize(torch.cat([0.035 * blotch - 0.22 * freckles, moles], 1), cv.H)[..., cv.head]
+    tone = (1 + tex[:, 0:1] - 0.55 * (tex[:, 1:2] * 3).clamp(0, 1)).clamp(0.3, 1.2)   # tone change, moles
+    cv.col.mul_(1 + (tone - 1) * head_skin)
+    return head_skin
+
+
+def _draw_hair(cv: _Canvas, I, hd: _Head, face_sdf, skull, head_skin, strands, skin_parts):
+    """Hair on the skull above a hairline (by style), plus the sides down to the ears; sets the skin mask."""
+    L, X, Y, pix = I.landmarks, cv.X, cv.Y, cv.pix
+    style, hs = I.hair_style, I.hair_shape
+    brow_top = L[:, _BROWS, 1].min(1).values
+    line = torch.where(style == HairStyle.FRINGE, brow_top - 0.02 - 0.05 * hs[:, HairShape.FRINGE],
+                       hd.top + 0.05 + 0.06 * hs[:, HairShape.HAIRLINE])
+    line = torch.where(style == HairStyle.RECEDING, hd.top + 0.02, line)
+    recede = torch.where(style == HairStyle.RECEDING, 0.08 + 0.06 * hs[:, HairShape.HAIRLINE],
+                         0.02 * hs[:, HairShape.HAIRLINE])
+    xr = (X - _s(hd.cx)) / _s(hd.jaw_w)
     hairline = _s(line) - _s(recede) * (1 - xr * xr).clamp(0, 1) + 0.54 * (xr.abs() - 0.62).clamp_min(0)
-    side_limit = torch.where(long_hair > 0, ey + 0.12, ey - 0.04)
+    side_limit = torch.where(hd.long_hair > 0, hd.eye_y + 0.12, hd.eye_y - 0.04)
     cap = _ramp(Y - hairline, 1.5 * pix) * skull
     sides = skull * (face_sdf > -0.01).float() * (Y < _s(side_limit)).float()
-    hair_a = torch.maximum(cap, sides) * _s((~is_bald).float())
-    _lerp_(col, hair_c * strands, hair_a)
-    torch.maximum(alpha, hair_a, out=alpha)
-    torch.mul(head_skin, 1 - hair_a, out=skin_m)
+    hair_a = torch.maximum(cap, sides) * _s((~hd.bald).float())
+    _lerp_(cv.col, _c(I.hair) * strands, hair_a)
+    torch.maximum(cv.alpha, hair_a, out=cv.alpha)
+    torch.mul(head_skin, 1 - hair_a, out=cv.skin_m)
     for rs, cs, a in skin_parts:
-        torch.maximum(skin_m[:, :, rs, cs], a * (1 - hair_a[:, :, rs, cs]), out=skin_m[:, :, rs, cs])
+        torch.maximum(cv.skin_m[:, :, rs, cs], a * (1 - hair_a[:, :, rs, cs]), out=cv.skin_m[:, :, rs, cs])
+    return hair_a
 
-    # brows (eye-band window)
-    x0, x1 = float(L[:, 17:27, 0].min()) - 0.03, float(L[:, 17:27, 0].max()) + 0.03
-    y0, y1 = float(L[:, 17:27, 1].min()) - 0.05, float(L[:, 17:27, 1].max()) + 0.04
-    rs, cs, Xw, Yw = window(x0, x1, y0, y1)
-    cb = col[:, :, rs, cs]
-    brow_c = _c(I.hair * (1 - 0.45 * I.brow[:, 1:2]).clamp(0, 1)) * 0.8
-    thick0 = 0.022 * I.brow[:, 0]
-    hairy = 0.8 + 0.2 * fine[:, :, rs, cs]
-    for s, ids in enumerate((list(range(17, 22)), list(range(22, 27)))):
+
+def _draw_brows(cv: _Canvas, I):
+    """Both brows, thicker towards the midline, in the brow band's window."""
+    L, pix = I.landmarks, cv.pix
+    rs, cs, Xw, Yw = cv.window(*_box(L[:, _BROWS], 0.03, 0.03, 0.05, 0.04))
+    cb = cv.col[:, :, rs, cs]
+    brow_c = _c(I.hair * (1 - 0.45 * I.brow[:, Brow.DARKNESS, None]).clamp(0, 1)) * 0.8
+    thick0 = 0.022 * I.brow[:, Brow.THICKNESS]
+    hairy = 0.8 + 0.2 * cv.fine[:, :, rs, cs]
+    for s, ids in enumerate(BROWS):
         bx, by = L[:, ids, 0], L[:, ids, 1]
         u = (Xw - _s(bx[:, 0])) / _s(bx[:, -1] - bx[:, 0])
         yc = _pl(Xw, bx, by)
@@ -482,151 +595,164 @@ def draw_identity(I, H: int, out: torch.Tensor | None = None) -> torch.Tensor:
         thick = _s(thick0) * (0.55 + 0.45 * t.clamp(0, 1)) + 0.004
         a = _ramp((u - 0.5).abs() - 0.5, pix / _s(bx[:, -1] - bx[:, 0])) * _ramp((Yw - yc + 0.003).abs() - thick, pix)
         _lerp_(cb, brow_c, a * hairy * 0.95)
-    # nostrils and alar creases (nose window)
-    x0, x1 = float(L[:, 31:36, 0].min()) - 0.05, float(L[:, 31:36, 0].max()) + 0.05
-    y0, y1 = float(L[:, 31:36, 1].min()) - 0.06, float(L[:, 31:36, 1].max()) + 0.03
-    rs, cs, Xw, Yw = window(x0, x1, y0, y1)
-    cn = col[:, :, rs, cs]
-    for k0, k1 in ((31, 32), (35, 34)):
+
+
+def _draw_nostrils(cv: _Canvas, L, cx):
+    """Nostrils and alar creases, in the nose's window."""
+    pix = cv.pix
+    rs, cs, Xw, Yw = cv.window(*_box(L[:, _NOSTRILS], 0.05, 0.05, 0.06, 0.03))
+    cn = cv.col[:, :, rs, cs]
+    for k0, k1 in ALAR:
         nc = 0.55 * L[:, k0] + 0.45 * L[:, k1]
         d = (((Xw - _s(nc[:, 0])) / 0.017) ** 2 + ((Yw - _s(nc[:, 1] - 0.004)) / 0.009) ** 2).sqrt() - 1
         cn.mul_(1 - 0.65 * _ramp(d * 0.01, pix))
         acx = L[:, k0, 0] + (L[:, k0, 0] - cx).sign() * 0.012
         d = (((Xw - _s(acx)) / 0.018) ** 2 + ((Yw - _s(L[:, k0, 1] - 0.018)) / 0.03) ** 2).sqrt()
         cn.mul_(1 - 0.18 * _gauss((d - 1) / 0.25))
-    # age wrinkles (the AU-driven ones are added per image from templates)
-    zero_au = torch.zeros(N, len(_AU), 2, device=dev)
-    dark = _wrinkles(L, zero_au, age, Xf, Y, H)[..., head]
-    col.mul_(1 - dark * face_a)
-    # beard
-    bstyle = I.beard[:, 0]
-    if bool((bstyle > 0).any()):
-        x0, x1 = float(L[:, 0:17, 0].min()) - 0.02, float(L[:, 0:17, 0].max()) + 0.02
-        y0, y1 = float(L[:, 30, 1].min()) - 0.02, float(L[:, 8, 1].max()) + 0.03
-        rs, cs, Xw, Yw = window(x0, x1, y0, y1)
-        cl = col[:, :, rs, cs]
-        fr = face_a[:, :, rs, cs] * (1 - hair_a[:, :, rs, cs])
-        dens = I.beard[:, 1]
-        mouth_y = 0.5 * (L[:, 51, 1] + L[:, 57, 1])
-        mw = (L[:, 54, 0] - L[:, 48, 0]).abs() * 0.5
-        nose_b = L[:, 33, 1]
-        stub = 0.55 + 0.45 * fine[:, :, rs, cs]
-        below_nose = _ramp(_s(nose_b + 0.02) - Yw, pix)
-        cheek_line = _ramp(_s(0.5 * (nose_b + L[:, 3, 1])) - 0.05 * ((Xw - _s(cx)).abs() / _s(jaw_w)) - Yw, 2 * pix)
-        full = fr * cheek_line * below_nose
-        dxm = (Xw - _s(cx)).abs()
-        goatee = fr * _ramp(dxm - _s(mw * 0.9), 2 * pix) * _ramp(_s(mouth_y - 0.02) - Yw, 2 * pix)
-        moust = fr * _ramp(dxm - _s(mw * 1.05), 2 * pix) * below_nose * _ramp(Yw - _s(L[:, 51, 1] - 0.004), pix)
-        bs = _s(bstyle)
-        region = torch.where(bs == 3, torch.maximum(goatee, moust), torch.where(bs == 4, moust, full))
-        strength = torch.where(bstyle == 1, 0.45 * dens, 0.9 * dens) * (bstyle > 0).float()
-        ba = region * _s(strength) * stub.clamp(0, 1)
-        _lerp_(cl, _c(I.hair) * 0.85, ba)
-        skin_m[:, :, rs, cs] *= 1 - ba
-    return out
 
 
-def _normals(depth, h, dev):
-    """Head-frame surface normals (N, 3, h, h) of the analytic depth model."""
-    X, Y = _grid(h, dev)
-    z = depth(X, Y)
-    step = 2.0 / h
-    zp = F.pad(z, (1, 1, 1, 1), mode="replicate")
-    gx = (zp[:, :, 1:-1, 2:] - zp[:, :, 1:-1, :-2]) / (2 * step)
-    gy = (zp[:, :, 2:, 1:-1] - zp[:, :, :-2, 1:-1]) / (2 * step)
-    inv = (gx * gx + gy * gy + 1).rsqrt_()                            # 1 / |(-gx, -gy, 1)|
-    return torch.cat([-gx * inv, -gy * inv, inv], 1)
+def _draw_beard(cv: _Canvas, I, hd: _Head, hair_a):
+    """Stubble, full beard, goatee or moustache on the lower face (not under the hair)."""
+    L, pix, cx = I.landmarks, cv.pix, hd.cx
+    bstyle, dens = I.beard[:, Beard.STYLE], I.beard[:, Beard.DENSITY]
+    x0, x1 = float(L[:, _JAW, 0].min()) - 0.02, float(L[:, _JAW, 0].max()) + 0.02
+    y0, y1 = float(L[:, NOSE_TIP, 1].min()) - 0.02, float(L[:, CHIN, 1].max()) + 0.03
+    rs, cs, Xw, Yw = cv.window(x0, x1, y0, y1)
+    cl = cv.col[:, :, rs, cs]
+    fr = cv.face_a[:, :, rs, cs] * (1 - hair_a[:, :, rs, cs])
+    mouth_y = 0.5 * (L[:, UPPER_LIP_TOP, 1] + L[:, LOWER_LIP_BOTTOM, 1])
+    mw = (L[:, MOUTH_LEFT, 0] - L[:, MOUTH_RIGHT, 0]).abs() * 0.5
+    nose_b = L[:, SUBNASALE, 1]
+    stub = 0.55 + 0.45 * cv.fine[:, :, rs, cs]
+    below_nose = _ramp(_s(nose_b + 0.02) - Yw, pix)
+    cheek_line = _ramp(_s(0.5 * (nose_b + L[:, _CHEEK_LINE, 1])) - 0.05 * ((Xw - _s(cx)).abs() / _s(hd.jaw_w)) - Yw,
+                       2 * pix)
+    full = fr * cheek_line * below_nose
+    dxm = (Xw - _s(cx)).abs()
+    goatee = fr * _ramp(dxm - _s(mw * 0.9), 2 * pix) * _ramp(_s(mouth_y - 0.02) - Yw, 2 * pix)
+    moust = fr * _ramp(dxm - _s(mw * 1.05), 2 * pix) * below_nose * _ramp(Yw - _s(L[:, UPPER_LIP_TOP, 1] - 0.004), pix)
+    bs = _s(bstyle)
+    region = torch.where(bs == Beard.GOATEE, torch.maximum(goatee, moust),
+                         torch.where(bs == Beard.MOUSTACHE, moust, full))
+    strength = torch.where(bstyle == Beard.STUBBLE, 0.45 * dens, 0.9 * dens) * (bstyle > 0).float()
+    ba = region * _s(strength) * stub.clamp(0, 1)
+    _lerp_(cl, _c(I.hair) * 0.85, ba)
+    cv.skin_m[:, :, rs, cs] *= 1 - ba
 
 
-def _wrinkles(L, aus, age, X, Y, H):
-    """Darkening (N, 1, H, W) of wrinkles and folds: age lines plus AU-driven ones (linear in each AU).
+# ---------------------------------------------------------------- wrinkles and folds (age lines and AU shading)
+class _Shading:
+    """Accumulates darkening terms ``out`` (N, 1, H, W): each term is evaluated only in a window around its
+    landmarks that holds all of it above about 1e-8 (Gaussians are cut at 4.3 sigma), and skipped when its weight is
+    zero for every face."""
 
-    ``X``, ``Y`` are the pixel-centre coordinates of :func:`_grid`. A term whose weight is zero for every face is
-    skipped (the identity layer only has the age lines), and each term is evaluated only in a window around its
-    landmarks that holds all of it above about 1e-8 (Gaussians are cut at 4.3 sigma).
-    """
-    N = L.shape[0]
-    out = torch.zeros(N, 1, Y.shape[2], X.shape[3], device=L.device)
-    cx = (L[:, 0, 0] + L[:, 16, 0]) * 0.5
-    a = lambda name, s=None: (aus[:, _AU[name]].mean(1) if s is None else aus[:, _AU[name], s])  # noqa: E731
+    def __init__(self, L, X, Y, H):
+        self.L, self.X, self.Y, self.H = L, X, Y, H
+        self.out = torch.zeros(L.shape[0], 1, Y.shape[2], X.shape[3], device=L.device)
 
-    def add(k, term, around, mx, my=None):
+    def add(self, k, term, around, mx, my=None):
         """out += k * term(X, Y) for per-face weights k (N,), in the window of the frontal points ``around`` (N, P, 2)
         of all faces grown by mx (horizontally) and my (vertically, default mx)."""
         if not bool((k != 0).any()):
             return
         lo, hi = around.reshape(-1, 2).amin(0), around.reshape(-1, 2).amax(0)
         my = mx if my is None else my
-        rs, cs, Xw, Yw = _window(X, Y, float(lo[0]) - mx, float(hi[0]) + mx, float(lo[1]) - my, float(hi[1]) + my, H)
-        out[:, :, rs, cs].addcmul_(term(Xw, Yw), _s(k))
+        rs, cs, Xw, Yw = _window(self.X, self.Y, float(lo[0]) - mx, float(hi[0]) + mx, float(lo[1]) - my,
+                                 float(hi[1]) + my, self.H)
+        self.out[:, :, rs, cs].addcmul_(term(Xw, Yw), _s(k))
 
-    def at(x, y):
+    def at(self, x, y):
         """(N, 1, 2) frontal points from per-face coordinates (N,) (or numbers)."""
-        x, y = torch.as_tensor(x, device=L.device), torch.as_tensor(y, device=L.device)
+        x, y = torch.as_tensor(x, device=self.L.device), torch.as_tensor(y, device=self.L.device)
         return torch.stack(torch.broadcast_tensors(x, y), -1).view(-1, 1, 2)
 
-    # forehead lines (between 0.2 and 0.015 above the brows): AU1 medial, AU2 lateral, age everywhere
-    brow_y = L[:, 17:27, 1].min(1).values
-    forehead = at(cx, brow_y - 0.1075), 2.0, 0.0925
+
+def _wrinkles(L, aus, age, X, Y, H):
+    """Darkening (N, 1, H, W) of wrinkles and folds: age lines plus AU-driven ones (linear in each AU).
+
+    ``X``, ``Y`` are the pixel-centre coordinates of :func:`_grid`. A term whose weight is zero for every face is
+    skipped (the identity layer only has the age lines); see :class:`_Shading`.
+    """
+    sh = _Shading(L, X, Y, H)
+    cx = (L[:, JAW_RIGHT, 0] + L[:, JAW_LEFT, 0]) * 0.5
+    a = lambda name, s=None: (aus[:, _AU[name]].mean(1) if s is None else aus[:, _AU[name], s])  # noqa: E731
+    _brow_wrinkles(sh, L, a, age, cx)
+    for s, sign in _SIDES:
+        _side_wrinkles(sh, L, a, age, s, sign)
+    _chin_wrinkles(sh, L, a, cx)
+    return sh.out
+
+
+def _brow_wrinkles(sh: _Shading, L, a, age, cx):
+    """Forehead lines (AU1 medial, AU2 lateral, age everywhere), the glabella (AU4) and the nose root (AU9)."""
+    brow_y = L[:, _BROWS, 1].min(1).values
+    forehead = sh.at(cx, brow_y - 0.1075), 2.0, 0.0925      # between 0.2 and 0.015 above the brows
 
     def lines(X, Y):
         fy = Y - _s(brow_y)
         return _ipow(torch.sin(fy * 95), 6) * ((-fy - 0.015) / 0.02).clamp(0, 1) * ((fy + 0.2) / 0.05).clamp(0, 1)
 
     lat = lambda X: ((X - _s(cx)).abs() / 0.25).clamp(0, 1)  # noqa: E731
-    add(0.2 * a("AU01") + 0.03 * age, lambda X, Y: (1 - lat(X)) * lines(X, Y), *forehead)
-    add(0.2 * a("AU02"), lambda X, Y: lat(X) * (1 - (((X - _s(cx)).abs() - 0.3) * 5).clamp(0, 1)) * lines(X, Y),
-        *forehead)
-    # glabella (AU4) and nose root (AU9)
-    add(0.35 * a("AU04"), lambda X, Y: (_gauss((X - _s(cx) - 0.03) / 0.006) + _gauss((X - _s(cx) + 0.03) / 0.006))
-        * _gauss(((Y - _s(brow_y)) / 0.05 - 0.6) / math.sqrt(0.5)), at(cx, brow_y + 0.03), 0.06, 0.155)
-    root_y = 0.5 * (L[:, 27, 1] + L[:, 28, 1])
-    add(0.4 * a("AU09"), lambda X, Y: _ipow(torch.sin((Y - _s(root_y)) * 160), 8) * _gauss((X - _s(cx)) / 0.04)
-        * _gauss((Y - _s(root_y)) / 0.03), at(cx, root_y), 0.175, 0.13)
-    for s, (outer, a_id, m_id, lo) in enumerate(((36, 31, 48, (40, 41)), (45, 35, 54, (46, 47)))):
-        sign = -1.0 if s == 0 else 1.0
-        o = L[:, outer]
+    sh.add(0.2 * a("AU01") + 0.03 * age, lambda X, Y: (1 - lat(X)) * lines(X, Y), *forehead)
+    sh.add(0.2 * a("AU02"), lambda X, Y: lat(X) * (1 - (((X - _s(cx)).abs() - 0.3) * 5).clamp(0, 1)) * lines(X, Y),
+           *forehead)
+    sh.add(0.35 * a("AU04"), lambda X, Y: (_gauss((X - _s(cx) - 0.03) / 0.006) + _gauss((X - _s(cx) + 0.03) / 0.006))
+           * _gauss(((Y - _s(brow_y)) / 0.05 - 0.6) / math.sqrt(0.5)), sh.at(cx, brow_y + 0.03), 0.06, 0.155)
+    root_y = 0.5 * (L[:, NOSE_ROOT, 1] + L[:, _NOSE_MID[0], 1])
+    sh.add(0.4 * a("AU09"), lambda X, Y: _ipow(torch.sin((Y - _s(root_y)) * 160), 8) * _gauss((X - _s(cx)) / 0.04)
+           * _gauss((Y - _s(root_y)) / 0.03), sh.at(cx, root_y), 0.175, 0.13)
 
-        def crow(X, Y):                        # crow's feet: rays out of the outer eye corner
-            dxo, dyo = X - _s(o[:, 0]), Y - _s(o[:, 1])
-            ro = (dxo * dxo + dyo * dyo).sqrt_()
-            return _ipow(torch.sin(torch.atan2(dyo, dxo.abs()) * 14), 8) * _gauss((ro - 0.045) / 0.022) \
-                * (dxo * sign > 0)
-        add(0.25 * a("AU06", s) + 0.06 * age, crow, o[:, None], 0.125)
-        # lower-lid bulge (AU6, AU7) and the shadow under a raised cheek (AU6, AU12)
-        lx, ly = L[:, list(lo), 0].mean(1), L[:, list(lo), 1].mean(1)
-        add(0.25 * (a("AU06", s) + a("AU07", s)) + 0.03,
-            lambda X, Y: _gauss((X - _s(lx)) / 0.05) * _gauss((Y - _s(ly + 0.014)) / 0.005), at(lx, ly + 0.014),
-            0.215, 0.022)
-        add(0.12 * a("AU06", s) + 0.08 * a("AU12", s),
-            lambda X, Y: _gauss((X - _s(lx + sign * 0.02)) / 0.07) * _gauss((Y - _s(ly + 0.09)) / 0.035),
-            at(lx + sign * 0.02, ly + 0.09), 0.3, 0.15)
-        add(-0.08 * a("AU06", s),
-            lambda X, Y: _gauss((X - _s(lx + sign * 0.02)) / 0.06) * _gauss((Y - _s(ly + 0.045)) / 0.025),
-            at(lx + sign * 0.02, ly + 0.045), 0.26, 0.11)
-        # nasolabial fold (AU10, AU12, AU9, age)
-        pa = L[:, a_id] + torch.tensor([sign * 0.02, -0.01], device=L.device)
-        pb = L[:, m_id] + torch.tensor([sign * 0.03, 0.04], device=L.device)
-        add(0.04 + 0.3 * a("AU12", s) + 0.25 * a("AU10", s) + 0.12 * a("AU09", s) + 0.1 * age,
-            lambda X, Y: _gauss(_seg_dist(X, Y, pa, pb) / 0.007), torch.stack([pa, pb], 1), 0.03)
-        # dimples (AU14), marionette lines (AU15), stretch lines (AU20)
-        dp = torch.stack([L[:, m_id, 0] + sign * 0.03, L[:, m_id, 1]], 1)
-        add(0.35 * a("AU14", s), lambda X, Y: _exp_neg(((X - _s(dp[:, 0])) ** 2 + (Y - _s(dp[:, 1])) ** 2) / 0.00012),
-            dp[:, None], 0.045)
-        pm = L[:, m_id] + torch.tensor([sign * 0.01, 0.01], device=L.device)
-        pn = L[:, m_id] + torch.tensor([sign * 0.02, 0.08], device=L.device)
-        add(0.25 * a("AU15", s), lambda X, Y: _gauss(_seg_dist(X, Y, pm, pn) / 0.006), torch.stack([pm, pn], 1), 0.027)
-        add(0.2 * a("AU20", s),
-            lambda X, Y: _gauss((Y - _s(dp[:, 1])) / 0.012) * _gauss((X - _s(dp[:, 0] + sign * 0.02)) / 0.02),
-            at(dp[:, 0] + sign * 0.02, dp[:, 1]), 0.086, 0.052)
-    # chin raiser (AU17): mentolabial fold and chin-boss dimpling
-    fold_y = L[:, 57, 1] + 0.035
-    add(0.25 * a("AU17") + 0.04, lambda X, Y: _gauss((Y - _s(fold_y)) / 0.008) * _gauss((X - _s(cx)) / 0.06),
-        at(cx, fold_y), 0.26, 0.035)
-    add(0.2 * a("AU17"), lambda X, Y: (torch.sin(X * 150) ** 2 * _gauss((X - _s(L[:, 8, 0])) / 0.07))
-        * (torch.sin(Y * 150) ** 2 * _gauss((Y - _s(L[:, 8, 1] - 0.05)) / 0.04)), at(L[:, 8, 0], L[:, 8, 1] - 0.05),
-        0.3, 0.172)
-    return out
+
+def _side_wrinkles(sh: _Shading, L, a, age, s, sign):
+    """One side's crow's feet, lower-lid bulge and cheek shadow, nasolabial fold, dimple, marionette and stretch
+    lines. ``s`` is the side (0 subject's right, 1 left), ``sign`` the image-x direction away from the midline."""
+    eye = EYES[s]
+    o = L[:, eye.outer]
+    mouth = L[:, (MOUTH_RIGHT, MOUTH_LEFT)[s]]
+    dev = L.device
+
+    def crow(X, Y):                        # crow's feet: rays out of the outer eye corner
+        dxo, dyo = X - _s(o[:, 0]), Y - _s(o[:, 1])
+        ro = (dxo * dxo + dyo * dyo).sqrt_()
+        return _ipow(torch.sin(torch.atan2(dyo, dxo.abs()) * 14), 8) * _gauss((ro - 0.045) / 0.022) * (dxo * sign > 0)
+    sh.add(0.25 * a("AU06", s) + 0.06 * age, crow, o[:, None], 0.125)
+    # lower-lid bulge (AU6, AU7) and the shadow under a raised cheek (AU6, AU12)
+    lx, ly = L[:, eye.lower[::-1], 0].mean(1), L[:, eye.lower[::-1], 1].mean(1)
+    sh.add(0.25 * (a("AU06", s) + a("AU07", s)) + 0.03,
+           lambda X, Y: _gauss((X - _s(lx)) / 0.05) * _gauss((Y - _s(ly + 0.014)) / 0.005), sh.at(lx, ly + 0.014),
+           0.215, 0.022)
+    sh.add(0.12 * a("AU06", s) + 0.08 * a("AU12", s),
+           lambda X, Y: _gauss((X - _s(lx + sign * 0.02)) / 0.07) * _gauss((Y - _s(ly + 0.09)) / 0.035),
+           sh.at(lx + sign * 0.02, ly + 0.09), 0.3, 0.15)
+    sh.add(-0.08 * a("AU06", s),
+           lambda X, Y: _gauss((X - _s(lx + sign * 0.02)) / 0.06) * _gauss((Y - _s(ly + 0.045)) / 0.025),
+           sh.at(lx + sign * 0.02, ly + 0.045), 0.26, 0.11)
+    # nasolabial fold (AU10, AU12, AU9, age), from the nostril wing to beside the mouth corner
+    pa = L[:, (NOSTRIL_RIGHT, NOSTRIL_LEFT)[s]] + torch.tensor([sign * 0.02, -0.01], device=dev)
+    pb = mouth + torch.tensor([sign * 0.03, 0.04], device=dev)
+    sh.add(0.04 + 0.3 * a("AU12", s) + 0.25 * a("AU10", s) + 0.12 * a("AU09", s) + 0.1 * age,
+           lambda X, Y: _gauss(_seg_dist(X, Y, pa, pb) / 0.007), torch.stack([pa, pb], 1), 0.03)
+    # dimples (AU14), marionette lines (AU15), stretch lines (AU20)
+    dp = torch.stack([mouth[:, 0] + sign * 0.03, mouth[:, 1]], 1)
+    sh.add(0.35 * a("AU14", s), lambda X, Y: _exp_neg(((X - _s(dp[:, 0])) ** 2 + (Y - _s(dp[:, 1])) ** 2) / 0.00012),
+           dp[:, None], 0.045)
+    pm = mouth + torch.tensor([sign * 0.01, 0.01], device=dev)
+    pn = mouth + torch.tensor([sign * 0.02, 0.08], device=dev)
+    sh.add(0.25 * a("AU15", s), lambda X, Y: _gauss(_seg_dist(X, Y, pm, pn) / 0.006), torch.stack([pm, pn], 1), 0.027)
+    sh.add(0.2 * a("AU20", s),
+           lambda X, Y: _gauss((Y - _s(dp[:, 1])) / 0.012) * _gauss((X - _s(dp[:, 0] + sign * 0.02)) / 0.02),
+           sh.at(dp[:, 0] + sign * 0.02, dp[:, 1]), 0.086, 0.052)
+
+
+def _chin_wrinkles(sh: _Shading, L, a, cx):
+    """Chin raiser (AU17): the mentolabial fold and chin-boss dimpling."""
+    fold_y = L[:, LOWER_LIP_BOTTOM, 1] + 0.035
+    sh.add(0.25 * a("AU17") + 0.04, lambda X, Y: _gauss((Y - _s(fold_y)) / 0.008) * _gauss((X - _s(cx)) / 0.06),
+           sh.at(cx, fold_y), 0.26, 0.035)
+    chin = L[:, CHIN]
+    sh.add(0.2 * a("AU17"), lambda X, Y: (torch.sin(X * 150) ** 2 * _gauss((X - _s(chin[:, 0])) / 0.07))
+           * (torch.sin(Y * 150) ** 2 * _gauss((Y - _s(chin[:, 1] - 0.05)) / 0.04)),
+           sh.at(chin[:, 0], chin[:, 1] - 0.05), 0.3, 0.172)
 
 
 _TEMPLATES = {}
@@ -653,156 +779,19 @@ def au_templates(H: int, device) -> torch.Tensor:
     return _TEMPLATES[key]
 
 
-def draw_expression(sc: Scene, layer: torch.Tensor, H: int):
-    """Per-image drawing on the (expression-warped) identity layer, in place: AU shading, eyes, mouth, makeup,
-    glasses, frontal occluders, PPG skin colour. Returns the occluder mask (N, 1, H, W)."""
-    L = sc.landmarks
-    dev = L.device
-    N, W = sc.n, H
-    pix = 2.0 / H
-    X, Y = _grid(H, dev)
-    col = layer[:, 0:3]
-    alpha = layer[:, 3:4]
-    face_a = layer[:, 4:5]
-    skin_m = layer[:, 5:6]
-    aus = sc.aus
-    mk = sc.makeup
-    cx = (L[:, 0, 0] + L[:, 16, 0]) * 0.5
-    jaw_w = (L[:, 16, 0] - L[:, 0, 0]) * 0.5
-    # PPG skin colour pulsation
-    gain = sc.skin_gain
-    if bool((gain != 1).any()):
-        col.mul_(1 + (_c(gain) - 1) * skin_m)
-    # AU wrinkles and cheek shading from templates
-    if bool(aus.any()):
-        T = au_templates(H, dev)
-        dark = (aus.reshape(N, -1) @ T).view(N, 1, H, W)
-        col.mul_(1 - dark.clamp(-0.2, 0.6) * face_a)
-    # blush (cheek windows)
-    if bool((mk[:, 15] > 0).any()):
-        x0, x1 = float(L[:, [36, 48], 0].min()) - 0.08, float(L[:, [45, 54], 0].max()) + 0.08
-        y0, y1 = float(L[:, 40:48, 1].min()), float(L[:, 33, 1].max()) + 0.08
-        rs, cs, Xw, Yw = _window(X, Y, x0, x1, y0, y1, H)
-        cw = col[:, :, rs, cs]
-        for s, (k, m) in enumerate(((36, 48), (45, 54))):
-            ccx = 0.5 * (L[:, k, 0] + L[:, m, 0])
-            ccy = 0.5 * (L[:, 40 if s == 0 else 47, 1] + L[:, 33, 1]) + 0.01
-            d2 = ((Xw - _s(ccx)) / 0.09) ** 2 + ((Yw - _s(ccy)) / 0.06) ** 2
-            _lerp_(cw, _c(mk[:, 12:15]), _s(mk[:, 15]) * 0.55 * _exp_neg(d2) * skin_m[:, :, rs, cs])
-    # eyes (one window per eye)
-    for s, (o, up, lo) in enumerate((((36, 39), (37, 38), (41, 40)), ((42, 45), (43, 44), (47, 46)))):
-        ids = list(range(o[0], o[1] + 3)) if s == 0 else list(range(42, 48))
-        x0, x1 = float(L[:, ids, 0].min()) - 0.04, float(L[:, ids, 0].max()) + 0.04
-        y0, y1 = float(L[:, ids, 1].min()) - 0.09, float(L[:, ids, 1].max()) + 0.03
-        rs, cs, Xw, Yw = _window(X, Y, x0, x1, y0, y1, H)
-        cb = col[:, :, rs, cs]
-        p0, p1 = L[:, o[0]], L[:, o[1]]
-        u, v, length = _frame(Xw, Yw, p0, p1)
-        uu, vv = _frame_pts(L[:, list(up) + list(lo)], p0, p1)
-        v_up, v_lo = _eye_curves(u, [(uu[:, 0], vv[:, 0]), (uu[:, 1], vv[:, 1])],
-                                 [(uu[:, 2], vv[:, 2]), (uu[:, 3], vv[:, 3])])
-        inside_u = _ramp((u - 0.5).abs() - 0.5, pix / _s(length))
-        if bool((mk[:, 7] > 0).any()):
-            sh_a = _s(mk[:, 7]) * inside_u * _ramp(v - v_up + 0.004, pix) \
-                * _gauss((v - v_up) / 0.055) * ((u + 0.15) * (1.15 - u) * 4).clamp(0, 1)
-            _lerp_(cb, _c(mk[:, 4:7]), sh_a * 0.85)
-        crease = _gauss((v - v_up * 1.35 - 0.012) / 0.005) * inside_u
-        cb.mul_(1 - 0.22 * crease)
-        open_a = inside_u * _ramp(v_up - v, pix) * _ramp(v - v_lo, pix)
-        sclera = torch.tensor([0.93, 0.91, 0.88], device=dev).view(1, 3, 1, 1) * (1 - 0.25 * ((2 * u - 1) ** 2) ** 2)
-        ec = 0.5 * (p0 + p1) + sc.gaze * length[:, None] * 0.18
-        ri = length * 0.21
-        dist = ((Xw - _s(ec[:, 0])) ** 2 + (Yw - _s(ec[:, 1] + 0.003)) ** 2).sqrt()
-        iris_a = _ramp(dist - _s(ri), pix)
-        ring = 0.75 + 0.35 * (dist / _s(ri)).clamp(0, 1)
-        eye_col = sclera * (1 - iris_a) + _c(sc.eye) * ring * iris_a
-        pupil = _ramp(dist - _s(ri * 0.45), pix)
-        eye_col = eye_col * (1 - pupil) + 0.03 * pupil
-        glint = _ramp(((Xw - _s(ec[:, 0] + ri * 0.35)) ** 2 + (Yw - _s(ec[:, 1] - ri * 0.35)) ** 2).sqrt()
-                      - _s(ri * 0.22), pix)
-        eye_col = eye_col * (1 - glint * 0.8) + 0.76 * glint
-        eye_col = eye_col * (1 - 0.35 * _gauss((v - v_up) / 0.01))
-        _lerp_(cb, eye_col, open_a)
-        lash = inside_u * _gauss((v - v_up + 0.003) / 0.0045)
-        _lerp_(cb, torch.full_like(cb[:, :, :1, :1], 0.08), lash * 0.85)
-        if bool((mk[:, 11] > 0).any()):
-            liner_w = 0.004 + 0.006 * mk[:, 11]
-            liner = _s(mk[:, 11]) * ((u + 0.05) * (1.2 - u) * 8).clamp(0, 1) \
-                * _ramp((v - v_up + _s(liner_w) * 0.6).abs() - _s(liner_w), pix)
-            _lerp_(cb, _c(mk[:, 8:11]), liner)
-    # mouth window: lips, opening, teeth, lipstick
-    x0, x1 = float(L[:, 48:68, 0].min()) - 0.03, float(L[:, 48:68, 0].max()) + 0.03
-    y0, y1 = float(L[:, 48:68, 1].min()) - 0.03, float(L[:, 48:68, 1].max()) + 0.03
-    rs, cs, Xw, Yw = _window(X, Y, x0, x1, y0, y1, H)
-    cl = col[:, :, rs, cs]
-    p0, p1 = L[:, 48], L[:, 54]
-    u, v, length = _frame(Xw, Yw, p0, p1)
-    ou_u, ou_v = _frame_pts(L[:, [48, 49, 50, 51, 52, 53, 54]], p0, p1)
-    ol_u, ol_v = _frame_pts(L[:, [48, 59, 58, 57, 56, 55, 54]], p0, p1)
-    iu_u, iu_v = _frame_pts(L[:, [60, 61, 62, 63, 64]], p0, p1)
-    il_u, il_v = _frame_pts(L[:, [60, 67, 66, 65, 64]], p0, p1)
-    v_ou, v_ol = _pl(u, ou_u, ou_v), _pl(u, ol_u, ol_v)
-    v_iu, v_il = _pl(u, iu_u, iu_v), _pl(u, il_u, il_v)
-    pu = pix / _s(length)
-    in_u = _ramp((u - 0.5).abs() - 0.5, pu)
-    lips_a = in_u * _ramp(v_ou - v, pix) * _ramp(v - v_ol, pix)
-    lower = torch.sigmoid(v / 0.01)
-    lipc = _c(sc.lip) * (0.92 + 0.12 * lower) * (1 - 0.2 * _gauss((v - v_ou) / 0.006))
-    lip_mix = _s(mk[:, 3]) * 0.85
-    lipc = lipc * (1 - lip_mix) + _c(mk[:, 0:3]) * lip_mix * (0.9 + 0.1 * lower)
-    _lerp_(cl, lipc, lips_a)
-    iu0, iu1 = iu_u[:, 0], iu_u[:, -1]
-    in_iu = _ramp((u - _s(0.5 * (iu0 + iu1))).abs() - _s(0.5 * (iu1 - iu0)), pu)
-    gap = v_il - v_iu
-    open_a = in_iu * _ramp(v_iu - v, pix) * _ramp(v - v_il, pix) * (gap > 0.5 * pix).float()
-    if bool((open_a > 0).any()):
-        teeth_h = _s(0.028 * length / 0.37)
-        teeth = _ramp(v - (v_iu + teeth_h), pix) * (0.8 + 0.2 * torch.cos((u - 0.5) * 40).abs())
-        lower_teeth = _ramp((v_il - teeth_h * 0.6) - v, pix) * 0.7
-        mouth_in = torch.tensor([0.22, 0.05, 0.06], device=dev).view(1, 3, 1, 1)
-        tooth_c = torch.tensor([0.90, 0.87, 0.80], device=dev).view(1, 3, 1, 1) * (1 - 0.4 * (2 * u - 1) ** 2)
-        t_a = torch.maximum(teeth, lower_teeth)
-        _lerp_(cl, mouth_in * (1 - t_a) + tooth_c * t_a, open_a)
-    closed_line = in_iu * _gauss((v - 0.5 * (v_iu + v_il)) / 0.0035) * (gap <= 1.5 * pix).float()
-    cl.mul_(1 - 0.55 * closed_line)
-
-    # glasses and sunglasses
-    gl = sc.glasses
-    occ = sc.occlusion
-    occ_mask = torch.zeros(N, 1, H, W, device=dev)
-    sun = occ == OCCLUSIONS.index("sunglasses")
-    wear = (gl[:, 0] > 0.5) | sun
-    if bool(wear.any()):
-        idx = wear.nonzero()[:, 0]
-        y0 = float(L[:, 36:48, 1].min()) - 0.12
-        y1 = float(L[:, 36:48, 1].max()) + 0.12
-        rs = _rows(y0, y1, H)
-        Yb = Y[:, :, rs]
-        ga, gm = _glasses(X, Yb, L[idx], gl[idx], sun[idx], jaw_w[idx], pix)
-        sunf = _s(sun[idx].float())
-        frame_c = torch.where(sunf > 0, 0.05, _s(gl[idx, 2] * 0.1 + 0.02))
-        lens_c = torch.where(sunf > 0, torch.tensor([0.04, 0.05, 0.07], device=dev).view(1, 3, 1, 1)
-                             + 0.15 * _gauss((X + Yb * 0.8 - 0.1) / 0.06), 0.9)
-        sub = col[idx, :, rs]
-        _lerp_(sub, lens_c, torch.where(sunf > 0, 0.97, 0.12) * gm)
-        _lerp_(sub, frame_c, ga)
-        col[idx, :, rs] = sub
-        am = torch.maximum(ga, gm)
-        alpha[idx, :, rs] = torch.maximum(alpha[idx, :, rs], am)
-        occ_mask[idx, :, rs] = am * sunf
-    # scarf, medical mask, hand
-    for kind in ("scarf", "mask", "hand"):
-        sel = occ == OCCLUSIONS.index(kind)
-        if not bool(sel.any()):
-            continue
-        idx = sel.nonzero()[:, 0]
-        draw, extent = _OCCLUDERS[kind]
-        rs, cs, Xw, Yw = _window(X, Y, *extent(L[idx], sc.occlusion_param[idx]), H)
-        a, c = draw(Xw, Yw, L[idx], sc.occlusion_param[idx], sc.face[idx], jaw_w[idx], cx[idx], pix)
-        col[idx, :, rs, cs] = _lerp_(col[idx, :, rs, cs], c, a)
-        alpha[idx, :, rs, cs] = torch.maximum(alpha[idx, :, rs, cs], a)
-        occ_mask[idx, :, rs, cs] = torch.maximum(occ_mask[idx, :, rs, cs], a)
-    return occ_mask
+# ---------------------------------------------------------------- 2. expression: per-image drawing on the layer
+def _expression_layer(sc: Scene, H: int) -> torch.Tensor:
+    """Each image's identity layer (a view when the images' layers are consecutive rows, as for new identities),
+    following the expression: a smooth warp of the neutral frontal frame. Always a tensor that may be drawn on."""
+    dev = sc.landmarks.device
+    first = int(sc.layer_index[0])
+    consecutive = bool((sc.layer_index == torch.arange(first, first + sc.n, device=dev)).all())
+    layer = sc.layers[first:first + sc.n] if consecutive else sc.layers[sc.layer_index]
+    if bool(((sc.landmarks - sc.neutral).abs() > 1e-5).any()):
+        layer = F.grid_sample(layer, _expression_grid(sc.neutral, sc.landmarks, H), align_corners=False)
+    elif consecutive:
+        layer = layer.clone()                                       # it is drawn on below
+    return layer
 
 
 def _expression_grid(neutral, L, H, g=16):
@@ -824,17 +813,190 @@ def _identity_grid(H, device):
     return torch.stack([X.expand(1, 1, H, H), Y.expand(1, 1, H, H)], -1)[:, 0]
 
 
+def draw_expression(sc: Scene, layer: torch.Tensor, H: int):
+    """Per-image drawing on the (expression-warped) identity layer, in place: AU shading, eyes, mouth, makeup,
+    glasses, frontal occluders, PPG skin colour. Returns the occluder mask (N, 1, H, W)."""
+    L = sc.landmarks
+    N, pix = sc.n, 2.0 / H
+    X, Y = _grid(H, L.device)
+    col, face_a, skin_m = layer[:, Layer.RGB], layer[:, Layer.FACE], layer[:, Layer.SKIN]
+    mk = sc.makeup
+    # 2a. PPG skin colour pulsation
+    gain = sc.skin_gain
+    if bool((gain != 1).any()):
+        col.mul_(1 + (_c(gain) - 1) * skin_m)
+    # 2b. AU wrinkles and cheek shading from templates
+    if bool(sc.aus.any()):
+        T = au_templates(H, L.device)
+        dark = (sc.aus.reshape(N, -1) @ T).view(N, 1, H, H)
+        col.mul_(1 - dark.clamp(-0.2, 0.6) * face_a)
+    # 2c. blush, 2d. eyes (one window per eye; eyeshadow and eyeliner), 2e. mouth (lips, opening, lipstick)
+    if bool((mk[:, Makeup.BLUSH_ALPHA] > 0).any()):
+        _draw_blush(col, skin_m, X, Y, L, mk, H)
+    for eye in EYES:
+        _draw_eye(col, X, Y, eye, sc, pix, H)
+    _draw_mouth(col, X, Y, sc, pix, H)
+    # 2f. glasses and sunglasses, 2g. scarf, medical mask, hand
+    occ_mask = torch.zeros(N, 1, H, H, device=L.device)
+    _draw_glasses(layer, occ_mask, X, Y, sc, pix, H)
+    _draw_frontal_occluders(layer, occ_mask, X, Y, sc, pix, H)
+    return occ_mask
+
+
+def _draw_blush(col, skin_m, X, Y, L, mk, H):
+    """Blush on both cheeks (on skin only), between the outer eye corner and the mouth corner of each side."""
+    x0, x1 = float(L[:, [EYE_RIGHT_OUTER, MOUTH_RIGHT], 0].min()) - 0.08, \
+        float(L[:, [EYE_LEFT_OUTER, MOUTH_LEFT], 0].max()) + 0.08
+    y0 = min(float(L[:, EYES[0].lower, 1].min()), float(L[:, EYES[1].group, 1].min()))
+    y1 = float(L[:, SUBNASALE, 1].max()) + 0.08
+    rs, cs, Xw, Yw = _window(X, Y, x0, x1, y0, y1, H)
+    cw = col[:, :, rs, cs]
+    for s, (k, m) in enumerate(((EYE_RIGHT_OUTER, MOUTH_RIGHT), (EYE_LEFT_OUTER, MOUTH_LEFT))):
+        ccx = 0.5 * (L[:, k, 0] + L[:, m, 0])
+        ccy = 0.5 * (L[:, EYES[s].lower_inner, 1] + L[:, SUBNASALE, 1]) + 0.01
+        d2 = ((Xw - _s(ccx)) / 0.09) ** 2 + ((Yw - _s(ccy)) / 0.06) ** 2
+        _lerp_(cw, _c(mk[:, Makeup.BLUSH]), _s(mk[:, Makeup.BLUSH_ALPHA]) * 0.55 * _exp_neg(d2) * skin_m[:, :, rs, cs])
+
+
+def _draw_eye(col, X, Y, eye, sc: Scene, pix, H):
+    """One eye in its window: eyeshadow, lid crease, the open eye (sclera, iris following the gaze, pupil, glint),
+    lashes and eyeliner. Lids are cubic curves through the landmarks in the frame of the eye corners."""
+    L, mk = sc.landmarks, sc.makeup
+    rs, cs, Xw, Yw = _window(X, Y, *_box(L[:, eye.group], 0.04, 0.04, 0.09, 0.03), H)
+    cb = col[:, :, rs, cs]
+    p0, p1 = L[:, eye.first], L[:, eye.last]
+    u, v, length = _frame(Xw, Yw, p0, p1)
+    uu, vv = _frame_pts(L[:, eye.upper + eye.lower], p0, p1)
+    v_up, v_lo = _eye_curves(u, [(uu[:, 0], vv[:, 0]), (uu[:, 1], vv[:, 1])],
+                             [(uu[:, 2], vv[:, 2]), (uu[:, 3], vv[:, 3])])
+    inside_u = _ramp((u - 0.5).abs() - 0.5, pix / _s(length))
+    shadow = mk[:, Makeup.EYESHADOW_ALPHA]
+    if bool((shadow > 0).any()):
+        sh_a = _s(shadow) * inside_u * _ramp(v - v_up + 0.004, pix) \
+            * _gauss((v - v_up) / 0.055) * ((u + 0.15) * (1.15 - u) * 4).clamp(0, 1)
+        _lerp_(cb, _c(mk[:, Makeup.EYESHADOW]), sh_a * 0.85)
+    crease = _gauss((v - v_up * 1.35 - 0.012) / 0.005) * inside_u
+    cb.mul_(1 - 0.22 * crease)
+    open_a = inside_u * _ramp(v_up - v, pix) * _ramp(v - v_lo, pix)
+    _lerp_(cb, _eyeball(Xw, Yw, u, v, v_up, p0, p1, length, sc, pix), open_a)
+    lash = inside_u * _gauss((v - v_up + 0.003) / 0.0045)
+    _lerp_(cb, torch.full_like(cb[:, :, :1, :1], 0.08), lash * 0.85)
+    liner_a = mk[:, Makeup.EYELINER_ALPHA]
+    if bool((liner_a > 0).any()):
+        liner_w = 0.004 + 0.006 * liner_a
+        liner = _s(liner_a) * ((u + 0.05) * (1.2 - u) * 8).clamp(0, 1) \
+            * _ramp((v - v_up + _s(liner_w) * 0.6).abs() - _s(liner_w), pix)
+        _lerp_(cb, _c(mk[:, Makeup.EYELINER]), liner)
+
+
+def _eyeball(Xw, Yw, u, v, v_up, p0, p1, length, sc: Scene, pix):
+    """Colour of the open eye: sclera, iris (centred by the gaze), pupil, a glint, the upper lid's shadow."""
+    sclera = torch.tensor([0.93, 0.91, 0.88], device=Xw.device).view(1, 3, 1, 1) * (1 - 0.25 * ((2 * u - 1) ** 2) ** 2)
+    ec = 0.5 * (p0 + p1) + sc.gaze * length[:, None] * 0.18
+    ri = length * 0.21
+    dist = ((Xw - _s(ec[:, 0])) ** 2 + (Yw - _s(ec[:, 1] + 0.003)) ** 2).sqrt()
+    iris_a = _ramp(dist - _s(ri), pix)
+    ring = 0.75 + 0.35 * (dist / _s(ri)).clamp(0, 1)
+    eye_col = sclera * (1 - iris_a) + _c(sc.eye) * ring * iris_a
+    pupil = _ramp(dist - _s(ri * 0.45), pix)
+    eye_col = eye_col * (1 - pupil) + 0.03 * pupil
+    glint = _ramp(((Xw - _s(ec[:, 0] + ri * 0.35)) ** 2 + (Yw - _s(ec[:, 1] - ri * 0.35)) ** 2).sqrt()
+                  - _s(ri * 0.22), pix)
+    eye_col = eye_col * (1 - glint * 0.8) + 0.76 * glint
+    return eye_col * (1 - 0.35 * _gauss((v - v_up) / 0.01))
+
+
+def _draw_mouth(col, X, Y, sc: Scene, pix, H):
+    """Lips (natural colour mixed with lipstick) in the mouth's window, in the frame of the mouth corners: the lip
+    contours are piecewise-linear curves through the landmarks; then the opening or the closed lip line."""
+    L, mk = sc.landmarks, sc.makeup
+    rs, cs, Xw, Yw = _window(X, Y, *_box(L[:, _MOUTH], 0.03, 0.03, 0.03, 0.03), H)
+    cl = col[:, :, rs, cs]
+    p0, p1 = L[:, MOUTH_RIGHT], L[:, MOUTH_LEFT]
+    u, v, length = _frame(Xw, Yw, p0, p1)
+    v_ou, v_ol, v_iu, v_il = (_pl(u, *_frame_pts(L[:, LIP_CONTOURS[name]], p0, p1))
+                              for name in ("outer_upper", "outer_lower", "inner_upper", "inner_lower"))
+    pu = pix / _s(length)
+    in_u = _ramp((u - 0.5).abs() - 0.5, pu)
+    lips_a = in_u * _ramp(v_ou - v, pix) * _ramp(v - v_ol, pix)
+    lower = torch.sigmoid(v / 0.01)
+    lipc = _c(sc.lip) * (0.92 + 0.12 * lower) * (1 - 0.2 * _gauss((v - v_ou) / 0.006))
+    lip_mix = _s(mk[:, Makeup.LIPSTICK_ALPHA]) * 0.85
+    lipc = lipc * (1 - lip_mix) + _c(mk[:, Makeup.LIPSTICK]) * lip_mix * (0.9 + 0.1 * lower)
+    _lerp_(cl, lipc, lips_a)
+    iu_u, _ = _frame_pts(L[:, LIP_CONTOURS["inner_upper"]], p0, p1)
+    iu0, iu1 = iu_u[:, 0], iu_u[:, -1]
+    in_iu = _ramp((u - _s(0.5 * (iu0 + iu1))).abs() - _s(0.5 * (iu1 - iu0)), pu)
+    gap = v_il - v_iu
+    open_a = in_iu * _ramp(v_iu - v, pix) * _ramp(v - v_il, pix) * (gap > 0.5 * pix).float()
+    if bool((open_a > 0).any()):
+        teeth_h = _s(0.028 * length / 0.37)
+        teeth = _ramp(v - (v_iu + teeth_h), pix) * (0.8 + 0.2 * torch.cos((u - 0.5) * 40).abs())
+        lower_teeth = _ramp((v_il - teeth_h * 0.6) - v, pix) * 0.7
+        mouth_in = torch.tensor([0.22, 0.05, 0.06], device=L.device).view(1, 3, 1, 1)
+        tooth_c = torch.tensor([0.90, 0.87, 0.80], device=L.device).view(1, 3, 1, 1) * (1 - 0.4 * (2 * u - 1) ** 2)
+        t_a = torch.maximum(teeth, lower_teeth)
+        _lerp_(cl, mouth_in * (1 - t_a) + tooth_c * t_a, open_a)
+    closed_line = in_iu * _gauss((v - 0.5 * (v_iu + v_il)) / 0.0035) * (gap <= 1.5 * pix).float()
+    cl.mul_(1 - 0.55 * closed_line)
+
+
+def _draw_glasses(layer, occ_mask, X, Y, sc: Scene, pix, H):
+    """Glasses (identity) and sunglasses (an occluder) in the eye band of the images that wear them."""
+    L, gl = sc.landmarks, sc.glasses
+    sun = sc.occlusion == OCCLUSIONS.index("sunglasses")
+    wear = (gl[:, Glasses.WORN] > 0.5) | sun
+    if not bool(wear.any()):
+        return
+    col, alpha = layer[:, Layer.RGB], layer[:, Layer.ALPHA]
+    dev = L.device
+    idx = wear.nonzero()[:, 0]
+    rs = _rows(float(L[:, _EYES, 1].min()) - 0.12, float(L[:, _EYES, 1].max()) + 0.12, H)
+    Yb = Y[:, :, rs]
+    _, jaw_w = _jaw_centre_width(L)
+    ga, gm = _glasses(X, Yb, L[idx], gl[idx], sun[idx], jaw_w[idx], pix)
+    sunf = _s(sun[idx].float())
+    frame_c = torch.where(sunf > 0, 0.05, _s(gl[idx, Glasses.DARKNESS] * 0.1 + 0.02))
+    lens_c = torch.where(sunf > 0, torch.tensor([0.04, 0.05, 0.07], device=dev).view(1, 3, 1, 1)
+                         + 0.15 * _gauss((X + Yb * 0.8 - 0.1) / 0.06), 0.9)
+    sub = col[idx, :, rs]
+    _lerp_(sub, lens_c, torch.where(sunf > 0, 0.97, 0.12) * gm)
+    _lerp_(sub, frame_c, ga)
+    col[idx, :, rs] = sub
+    am = torch.maximum(ga, gm)
+    alpha[idx, :, rs] = torch.maximum(alpha[idx, :, rs], am)
+    occ_mask[idx, :, rs] = am * sunf
+
+
+def _draw_frontal_occluders(layer, occ_mask, X, Y, sc: Scene, pix, H):
+    """Scarves, medical masks and hands (:data:`_OCCLUDERS`), each kind in the window that holds all of its images."""
+    L = sc.landmarks
+    col, alpha = layer[:, Layer.RGB], layer[:, Layer.ALPHA]
+    cx, jaw_w = _jaw_centre_width(L)
+    for kind in ("scarf", "mask", "hand"):
+        sel = sc.occlusion == OCCLUSIONS.index(kind)
+        if not bool(sel.any()):
+            continue
+        idx = sel.nonzero()[:, 0]
+        draw, extent = _OCCLUDERS[kind]
+        rs, cs, Xw, Yw = _window(X, Y, *extent(L[idx], sc.occlusion_param[idx]), H)
+        a, c = draw(Xw, Yw, L[idx], sc.occlusion_param[idx], sc.face[idx], jaw_w[idx], cx[idx], pix)
+        col[idx, :, rs, cs] = _lerp_(col[idx, :, rs, cs], c, a)
+        alpha[idx, :, rs, cs] = torch.maximum(alpha[idx, :, rs, cs], a)
+        occ_mask[idx, :, rs, cs] = torch.maximum(occ_mask[idx, :, rs, cs], a)
+
+
 def _glasses(X, Y, L, gl, sun, jaw_w, pix):
     """Frames and lenses of (sun)glasses around the eyes: (frame alpha, lens alpha) in the eye band."""
     frame = torch.zeros(L.shape[0], 1, Y.shape[2], X.shape[3], device=L.device)
     lens = torch.zeros_like(frame)
-    size = torch.where(sun, 1.4, gl[:, 3])       # AR-database sunglasses cover about 20% of the face
-    p = torch.where(sun, 3.0, 2.0 + 3.0 * gl[:, 1])
-    t = torch.where(sun, 0.012, 0.006 + 0.004 * gl[:, 2])
+    size = torch.where(sun, 1.4, gl[:, Glasses.SIZE])       # AR-database sunglasses cover about 20% of the face
+    p = torch.where(sun, 3.0, 2.0 + 3.0 * gl[:, Glasses.SHAPE])
+    t = torch.where(sun, 0.012, 0.006 + 0.004 * gl[:, Glasses.DARKNESS])
     centres = []
-    for ids in (range(36, 42), range(42, 48)):
-        c = L[:, list(ids)].mean(1) + torch.stack([torch.zeros_like(jaw_w), 0.012 + 0 * jaw_w], 1)
-        a = (L[:, ids[3], 0] - L[:, ids[0], 0]).abs() * 0.5 * 1.45 * size
+    for eye in EYES:
+        c = L[:, eye.group].mean(1) + torch.stack([torch.zeros_like(jaw_w), 0.012 + 0 * jaw_w], 1)
+        a = (L[:, eye.last, 0] - L[:, eye.first, 0]).abs() * 0.5 * 1.45 * size
         b = a * torch.where(sun, 0.8, 0.72)
         dx = ((X - _s(c[:, 0])).abs() / _s(a)).clamp_min(1e-6)
         dy = ((Y - _s(c[:, 1] + 0.1 * b)).abs() / _s(b)).clamp_min(1e-6)
@@ -846,7 +1008,8 @@ def _glasses(X, Y, L, gl, sun, jaw_w, pix):
     (c0, a0), (c1, a1) = centres
     bridge_y = Y - _s(0.5 * (c0[:, 1] + c1[:, 1]) - 0.01)
     bx = X - _s(0.5 * (c0[:, 0] + c1[:, 0]))
-    bridge = _ramp(bridge_y.abs() - _s(t * 0.8), pix) * _ramp(bx.abs() - _s((c1[:, 0] - c0[:, 0]) * 0.5 - a0 * 0.9), pix)
+    bridge = _ramp(bridge_y.abs() - _s(t * 0.8), pix) \
+        * _ramp(bx.abs() - _s((c1[:, 0] - c0[:, 0]) * 0.5 - a0 * 0.9), pix)
     arms = _ramp((Y - _s(c0[:, 1] - 0.3 * a0 * 0.72)).abs() - _s(t * 0.8), pix) * \
         ((X - _s(c0[:, 0] - a0)) < 0).float() * ((X - _s(c0[:, 0] - a0 - 0.12)) > 0).float()
     arms = arms + _ramp((Y - _s(c1[:, 1] - 0.3 * a1 * 0.72)).abs() - _s(t * 0.8), pix) * \
@@ -863,57 +1026,61 @@ def _face_sdf(X, Y, L, face):
 
 def _scarf_extent(L, prm):
     """Frontal box (x0, x1, y0, y1) holding the scarves of all faces: everything below the top edge."""
-    return -1.0, 1.0, float(prm[:, 0].min()) - 0.02, 1.0
+    return -1.0, 1.0, float(prm[:, ScarfParam.TOP].min()) - 0.02, 1.0
 
 
 def _scarf(X, Y, L, prm, face, jaw_w, cx, pix):
     face_sdf = _face_sdf(X, Y, L, face)
-    # prm[:, 0] = top edge y (frontal frame), prm[:, 1:4] colour, prm[:, 4] pattern
-    top = prm[:, 0]
+    top = prm[:, ScarfParam.TOP]
     sag = 0.05 * ((X - _s(cx)) / _s(jaw_w)) ** 2
     a = _ramp(_s(top) - Y - sag * -1 + 0 * X, 1.5 * pix) * _ramp((X - _s(cx)).abs() - _s(jaw_w * 1.25), pix)
-    a = a * (face_sdf < 0.06).float().maximum((Y > _s(L[:, 8, 1])).float())
+    a = a * (face_sdf < 0.06).float().maximum((Y > _s(L[:, CHIN, 1])).float())
     folds = 0.85 + 0.15 * torch.sin((Y - _s(top)) * 60 + torch.sin(X * 9) * 2)
-    stripes = torch.where(_s(prm[:, 4]) > 0.5, 0.75 + 0.25 * (torch.sin((X + Y) * 50) > 0).float(), torch.ones_like(X))
-    return a, _c(prm[:, 1:4]) * folds * stripes
+    stripes = torch.where(_s(prm[:, ScarfParam.PATTERN]) > 0.5, 0.75 + 0.25 * (torch.sin((X + Y) * 50) > 0).float(),
+                          torch.ones_like(X))
+    return a, _c(prm[:, ScarfParam.RGB]) * folds * stripes
+
+
+def _mask_top(L, prm):
+    """Frontal-frame y of the medical masks' top edge: an offset from the middle of the nose bridge."""
+    return 0.5 * (L[:, _NOSE_MID[0], 1] + L[:, _NOSE_MID[1], 1]) + prm[:, MaskParam.TOP]
 
 
 def _mask_extent(L, prm):
     """Frontal box holding the medical masks of all faces: from the top edge (and the ear loops) to below the chin."""
-    top = 0.5 * (L[:, 28, 1] + L[:, 29, 1]) + prm[:, 0]
-    y0 = min(float(top.min()), float(L[:, [1, 15], 1].min()) - 0.07) - 0.02
-    return -1.0, 1.0, y0, float(L[:, 8, 1].max()) + 0.07
+    y0 = min(float(_mask_top(L, prm).min()), float(L[:, list(_EAR_LOOPS), 1].min()) - 0.07) - 0.02
+    return -1.0, 1.0, y0, float(L[:, CHIN, 1].max()) + 0.07
 
 
 def _medical_mask(X, Y, L, prm, face, jaw_w, cx, pix):
     face_sdf = _face_sdf(X, Y, L, face)
-    top = 0.5 * (L[:, 28, 1] + L[:, 29, 1]) + prm[:, 0]
+    top = _mask_top(L, prm)
     curve = 0.18 * ((X - _s(cx)) / _s(jaw_w)) ** 2
-    a = _ramp(_s(top) + curve - Y, 1.5 * pix) * _ramp(face_sdf - 0.025, 1.5 * pix) * (Y < _s(L[:, 8, 1] + 0.05)).float()
+    a = _ramp(_s(top) + curve - Y, 1.5 * pix) * _ramp(face_sdf - 0.025, 1.5 * pix) \
+        * (Y < _s(L[:, CHIN, 1] + 0.05)).float()
     pleats = 0.9 + 0.1 * torch.sin((Y - _s(top)) * 70) ** 2
     loops = torch.zeros_like(a)
-    for j in (1, 15):
+    for j in _EAR_LOOPS:
         p0 = L[:, j] + torch.stack([(L[:, j, 0] - cx).sign() * 0.03, -0.06 + 0 * cx], 1)
         p1 = torch.stack([L[:, j, 0] * 0.8, top + 0.03], 1)
         loops = torch.maximum(loops, _ramp(_seg_dist(X, Y, p0, p1) - 0.004, pix))
-        p2 = torch.stack([L[:, j, 0] * 0.8, L[:, 8, 1] - 0.05], 1)
+        p2 = torch.stack([L[:, j, 0] * 0.8, L[:, CHIN, 1] - 0.05], 1)
         loops = torch.maximum(loops, _ramp(_seg_dist(X, Y, p0, p2) - 0.004, pix))
     a = torch.maximum(a, loops * 0.9)
-    return a, _c(prm[:, 1:4]) * pleats
+    return a, _c(prm[:, MaskParam.RGB]) * pleats
 
 
 def _hand_extent(L, prm):
     """Frontal box holding the hands of all faces: the fingertips lie within 0.53 scale of the hand centre."""
-    r = 0.56 * prm[:, 3] + 0.02
-    return (float((prm[:, 0] - r).min()), float((prm[:, 0] + r).max()), float((prm[:, 1] - r).min()),
-            float((prm[:, 1] + r).max()))
+    r = 0.56 * prm[:, HandParam.SCALE] + 0.02
+    x, y = prm[:, HandParam.X], prm[:, HandParam.Y]
+    return float((x - r).min()), float((x + r).max()), float((y - r).min()), float((y + r).max())
 
 
 def _hand(X, Y, L, prm, face, jaw_w, cx, pix):
-    # prm: centre x, centre y, angle, scale, skin tone (0 light .. 1 deep)
-    c = prm[:, 0:2]
-    ang = prm[:, 2]
-    scale = prm[:, 3]
+    c = prm[:, HandParam.CENTRE]
+    ang = prm[:, HandParam.ANGLE]
+    scale = prm[:, HandParam.SCALE]
     ca, sa = ang.cos(), ang.sin()
     dx, dy = X - _s(c[:, 0]), Y - _s(c[:, 1])
     xr = (dx * _s(ca) + dy * _s(sa)) / _s(scale)
@@ -930,7 +1097,7 @@ def _hand(X, Y, L, prm, face, jaw_w, cx, pix):
     a = _ramp(sd * _s(scale), pix)
     light = torch.tensor([0.93, 0.76, 0.66], device=X.device)
     deep = torch.tensor([0.38, 0.24, 0.16], device=X.device)
-    tone = light + (deep - light) * prm[:, 4:5]
+    tone = light + (deep - light) * prm[:, HandParam.TONE, None]
     shade = (0.62 + 0.38 * (-sd / 0.035).clamp(0, 1)) * (0.92 + 0.08 * torch.tanh(-yr * 3))
     return a, _c(tone) * shade
 
@@ -939,38 +1106,36 @@ def _hand(X, Y, L, prm, face, jaw_w, cx, pix):
 _OCCLUDERS = {"scarf": (_scarf, _scarf_extent), "mask": (_medical_mask, _mask_extent), "hand": (_hand, _hand_extent)}
 
 
-def _background(sc: Scene, H: int):
-    """Background and clothing under the scene light, drawn at half resolution (they are smooth) and upsampled."""
-    out = _background_full(sc, max(16, H // 2))
-    out *= (0.55 + 0.45 * _s(sc.light[:, 2]).clamp(0, 1.3)) * _c(sc.light[:, 4:7])
-    return _resize(out, H)
+# ---------------------------------------------------------------- 3. light
+def _rotation(pose):
+    """(N, 3, 3) rotation from yaw, pitch, roll in degrees (yaw about y, pitch about x, roll about z)."""
+    yaw, pitch, roll = [torch.deg2rad(pose[:, k]) for k in range(3)]
+    cy, sy, cp, sp, cr, sr = yaw.cos(), yaw.sin(), pitch.cos(), pitch.sin(), roll.cos(), roll.sin()
+    o, z = torch.ones_like(cy), torch.zeros_like(cy)
+    Ry = torch.stack([cy, z, sy, z, o, z, -sy, z, cy], 1).view(-1, 3, 3)
+    Rx = torch.stack([o, z, z, z, cp, -sp, z, sp, cp], 1).view(-1, 3, 3)
+    Rz = torch.stack([cr, -sr, z, sr, cr, z, z, z, o], 1).view(-1, 3, 3)
+    return Rz @ Ry @ Rx
 
 
-def _background_full(sc: Scene, H: int):
-    dev = sc.landmarks.device
-    N = sc.n
-    xs = (torch.arange(H, device=dev, dtype=torch.float32) + 0.5) * (2.0 / H) - 1
-    X, Y = xs.view(1, 1, 1, H), xs.view(1, 1, H, 1)
-    bg = sc.background
-    t = (X * _s(bg[:, 6]) + Y * _s(bg[:, 7])).clamp(-1, 1) * 0.5 + 0.5
-    out = _c(bg[:, 0:3]) * (1 - t) + _c(bg[:, 3:6]) * t
-    out = out + _s(bg[:, 8]) * _resize(sc.background_noise, H, "bicubic")
-    cl = sc.clutter
-    for k in range(cl.shape[1]):
-        e = (((X - _s(cl[:, k, 0])) / _s(cl[:, k, 2])) ** 2 + ((Y - _s(cl[:, k, 1])) / _s(cl[:, k, 3])) ** 2)
-        a = _ramp((e - 1) * 0.2, 2.0 / H) * _s(cl[:, k, 7])
-        _lerp_(out, _c(cl[:, k, 4:7]), a)
-    # shoulders / clothing, following the head's global placement
-    scale, sx, sy = sc.similarity[:, 0], sc.similarity[:, 1], sc.similarity[:, 2]
-    e = ((X - _s(sx)) / _s(0.95 * scale)) ** 2 + ((Y - _s(sy + 1.32 * scale)) / _s(0.5 * scale)) ** 2
-    _lerp_(out, _c(bg[:, 9:12]), _ramp((e - 1) * 0.3, 2.0 / H))
-    return out
+def _normals(depth, h, dev):
+    """Head-frame surface normals (N, 3, h, h) of the analytic depth model."""
+    X, Y = _grid(h, dev)
+    z = depth(X, Y)
+    step = 2.0 / h
+    zp = F.pad(z, (1, 1, 1, 1), mode="replicate")
+    gx = (zp[:, :, 1:-1, 2:] - zp[:, :, 1:-1, :-2]) / (2 * step)
+    gy = (zp[:, :, 2:, 1:-1] - zp[:, :, :-2, 1:-1]) / (2 * step)
+    inv = (gx * gx + gy * gy + 1).rsqrt_()                            # 1 / |(-gx, -gy, 1)|
+    return torch.cat([-gx * inv, -gy * inv, inv], 1)
 
 
 def _lighting(sc: Scene, normals: torch.Tensor, R: torch.Tensor):
     """Shading (N, 3, H, W) of head-frame normals under the scene light (Lambert + ambient + Blinn specular)."""
-    az, el = torch.deg2rad(sc.light[:, 0]), torch.deg2rad(sc.light[:, 1])
-    # light direction in the world (towards the light): azimuth 0 = frontal, + = from the image right; + elevation = above
+    light = sc.light
+    az, el = torch.deg2rad(light[:, Light.AZIMUTH]), torch.deg2rad(light[:, Light.ELEVATION])
+    # light direction in the world (towards the light): azimuth 0 = frontal, + = from the image right,
+    # + elevation = from above
     lw = torch.stack([az.sin() * el.cos(), -el.sin(), az.cos() * el.cos()], 1)
     lh = torch.einsum("nji,nj->ni", R, lw)                       # into the head frame (R^T l)
     v = R[:, 2, :]                                                # the camera direction in the head frame
@@ -979,9 +1144,35 @@ def _lighting(sc: Scene, normals: torch.Tensor, R: torch.Tensor):
     nx, ny, nz = normals[:, 0:1], normals[:, 1:2], normals[:, 2:3]
     diffuse = (nx * _s(lh[:, 0]) + ny * _s(lh[:, 1]) + nz * _s(lh[:, 2])).clamp_min(0)
     spec = _ipow((nx * _s(half[:, 0]) + ny * _s(half[:, 1]) + nz * _s(half[:, 2])).clamp_min(0), 24)
-    amb, inten = sc.light[:, 3], sc.light[:, 2]
+    amb, inten = light[:, Light.AMBIENT], light[:, Light.INTENSITY]
     shade = _s(amb) + _s(inten * (1 - amb) * 1.15) * diffuse
-    return shade * _c(sc.light[:, 4:7]) + _s(0.10 * inten) * spec
+    return shade * _c(light[:, Light.RGB]) + _s(0.10 * inten) * spec
+
+
+def _shade(sc: Scene, layer, occ_mask, depth: DepthModel, R, H: int):
+    """The layer becomes the stack to pose, in place: shaded colour premultiplied by alpha, alpha, face region, and
+    the occluder mask in place of the skin mask. Light is smooth: it is shaded at half resolution from the
+    (expression-aware) depth model's normals."""
+    shade = _lighting(sc, _normals(depth, max(16, H // 2), sc.landmarks.device), R)
+    layer[:, Layer.RGB].mul_(_resize(shade, H)).mul_(layer[:, Layer.ALPHA])
+    layer[:, Layer.OCCLUDER] = occ_mask
+    return layer
+
+
+# ---------------------------------------------------------------- 4. pose
+def _placement(sc: Scene):
+    """Each image's head placement: scale, shift x, shift y (N,) each."""
+    sim = sc.similarity
+    return sim[:, Similarity.SCALE], sim[:, Similarity.SHIFT_X], sim[:, Similarity.SHIFT_Y]
+
+
+def _pose(sc: Scene, stack, depth: DepthModel, R, H: int):
+    """Warp the frontal stack to each image's head pose and placement (one ``grid_sample``; none when every image
+    is frontal and unmoved)."""
+    scale, sx, sy = _placement(sc)
+    if bool((sc.pose.abs() > 1e-6).any() or (scale != 1).any() or (sc.similarity[:, Similarity.SHIFT_X:] != 0).any()):
+        stack = F.grid_sample(stack, _pose_grid(sc, depth, R, H), align_corners=False)
+    return stack
 
 
 def _pose_grid(sc: Scene, depth: DepthModel, R, H: int, g: int = 24):
@@ -989,7 +1180,7 @@ def _pose_grid(sc: Scene, depth: DepthModel, R, H: int, g: int = 24):
     dev = sc.landmarks.device
     xs = (torch.arange(g, device=dev, dtype=torch.float32) + 0.5) * (2.0 / g) - 1
     Xo, Yo = xs.view(1, 1, 1, g).expand(sc.n, 1, g, g), xs.view(1, 1, g, 1).expand(sc.n, 1, g, g)
-    scale, sx, sy = sc.similarity[:, 0], sc.similarity[:, 1], sc.similarity[:, 2]
+    scale, sx, sy = _placement(sc)
     piv = _pivot(depth)
     # undo the similarity: q = (p - shift) / scale
     qx = (Xo - _s(sx)) / _s(scale) - _s(piv[:, 0])
@@ -1011,6 +1202,124 @@ def _pivot(depth: DepthModel):
     return torch.stack([depth.cx, depth.cy, depth.zc * 0.45], 1)
 
 
+# ---------------------------------------------------------------- 5. background and compositing
+def _background(sc: Scene, H: int):
+    """Background and clothing under the scene light, drawn at half resolution (they are smooth) and upsampled."""
+    out = _background_full(sc, max(16, H // 2))
+    out *= (0.55 + 0.45 * _s(sc.light[:, Light.INTENSITY]).clamp(0, 1.3)) * _c(sc.light[:, Light.RGB])
+    return _resize(out, H)
+
+
+def _background_full(sc: Scene, H: int):
+    dev = sc.landmarks.device
+    xs = (torch.arange(H, device=dev, dtype=torch.float32) + 0.5) * (2.0 / H) - 1
+    X, Y = xs.view(1, 1, 1, H), xs.view(1, 1, H, 1)
+    bg = sc.background
+    t = (X * _s(bg[:, Background.GRADIENT_X]) + Y * _s(bg[:, Background.GRADIENT_Y])).clamp(-1, 1) * 0.5 + 0.5
+    out = _c(bg[:, Background.COLOUR_A]) * (1 - t) + _c(bg[:, Background.COLOUR_B]) * t
+    out = out + _s(bg[:, Background.NOISE]) * _resize(sc.background_noise, H, "bicubic")
+    for k in range(sc.clutter.shape[1]):
+        cl = sc.clutter[:, k]
+        e = (((X - _s(cl[:, Clutter.X])) / _s(cl[:, Clutter.RADIUS_X])) ** 2
+             + ((Y - _s(cl[:, Clutter.Y])) / _s(cl[:, Clutter.RADIUS_Y])) ** 2)
+        a = _ramp((e - 1) * 0.2, 2.0 / H) * _s(cl[:, Clutter.ALPHA])
+        _lerp_(out, _c(cl[:, Clutter.RGB]), a)
+    # shoulders / clothing, following the head's global placement
+    scale, sx, sy = _placement(sc)
+    e = ((X - _s(sx)) / _s(0.95 * scale)) ** 2 + ((Y - _s(sy + 1.32 * scale)) / _s(0.5 * scale)) ** 2
+    _lerp_(out, _c(bg[:, Background.CLOTHING]), _ramp((e - 1) * 0.3, 2.0 / H))
+    return out
+
+
+def _composite(sc: Scene, stack, H: int):
+    """The posed stack over the background: (image (N, 3, H, W), face region, occluder mask (N, 1, H, W) bool)."""
+    img = torch.addcmul(stack[:, Layer.RGB], _background(sc, H), 1 - stack[:, Layer.ALPHA].clamp(0, 1))
+    return img, stack[:, Layer.FACE] > 0.5, stack[:, Layer.OCCLUDER] > 0.5
+
+
+# ---------------------------------------------------------------- 6. image-space occluders
+def _image_occluders(sc: Scene, img, face, occ, H: int):
+    """Random blocks and corrupted pixels, sized on each image's visible face; ``img`` and ``occ`` in place."""
+    block = sc.occlusion == OCCLUSIONS.index("block")
+    if bool(block.any()):
+        idx = block.nonzero()[:, 0]
+        bm, btex = _block(face[idx], sc.occlusion_param[idx], sc.seeds[idx], H)
+        img[idx] = img[idx] * (1 - bm) + btex * bm
+        occ[idx] = occ[idx] | (bm > 0.5)
+    pixels = sc.occlusion == OCCLUSIONS.index("pixels")
+    if bool(pixels.any()):
+        idx = pixels.nonzero()[:, 0]
+        hit, noise = _corrupted_pixels(face[idx], sc.occlusion_param[idx, PixelsParam.FRACTION], sc.seeds[idx], H)
+        h = hit.float()                               # blended, not torch.where: that is slow on a random mask
+        img[idx] = torch.addcmul(noise * h, img[idx], 1 - h)
+        occ[idx] = occ[idx] | hit
+
+
+def _corrupted_pixels(face, fraction, seeds, H: int):
+    """Exactly round(fraction * face pixels) face pixels of each image are corrupted (and the same rate elsewhere):
+    (hit mask (n, 1, H, W) bool, uniform noise colours (n, 3, H, W))."""
+    u = _noise(seeds, (4, H, H), face.device, offset=17, uniform=True)
+    fm = face.flatten(1)
+    vals = torch.where(fm, u[:, 0].flatten(1), torch.full_like(fm, 2.0, dtype=u.dtype))
+    k = (fraction * fm.sum(1)).round().long()
+    sorted_vals = vals.sort(1).values
+    thr = torch.where(k > 0, sorted_vals.gather(1, (k - 1).clamp_min(0)[:, None])[:, 0],
+                      torch.full_like(k, -1.0, dtype=u.dtype))
+    return u[:, :1] <= _s(thr), u[:, 1:]
+
+
+def _block(face, prm, seeds, H):
+    """A rectangle covering a requested fraction of each face's pixels (see :class:`BlockParam`); returns
+    (mask, texture)."""
+    n = face.shape[0]
+    dev = face.device
+    f = face.float()[:, 0]
+    integ = F.pad(f.cumsum(1).cumsum(2), (1, 0, 1, 0))            # (n, H+1, W+1)
+    total = f.sum((1, 2))
+    # centre inside the face bounding box, drawn from the ROW and COLUMN parameters in [0, 1]
+    rows = f.sum(2) > 0
+    cols = f.sum(1) > 0
+    ar = torch.arange(H, device=dev, dtype=torch.float32)
+    r0 = torch.where(rows, ar, torch.full_like(ar, H)).min(1).values
+    r1 = torch.where(rows, ar, torch.full_like(ar, -1)).max(1).values
+    c0 = torch.where(cols, ar, torch.full_like(ar, H)).min(1).values
+    c1 = torch.where(cols, ar, torch.full_like(ar, -1)).max(1).values
+    cy = r0 + (r1 - r0) * (0.25 + 0.5 * prm[:, BlockParam.ROW])
+    cxx = c0 + (c1 - c0) * (0.25 + 0.5 * prm[:, BlockParam.COLUMN])
+    aspect = 0.7 + 0.6 * prm[:, BlockParam.ASPECT]
+    K = 96
+    half = torch.linspace(0, 1.5 * H, K, device=dev)[None].expand(n, -1)     # half-height candidates
+    hh, hw = half, half * aspect[:, None]
+    y0 = (cy[:, None] - hh).round().clamp(0, H).long()
+    y1 = (cy[:, None] + hh).round().clamp(0, H).long()
+    x0 = (cxx[:, None] - hw).round().clamp(0, H).long()
+    x1 = (cxx[:, None] + hw).round().clamp(0, H).long()
+    flat = integ.reshape(n, -1)
+    Wp = H + 1
+    cnt = (flat.gather(1, y1 * Wp + x1) - flat.gather(1, y0 * Wp + x1) - flat.gather(1, y1 * Wp + x0)
+           + flat.gather(1, y0 * Wp + x0))
+    target = prm[:, BlockParam.FRACTION, None] * total[:, None]
+    best = (cnt - target).abs().argmin(1, keepdim=True)
+    Y0, Y1, X0, X1 = [t.gather(1, best)[:, 0] for t in (y0, y1, x0, x1)]
+    ii = torch.arange(H, device=dev)
+    m = ((ii[None, :, None] >= Y0[:, None, None]) & (ii[None, :, None] < Y1[:, None, None])
+         & (ii[None, None, :] >= X0[:, None, None]) & (ii[None, None, :] < X1[:, None, None]))
+    return m[:, None].float(), _block_texture(prm, seeds, H)
+
+
+def _block_texture(prm, seeds, H):
+    """An unrelated texture for the blocks: smooth colour noise with stripes."""
+    ii = torch.arange(H, device=prm.device)
+    g = _noise(seeds, (3, 6, 6), prm.device, offset=29)
+    g = g.mean(1, keepdim=True) + 0.3 * g                                  # mostly luminance, a little colour
+    rgb = prm[:, BlockParam.RGB].view(-1, 3, 1, 1)
+    base = 0.25 + 0.5 * rgb.mean(1, keepdim=True) + 0.1 * rgb
+    tex = (base + 0.18 * _resize(g, H, "bicubic")).clamp(0, 1)
+    stripes = prm[:, BlockParam.STRIPES].view(-1, 1, 1, 1)
+    return tex * (0.8 + 0.2 * torch.sin(ii.view(1, 1, H, 1) * 0.7 + ii.view(1, 1, 1, H) * 0.3 * stripes))
+
+
+# ---------------------------------------------------------------- 8. ground truth
 def project_landmarks(sc: Scene, depth: DepthModel, R, H: int):
     """Frontal landmarks -> posed image pixels (N, 68, 2)."""
     L = sc.landmarks
@@ -1018,12 +1327,13 @@ def project_landmarks(sc: Scene, depth: DepthModel, R, H: int):
     piv = _pivot(depth)
     p = torch.stack([L[:, :, 0], L[:, :, 1], z], -1) - piv[:, None]
     q = torch.einsum("nij,npj->npi", R, p) + piv[:, None]
-    scale, sx, sy = sc.similarity[:, 0], sc.similarity[:, 1], sc.similarity[:, 2]
+    scale, sx, sy = _placement(sc)
     x = q[..., 0] * scale[:, None] + sx[:, None]
     y = q[..., 1] * scale[:, None] + sy[:, None]
     return torch.stack([(x + 1) * H / 2 - 0.5, (y + 1) * H / 2 - 0.5], -1)
 
 
+# ---------------------------------------------------------------- the render
 #: Most images rendered together on the CPU: a larger batch only adds memory traffic (its full-resolution tensors
 #: no longer stay in the CPU caches), a smaller one adds per-operation overhead.
 CPU_CHUNK = 64
@@ -1053,106 +1363,31 @@ def chunk_slices(n: int, device) -> list[slice]:
 
 
 def _render(sc: Scene, H: int) -> Rendered:
-    """Render all images of a scene in one batch."""
-    dev = sc.landmarks.device
-    # each image's identity layer (a view when the images' layers are consecutive rows, as for new identities),
-    # following the expression: a smooth warp of the neutral frontal frame
-    first = int(sc.layer_index[0])
-    consecutive = bool((sc.layer_index == torch.arange(first, first + sc.n, device=dev)).all())
-    layer = sc.layers[first:first + sc.n] if consecutive else sc.layers[sc.layer_index]
-    if bool(((sc.landmarks - sc.neutral).abs() > 1e-5).any()):
-        layer = F.grid_sample(layer, _expression_grid(sc.neutral, sc.landmarks, H), align_corners=False)
-    elif consecutive:
-        layer = layer.clone()                                       # it is drawn on below
+    """Render all images of a scene in one batch: the numbered stages of the module docstring."""
+    # 1. identity layers (drawn once per identity), warped to each image's expression
+    layer = _expression_layer(sc, H)
+    # 2. per-image drawing on the frontal layer: AU shading, eyes, mouth, makeup, glasses, frontal occluders
     occ_mask = draw_expression(sc, layer, H)
+    # 3. light
     depth = DepthModel(sc.landmarks, sc.face, sc.aus)
     R = _rotation(sc.pose)
-    # lighting is smooth: shade at half resolution from the (expression-aware) depth model's normals
-    shade = _lighting(sc, _normals(depth, max(16, H // 2), dev), R)
-    # the layer becomes the stack to pose: shaded colour premultiplied by alpha, alpha, face region, occluders
-    stack = layer
-    stack[:, 0:3].mul_(_resize(shade, H)).mul_(stack[:, 3:4])
-    stack[:, 5:6] = occ_mask
-    if bool((sc.pose.abs() > 1e-6).any() or (sc.similarity[:, 0] != 1).any() or (sc.similarity[:, 1:] != 0).any()):
-        stack = F.grid_sample(stack, _pose_grid(sc, depth, R, H), align_corners=False)
-    img = torch.addcmul(stack[:, :3], _background(sc, H), 1 - stack[:, 3:4].clamp(0, 1))
-    face = stack[:, 4:5] > 0.5
-    occ = stack[:, 5:6] > 0.5
-    kinds = sc.occlusion
-    block = kinds == OCCLUSIONS.index("block")
-    if bool(block.any()):
-        idx = block.nonzero()[:, 0]
-        bm, btex = _block(face[idx], sc.occlusion_param[idx], sc.seeds[idx], H)
-        img[idx] = img[idx] * (1 - bm) + btex * bm
-        occ[idx] = occ[idx] | (bm > 0.5)
-    pixels = kinds == OCCLUSIONS.index("pixels")
-    if bool(pixels.any()):
-        idx = pixels.nonzero()[:, 0]
-        u = _noise(sc.seeds[idx], (4, H, H), dev, offset=17, uniform=True)
-        # exactly round(f * face pixels) face pixels are corrupted (and the same rate elsewhere)
-        fm = face[idx].flatten(1)
-        vals = torch.where(fm, u[:, 0].flatten(1), torch.full_like(fm, 2.0, dtype=u.dtype))
-        k = (sc.occlusion_param[idx, 0] * fm.sum(1)).round().long()
-        sorted_vals = vals.sort(1).values
-        thr = torch.where(k > 0, sorted_vals.gather(1, (k - 1).clamp_min(0)[:, None])[:, 0], torch.full_like(k, -1.0,
-                                                                                                          dtype=u.dtype))
-        hit = u[:, :1] <= _s(thr)
-        h = hit.float()                               # blended, not torch.where: that is slow on a random mask
-        img[idx] = torch.addcmul(u[:, 1:] * h, img[idx], 1 - h)
-        occ[idx] = occ[idx] | hit
+    stack = _shade(sc, layer, occ_mask, depth, R, H)
+    # 4. pose
+    stack = _pose(sc, stack, depth, R, H)
+    # 5. background
+    img, face, occ = _composite(sc, stack, H)
+    # 6. image-space occluders
+    _image_occluders(sc, img, face, occ, H)
+    # 7. camera
     img = degrade(img.clamp_(0, 1), sc.degrade, sc.seeds)
+    # 8. ground truth: landmarks in the image, occluded share of the visible face
     lm = project_landmarks(sc, depth, R, H)
     fa = face.float().sum((1, 2, 3)).clamp_min(1)
     frac = (face & occ).float().sum((1, 2, 3)) / fa
     return Rendered(images=img, landmarks=lm, masks=occ, face=face, occluded_fraction=frac)
 
 
-def _block(face, prm, seeds, H):
-    """A rectangle covering a requested fraction prm[:,0] of each face's pixels; returns (mask, texture)."""
-    n = face.shape[0]
-    dev = face.device
-    f = face.float()[:, 0]
-    integ = F.pad(f.cumsum(1).cumsum(2), (1, 0, 1, 0))            # (n, H+1, W+1)
-    total = f.sum((1, 2))
-    # centre inside the face bounding box, drawn from prm[:, 1:3] in [0, 1]
-    rows = f.sum(2) > 0
-    cols = f.sum(1) > 0
-    ar = torch.arange(H, device=dev, dtype=torch.float32)
-    r0 = torch.where(rows, ar, torch.full_like(ar, H)).min(1).values
-    r1 = torch.where(rows, ar, torch.full_like(ar, -1)).max(1).values
-    c0 = torch.where(cols, ar, torch.full_like(ar, H)).min(1).values
-    c1 = torch.where(cols, ar, torch.full_like(ar, -1)).max(1).values
-    cy = r0 + (r1 - r0) * (0.25 + 0.5 * prm[:, 1])
-    cxx = c0 + (c1 - c0) * (0.25 + 0.5 * prm[:, 2])
-    aspect = 0.7 + 0.6 * prm[:, 3]
-    K = 96
-    half = torch.linspace(0, 1.5 * H, K, device=dev)[None].expand(n, -1)     # half-height candidates
-    hh, hw = half, half * aspect[:, None]
-    y0 = (cy[:, None] - hh).round().clamp(0, H).long()
-    y1 = (cy[:, None] + hh).round().clamp(0, H).long()
-    x0 = (cxx[:, None] - hw).round().clamp(0, H).long()
-    x1 = (cxx[:, None] + hw).round().clamp(0, H).long()
-    flat = integ.reshape(n, -1)
-    Wp = H + 1
-    cnt = (flat.gather(1, y1 * Wp + x1) - flat.gather(1, y0 * Wp + x1) - flat.gather(1, y1 * Wp + x0)
-           + flat.gather(1, y0 * Wp + x0))
-    target = prm[:, 0:1] * total[:, None]
-    best = (cnt - target).abs().argmin(1, keepdim=True)
-    Y0, Y1, X0, X1 = [t.gather(1, best)[:, 0] for t in (y0, y1, x0, x1)]
-    ii = torch.arange(H, device=dev)
-    m = ((ii[None, :, None] >= Y0[:, None, None]) & (ii[None, :, None] < Y1[:, None, None])
-         & (ii[None, None, :] >= X0[:, None, None]) & (ii[None, None, :] < X1[:, None, None]))
-    m = m[:, None].float()
-    # an unrelated texture: smooth colour noise with stripes
-    g = _noise(seeds, (3, 6, 6), dev, offset=29)
-    g = g.mean(1, keepdim=True) + 0.3 * g                                  # mostly luminance, a little colour
-    base = 0.25 + 0.5 * prm[:, 5:8].view(-1, 3, 1, 1).mean(1, keepdim=True) + 0.1 * prm[:, 5:8].view(-1, 3, 1, 1)
-    tex = (base + 0.18 * _resize(g, H, "bicubic")).clamp(0, 1)
-    tex = tex * (0.8 + 0.2 * torch.sin(ii.view(1, 1, H, 1) * 0.7 + ii.view(1, 1, 1, H) * 0.3 * prm[:, 4].view(-1, 1, 1, 1)))
-    return m, tex
-
-
-# ---------------------------------------------------------------- degradations
+# ---------------------------------------------------------------- 7. camera degradations
 _AXIS: dict = {}
 _AXIS_BYTES = 64 * 2**20          # memory allowed for cached axis operators
 
@@ -1271,19 +1506,21 @@ def jpeg(img, quality):
 
 
 def degrade(img, prm, seeds):
-    """Resolution loss, blur, sensor noise and JPEG with per-image parameters prm (N, 4): resolution factor,
-    blur sigma (pixels at 112 px), noise sigma, JPEG quality (100 = none); image i's noise comes from seeds[i].
+    """Resolution loss, blur, sensor noise and JPEG with per-image parameters prm (N, 4) (:class:`Degrade`):
+    resolution factor, blur sigma (pixels at 112 px), noise sigma, JPEG quality (100 = none); image i's noise comes
+    from seeds[i].
     ``img`` (N, C, H, W) in [0, 1] is degraded in place and returned."""
     N, C, H, W = img.shape
-    op = _axis_operator(prm[:, 0].cpu(), prm[:, 1].cpu() * H / 112, W, img.device)
+    op = _axis_operator(prm[:, Degrade.RESOLUTION].cpu(), prm[:, Degrade.BLUR].cpu() * H / 112, W, img.device)
     if op is not None:
         idx, M = op
         img[idx] = _apply_axis(img[idx], M)
-    noisy = (prm[:, 2] > 0).nonzero()[:, 0]
+    noisy = (prm[:, Degrade.NOISE] > 0).nonzero()[:, 0]
     if len(noisy):
-        img.index_add_(0, noisy, _noise(seeds[noisy], (C, H, W), img.device, offset=71) * _s(prm[noisy, 2]))
+        noise = _noise(seeds[noisy], (C, H, W), img.device, offset=71)
+        img.index_add_(0, noisy, noise * _s(prm[noisy, Degrade.NOISE]))
     img.clamp_(0, 1)
-    lossy = (prm[:, 3] < 100).nonzero()[:, 0]
+    lossy = (prm[:, Degrade.JPEG] < 100).nonzero()[:, 0]
     if len(lossy):
-        img[lossy] = jpeg(img[lossy], prm[lossy, 3])
+        img[lossy] = jpeg(img[lossy], prm[lossy, Degrade.JPEG])
     return img
