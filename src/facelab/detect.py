@@ -148,13 +148,14 @@ def _haar():
 def landmarks68_to_5(pts68: np.ndarray) -> np.ndarray:
     """Five "eyes-nose-mouth" points (ArcFace order) from the 68 iBUG points.
 
-    Eye centres are the means of points 36-41 and 42-47, the nose tip is point 30, the mouth corners 48 and 54.
+    Eye centres, nose tip and mouth corners: :func:`facelab.core.geometry.eyes_nose_mouth` on a float64 array.
     """
+    from facelab.core.geometry import eyes_nose_mouth
+
     p = np.asarray(pts68, dtype=np.float64)
     if p.shape[-2:] != (68, 2):
         raise ValueError(f"expected (..., 68, 2) landmarks, got shape {p.shape}")
-    return np.stack([p[..., 36:42, :].mean(-2), p[..., 42:48, :].mean(-2), p[..., 30, :], p[..., 48, :],
-                     p[..., 54, :]], axis=-2)
+    return eyes_nose_mouth(p)
 
 
 def shape_predictor_landmarks(image: np.ndarray, face: Face, n: int) -> np.ndarray:

@@ -13,9 +13,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch.nn import functional as F
 
 from facelab.antispoof.vit import check_images
+from facelab.core.images import resize
 
 __all__ = ["AttackSet", "attack_kinds", "resize_images"]
 
@@ -29,12 +29,8 @@ def attack_kinds() -> dict[str, str]:
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     """Square-resize a batch to ``size`` pixels (area averaging when shrinking, bilinear when growing)."""
-    check_images(images)
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    mode = "area" if images.shape[-1] > size else "bilinear"
-    kw = {} if mode == "area" else {"align_corners": False}
-    return F.interpolate(images, size=(size, size), mode=mode, **kw).clamp(0, 1)
+    out = resize(check_images(images), size)
+    return out if out is images else out.clamp(0, 1)
 
 
 @dataclass

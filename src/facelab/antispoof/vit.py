@@ -18,33 +18,22 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from facelab.core.images import check_images as _check_images
+
 __all__ = ["ViTConfig", "VisionTransformer", "QuickGELU", "check_images"]
 
 
 def check_images(images, size: int | None = None, name: str = "images") -> torch.Tensor:
     """Validate a batch of RGB images: a float tensor ``(N, 3, H, W)`` (``H == W == size`` when given).
 
+    :func:`facelab.core.images.check_images` with three channels; an empty batch is allowed.
+
     Raises
     ------
     TypeError, ValueError
         With a message that says what was expected and what was given.
     """
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (N, 3, H, W), got {type(images).__name__}")
-    if images.ndim == 3:
-        raise ValueError(f"{name} must be a batch (N, 3, H, W); got one image of shape {tuple(images.shape)} - "
-                         "add a batch axis with images[None]")
-    if images.ndim != 4:
-        raise ValueError(f"{name} must have shape (N, 3, H, W), got {images.ndim}-D shape {tuple(images.shape)}")
-    if images.shape[1] != 3:
-        raise ValueError(f"{name} must have 3 colour channels (RGB, channels first), got {images.shape[1]} channels "
-                         f"in shape {tuple(images.shape)}")
-    if size is not None and (images.shape[2] != size or images.shape[3] != size):
-        raise ValueError(f"{name} must be {size}x{size} pixels for this model, got {images.shape[2]}x{images.shape[3]}"
-                         f" (resize with torch.nn.functional.interpolate first)")
-    if not images.is_floating_point():
-        raise TypeError(f"{name} must be floating point in [0, 1], got dtype {images.dtype}")
-    return images
+    return _check_images(images, name, channels=(3,), size=size, allow_empty=True)
 
 
 class QuickGELU(nn.Module):
