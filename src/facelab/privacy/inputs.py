@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from facelab.core.images import check_images
 from facelab.core.landmarks import group_mean
 
 __all__ = ["NotAFaceError", "check_faces"]
@@ -28,9 +29,7 @@ def check_faces(images: torch.Tensor, landmarks: torch.Tensor, reference=None,
     NotAFaceError
         Saying which images failed and why.
     """
-    if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
-        raise ValueError(f"expected float images (N, 3, H, W) in [0, 1], got {type(images).__name__} "
-                         f"{tuple(getattr(images, 'shape', ()))}")
+    check_images(images, channels=(3,), allow_empty=True)
     lm = torch.as_tensor(landmarks, dtype=torch.float32)
     if lm.dim() != 3 or lm.shape[0] != images.shape[0] or lm.shape[1:] != (68, 2):
         raise NotAFaceError(f"expected 68 landmarks per image, shape ({images.shape[0]}, 68, 2); got "
