@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 __all__ = ["FARS", "far_key", "pair_scores_all", "victim_thresholds", "leave_one_out", "quality_table", "Timer",
-           "rate_columns", "outcome_table", "pooled_summary", "paired_tests", "world_template", "align_to_world",
+           "verification_outcomes", "runs_outcomes", "rate_columns", "rates_of", "outcome_table", "pooled_summary", "paired_tests", "world_template", "align_to_world",
            "real_photos_of"]
 
 FARS = (0.1, 0.01, 0.001)
@@ -131,12 +131,51 @@ def outcome_table(outcomes: Mapping[tuple, Mapping], keys: Sequence[str], *, alp
     """One row per run of ``outcomes[(k1, k2, ...)] = {"FAR=0.1": bool array, ..., "score": float array}``: the
     columns ``keys``, success rate with Wilson interval at each FAR (:func:`rate_columns`), ``n`` and the mean
     score."""
-    rows = []
-    for key, o in outcomes.items():
-        fars = {k: v for k, v in o.items() if k.startswith("FAR=")}
-        rows.append({**dict(zip(keys, key)), **rate_columns(fars, alpha=alpha),
-                     "mean score": float(np.mean(o["score"]))})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{**dict(zip(keys, key)), **rates_of(o, alpha=alpha)} for key, o in outcomes.items()])
+
+
+@torch.no_grad()
+def verification_outcomes(model, images, landmarks, references, reference_landmarks, thresholds: Mapping,
+                          fars: Sequence[float] = FARS, *, owner=None, accept: bool = True,
+                          reference_embeddings: torch.Tensor | None = None) -> dict:
+    """One victim's decisions on (image, reference) pairs at each FAR threshold.
+
+    Pairs image ``owner[g]`` with reference ``g`` (default: image i with reference i). ``accept=True`` counts a pair
+    as a success when the victim accepts it (similarity >= threshold: impersonation of the reference's identity),
+    ``accept=False`` when it rejects it (similarity < threshold: dodging one's own photo). Returns
+    ``{"FAR=0.1": bool array, ..., "score": similarities}`` (one entry per pair); ``reference_embeddings`` (the
+    victim's embeddings of ``references``) saves embedding them again.
+    """
+    a = model.embed(images, landmarks)
+    b = model.embed(references, reference_landmarks) if reference_embeddings is None else reference_embeddings
+    if owner is not None:
+        a = a[torch.as_tensor(owner, device=a.device)]
+    s = model.score(a, b).cpu().numpy()
+    return {**{far_key(f): (s >= thresholds[far_key(f)]) if accept else (s < thresholds[far_key(f)]) for f in fars},
+            "score": s}
+
+
+def runs_outcomes(runs: Mapping[tuple, torch.Tensor], models: Mapping, thresholds: pd.DataFrame, landmarks,
+                  references, reference_landmarks, fars: Sequence[float] = FARS, **kwargs) -> dict:
+    """:func:`verification_outcomes` of many runs, ``runs[(*key, victim)] = images`` (the victim last), each scored
+    by its victim at its thresholds (one row of ``thresholds`` per victim); the references are embedded once per
+    victim. ``kwargs``: ``owner``, ``accept``."""
+    out, emb = {}, {}
+    for key, images in runs.items():
+        victim = key[-1]
+        if victim not in emb:
+            with torch.no_grad():
+                emb[victim] = models[victim].embed(references, reference_landmarks)
+        out[key] = verification_outcomes(models[victim], images, landmarks, references, reference_landmarks,
+                                         thresholds.loc[victim].to_dict(), fars, reference_embeddings=emb[victim],
+                                         **kwargs)
+    return out
+
+
+def rates_of(outcomes: Mapping, *, alpha: float = 0.05) -> dict:
+    """:func:`rate_columns` of one run's outcomes plus its ``mean score``."""
+    return {**rate_columns({k: v for k, v in outcomes.items() if k.startswith("FAR=")}, alpha=alpha),
+            "mean score": float(np.mean(outcomes["score"]))}
 
 
 def pooled_summary(table: pd.DataFrame, by: Sequence[str], fars: Sequence[float] = FARS, *,
@@ -169,8 +208,8 @@ def paired_tests(outcomes: Mapping[tuple, Mapping], comparisons: Sequence[tuple]
     same faces or pairs by the same victim) at one FAR.
 
     Returns one row per comparison: both rates, the discordant counts (``a only``: trials only A wins, ``b only``),
-    the p-value and ``significant`` (p < ``alpha``). A difference the test does not support is reported as
-    ``"no difference shown"`` in ``verdict``.
+    the p-value and ``verdict``: ``"<method> higher"`` (the first element of the winning run's key) when
+    p < ``alpha``, else ``"no difference shown"``.
     """
     from facelab.metrics import mcnemar_test
 
@@ -182,8 +221,7 @@ def paired_tests(outcomes: Mapping[tuple, Mapping], comparisons: Sequence[tuple]
                              "a paired test needs the same faces")
         p = _p_value(mcnemar_test(oa, ob))
         sig = bool(p < alpha)
-        verdict = ("no difference shown" if not sig else
-                   ("A higher" if oa.mean() > ob.mean() else "B higher"))
+        verdict = ("no difference shown" if not sig else f"{(a if oa.mean() > ob.mean() else b)[0]} higher")
         rows.append({"A": " / ".join(map(str, a)), "B": " / ".join(map(str, b)), "rate A": float(oa.mean()),
                      "rate B": float(ob.mean()), "A only": int((oa & ~ob).sum()), "B only": int((ob & ~oa).sum()),
                      "n": int(oa.size), "p (McNemar)": p, "verdict": verdict})

@@ -22,8 +22,9 @@ import pandas as pd
 import torch
 
 from facelab.studies._privacy_protocol import (FARS, Timer, align_to_world, far_key, leave_one_out, outcome_table,
-                                               paired_tests, pooled_summary, quality_table, rate_columns,
-                                               real_photos_of, victim_thresholds, world_template)
+                                               paired_tests, pooled_summary, quality_table, rates_of, real_photos_of,
+                                               runs_outcomes, verification_outcomes, victim_thresholds,
+                                               world_template)
 
 __all__ = ["FARS", "victim_thresholds", "leave_one_out", "quality_table", "Timer", "align_to_world",
            "world_template", "real_photos_of", "paired_tests", "pooled_summary", "attack_pairs", "protection_data",
@@ -103,36 +104,19 @@ def run_protocol(protect: Callable, models: Mapping, victims: Sequence[str] | No
 
 
 # --------------------------------------------------------------------------------------------- success
-@torch.no_grad()
-def _outcomes(model, protected, landmarks, targets, target_landmarks, thresholds: Mapping,
-              fars: Sequence[float], target_embeddings=None) -> dict:
-    a = model.embed(protected, landmarks)
-    b = model.embed(targets, target_landmarks) if target_embeddings is None else target_embeddings
-    s = model.score(a, b).cpu().numpy()
-    return {**{far_key(f): s >= thresholds[far_key(f)] for f in fars}, "score": s}
-
-
 def success_rates(model, protected, landmarks, targets, target_landmarks, thresholds: Mapping,
                   fars: Sequence[float] = FARS) -> dict:
     """Impersonation success of ``protected`` vs ``targets`` for one victim (a FaceModel) at each FAR: the rate,
     its Wilson interval (``"FAR=0.01 lo"``, ``"FAR=0.01 hi"``), the number of faces ``n`` and the mean score."""
-    o = _outcomes(model, protected, landmarks, targets, target_landmarks, thresholds, fars)
-    return {**rate_columns({k: v for k, v in o.items() if k != "score"}), "mean score": float(o["score"].mean())}
+    return rates_of(verification_outcomes(model, protected, landmarks, targets, target_landmarks, thresholds, fars))
 
 
 def success_outcomes(runs: Mapping, models: Mapping, thresholds: pd.DataFrame, landmarks, targets, target_landmarks,
                      fars: Sequence[float] = FARS) -> dict:
     """Face-by-face impersonation outcomes of many runs: ``runs[(method, setting, victim)] = protected images`` ->
-    ``{(method, setting, victim): {"FAR=0.1": bool (N,), ..., "score": similarities (N,)}}``."""
-    out, target_emb = {}, {}
-    for (method, setting, victim), images in runs.items():
-        m = models[victim]
-        if victim not in target_emb:
-            with torch.no_grad():
-                target_emb[victim] = m.embed(targets, target_landmarks)
-        out[(method, setting, victim)] = _outcomes(m, images, landmarks, targets, target_landmarks,
-                                                   thresholds.loc[victim].to_dict(), fars, target_emb[victim])
-    return out
+    ``{(method, setting, victim): {"FAR=0.1": bool (N,), ..., "score": similarities (N,)}}``; face i succeeds when
+    the victim accepts (protected i, target i)."""
+    return runs_outcomes(runs, models, thresholds, landmarks, targets, target_landmarks, fars, accept=True)
 
 
 def success_table(outcomes: Mapping) -> pd.DataFrame:

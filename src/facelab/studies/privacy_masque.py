@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facelab.studies._privacy_protocol import (FARS, far_key, leave_one_out, outcome_table, paired_tests,
-                                               pooled_summary, quality_table, rate_columns, real_photos_of,
-                                               victim_thresholds)
+from facelab.studies._privacy_protocol import (FARS, leave_one_out, outcome_table, paired_tests, pooled_summary,
+                                               quality_table, rates_of, real_photos_of, runs_outcomes,
+                                               verification_outcomes, victim_thresholds)
 
 __all__ = ["FARS", "victim_thresholds", "leave_one_out", "real_photos_of", "dodging_data", "makeup_prompt",
            "similarity_to_references", "DodgingRuns", "compare_dodging", "dodging_outcomes", "dodging_rates",
@@ -234,15 +234,6 @@ def compare_dodging(model, data: Mapping, models: Mapping, phrases: Sequence[str
 
 
 # --------------------------------------------------------------------------------------------- success
-@torch.no_grad()
-def _dodging_outcomes(model, protected, landmarks, gallery, gallery_landmarks, owner, thresholds: Mapping,
-                      fars: Sequence[float], gallery_embeddings=None) -> dict:
-    a = model.embed(protected, landmarks)
-    b = model.embed(gallery, gallery_landmarks) if gallery_embeddings is None else gallery_embeddings
-    s = model.score(a[torch.as_tensor(owner, device=a.device)], b).cpu().numpy()
-    return {**{far_key(f): s < thresholds[far_key(f)] for f in fars}, "score": s}
-
-
 def dodging_rates(model, protected, landmarks, gallery, gallery_landmarks, owner, thresholds: Mapping,
                   fars: Sequence[float] = FARS, *, gallery_embeddings: torch.Tensor | None = None) -> dict:
     """Dodging success of one victim (a FaceModel): over all (protected face, clean gallery image of the same person)
@@ -252,24 +243,17 @@ def dodging_rates(model, protected, landmarks, gallery, gallery_landmarks, owner
     ``owner`` (G,) gives, for each gallery image, the index of the protected face of the same person;
     ``gallery_embeddings`` (the victim's embeddings of ``gallery``) saves embedding the gallery again.
     """
-    o = _dodging_outcomes(model, protected, landmarks, gallery, gallery_landmarks, owner, thresholds, fars,
-                          gallery_embeddings)
-    return {**rate_columns({k: v for k, v in o.items() if k != "score"}), "mean score": float(o["score"].mean())}
+    return rates_of(verification_outcomes(model, protected, landmarks, gallery, gallery_landmarks, thresholds, fars,
+                                          owner=owner, accept=False, reference_embeddings=gallery_embeddings))
 
 
 def dodging_outcomes(runs: Mapping, models: Mapping, thresholds: pd.DataFrame, landmarks, gallery,
                      gallery_landmarks, owner, fars: Sequence[float] = FARS) -> dict:
     """Pair-by-pair dodging outcomes of many runs: ``runs[(*key, victim)] = protected images`` (the victim last) ->
-    ``{(*key, victim): {"FAR=0.1": bool (G,), ..., "score": similarities (G,)}}``, one entry per gallery image."""
-    out, gallery_emb = {}, {}
-    for key, images in runs.items():
-        victim = key[-1]
-        if victim not in gallery_emb:
-            with torch.no_grad():
-                gallery_emb[victim] = models[victim].embed(gallery, gallery_landmarks)
-        out[key] = _dodging_outcomes(models[victim], images, landmarks, gallery, gallery_landmarks, owner,
-                                     thresholds.loc[victim].to_dict(), fars, gallery_emb[victim])
-    return out
+    ``{(*key, victim): {"FAR=0.1": bool (G,), ..., "score": similarities (G,)}}``, one entry per gallery image;
+    a pair succeeds when the victim rejects (protected face ``owner[g]``, gallery image g)."""
+    return runs_outcomes(runs, models, thresholds, landmarks, gallery, gallery_landmarks, fars, owner=owner,
+                         accept=False)
 
 
 def dodging_table(runs: Mapping, models: Mapping, thresholds: pd.DataFrame, landmarks, gallery,
