@@ -4,9 +4,12 @@
 ``book/chapters/NN_slug.ipynb`` (kernel ``python3``, working directory ``notebooks/``, a per-cell timeout), hides the
 parameters cells in the book, and records each chapter's wall time in ``_build/timings.json``.
 
-A chapter is executed into a temporary file next to its target and renamed into place only when every cell
-succeeded; when it fails, both the temporary file and any older executed copy are removed, so a later book build can
-never pick up a half-written or stale chapter.
+A chapter is executed into a hidden temporary file next to its target (``.NN_slug.<pid>.partial.ipynb``) and renamed
+into place only when every cell succeeded. The older executed copy is removed before a chapter runs, and when it fails
+the temporary file goes too, so a later book build can never pick up a half-written or stale chapter. A run killed
+outright (SIGKILL, power loss) cannot clean up after itself: :func:`remove_stale_files`, called before every run and
+every ``html`` build, deletes partial files whose writer is no longer alive, and the book's ``_config.yml`` excludes
+hidden files at any depth (``**/.*``) in any case.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -27,6 +31,8 @@ CHAPTER_DIR = REPO_ROOT / "book" / "chapters"
 TIMINGS_FILE = REPO_ROOT / "_build" / "timings.json"
 DEFAULT_CELL_TIMEOUT = 900
 KERNEL = "python3"
+#: ``.00_getting_started.12345.partial.ipynb`` (and the older pid-less ``.00_getting_started.partial.ipynb``)
+PARTIAL_RE = re.compile(r"^\.(?P<stem>[^.]+)(?:\.(?P<pid>\d+))?\.partial\.ipynb$")
 
 
 class ChapterError(RuntimeError):
@@ -74,6 +80,52 @@ def check_notebook(path: Path):
     return nb
 
 
+def partial_path(out_dir: Path, stem: str) -> Path:
+    """Where this process writes chapter ``stem`` while it runs (hidden, tagged with the writer's pid)."""
+    return Path(out_dir) / f".{stem}.{os.getpid()}.partial.ipynb"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_files(out_dir: Path = CHAPTER_DIR, *, sources: set[str] | None = None,
+                       chapters: list[str] | None = None) -> list[Path]:
+    """Delete what an earlier or killed run left in ``out_dir``; returns the removed paths.
+
+    - partial files (``.NN_slug[.pid].partial.ipynb``) whose writer is not running any more (a run killed with
+      SIGKILL leaves one; one being written by a live process, e.g. another chapter running now, is kept);
+    - with ``sources`` (the stems of every chapter source): executed chapters whose source was removed or renamed;
+    - with ``chapters`` (stems about to be executed): their old executed copies, so that a run that is killed half-way
+      leaves no stale chapter behind.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    removed = []
+    for path in out_dir.iterdir():
+        m = PARTIAL_RE.match(path.name)
+        if m and path.is_file():
+            pid = m.group("pid")
+            stale = pid is None or not _pid_alive(int(pid)) or (chapters is not None and m.group("stem") in chapters
+                                                                  and int(pid) == os.getpid())
+        elif path.suffix == ".ipynb" and not path.name.startswith(".") and path.is_file():
+            stale = (sources is not None and path.stem not in sources) or (chapters is not None
+                                                                           and path.stem in chapters)
+        else:
+            stale = False
+        if stale:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def _hide_parameter_cells(nb) -> None:
     """In the executed copy: fold the parameters cell (readers see what can be changed) and drop papermill's
     injected-parameters cell from the rendered page."""
@@ -103,7 +155,8 @@ def execute_chapter(source: Path, out_dir: Path = CHAPTER_DIR, *, profile: str =
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / source.name
-    partial = out_dir / f".{source.stem}.partial.ipynb"
+    remove_stale_files(out_dir, chapters=[source.stem])  # old executed copy and dead partials of this chapter
+    partial = partial_path(out_dir, source.stem)
     params = {"PROFILE": profile, **(extra_parameters or {})}
     t0 = time.perf_counter()
     try:
@@ -153,12 +206,9 @@ def run_chapters(names: list[str] | None = None, *, profile: str = "quick", cell
     # check every source first: a malformed notebook fails fast, before minutes of execution
     for p in notebooks:
         check_notebook(p)
-    if not names:
-        # an executed chapter whose source was removed or renamed must not linger in the book
-        sources = {p.stem for p in notebooks}
-        for old in CHAPTER_DIR.glob("*.ipynb") if CHAPTER_DIR.exists() else []:
-            if old.stem not in sources:
-                old.unlink()
+    # partial files of killed runs; and, for a whole-book run, executed chapters whose source was removed or renamed
+    for old in remove_stale_files(CHAPTER_DIR, sources=None if names else {p.stem for p in notebooks}):
+        print(f"[chapters] removed stale {old.relative_to(REPO_ROOT) if old.is_relative_to(REPO_ROOT) else old}")
     results: list[ChapterResult] = []
     for p in notebooks:
         print(f"[chapters] {p.name} ...", flush=True)
@@ -181,6 +231,8 @@ def build_html() -> int:
     """``jupyter-book build . --builder html -W -n --keep-going`` from the executed chapters; records its wall time."""
     import subprocess
 
+    for old in remove_stale_files(CHAPTER_DIR):  # partial files of killed runs never reach the book
+        print(f"[book] removed stale {old.name}")
     missing = [p.stem for p in find_notebooks() if not (CHAPTER_DIR / p.name).exists()]
     if missing:
         raise ChapterError(f"Executed chapters missing in {CHAPTER_DIR}: {', '.join(missing)}. Run `make chapters` "
