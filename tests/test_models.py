@@ -36,8 +36,9 @@ def dlib_chips():
 def test_dlib_resnet_interface():
     m = load_embedder("dlib-resnet")
     assert isinstance(m, torch.nn.Module)
-    assert (m.embedding_size, m.distance, m.threshold, m.input_size, m.template) == (128, "euclidean", 0.6, 150,
+    assert (m.embedding_size, m.distance, m.threshold, m.input_size, m.template) == (128, "euclidean", -0.6, 150,
                                                                                      "dlib-150")
+    assert m.distance_threshold == 0.6  # dlib's published L2 distance; m.threshold is it as a similarity
     assert m.differentiable and not m.training
     assert load_embedder("dlib-resnet") is m  # cached
     assert sum(isinstance(x, torch.nn.Conv2d) for x in m.modules()) == 29  # ResNet-29: 29 conv layers
@@ -126,4 +127,5 @@ def test_pairwise_distance_and_decisions():
     b = torch.tensor([[0.7] + [0.0] * 127])
     d = m.pairwise_distance(a, b)
     assert torch.allclose(d, torch.tensor([[0.7], [0.2]]))
+    assert torch.allclose(m.similarity(a, b), -d)
     assert m.is_same(a, b).tolist() == [[False], [True]]

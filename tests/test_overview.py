@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from facelab import overview
+from facelab.studies import getting_started as overview
 
 
 def test_error_rates_hand_worked():

@@ -69,14 +69,16 @@ def _as_tensor(x) -> torch.Tensor:
 
 
 def similarity_matrix(a, b=None, metric: str = "euclidean") -> torch.Tensor:
-    """(N, M) similarities between embeddings ``a`` (N, D) and ``b`` (M, D) (default ``a``): ``-cdist`` or cosine."""
+    """(N, M) similarities between embeddings ``a`` (N, D) and ``b`` (M, D) (default ``a``): minus the L2 distance
+    (``sqrt(|a|^2 + |b|^2 - 2 a.b)``, one matrix product) or the cosine similarity."""
     a = _as_tensor(a)
-    b = a if b is None else _as_tensor(b)
+    b = a if b is None else _as_tensor(b).to(a.device)
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"expected embeddings (N, D) and (M, D), got {tuple(a.shape)} and {tuple(b.shape)}")
-    if _check_metric(metric) == "euclidean":
-        return -torch.cdist(a, b)
-    return F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+    if _check_metric(metric) == "cosine":
+        return F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return -sq.clamp_min(0.0).sqrt()
 
 
 def paired_similarity(a, b, metric: str = "euclidean") -> torch.Tensor:
@@ -90,38 +92,40 @@ def paired_similarity(a, b, metric: str = "euclidean") -> torch.Tensor:
     return F.cosine_similarity(a, b, dim=1)
 
 
-def genuine_impostor_pairs(labels, *, max_impostors: int | None = None, seed: int = 0
+def genuine_impostor_pairs(labels, *, max_impostors: int | None = None, seed: int | np.random.Generator = 0
                            ) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs (i, j), i < j, of a labelled set and whether each is genuine (same label).
 
     Parameters
     ----------
     labels : sequence (N,)
-        Identity of every item.
+        Identity of every item; at least two items of one identity and two identities.
     max_impostors : int, optional
-        Keep every genuine pair and at most this many impostor pairs, drawn without replacement with ``seed``
-        (default: all pairs).
-    seed : int
+        Keep every genuine pair and at most this many impostor pairs, drawn without replacement (default: all).
+    seed : int or numpy Generator
+        For the impostor draw.
 
     Returns
     -------
     pairs : int array (P, 2)
-        Genuine pairs first, then impostor pairs, each in row-major (i, j) order.
+        In row-major (i, j) order, genuine and impostor pairs interleaved as they come.
     genuine : bool array (P,)
     """
     y = np.asarray(labels)
     if y.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {y.shape}")
-    i, j = np.triu_indices(len(y), 1)
+    if len(y) < 2:
+        raise ValueError(f"need at least two samples to form pairs, got {len(y)}")
+    i, j = np.triu_indices(len(y), k=1)
     same = y[i] == y[j]
-    gen = np.stack([i[same], j[same]], 1)
-    imp = np.stack([i[~same], j[~same]], 1)
-    if max_impostors is not None and len(imp) > max_impostors:
-        keep = np.sort(np.random.default_rng(seed).choice(len(imp), size=int(max_impostors), replace=False))
-        imp = imp[keep]
-    pairs = np.concatenate([gen, imp]).astype(np.int64).reshape(-1, 2)
-    genuine = np.concatenate([np.ones(len(gen), bool), np.zeros(len(imp), bool)])
-    return pairs, genuine
+    if not same.any() or same.all():
+        raise ValueError("the labelled set must hold at least two samples of one identity and two identities")
+    if max_impostors is not None and (~same).sum() > max_impostors:
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        imp = np.nonzero(~same)[0]
+        keep = np.sort(np.r_[np.nonzero(same)[0], rng.choice(imp, size=int(max_impostors), replace=False)])
+        i, j, same = i[keep], j[keep], same[keep]
+    return np.stack([i, j], 1).astype(np.int64), same
 
 
 def pair_similarities(embeddings, pairs, metric: str = "euclidean") -> np.ndarray:

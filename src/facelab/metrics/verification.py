@@ -2,8 +2,11 @@
 
 Conventions used throughout
 ---------------------------
-* **Scores are similarities**: a higher score means "more likely the same person". For a distance ``d`` (dlib's L2,
-  a cosine distance) pass ``-d``; :func:`scores_from_distances` does this and documents the sign.
+* **Scores are similarities**: a higher score means "more likely the same person" -- the book's one convention
+  (:mod:`facelab.core.scores`). Every face comparison in :mod:`facelab.recognition`, :mod:`facelab.models` and the
+  studies already returns such scores (dlib: minus the L2 distance, threshold -0.6; SFace: the cosine, threshold
+  0.363), so they go into these functions as they are. A raw distance from elsewhere is converted once with
+  :func:`facelab.core.scores.similarity_from_distance` (:func:`scores_from_distances` is the same for L2).
 * **Labels** for verification are ``1`` (genuine / mated pair) and ``0`` (impostor / non-mated pair); booleans work.
 * A pair is **accepted** at threshold ``t`` when ``score >= t`` (the scikit-learn convention), so
 
@@ -85,11 +88,11 @@ def _check_binary(labels, scores) -> tuple[np.ndarray, np.ndarray]:
 
 
 def scores_from_distances(distances) -> np.ndarray:
-    """Turn distances (lower = same person) into similarity scores (higher = same person) by negation.
+    """Turn L2-type distances (lower = same person) into similarity scores (higher = same person) by negation,
+    :func:`facelab.core.scores.similarity_from_distance`. A threshold ``t`` on the distance becomes ``-t``."""
+    from facelab.core.scores import similarity_from_distance
 
-    A threshold ``t`` on the distance becomes ``-t`` on the score.
-    """
-    return -_as_numpy(distances, "distances").astype(np.float64)
+    return similarity_from_distance(_as_numpy(distances, "distances").astype(np.float64), "euclidean")
 
 
 # --------------------------------------------------------------------------------------------- verification

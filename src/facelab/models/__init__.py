@@ -6,6 +6,11 @@
 * :func:`load_expression_model`: face-api's 7-class facial expression net.
 * :class:`FaceModel` / :func:`load_face_models`: an embedder with its (differentiable) alignment, as attacks and
   the privacy evaluation use it; scores are similarities (:mod:`facelab.core.scores`).
+* :class:`MiniLMTextEncoder` (:mod:`facelab.models.text`): the book's one text encoder, frozen all-MiniLM-L6-v2
+  (imported lazily: ``from facelab.models.text import MiniLMTextEncoder``).
+
+Every embedder compares faces by a *similarity* (``Embedder.similarity``; higher = more alike) and carries its
+published threshold in that unit (``Embedder.threshold``: -0.6 for dlib's L2 distance 0.6, 0.363 for SFace).
 
 Models are cached per process: calling a loader twice returns the same module (don't modify it in place; use
 ``copy.deepcopy`` for fine-tuning).
@@ -30,7 +35,8 @@ def load_embedder(name: str = "dlib-resnet", *, device=None, cache: bool = True,
     Parameters
     ----------
     name : {"dlib-resnet", "sface"}
-        ``"dlib-resnet"``: dlib's ResNet-29 (128-d, L2, threshold 0.6, dlib-150 chips), PyTorch, differentiable.
+        ``"dlib-resnet"``: dlib's ResNet-29 (128-d, L2, threshold -0.6 as a similarity = L2 distance 0.6, dlib-150
+        chips), PyTorch, differentiable.
         ``"sface"``: SFace (128-d, cosine, threshold 0.363, arcface-112 chips).
     device : str or torch.device, optional
         Where to put the model (default CPU).

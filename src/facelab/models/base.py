@@ -64,10 +64,12 @@ class Embedder(nn.Module):
     name : str
     embedding_size : int
     distance : {"euclidean", "cosine"}
-        How two embeddings are compared; smaller is more similar for both (cosine distance = 1 - cosine).
+        The metric two embeddings are compared with. Comparisons return *similarities*
+        (:mod:`facelab.core.scores`): minus the L2 distance, or the cosine similarity; higher = more alike.
     threshold : float
-        The published same-person threshold **in the embedder's own score**: dlib: L2 distance < 0.6; SFace:
-        cosine *similarity* >= 0.363 (i.e. cosine distance <= 0.637). :meth:`is_same` applies it.
+        The published same-person threshold **as a similarity** (same person when ``similarity >= threshold``):
+        dlib publishes L2 distance 0.6, stored as -0.6; SFace publishes cosine similarity 0.363.
+        :meth:`is_same` applies it; :attr:`distance_threshold` gives it back as a distance.
     input_size : int
         Side of the aligned chips it expects.
     template : str
@@ -108,14 +110,25 @@ class Embedder(nn.Module):
         with torch.no_grad():
             return torch.cat([self(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
 
-    def pairwise_distance(self, a, b=None) -> torch.Tensor:
-        """(N, M) distances between embeddings ``a`` (N, D) and ``b`` (M, D) (default ``a``) in this embedder's metric
-        (euclidean, or cosine distance 1 - cos)."""
+    def _pair(self, a, b):
         a = torch.as_tensor(a, dtype=torch.float32)
         b = a if b is None else torch.as_tensor(b, dtype=torch.float32)
         if a.dim() != 2 or b.dim() != 2 or a.shape[1] != self.embedding_size or b.shape[1] != self.embedding_size:
             raise ValueError(f"expected embeddings (N, {self.embedding_size}) and (M, {self.embedding_size}), got "
                              f"{tuple(a.shape)} and {tuple(b.shape)}")
+        return a, b
+
+    def similarity(self, a, b=None) -> torch.Tensor:
+        """(N, M) similarities between embeddings ``a`` (N, D) and ``b`` (M, D) (default ``a``): minus the L2
+        distance (euclidean) or the cosine similarity; compare with :attr:`threshold`."""
+        from facelab.core.scores import similarity_matrix
+
+        return similarity_matrix(*self._pair(a, b), self.distance)
+
+    def pairwise_distance(self, a, b=None) -> torch.Tensor:
+        """(N, M) distances between embeddings ``a`` (N, D) and ``b`` (M, D) (default ``a``) in this embedder's metric
+        (euclidean, or cosine distance 1 - cos)."""
+        a, b = self._pair(a, b)
         if self.distance == "euclidean":
             return torch.cdist(a, b)
         an = torch.nn.functional.normalize(a, dim=1)
@@ -124,13 +137,13 @@ class Embedder(nn.Module):
 
     @property
     def distance_threshold(self) -> float:
-        """The published threshold expressed as a distance (same person when distance <= it)."""
-        return self.threshold if self.distance == "euclidean" else 1.0 - self.threshold
+        """The published threshold expressed as a distance (same person when distance <= it): 0.6 for dlib,
+        1 - 0.363 for SFace."""
+        return -self.threshold if self.distance == "euclidean" else 1.0 - self.threshold
 
     def is_same(self, a, b) -> torch.Tensor:
-        """Same-person decisions (N, M) with the published threshold."""
-        d = self.pairwise_distance(a, b)
-        return d < self.threshold if self.distance == "euclidean" else d <= self.distance_threshold
+        """Same-person decisions (N, M): ``similarity >= threshold``."""
+        return self.similarity(a, b) >= self.threshold
 
     def extra_repr(self) -> str:
         return (f"name={self.name!r}, embedding_size={self.embedding_size}, distance={self.distance!r}, "

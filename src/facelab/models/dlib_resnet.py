@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facelab import assets
+from facelab.core.scores import DLIB_THRESHOLD
 from facelab.models.base import Embedder
 from facelab.models.tfjs import read_tfjs_weights
 
@@ -80,7 +81,7 @@ class DlibResNet(Embedder):
     name = "dlib-resnet"
     embedding_size = 128
     distance = "euclidean"
-    threshold = 0.6
+    threshold = DLIB_THRESHOLD  # dlib's published L2 distance 0.6, as a similarity (-distance)
     input_size = 150
     template = "dlib-150"
     differentiable = True
@@ -206,11 +207,11 @@ def load_dlib_resnet(manifest=None, *, weights: str = "dlib") -> DlibResNet:
         Which copy of the weights to read (see the module docstring).
     """
     if weights == "dlib":
-        return _load_from_dat(assets.fetch("dlib-resnet-model") if manifest is None else manifest)
+        return _load_from_dat(assets.path("dlib-resnet-model") if manifest is None else manifest)
     if weights != "faceapi":
         raise ValueError(f"weights must be 'faceapi' or 'dlib', got {weights!r}")
     if manifest is None:
-        manifest = assets.fetch("faceapi-recognition") / "face_recognition_model-weights_manifest.json"
+        manifest = assets.path("faceapi-recognition") / "face_recognition_model-weights_manifest.json"
     w = read_tfjs_weights(manifest)
     model = DlibResNet()
     _fold(model.stem, w, "conv32_down")

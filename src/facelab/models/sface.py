@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facelab import assets
+from facelab.core.scores import SFACE_THRESHOLD
 from facelab.models.base import Embedder
 
 __all__ = ["SFace", "load_sface", "SFACE_BN_EPS"]
@@ -44,7 +45,7 @@ class SFace(Embedder):
     name = "sface"
     embedding_size = 128
     distance = "cosine"
-    threshold = 0.363
+    threshold = SFACE_THRESHOLD  # cosine similarity (OpenCV Zoo)
     input_size = 112
     template = "arcface-112"
     differentiable = True
@@ -97,7 +98,7 @@ def load_sface(path=None) -> SFace:
     """Build :class:`SFace` from the int8 ONNX file (asset ``sface-model``), dequantized by OpenCV."""
     import cv2
 
-    path = str(assets.fetch("sface-model") if path is None else path)
+    path = str(assets.path("sface-model") if path is None else path)
     net = cv2.dnn.readNetFromONNX(path)
     # check the strides against OpenCV's own shape inference
     ids, _, outs = net.getLayersShapes((1, 3, 112, 112))
