@@ -166,7 +166,8 @@ def condition_features(world, factors: Mapping, n_identities: int, per_identity:
     ``detection`` table (``index`` into the set, ``detected``, ``nme``), ``labels``,
     the first chunk's first images as ``examples`` and the render time ``render_s``.
     """
-    from facelab.recognition import aligned_chips, grey_chips
+    from facelab.recognition import aligned_chips
+    from facelab.studies.face_recognition import grey_chips
 
     factors = dict(factors)
     strength = factors.pop("identity_strength", None)
