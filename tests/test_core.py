@@ -127,10 +127,15 @@ def test_gaussian_blur_sigma_is_per_image():
         gaussian_blur(x, 1.0, padding="zeros")
 
 
+def noisy_pair(seed, side, noise):
+    """Two float32 batches (2, 3, side, side) in [0, 1]: random images and a noisy copy."""
+    rng = np.random.default_rng(seed)
+    a = rng.random((2, 3, side, side)).astype(np.float32)
+    return a, np.clip(a + rng.normal(scale=noise, size=a.shape), 0, 1).astype(np.float32)
+
+
 def test_psnr_matches_skimage_and_caps_identical_images():
-    rng = np.random.default_rng(0)
-    a = rng.random((2, 3, 16, 16)).astype(np.float32)
-    b = np.clip(a + rng.normal(scale=0.05, size=a.shape), 0, 1).astype(np.float32)
+    a, b = noisy_pair(0, 16, 0.05)
     ours = psnr(torch.from_numpy(a), torch.from_numpy(b))
     for i in range(2):
         assert float(ours[i]) == pytest.approx(peak_signal_noise_ratio(a[i], b[i], data_range=1.0), abs=1e-3)
@@ -138,9 +143,7 @@ def test_psnr_matches_skimage_and_caps_identical_images():
 
 
 def test_ssim_matches_skimage_with_the_same_gaussian_window():
-    rng = np.random.default_rng(1)
-    a = rng.random((2, 3, 32, 32)).astype(np.float32)
-    b = np.clip(a + rng.normal(scale=0.1, size=a.shape), 0, 1).astype(np.float32)
+    a, b = noisy_pair(1, 32, 0.1)
     ours = ssim(torch.from_numpy(a), torch.from_numpy(b))
     for i in range(2):
         ref = structural_similarity(a[i], b[i], gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
