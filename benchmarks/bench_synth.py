@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from facelab.synth import FaceWorld, SyntheticFaceStream
-from facelab.synth.calibration import CONDITIONS, calibrate
+from facelab.studies.synthetic_faces import CONDITIONS, calibrate
 
 ALL = dict(nuisance="full", expression="random", occlusion="random", makeup="random")
 
@@ -79,7 +79,7 @@ def main():
         print(f"{r['benchmark']:75s} {r['items']:6d} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} {r['per_s']:8.1f} "
               f"{r['per_cpu_s']:8.1f}")
     if not args.skip_difficulty:
-        # the chapter's protocol (facelab.synth.calibration.calibrate): 5 gallery + 5 probe images per identity,
+        # the chapter's protocol (facelab.studies.synthetic_faces.calibrate): 5 gallery + 5 probe images per identity,
         # eigenfaces on grey 56 px chips aligned with the ground-truth landmarks, and on the raw frame
         tab, wall, _ = timed(lambda: calibrate(FaceWorld(0, 112, args.device), CONDITIONS, n_identities=n_ids,
                                                per_identity=per, embedder=None))

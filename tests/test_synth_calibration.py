@@ -1,11 +1,12 @@
-"""Difficulty calibration of the synthetic world (facelab.synth.calibration) on a stub world with known answers."""
+"""Difficulty calibration of the synthetic world (facelab.studies.synthetic_faces, chapter 02) on a stub world with
+known answers."""
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from facelab.synth import calibration as cal
+from facelab.studies import synthetic_faces as cal
 
 from test_attacks import template_landmarks
 
@@ -98,3 +99,23 @@ def test_difficulty_table_quick_check():
     assert cal.eigenfaces_rank1(images, np.repeat(np.arange(5), 3), 1, n_components=4) == 1.0
     with pytest.raises(ValueError, match="identity labels"):
         cal.eigenfaces_rank1(images, np.arange(3), 1)
+
+
+def test_rank1_intervals_and_plot():
+    table = cal.calibrate(StubWorld(), {"clean": {"noise": 0.02}, "noisy": {"noise": 0.6}}, n_identities=12,
+                          per_identity=4, n_gallery=2, embedder=None, n_components=20)
+    assert (table["probes"] == 24).all()
+    iv = cal.rank1_intervals(table, ["eigenfaces (raw frame)"], formatted=False)
+    est, lo, hi = (iv[c].to_numpy(float) for c in ("eigenfaces (raw frame)", "eigenfaces (raw frame)_lo",
+                                                    "eigenfaces (raw frame)_hi"))
+    assert np.all(lo <= est) and np.all(est <= hi) and hi[0] == pytest.approx(1.0) and lo[0] > 0.8   # 24/24
+    from facelab.metrics import wilson_interval
+    k = round(table.loc["noisy", "eigenfaces (raw frame)"] * 24)
+    assert (lo[1], hi[1]) == pytest.approx(wilson_interval(k, 24))
+    cells = cal.rank1_intervals(table)
+    assert cells.loc["clean", "eigenfaces (raw frame)"].startswith("100.0 [") and cells.loc["clean", "dlib ResNet (aligned)"] == "-"
+    assert list(cal.hardest_knobs(table, ["eigenfaces (raw frame)"], n=1)["eigenfaces (raw frame)"].index) == ["noisy"]
+    import matplotlib
+    matplotlib.use("Agg")
+    fig = cal.plot_rank1(table, ["eigenfaces (aligned)", "eigenfaces (raw frame)"], title="stub")
+    assert fig.axes[0].get_title() == "stub" and len(fig.axes[0].patches) == 4

@@ -1,4 +1,9 @@
-"""How hard is the synthetic face world? Identification accuracy of eigenfaces and of the real dlib network.
+"""Chapter 02, *A laboratory of faces*: how hard is the synthetic face world? Its calibration protocol, tables and
+figures.
+
+The world itself is :mod:`facelab.synth` (generator, video, attacks); the recognisers are :mod:`facelab.classical`
+(eigenfaces), :mod:`facelab.models` (dlib's ResNet-29) and :mod:`facelab.detect` (dlib's HOG detector and 68-point
+shape predictor). This module holds what only the chapter does with them.
 
 The protocol: render ``n_identities x per_identity`` faces under one condition (a set of ``world.sample``
 factors), use the first ``n_gallery`` images of each identity as the gallery (the training set of eigenfaces)
@@ -7,29 +12,39 @@ and the rest as probes, and report rank-1 identification accuracy (chance = ``1 
 * **eigenfaces** (PCA + 1-nearest neighbour, :class:`facelab.classical.Eigenfaces`) on grey 56 px chips aligned
   with the ground-truth landmarks, and on the raw, unaligned frame (downsampled to the same size);
 * **dlib's ResNet-29** (a real network trained on real faces, :func:`facelab.models.load_embedder`) on chips
-  aligned with the ground-truth landmarks, Euclidean nearest neighbour;
+  aligned with the ground-truth landmarks, Euclidean nearest neighbour (the highest similarity -L2 of
+  :mod:`facelab.core.scores`);
 * whether **dlib's own pipeline** finds the synthetic faces: the HOG detector's detection rate, the error of dlib's
   68-point shape predictor against the ground-truth landmarks (mean point error / inter-ocular distance), and
   rank-1 when the chips are aligned with dlib's predicted landmarks instead (only images where a face was found).
 
 Rendering and feature extraction run chunk by chunk, so memory stays bounded whatever the set size.
 
-:func:`difficulty_table` is the generator's own quick check (eigenfaces with whitened PCA on the raw, unaligned
-frame, 48 px grey), which the world's identity spread is tuned against and ``benchmarks/bench_synth.py`` reports;
-:func:`calibrate` is the fuller study of the chapter "A laboratory of faces".
+* protocol: :data:`CONDITIONS`, :data:`KNOBS`, :func:`calibrate` (-> one row per condition, with the counts behind
+  each rate), :func:`condition_features`, :func:`evaluate_condition`, :func:`dlib_landmark_report`;
+* tables: :func:`rank1_intervals` (95 % Wilson intervals of every rate), :func:`hardest_knobs`;
+* figures (``plot_x(..., ax=None) -> Figure``): :func:`plot_rank1`;
+* :func:`difficulty_table` is the generator's own quick check (eigenfaces with whitened PCA on the raw, unaligned
+  frame, 48 px grey), which the world's identity spread is tuned against and ``benchmarks/bench_synth.py`` reports.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["CONDITIONS", "KNOBS", "gallery_probe_split", "nearest_neighbour_rank1", "eigenfaces_rank1",
-           "condition_features", "evaluate_condition", "calibrate", "dlib_landmark_report", "difficulty_table"]
+from facelab.core.landmarks import group_mean
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["CONDITIONS", "KNOBS", "METHODS", "gallery_probe_split", "nearest_neighbour_rank1", "eigenfaces_rank1",
+           "condition_features", "evaluate_condition", "calibrate", "dlib_landmark_report", "difficulty_table",
+           "rank1_intervals", "hardest_knobs", "plot_rank1"]
 
 #: Headline conditions: the world's nuisance presets.
 CONDITIONS: dict[str, dict] = {
@@ -149,7 +164,7 @@ def dlib_landmark_report(images: torch.Tensor, landmarks: torch.Tensor) -> pd.Da
             rows.append((False, float("nan"), None))
             continue
         pred = np.asarray(faces[0].landmarks68, dtype=np.float32)
-        iod = float(np.linalg.norm(pts[36:42].mean(0) - pts[42:48].mean(0)))
+        iod = float(np.linalg.norm(group_mean(pts, "eye_right") - group_mean(pts, "eye_left")))
         rows.append((True, float(np.linalg.norm(pred - pts, axis=1).mean() / max(iod, 1e-6)), pred))
     return pd.DataFrame(rows, columns=["detected", "nme", "landmarks"])
 
@@ -233,6 +248,7 @@ def evaluate_condition(feats: dict, per_identity: int, n_gallery: int, n_compone
     row = {
         "images": len(ids),
         "identities": len(np.unique(ids)),
+        "probes": len(gallery_probe_split(ids, n_gallery)[1]),
         "chance": 1.0 / len(np.unique(ids)),
         "eigenfaces (aligned)": eigenfaces_rank1(feats["aligned"], ids, n_gallery, n_components),
         "eigenfaces (raw frame)": eigenfaces_rank1(feats["raw"], ids, n_gallery, n_components),
@@ -241,6 +257,7 @@ def evaluate_condition(feats: dict, per_identity: int, n_gallery: int, n_compone
     }
     det = feats["detection"]
     if det is not None:
+        row["dlib probes"] = len(det)
         row["dlib HOG detection rate"] = float(det["detected"].mean())
         row["dlib 68-pt NME"] = float(det["nme"].median()) if det["detected"].any() else float("nan")
         if feats["dlib_own"] is not None and feats["dlib"] is not None:
@@ -309,11 +326,12 @@ def calibrate(world, conditions: Mapping[str, Mapping] | None = None, n_identiti
 
 
 def difficulty_table(world, n_identities: int = 100, per_identity: int = 10, settings=None,
-                     batch_size: int = 250) -> pd.DataFrame:
+                     batch_size: int = 250, *, seed: int | None = None) -> pd.DataFrame:
     """Eigenfaces rank-1 under several sampling settings (dicts of :meth:`FaceWorld.sample` arguments).
 
     The generator's quick difficulty check: whitened PCA (100 components) on the raw frame in 48 px grey, the first
-    half of each identity's images as the gallery. Returns a DataFrame with columns ``setting`` and ``rank1``.
+    half of each identity's images as the gallery. ``seed`` seeds each setting's per-image randomness (default
+    ``world.seed + 99``). Returns a DataFrame with columns ``setting`` and ``rank1``.
     """
     if settings is None:
         settings = {"none": dict(nuisance="none"), "mild": dict(nuisance="mild"),
@@ -322,7 +340,7 @@ def difficulty_table(world, n_identities: int = 100, per_identity: int = 10, set
                     "full + expression + occlusion": dict(nuisance="full", expression="random", occlusion="random")}
     rows = []
     for name, kw in settings.items():
-        g = torch.Generator().manual_seed(world.seed + 99)
+        g = torch.Generator().manual_seed(world.seed + 99 if seed is None else int(seed))
         ids = np.repeat(np.arange(n_identities), per_identity)
         grey = np.concatenate([_grey(world.sample(identities=ids[s:s + batch_size].tolist(), generator=g,
                                                   **kw).images, 48)
@@ -330,3 +348,83 @@ def difficulty_table(world, n_identities: int = 100, per_identity: int = 10, set
         rows.append({"setting": name, "rank1": eigenfaces_rank1(grey, ids, n_gallery=per_identity // 2,
                                                                 whiten=True)})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- tables and figures
+#: The rank-1 columns of :func:`calibrate`'s table, and the probes each rate is measured on.
+METHODS = {"eigenfaces (aligned)": "probes", "eigenfaces (raw frame)": "probes", "dlib ResNet (aligned)": "probes",
+           "dlib HOG detection rate": "dlib probes", "dlib end-to-end (detect, align, embed)": "dlib probes"}
+
+
+def _rate_interval(rate: float, n: float, alpha: float):
+    """(k, lo, hi) of a rate measured on n probes (Wilson interval); NaNs when it was not measured."""
+    from facelab.metrics import wilson_interval
+
+    if not (np.isfinite(rate) and np.isfinite(n) and n > 0):
+        return float("nan"), float("nan"), float("nan")
+    k = int(round(rate * n))
+    lo, hi = wilson_interval(k, int(n), alpha)
+    return k, lo, hi
+
+
+def rank1_intervals(table: pd.DataFrame, methods: Sequence[str] | None = None, alpha: float = 0.05,
+                    formatted: bool = True) -> pd.DataFrame:
+    """Every rate of a :func:`calibrate` table with its (1 - alpha) Wilson interval over the probes it was measured
+    on (rank-1 counts the probes whose nearest gallery image is the same person; the probes of one condition are
+    rendered independently, so the interval is the binomial one).
+
+    Returns cells in percent such as ``"40.2 [37.2, 43.3]"`` (``formatted``; ``"-"`` where a rate was not
+    measured), or a frame with ``<method>``, ``<method>_lo`` and ``<method>_hi`` columns of fractions.
+    """
+    from facelab.metrics import with_interval
+
+    methods = [m for m in (METHODS if methods is None else methods) if m in table.columns]
+    out = {}
+    for m in methods:
+        n_col = METHODS.get(m, "probes")
+        cells = [(row[m],) + _rate_interval(row[m], row.get(n_col, np.nan), alpha)[1:] for _, row in table.iterrows()]
+        if formatted:
+            out[m] = [with_interval(e, lo, hi, digits=1, percent=True) if np.isfinite(e) else "-"
+                      for e, lo, hi in cells]
+        else:
+            out[m], out[f"{m}_lo"], out[f"{m}_hi"] = (list(c) for c in zip(*cells))
+    return pd.DataFrame(out, index=table.index)
+
+
+def hardest_knobs(table: pd.DataFrame, methods: Sequence[str], n: int = 3, skip_prefix: str = "full,") -> dict:
+    """For each method, the ``n`` conditions (knobs) with the lowest rank-1, lowest first (conditions whose name
+    starts with ``skip_prefix``, the identity-spread rows, are left out): method -> Series condition -> rank-1."""
+    single = table.drop(index=[name for name in table.index if name.startswith(skip_prefix)])
+    return {m: single[m].sort_values().head(n) for m in methods}
+
+
+def plot_rank1(table: pd.DataFrame, methods: Sequence[str] | None = None, title: str | None = None,
+               alpha: float = 0.05, legend: bool = True, ax=None) -> Figure:
+    """Horizontal bars of rank-1 accuracy per condition and method, with (1 - alpha) Wilson intervals as error bars
+    and the chance level as a dotted line."""
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in (methods or ["eigenfaces (aligned)", "eigenfaces (raw frame)", "dlib ResNet (aligned)"])
+               if m in table.columns]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 0.45 * len(table) * len(methods) ** 0.5 + 1.2))
+    else:
+        fig = ax.figure
+    iv = rank1_intervals(table, methods, alpha, formatted=False)
+    height = 0.8 / len(methods)
+    y = np.arange(len(table))
+    for j, m in enumerate(methods):
+        est = iv[m].to_numpy(float)
+        err = np.abs(np.stack([est - iv[f"{m}_lo"].to_numpy(float), iv[f"{m}_hi"].to_numpy(float) - est]))
+        ax.barh(y + (j - (len(methods) - 1) / 2) * height, est, height=height, xerr=err, label=m, capsize=2)
+    if "chance" in table.columns:
+        ax.axvline(float(table["chance"].max()), color="grey", ls=":", lw=1)
+    ax.set_yticks(y, list(table.index))
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"rank-1 accuracy ({100 * (1 - alpha):.0f}% Wilson intervals)")
+    if title:
+        ax.set_title(title)
+    if legend:
+        ax.legend(fontsize=8, loc="lower right")
+    return fig
