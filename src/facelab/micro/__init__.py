@@ -9,6 +9,8 @@
   loss, leave-one-subject-out UF1/UAR.
 - :mod:`facelab.micro.loaders`: MMME layout, SAMM-LV / CAS(ME)^2 interval sheets (CASME II / SAMM episodes come from
   :mod:`facelab.datasets`).
+
+The chapter's experiments, tables and figures live in :mod:`facelab.studies.micro_expressions_physiology`.
 """
 
 from facelab.micro.corpus import Corpus, CorpusConfig, make_corpus, with_physiology

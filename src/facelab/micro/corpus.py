@@ -351,7 +351,8 @@ class Corpus:
         return self.events[["video", "kind", "onset", "apex", "offset"]]
 
 
-def make_corpus(config: CorpusConfig | None = None, world=None, progress=None, **overrides) -> Corpus:
+def make_corpus(config: CorpusConfig | None = None, world=None, progress=None, *, device="cpu",
+                **overrides) -> Corpus:
     """Generate the corpus: videos from the synthetic face world, physiology from MNE + NeuroKit2.
 
     Parameters
@@ -359,15 +360,18 @@ def make_corpus(config: CorpusConfig | None = None, world=None, progress=None, *
     config : CorpusConfig, optional
         Defaults to ``CorpusConfig()``; ``overrides`` replace single fields (``make_corpus(eeg_coupling=0.2)``).
     world : facelab.synth.FaceWorld, optional
-        Defaults to ``FaceWorld(seed=config.seed, size=config.size)``; subject ``k`` is identity ``k``.
+        Defaults to ``FaceWorld(seed=config.seed, size=config.size, device=device)``; subject ``k`` is identity ``k``.
     progress : callable, optional
         Wraps the subject loop (e.g. ``P.progress``).
+    device : str or torch.device
+        Where the default world renders (``P.device``); frames come back as NumPy arrays either way. The seed is
+        ``config.seed``.
     """
     config = replace(config or CorpusConfig(), **overrides)
     if world is None:
         from facelab.synth import FaceWorld
 
-        world = FaceWorld(seed=config.seed, size=config.size)
+        world = FaceWorld(seed=config.seed, size=config.size, device=device)
     rng = np.random.default_rng(config.seed)
     patterns = physio.eeg_emotion_patterns(seed=1234)
     sessions = []

@@ -1,0 +1,93 @@
+"""Chapter 11's study module (facelab.studies.micro_expressions_physiology) on the fast stand-in corpus: the tables
+carry their intervals (lo <= value <= hi), the paired comparisons agree with the metrics, the figures draw."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from _micro_helpers import StubWorld  # noqa: E402
+from facelab.metrics import uar, uf1  # noqa: E402
+from facelab.micro.corpus import make_corpus  # noqa: E402
+from facelab.micro.recognition import LINEAR_NAMES, MultimodalData, loso_linear  # noqa: E402
+from facelab.studies import micro_expressions_physiology as study  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return make_corpus(world=StubWorld(48), n_subjects=3, trials_per_subject=2, size=48, crop_size=48,
+                       full_video_trials=1, seed=3)
+
+
+def _assert_intervals(df, col):
+    ok = df[col].notna()
+    assert ok.any()
+    assert (df.loc[ok, f"{col}_lo"] <= df.loc[ok, col] + 1e-12).all()
+    assert (df.loc[ok, col] <= df.loc[ok, f"{col}_hi"] + 1e-12).all()
+
+
+def test_unweighted_scores_match_the_metrics():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y, p = rng.integers(0, 5, 40), rng.integers(0, 5, 40)
+        np.testing.assert_allclose(study.unweighted_scores(y, p, 5), [uf1(y, p, labels=range(5)),
+                                                                        uar(y, p, labels=range(5))])
+
+
+def test_spotting_table_and_comparison(corpus):
+    table, pred = study.spot_corpus(corpus, n_boot=200, seed=1)
+    assert list(table.index.get_level_values(0).unique()) == ["MDMD", "LBP"]
+    _assert_intervals(table, "F1")
+    assert table.attrs["n_videos"] == 3
+    cmp = study.spotting_comparison(corpus, pred, "LBP", "MDMD", n_boot=200)
+    assert list(cmp.index) == ["micro", "macro", "overall"]
+    for kind in cmp.index:  # the comparison's F1 are the table's, the difference its delta
+        a, b = table.loc[("LBP", kind), "F1"], table.loc[("MDMD", kind), "F1"]
+        if np.isfinite(a) and np.isfinite(b):
+            assert cmp.loc[kind, "difference"] == pytest.approx(a - b)
+    _assert_intervals(cmp, "difference")
+    assert isinstance(study.plot_spotting(corpus, pred, 0, 3, 9), Figure)
+    fig, axes = plt.subplots(2, 1)
+    assert study.plot_spotting(corpus, pred, 0, 3, 9, ax=axes) is fig
+    plt.close("all")
+
+
+def test_recognition_and_fusion_tables(corpus):
+    data = MultimodalData.from_corpus(corpus)
+    old, probs = loso_linear(data)
+    table = study.recognition_table(data, probs, LINEAR_NAMES, n_boot=200)
+    for col in ("UF1", "UAR", "accuracy"):
+        _assert_intervals(table, col)
+        np.testing.assert_allclose(table[col], old[col])  # same point estimates as the method's own table
+    fusion = study.fusion_comparison(data, probs, ["video", "eeg", "periph"], ["early fusion (concat)"],
+                                     LINEAR_NAMES, n_boot=200)
+    row = fusion.iloc[0]
+    assert row["difference"] == pytest.approx(row["UF1 fusion"] - row["UF1 best single"])
+    assert row["UF1 best single"] == pytest.approx(old.loc[list(LINEAR_NAMES.values()), "UF1"].max())
+    _assert_intervals(fusion, "difference")
+    assert (row["p_value"] < 0.05) == (row["verdict"] != "no significant difference")
+
+
+def test_coupling_ablation_and_figures(corpus):
+    ab = study.coupling_ablation(corpus, scales=(0.0, 1.0), n_boot=100)
+    assert list(ab.index) == [0.0, 1.0]
+    for col in (*LINEAR_NAMES.values(), "late fusion (all)", "early fusion (concat)", "late fusion gain",
+                "early fusion gain"):
+        _assert_intervals(ab, col)
+    singles = ab[list(LINEAR_NAMES.values())].max(axis=1)
+    np.testing.assert_allclose(ab["best single"], singles)
+    np.testing.assert_allclose(ab["late fusion gain"], ab["late fusion (all)"] - singles)
+    assert isinstance(study.plot_ablation(ab), Figure)
+    assert isinstance(study.plot_trial(corpus, 0), Figure)
+    plt.close("all")
+
+
+def test_spotting_needs_a_smooth_trial():
+    c = make_corpus(world=StubWorld(48), n_subjects=1, trials_per_subject=1, size=48, crop_size=48,
+                    full_video_trials=0, seed=1)
+    with pytest.raises(ValueError, match="no smoothly rendered trial"):
+        study.spot_corpus(c)
