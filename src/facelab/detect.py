@@ -99,7 +99,7 @@ def _dlib_hog():
 def _dlib_cnn():
     import dlib
 
-    return dlib.cnn_face_detection_model_v1(str(assets.fetch("dlib-mmod-detector")))
+    return dlib.cnn_face_detection_model_v1(str(assets.path("dlib-mmod-detector")))
 
 
 @lru_cache(maxsize=None)
@@ -107,12 +107,12 @@ def _shape_predictor(n: int):
     import dlib
 
     name = {5: "dlib-shape-predictor-5", 68: "dlib-shape-predictor-68"}[n]
-    return dlib.shape_predictor(str(assets.fetch(name)))
+    return dlib.shape_predictor(str(assets.path(name)))
 
 
 @lru_cache(maxsize=None)
 def _yunet_model_path() -> str:
-    return str(assets.fetch("yunet-model"))
+    return str(assets.path("yunet-model"))
 
 
 _YUNET = {}
