@@ -79,6 +79,12 @@ def test_atomic_path_keeps_the_old_file_when_the_writer_dies(tmp_path):
     assert json.loads(target.read_text()) == {"v": 1}
     files.atomic_write_text(tmp_path / "sub" / "t.txt", "ok")   # creates the folder
     assert (tmp_path / "sub" / "t.txt").read_text() == "ok"
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777   # not mkstemp's private 0600
+    target.chmod(0o640)
+    files.atomic_write_json(target, {"v": 3})
+    assert target.stat().st_mode & 0o777 == 0o640                            # a rewrite keeps the mode
 
 
 def test_a_save_killed_mid_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -64,6 +64,13 @@ def clear_sha256_cache() -> None:
         _SHA256_CACHE.clear()
 
 
+def _umask() -> int:
+    with _LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path) -> Iterator[Path]:
     """Context manager yielding a temporary path next to ``path``; on a clean exit the temporary file is flushed
@@ -80,6 +87,8 @@ def atomic_path(path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     try:
+        # mkstemp creates the file private (0600); give it the mode a plain open() would (or the old file's)
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         yield tmp
         with open(tmp, "rb+") as fh:   # the writer may have closed and reopened it: flush what is on disk
             os.fsync(fh.fileno())
