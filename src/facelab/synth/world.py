@@ -13,7 +13,9 @@ import pandas as pd
 import torch
 
 from facelab.synth.facs import AU_NAMES, EMOTION_PROTOTYPES, EMOTIONS, apply_aus, au_vector, emotion_vector
+from facelab.synth.fields import Beard, Clutter, Degrade, Glasses, HandParam, Light, MaskParam, Makeup, Pose, ScarfParam
 from facelab.synth.identity import Identity, make_identities
+from facelab.synth.landmarks import LOWER_LIP_BOTTOM, NOSE_BRIDGE
 from facelab.synth.render import OCCLUSIONS, Scene, render
 
 NUISANCE_PRESETS = {
@@ -331,7 +333,8 @@ class FaceWorld:
         au_max = traj.max(2).values.numpy()
         for k, name in enumerate(AU_NAMES):
             labels[name] = au_max[:, k].astype(np.float32)
-        labels["yaw"], labels["pitch"], labels["roll"] = pose[:, 0].numpy(), pose[:, 1].numpy(), pose[:, 2].numpy()
+        for name, k in (("yaw", Pose.YAW), ("pitch", Pose.PITCH), ("roll", Pose.ROLL)):
+            labels[name] = pose[:, k].numpy()
         if pulse is not None:
             labels["ppg"] = pulse
         return V.FaceVideo(frames=torch.cat(frames), landmarks=torch.cat(lms), fps=float(fps), events=ev_df,
@@ -386,48 +389,29 @@ class FaceWorld:
             pose = torch.stack([U(p["yaw"]), U(p["pitch"]), U(p["roll"])], 1)
         temp = U(p["colour_temperature"])
         light = torch.stack([U(p["light_azimuth"]), U(p["light_elevation"]), U(p["light_intensity"]), U(p["ambient"]),
-                             1 + temp, 1 + 0.2 * temp, 1 - temp], 1)
-        sim = torch.stack([U(p["scale"]), U(p["shift"]), U(p["shift"])], 1)
-        # background
-        bgk = p["background"]
-        if bgk == "plain":
-            background = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0, 1, 0, 0.25, 0.27, 0.32]).repeat(N, 1)
-            bnoise = torch.zeros(N, 3, 6, 6)
-            clutter = torch.zeros(N, 3, 8)
-        else:
-            ang = U((0, 2 * math.pi))
-            base = torch.rand(N, 2, 3, generator=g) * 0.8 + 0.1
-            grey = base.mean(2, keepdim=True)
-            base = (grey + (base - grey) * (0.25 + 0.4 * torch.rand(N, 2, 1, generator=g))).reshape(N, 6)
-            background = torch.cat([base, ang.cos()[:, None], ang.sin()[:, None],
-                                    U((0.02, 0.06) if bgk == "smooth" else (0.04, 0.12))[:, None],
-                                    torch.rand(N, 3, generator=g) * 0.7 + 0.1], 1)
-            lum = torch.randn(N, 1, 6, 6, generator=g)
-            bnoise = lum + 0.35 * torch.randn(N, 3, 6, 6, generator=g)
-            clutter = torch.rand(N, 3, 8, generator=g)
-            cg = clutter[..., 4:7].mean(-1, keepdim=True)
-            clutter[..., 4:7] = cg + (clutter[..., 4:7] - cg) * 0.5
-            clutter[..., 0:2] = clutter[..., 0:2] * 2 - 1
-            clutter[..., 2:4] = clutter[..., 2:4] * 0.5 + 0.1
-            clutter[..., 7] = (clutter[..., 7] < (0.0 if bgk == "smooth" else 0.7)).float()
+                             1 + temp, 1 + 0.2 * temp, 1 - temp], 1)           # the columns of fields.Light
+        sim = torch.stack([U(p["scale"]), U(p["shift"]), U(p["shift"])], 1)   # fields.Similarity
+        background, bnoise, clutter = _background_params(p["background"], N, g, U)
         gaze = torch.stack([U(p["gaze"]), U(p["gaze"]) * 0.4], 1)
         # accessories
         gl = ident.glasses.clone()
         if glasses is not None:
-            gl[:, 0] = float(bool(glasses))
+            gl[:, Glasses.WORN] = float(bool(glasses))
         bd = ident.beard.clone()
         if beard is not None:
-            bd[:, 0] = torch.where(bd[:, 0] > 0, bd[:, 0], torch.full_like(bd[:, 0], 2.0)) if beard else 0.0
+            style = bd[:, Beard.STYLE]
+            full = torch.full_like(style, float(Beard.FULL))
+            bd[:, Beard.STYLE] = torch.where(style > 0, style, full) if beard else 0.0
         # occlusion
         occ, occ_prm = self._occlusion(occlusion, occlusion_fraction, N, g, lm, ident)
         # makeup
         mk, mk_names = self._makeup(makeup, N, g)
         info["makeup"] = mk_names
-        degrade = torch.stack([U(p["resolution"]), U(p["blur"]), U(p["noise"]), U(p["jpeg"]).round()], 1)
+        degrade = torch.stack([U(p["resolution"]), U(p["blur"]), U(p["noise"]), U(p["jpeg"]).round()], 1)   # Degrade
         # in the presets each degradation hits about half of the images (all of them when asked for explicitly)
         if nuisance != "none":
             off = torch.rand(N, 4, generator=g) < 0.5
-            for k, (name, neutral) in enumerate((("resolution", 1.0), ("blur", 0.0), ("noise", 0.0), ("jpeg", 100.0))):
+            for k, (name, neutral) in enumerate(zip(Degrade.NAMES, Degrade.NEUTRAL)):
                 if name not in overrides:
                     degrade[:, k] = torch.where(off[:, k], torch.full_like(degrade[:, k], neutral), degrade[:, k])
         seeds = torch.randint(0, 2**31 - 1, (N,), generator=g)
@@ -485,25 +469,26 @@ class FaceWorld:
             if name in ("block", "pixels"):
                 f = torch.full((int(sel.sum()),), float(fraction)) if fraction is not None else \
                     0.1 + 0.5 * u[sel, 0]
-                prm[sel, 0] = f
+                prm[sel, 0] = f                                   # BlockParam.FRACTION, PixelsParam.FRACTION
             elif name == "scarf":
                 L = lm[sel]
                 # AR-database scarves cover about 40% of the face
                 f = torch.full((L.shape[0],), float(fraction)) if fraction is not None else 0.36 + 0.08 * u[sel, 0]
-                prm[sel, 0] = _scarf_top(L, ident.face[sel], f)
-                prm[sel, 1:4] = _SCARF_COLOURS[(u[sel, 1] * len(_SCARF_COLOURS)).long().clamp(max=5)]
+                prm[sel, ScarfParam.TOP] = _scarf_top(L, ident.face[sel], f)
+                prm[sel, ScarfParam.RGB] = _SCARF_COLOURS[(u[sel, 1] * len(_SCARF_COLOURS)).long().clamp(max=5)]
             elif name == "mask":
-                prm[sel, 0] = -0.01 + 0.03 * u[sel, 0]
-                prm[sel, 1:4] = _MASK_COLOURS[(u[sel, 1] * len(_MASK_COLOURS)).long().clamp(max=3)]
+                prm[sel, MaskParam.TOP] = -0.01 + 0.03 * u[sel, 0]
+                prm[sel, MaskParam.RGB] = _MASK_COLOURS[(u[sel, 1] * len(_MASK_COLOURS)).long().clamp(max=3)]
             elif name == "hand":
                 L = lm[sel]
                 side = torch.where(u[sel, 0] < 0.5, -1.0, 1.0)
-                target = torch.where(u[sel, 1:2] < 0.5, L[:, 57], L[:, 29])        # over the mouth or the nose/eye
-                prm[sel, 0] = target[:, 0] + side * (0.1 + 0.1 * u[sel, 2])
-                prm[sel, 1] = target[:, 1] + 0.05 * (u[sel, 3] - 0.5)
-                prm[sel, 2] = side * (0.2 + 0.7 * u[sel, 4])
-                prm[sel, 3] = 0.8 + 0.3 * u[sel, 5]
-                prm[sel, 4] = u[sel, 6]
+                # over the mouth or the nose/eye
+                target = torch.where(u[sel, 1:2] < 0.5, L[:, LOWER_LIP_BOTTOM], L[:, int(NOSE_BRIDGE[2])])
+                prm[sel, HandParam.X] = target[:, 0] + side * (0.1 + 0.1 * u[sel, 2])
+                prm[sel, HandParam.Y] = target[:, 1] + 0.05 * (u[sel, 3] - 0.5)
+                prm[sel, HandParam.ANGLE] = side * (0.2 + 0.7 * u[sel, 4])
+                prm[sel, HandParam.SCALE] = 0.8 + 0.3 * u[sel, 5]
+                prm[sel, HandParam.TONE] = u[sel, 6]
         return occ, prm
 
     def _makeup(self, makeup, N, g):
@@ -519,8 +504,8 @@ class FaceWorld:
             for j, kind in enumerate(MAKEUP_KINDS):
                 keys = list(MAKEUP_COLOURS[kind])
                 c = (pick[:, j] * len(keys)).long().clamp(max=len(keys) - 1)
-                mk[:, 4 * j:4 * j + 3] = torch.tensor(list(MAKEUP_COLOURS[kind].values()))[c] * worn[:, j, None]
-                mk[:, 4 * j + 3] = strength[:, j] * worn[:, j]
+                mk[:, Makeup.rgb(kind)] = torch.tensor(list(MAKEUP_COLOURS[kind].values()))[c] * worn[:, j, None]
+                mk[:, Makeup.alpha(kind)] = strength[:, j] * worn[:, j]
                 names[kind] = [keys[i] if w else "none" for i, w in zip(c.tolist(), worn[:, j].tolist())]
             return mk, names
         if not isinstance(makeup, Mapping):
@@ -532,9 +517,8 @@ class FaceWorld:
                 continue
             if colour not in MAKEUP_COLOURS[kind]:
                 raise ValueError(f"unknown {kind} colour {colour!r}: expected one of {', '.join(MAKEUP_COLOURS[kind])}")
-            j = MAKEUP_KINDS.index(kind)
-            mk[:, 4 * j:4 * j + 3] = torch.tensor(MAKEUP_COLOURS[kind][colour])
-            mk[:, 4 * j + 3] = 1.0
+            mk[:, Makeup.rgb(kind)] = torch.tensor(MAKEUP_COLOURS[kind][colour])
+            mk[:, Makeup.alpha(kind)] = 1.0
             names[kind] = [colour] * N
         return mk, names
 
@@ -554,19 +538,20 @@ class FaceWorld:
         for i, k in zip(*np.nonzero(np.abs(diff) > 1e-6)):
             uni[i] += ("," if uni[i] else "") + AU_NAMES[k] + ("R" if diff[i, k] > 0 else "L")
         cols["unilateral"] = uni
-        cols["yaw"], cols["pitch"], cols["roll"] = pose[:, 0], pose[:, 1], pose[:, 2]
-        cols["light_azimuth"], cols["light_elevation"], cols["light_intensity"] = light[:, 0], light[:, 1], light[:, 2]
+        cols["yaw"], cols["pitch"], cols["roll"] = pose[:, Pose.YAW], pose[:, Pose.PITCH], pose[:, Pose.ROLL]
+        cols["light_azimuth"], cols["light_elevation"], cols["light_intensity"] = \
+            light[:, Light.AZIMUTH], light[:, Light.ELEVATION], light[:, Light.INTENSITY]
         cols["occlusion"] = [OCCLUSIONS[k] if k else "none" for k in sc.occlusion.tolist()]
         cols["occluded_fraction"] = out.occluded_fraction.detach().cpu().numpy().astype(np.float32)
         for kind in MAKEUP_KINDS:
             cols[kind] = info["makeup"][kind]
         cols["caption"] = [caption({k: info["makeup"][k][i] for k in MAKEUP_KINDS}) for i in range(len(ids))]
-        cols["glasses"] = (sc.glasses[:, 0] > 0.5).cpu().numpy()
-        beard_names = np.array(["none", "stubble", "full", "goatee", "moustache"])
-        cols["beard"] = beard_names[sc.beard[:, 0].long().cpu().numpy()]
+        cols["glasses"] = (sc.glasses[:, Glasses.WORN] > 0.5).cpu().numpy()
+        cols["beard"] = np.array(Beard.STYLES)[sc.beard[:, Beard.STYLE].long().cpu().numpy()]
         cols["hair_colour"] = ident.hair_name
         cols["eye_colour"] = ident.eye_name
-        for k, name in enumerate(("resolution", "blur", "noise", "jpeg_quality")):
+        for k, name in zip((Degrade.RESOLUTION, Degrade.BLUR, Degrade.NOISE, Degrade.JPEG),
+                           ("resolution", "blur", "noise", "jpeg_quality")):
             cols[name] = deg[:, k]
         return pd.DataFrame(cols)
 
@@ -589,6 +574,33 @@ def caption(makeup: Mapping[str, str]) -> str:
         return "a face of a person"
     text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     return f"a face of a person with {text}"
+
+
+def _background_params(bgk: str, N: int, g, U):
+    """Background parameters of N images for a preset's background kind ("plain", "smooth", "cluttered"):
+    (background (N, 12) ``fields.Background``, noise (N, 3, 6, 6), clutter (N, 3, 8) ``fields.Clutter``), drawn
+    from ``g`` (``U(range)`` draws N uniform values)."""
+    if bgk == "plain":
+        background = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0, 1, 0, 0.25, 0.27, 0.32]).repeat(N, 1)
+        bnoise = torch.zeros(N, 3, 6, 6)
+        clutter = torch.zeros(N, 3, 8)
+    else:
+        ang = U((0, 2 * math.pi))
+        base = torch.rand(N, 2, 3, generator=g) * 0.8 + 0.1
+        grey = base.mean(2, keepdim=True)
+        base = (grey + (base - grey) * (0.25 + 0.4 * torch.rand(N, 2, 1, generator=g))).reshape(N, 6)
+        background = torch.cat([base, ang.cos()[:, None], ang.sin()[:, None],
+                                U((0.02, 0.06) if bgk == "smooth" else (0.04, 0.12))[:, None],
+                                torch.rand(N, 3, generator=g) * 0.7 + 0.1], 1)
+        lum = torch.randn(N, 1, 6, 6, generator=g)
+        bnoise = lum + 0.35 * torch.randn(N, 3, 6, 6, generator=g)
+        clutter = torch.rand(N, 3, 8, generator=g)
+        cg = clutter[..., Clutter.RGB].mean(-1, keepdim=True)
+        clutter[..., Clutter.RGB] = cg + (clutter[..., Clutter.RGB] - cg) * 0.5
+        clutter[..., Clutter.CENTRE] = clutter[..., Clutter.CENTRE] * 2 - 1
+        clutter[..., Clutter.RADII] = clutter[..., Clutter.RADII] * 0.5 + 0.1
+        clutter[..., Clutter.ALPHA] = (clutter[..., Clutter.ALPHA] < (0.0 if bgk == "smooth" else 0.7)).float()
+    return background, bnoise, clutter
 
 
 def _scarf_top(L, face, fraction):
