@@ -10,7 +10,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from facelab.synth.landmarks import mean_shape
+from facelab.synth.fields import HairStyle, Texture
+from facelab.synth.landmarks import BROWS, EYES, LIPS_OUTER, NOSE_BRIDGE, NOSE_TIP, mean_shape, points, span
 from facelab.synth.render import _resize
 
 #: Named colours used for hair and eyes, in RGB [0, 1].
@@ -23,10 +24,15 @@ EYE_COLOURS = {
     "dark brown": (0.20, 0.12, 0.07), "brown": (0.36, 0.22, 0.10), "hazel": (0.45, 0.38, 0.18),
     "green": (0.27, 0.45, 0.28), "blue": (0.30, 0.47, 0.70), "grey": (0.48, 0.52, 0.55),
 }
-HAIR_STYLES = ("short", "long", "bald", "fringe", "bob", "receding")
+HAIR_STYLES = HairStyle.NAMES
 
 TEXTURE_RES = 96
 _N_GEOM = 20
+# landmark runs that the identity geometry moves together
+_LOWER_NOSE = slice(NOSE_TIP, span("nostrils").stop)                  # nose tip and nostrils (30..35)
+_MID_BRIDGE = slice(int(NOSE_BRIDGE[1]), int(NOSE_BRIDGE[2]) + 1)      # middle of the nose bridge (28, 29)
+_UPPER_LIP = slice(int(LIPS_OUTER[1]), int(LIPS_OUTER[5]) + 1)         # outer upper lip between the corners (49..53)
+_LOWER_LIP = slice(int(LIPS_OUTER[7]), int(LIPS_OUTER[11]) + 1)        # outer lower lip between the corners (55..59)
 
 
 @dataclass
@@ -39,12 +45,14 @@ class Identity:
     hair: torch.Tensor           # (n, 3) hair RGB
     eye: torch.Tensor            # (n, 3) iris RGB
     hair_style: torch.Tensor     # (n,) index into HAIR_STYLES
-    hair_shape: torch.Tensor     # (n, 4) volume, hairline height, fringe depth, length
-    brow: torch.Tensor           # (n, 2) thickness, darkness
-    face: torch.Tensor           # (n, 6) forehead height, nose depth, cheek fullness, ear size, neck width, age
-    beard: torch.Tensor          # (n, 2) style (0 none, 1 stubble, 2 full, 3 goatee, 4 moustache), density
-    glasses: torch.Tensor        # (n, 4) has glasses, shape (0 round .. 1 square), frame darkness, size
-    texture: torch.Tensor        # (n, 3, R, R) blotches, freckles, moles in the frontal frame
+    hair_shape: torch.Tensor     # (n, 4) fields.HairShape: volume, hairline height, fringe depth, length
+    brow: torch.Tensor           # (n, 2) fields.Brow: thickness, darkness
+    face: torch.Tensor           # (n, 6) fields.Face: forehead height, nose depth, cheek fullness, ear size, neck
+    #                              width, age
+    beard: torch.Tensor          # (n, 2) fields.Beard: style (0 none, 1 stubble, 2 full, 3 goatee, 4 moustache),
+    #                              density
+    glasses: torch.Tensor        # (n, 4) fields.Glasses: has glasses, shape (0 round .. 1 square), frame darkness, size
+    texture: torch.Tensor        # (n, 3, R, R) fields.Texture: blotches, freckles, moles in the frontal frame
     hair_name: list
     eye_name: list
 
@@ -67,8 +75,8 @@ def _geometry(z: torch.Tensor, strength: float) -> torch.Tensor:
     s = strength
     z = z.T[:, :, None]                        # z[k]: (n, 1), one coefficient per identity
     x, y = m[:, 0].repeat(z.shape[1], 1), m[:, 1].repeat(z.shape[1], 1)
-    eye_y = y[0, 36:48].mean()
-    jaw = torch.arange(0, 17)
+    eye_y = y[0, span("eyes")].mean()
+    jaw = torch.tensor(points("jaw"))
     # overall face width / length and lower-face length
     x = x * (1 + 0.055 * s * z[0])
     below = y > eye_y
@@ -76,36 +84,37 @@ def _geometry(z: torch.Tensor, strength: float) -> torch.Tensor:
     # jaw width (lower jaw more), chin length and width
     low = torch.clamp((y[:, jaw] - eye_y) / 0.8, 0, 1)
     x[:, jaw] = x[:, jaw] * (1 + 0.09 * s * z[2] * low)
-    chin = torch.tensor([5, 6, 7, 8, 9, 10, 11])
+    chin = jaw[5:12]                                                   # the jaw points round the chin
     y[:, chin] = y[:, chin] + 0.035 * s * z[3] * torch.tensor([0.3, 0.6, 0.9, 1.0, 0.9, 0.6, 0.3])
     x[:, chin] = x[:, chin] * (1 + 0.08 * s * z[4])
     # eyes: size, spacing, height, tilt
-    for idx, sign in ((torch.arange(36, 42), -1.0), (torch.arange(42, 48), 1.0)):
+    for eye, sign in zip(EYES, (-1.0, 1.0)):
+        idx = torch.arange(eye.group.start, eye.group.stop)
         cx, cy = x[:, idx].mean(1, keepdim=True), y[:, idx].mean(1, keepdim=True)
         k = 1 + 0.10 * s * z[5]
         x[:, idx] = cx + (x[:, idx] - cx) * k
         y[:, idx] = cy + (y[:, idx] - cy) * k * (1 + 0.10 * s * z[6])
         x[:, idx] = x[:, idx] + sign * 0.028 * s * z[7]
         y[:, idx] = y[:, idx] + 0.022 * s * z[8]
-        outer = 36 if sign < 0 else 45
-        y[:, outer] = y[:, outer] - 0.015 * s * z[9, :, 0]
+        y[:, eye.outer] = y[:, eye.outer] - 0.015 * s * z[9, :, 0]
     # brows: height, arch, slant
-    for idx, sign in ((torch.arange(17, 22), -1.0), (torch.arange(22, 27), 1.0)):
+    for idx, sign in ((torch.tensor(BROWS[0]), -1.0), (torch.tensor(BROWS[1]), 1.0)):
         y[:, idx] = y[:, idx] - 0.03 * s * z[10]
         mid = idx[1:4]
         y[:, mid] = y[:, mid] - 0.018 * s * z[11]
         t = torch.linspace(1, 0, 5) if sign < 0 else torch.linspace(0, 1, 5)   # 1 at the outer end
         y[:, idx] = y[:, idx] + 0.02 * s * z[12] * t
     # nose width and length
-    nose = torch.arange(31, 36)
+    nose = torch.tensor(points("nostrils"))
     x[:, nose] = x[:, nose] * (1 + 0.16 * s * z[13])
-    y[:, 30:36] = y[:, 30:36] + 0.03 * s * z[14]
-    y[:, 28:30] = y[:, 28:30] + 0.015 * s * z[14]
+    y[:, _LOWER_NOSE] = y[:, _LOWER_NOSE] + 0.03 * s * z[14]
+    y[:, _MID_BRIDGE] = y[:, _MID_BRIDGE] + 0.015 * s * z[14]
     # mouth width, lip thickness, vertical position
-    x[:, 48:68] = x[:, 48:68] * (1 + 0.10 * s * z[15])
-    y[:, 49:54] = y[:, 49:54] - 0.012 * s * z[16]
-    y[:, 55:60] = y[:, 55:60] + 0.016 * s * z[17]
-    y[:, 48:68] = y[:, 48:68] + 0.022 * s * z[18]
+    mouth = span("mouth")
+    x[:, mouth] = x[:, mouth] * (1 + 0.10 * s * z[15])
+    y[:, _UPPER_LIP] = y[:, _UPPER_LIP] - 0.012 * s * z[16]
+    y[:, _LOWER_LIP] = y[:, _LOWER_LIP] + 0.016 * s * z[17]
+    y[:, mouth] = y[:, mouth] + 0.022 * s * z[18]
     # a small smooth asymmetry
     x = x + 0.008 * s * z[19] * (y + 0.2)
     return torch.stack([x, y], dim=2)
@@ -114,11 +123,11 @@ def _geometry(z: torch.Tensor, strength: float) -> torch.Tensor:
 _SKIN_LIGHT, _SKIN_DEEP = torch.tensor([0.96, 0.80, 0.70]), torch.tensor([0.34, 0.21, 0.14])
 
 
-def make_identities(seed: int, ids, strength: float = 1.0) -> Identity:
-    """Draw the identities ``ids`` (iterable of non-negative ints) of a world with seed ``seed`` (on the CPU).
+def make_identities(seed: int, ids, strength: float = 1.0, device=None) -> Identity:
+    """Draw the identities ``ids`` (iterable of non-negative ints) of a world with seed ``seed``.
 
     Identity ``k``'s random numbers come from its own generator (drawn in a fixed order); everything computed from
-    them is batched.
+    them is batched, on the CPU (the same numbers on every machine); ``device`` moves the result there.
     """
     ids = [int(k) for k in ids]
     n, r = len(ids), TEXTURE_RES
@@ -153,11 +162,11 @@ def make_identities(seed: int, ids, strength: float = 1.0) -> Identity:
         torch.randn(1, 10, 10, generator=g, out=blot_noise[j])
         if n_freckles[j]:
             pos = (torch.rand(n_freckles[j], 2, generator=g) * r).long()
-            texture[j, 1, pos[:, 1], pos[:, 0]] = 0.4 + 0.6 * torch.rand(n_freckles[j], generator=g)
+            texture[j, Texture.FRECKLES, pos[:, 1], pos[:, 0]] = 0.4 + 0.6 * torch.rand(n_freckles[j], generator=g)
         if n_moles[j]:
             pos = ((torch.rand(n_moles[j], 2, generator=g) * 0.55 + 0.22) * r).long()
-            texture[j, 2, pos[:, 1], pos[:, 0]] = 1.0
-    texture[:, 0:1] = _resize(blot_noise, r, "bicubic")
+            texture[j, Texture.MOLES, pos[:, 1], pos[:, 0]] = 1.0
+    texture[:, Texture.BLOTCHES] = _resize(blot_noise, r, "bicubic")[:, 0]
     # skin: a tone continuum from light to deep, with a small hue spread
     skin = _SKIN_LIGHT + (_SKIN_DEEP - _SKIN_LIGHT) * tone[:, None]
     skin = (skin * (1 + 0.04 * nrm[:, 0:3]) + torch.tensor([0.02, 0.0, -0.02]) * nrm[:, 3:4]).clamp(0.05, 1.0)
@@ -166,11 +175,12 @@ def make_identities(seed: int, ids, strength: float = 1.0) -> Identity:
     hair = (torch.tensor(list(HAIR_COLOURS.values()))[hair_i] * (1 + 0.12 * nrm[:, 4:5])).clamp(0.02, 1)
     eye = (torch.tensor(list(EYE_COLOURS.values()))[eye_i] * (1 + 0.1 * nrm[:, 5:6])).clamp(0, 1)
     face = torch.stack([0.85 + 0.3 * u[:, 8], 0.8 + 0.4 * u[:, 9], u[:, 10], 0.85 + 0.3 * u[:, 11],
-                        0.8 + 0.3 * u[:, 12], u[:, 7]], 1)
-    return Identity(landmarks=_geometry(z, strength), skin=skin, lip=lip, hair=hair, eye=eye,
-                    hair_style=torch.tensor(style_i), hair_shape=u[:, 1:5].clone(),
-                    brow=torch.stack([0.7 + 0.6 * u[:, 5], 0.5 + 0.5 * u[:, 6]], 1), face=face,
-                    beard=torch.stack([torch.tensor(beard_style, dtype=torch.float32), 0.5 + 0.5 * u[:, 15]], 1),
-                    glasses=torch.stack([(u[:, 16] < 0.22).float(), u[:, 17], 0.3 + 0.7 * u[:, 18],
-                                         0.9 + 0.25 * u[:, 19]], 1),
-                    texture=texture, hair_name=[hair_keys[i] for i in hair_i], eye_name=[eye_keys[i] for i in eye_i])
+                        0.8 + 0.3 * u[:, 12], u[:, 7]], 1)                  # the columns of fields.Face
+    ident = Identity(landmarks=_geometry(z, strength), skin=skin, lip=lip, hair=hair, eye=eye,
+                     hair_style=torch.tensor(style_i), hair_shape=u[:, 1:5].clone(),
+                     brow=torch.stack([0.7 + 0.6 * u[:, 5], 0.5 + 0.5 * u[:, 6]], 1), face=face,
+                     beard=torch.stack([torch.tensor(beard_style, dtype=torch.float32), 0.5 + 0.5 * u[:, 15]], 1),
+                     glasses=torch.stack([(u[:, 16] < 0.22).float(), u[:, 17], 0.3 + 0.7 * u[:, 18],
+                                          0.9 + 0.25 * u[:, 19]], 1),
+                     texture=texture, hair_name=[hair_keys[i] for i in hair_i], eye_name=[eye_keys[i] for i in eye_i])
+    return ident if device is None else ident.to(device)
