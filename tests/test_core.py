@@ -220,3 +220,20 @@ def test_face_outline_mask_regions_nest():
     assert face_outline_mask(None, 64, 64, n=2).shape == (2, 1, 64, 64)
     with pytest.raises(ValueError, match="'face', 'inner' or 'full'"):
         face_outline_mask(lm, 64, 64, "cheeks")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_core_operations_run_on_the_gpu_and_match_the_cpu():
+    x = torch.rand(3, 3, 40, 40)
+    src, dst = torch.randn(3, 7, 2), torch.randn(3, 7, 2)
+    M = umeyama_torch(src, dst)
+    cpu = [gaussian_blur(x, torch.tensor([0.5, 1.0, 2.0])), psnr(x, x.flip(-1)), ssim(x, x.flip(-1)), M,
+           warp_affine(x, M, 24)]
+    xg = x.cuda()
+    Mg = umeyama_torch(src.cuda(), dst.cuda())
+    gpu = [gaussian_blur(xg, torch.tensor([0.5, 1.0, 2.0])), psnr(xg, xg.flip(-1)), ssim(xg, xg.flip(-1)), Mg,
+           warp_affine(xg, Mg, 24)]
+    for a, b in zip(cpu, gpu):
+        assert b.is_cuda and torch.allclose(a, b.cpu(), atol=1e-4)
+    lm = face68(2, 64).cuda()
+    assert torch.equal(face_outline_mask(lm, 64, 64, "full").cpu(), face_outline_mask(lm.cpu(), 64, 64, "full"))

@@ -239,7 +239,7 @@ def face_outline_mask(landmarks: torch.Tensor | None, height: int, width: int, r
         raise ValueError(f"region must be 'face', 'inner' or 'full', got {region!r}")
     if landmarks is None:
         if n is None:
-            raise ValueError("face_region_mask needs n (batch size) when landmarks is None")
+            raise ValueError("face_outline_mask (synth.attacks.face_region_mask) needs n (batch size) when landmarks is None")
         scale = {"face": (0.30, 0.38), "inner": (0.27, 0.34), "full": (0.33, 0.45)}[region]
         cy = 0.52 if region != "full" else 0.48
         return ellipse_mask(height, width, n, device, cy=cy, rx=scale[0], ry=scale[1])
