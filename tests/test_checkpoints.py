@@ -362,3 +362,17 @@ def test_package_writes_json_and_safetensors_only_atomically():
                 offenders.append(f"{p.relative_to(SRC)}:{i}: {line.strip()}")
     assert not offenders, "non-atomic JSON/safetensors writes (use facelab.files / facelab.checkpoints):\n" + \
         "\n".join(offenders)
+
+
+@pytest.mark.parametrize("spoil, match", [
+    (lambda d: d.update(format_version="1"), "no valid format_version"),
+    (lambda d: d.update(format_version=99), "newer than this facelab"),
+    (lambda d: d.pop("size"), r"missing \['size'\]"),
+])
+def test_sidecar_version_and_fields_are_checked(spoil, match, tmp_path):
+    checkpoints.save(tmp_path / "s", {"w": torch.zeros(1)}, settings={}, restore="python -m s")
+    side = json.loads((tmp_path / "s.json").read_text())
+    spoil(side)
+    (tmp_path / "s.json").write_text(json.dumps(side))
+    with pytest.raises(CheckpointError, match=match):
+        checkpoints.load(tmp_path / "s")

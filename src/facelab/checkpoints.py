@@ -163,9 +163,13 @@ def read_sidecar(name, *, restore: str | None = None) -> dict:
     if missing or meta.get("format") != FORMAT:
         raise CheckpointError(f"the sidecar {side} of checkpoint {path.name} is not a {FORMAT} sidecar "
                               f"(missing {missing or ['format']}); {_restore_hint(path, restore)}")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"the sidecar {side} has format version {meta['format_version']}, newer than this "
-                              f"facelab ({FORMAT_VERSION}); update facelab")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"the sidecar {side} of checkpoint {path.name} has no valid format_version "
+                              f"({version!r}); {_restore_hint(path, restore)}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"the sidecar {side} has format version {version}, newer than this facelab "
+                              f"({FORMAT_VERSION}); update facelab")
     return meta
 
 
