@@ -12,7 +12,8 @@ from typing import Mapping
 
 import torch
 
-from facelab.synth.landmarks import mean_shape, side_weights
+from facelab.synth.landmarks import (BROWS, EYES, JAW, LIPS_INNER, LIPS_OUTER, MOUTH_LEFT, MOUTH_RIGHT, NOSTRILS,
+                                     mean_shape, side_weights)
 
 #: The action units the generator renders, in label-column order.
 AU_NUMBERS = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 45)
@@ -87,6 +88,33 @@ def emotion_vector(emotion: str, intensity: float = 1.0) -> torch.Tensor:
     return au_vector(EMOTION_PROTOTYPES[emotion]) * float(intensity)
 
 
+def _pts(*groups) -> list[int]:
+    return [int(i) for g in groups for i in g]
+
+
+# named landmark sets that action units move together (both sides of the face)
+_UPPER_LIDS = _pts(EYES[0].upper, EYES[1].upper)                     # 37, 38, 43, 44
+_LOWER_LIDS = _pts(EYES[0].lower[::-1], EYES[1].lower[::-1])         # 40, 41, 46, 47
+_EYE_OUTER = [EYES[0].outer, EYES[1].outer]                           # 36, 45
+_NOSTRILS = _pts(NOSTRILS)                                            # 31..35
+_ALAR = _pts(NOSTRILS[[0, -1]])                                       # 31, 35
+_MOUTH_CORNERS = [MOUTH_RIGHT, MOUTH_LEFT, int(LIPS_INNER[0]), int(LIPS_INNER[4])]   # 48, 54, 60, 64
+_UPPER_LIP = _pts(LIPS_OUTER[1:6])                                    # 49..53, outer upper lip between the corners
+_UPPER_LIP_MID = _pts(LIPS_OUTER[2:5])                                # 50, 51, 52
+_UPPER_LIP_SIDES = _pts(LIPS_OUTER[[1, 5]])                           # 49, 53
+_LOWER_LIP = _pts(LIPS_OUTER[7:12])                                   # 55..59
+_LOWER_LIP_MID = _pts(LIPS_OUTER[8:11])                               # 56, 57, 58
+_LOWER_LIP_SIDES = _pts(LIPS_OUTER[[11, 7]])                          # 59, 55
+_NEXT_TO_CORNERS = _UPPER_LIP_SIDES + _LOWER_LIP_SIDES                # 49, 53, 59, 55
+_INNER_UPPER_MID = _pts(LIPS_INNER[1:4])                              # 61, 62, 63
+_INNER_LOWER_MID = _pts(LIPS_INNER[5:8])                              # 65, 66, 67
+_INNER_NEXT_TO_CORNERS = _pts(LIPS_INNER[[1, 3, 7, 5]])              # 61, 63, 67, 65
+_CHEEKS = _pts(JAW[3:5], JAW[12:14])                                  # 3, 4, 12, 13: jaw line at the cheeks
+_CHIN = _pts(JAW[6:11])                                               # 6..10
+#: brow points by weight from the inner end of each brow (1) to the outer end (0.1)
+_BROW_INNER = {i: w for brow in (BROWS[0][::-1], BROWS[1]) for i, w in zip(brow, (1.0, 0.75, 0.45, 0.25, 0.1))}
+
+
 def _displacements() -> torch.Tensor:
     """(n_AU, 68, 2) landmark displacement of each AU at intensity 1 (x right, y down, frontal-frame units)."""
     m = mean_shape()
@@ -99,61 +127,60 @@ def _displacements() -> torch.Tensor:
             d[k, i, 0] += dx * sx
             d[k, i, 1] += dy
 
-    # brows: 17..21 right (outer -> inner), 22..26 left (inner -> outer)
-    inner = {21: 1.0, 20: 0.75, 19: 0.45, 18: 0.25, 17: 0.1, 22: 1.0, 23: 0.75, 24: 0.45, 25: 0.25, 26: 0.1}
-    for i, w in inner.items():
+    # brows, weighted from the inner end
+    for i, w in _BROW_INNER.items():
         mv("AU01", [i], dy=-0.075 * w, dx=0.006 * w)
         mv("AU02", [i], dy=-0.075 * (1.15 - w))
         mv("AU04", [i], dy=0.045 * (0.5 + 0.5 * w), dx=-0.03 * w)
         mv("AU09", [i], dy=0.025 * w)
-    # eyes: upper lids 37,38 / 43,44; lower lids 40,41 / 46,47; corners 36,39 / 42,45
-    mv("AU05", [37, 38, 43, 44], dy=-0.028)
-    mv("AU04", [37, 38, 43, 44], dy=0.008)
-    mv("AU06", [40, 41, 46, 47], dy=-0.016)
-    mv("AU06", [36, 45], dy=-0.008)
-    mv("AU07", [40, 41, 46, 47], dy=-0.022)
-    mv("AU07", [37, 38, 43, 44], dy=0.010)
+    # eyes: upper lids, lower lids, outer corners
+    mv("AU05", _UPPER_LIDS, dy=-0.028)
+    mv("AU04", _UPPER_LIDS, dy=0.008)
+    mv("AU06", _LOWER_LIDS, dy=-0.016)
+    mv("AU06", _EYE_OUTER, dy=-0.008)
+    mv("AU07", _LOWER_LIDS, dy=-0.022)
+    mv("AU07", _UPPER_LIDS, dy=0.010)
     # nose and upper lip
-    mv("AU09", [31, 32, 33, 34, 35], dy=-0.022)
-    mv("AU09", [31, 35], dx=0.008)
-    mv("AU09", [49, 50, 51, 52, 53, 61, 62, 63], dy=-0.018)
-    mv("AU10", [49, 50, 51, 52, 53], dy=-0.035)
-    mv("AU10", [61, 62, 63], dy=-0.045)
-    mv("AU10", [31, 32, 33, 34, 35], dy=-0.010)
+    mv("AU09", _NOSTRILS, dy=-0.022)
+    mv("AU09", _ALAR, dx=0.008)
+    mv("AU09", _UPPER_LIP + _INNER_UPPER_MID, dy=-0.018)
+    mv("AU10", _UPPER_LIP, dy=-0.035)
+    mv("AU10", _INNER_UPPER_MID, dy=-0.045)
+    mv("AU10", _NOSTRILS, dy=-0.010)
     # lip corners
-    mv("AU12", [48, 54, 60, 64], dx=0.050, dy=-0.050)
-    mv("AU12", [49, 53, 59, 55], dx=0.022, dy=-0.025)
-    mv("AU12", [61, 63, 67, 65], dx=0.012, dy=-0.012)
-    mv("AU12", [3, 4, 12, 13], dx=0.008)
-    mv("AU14", [48, 54, 60, 64], dx=-0.010, dy=-0.010)
-    mv("AU14", [49, 53], dy=0.004)
-    mv("AU15", [48, 54, 60, 64], dx=-0.005, dy=0.045)
-    mv("AU15", [59, 55, 67, 65], dy=0.018)
-    mv("AU15", [49, 53], dy=0.015)
+    mv("AU12", _MOUTH_CORNERS, dx=0.050, dy=-0.050)
+    mv("AU12", _NEXT_TO_CORNERS, dx=0.022, dy=-0.025)
+    mv("AU12", _INNER_NEXT_TO_CORNERS, dx=0.012, dy=-0.012)
+    mv("AU12", _CHEEKS, dx=0.008)
+    mv("AU14", _MOUTH_CORNERS, dx=-0.010, dy=-0.010)
+    mv("AU14", _UPPER_LIP_SIDES, dy=0.004)
+    mv("AU15", _MOUTH_CORNERS, dx=-0.005, dy=0.045)
+    mv("AU15", _LOWER_LIP_SIDES + _pts(LIPS_INNER[[7, 5]]), dy=0.018)
+    mv("AU15", _UPPER_LIP_SIDES, dy=0.015)
     # chin raiser pushes the lower lip up and the chin boss up
-    mv("AU17", [56, 57, 58], dy=-0.025)
-    mv("AU17", [65, 66, 67], dy=-0.012)
-    mv("AU17", [6, 7, 8, 9, 10], dy=-0.012)
+    mv("AU17", _LOWER_LIP_MID, dy=-0.025)
+    mv("AU17", _INNER_LOWER_MID, dy=-0.012)
+    mv("AU17", _CHIN, dy=-0.012)
     # lip stretcher: corners outwards and slightly down, lips thinner
-    mv("AU20", [48, 54, 60, 64], dx=0.055, dy=0.012)
-    mv("AU20", [49, 53, 59, 55], dx=0.030, dy=0.004)
-    mv("AU20", [50, 51, 52], dy=0.008)
-    mv("AU20", [56, 57, 58], dy=-0.008)
+    mv("AU20", _MOUTH_CORNERS, dx=0.055, dy=0.012)
+    mv("AU20", _NEXT_TO_CORNERS, dx=0.030, dy=0.004)
+    mv("AU20", _UPPER_LIP_MID, dy=0.008)
+    mv("AU20", _LOWER_LIP_MID, dy=-0.008)
     # lip tightener: narrower, thinner lips
-    mv("AU23", [48, 54, 60, 64], dx=-0.022)
-    mv("AU23", [49, 53, 59, 55], dx=-0.012)
-    mv("AU23", [50, 51, 52], dy=0.012)
-    mv("AU23", [56, 57, 58], dy=-0.014)
+    mv("AU23", _MOUTH_CORNERS, dx=-0.022)
+    mv("AU23", _NEXT_TO_CORNERS, dx=-0.012)
+    mv("AU23", _UPPER_LIP_MID, dy=0.012)
+    mv("AU23", _LOWER_LIP_MID, dy=-0.014)
     # lips part: inner lips separate
-    mv("AU25", [61, 62, 63], dy=-0.012)
-    mv("AU25", [65, 66, 67], dy=0.030)
-    mv("AU25", [56, 57, 58], dy=0.022)
-    mv("AU25", [55, 59], dy=0.012)
+    mv("AU25", _INNER_UPPER_MID, dy=-0.012)
+    mv("AU25", _INNER_LOWER_MID, dy=0.030)
+    mv("AU25", _LOWER_LIP_MID, dy=0.022)
+    mv("AU25", _LOWER_LIP_SIDES, dy=0.012)
     # jaw drop: lower lip and chin go down, tapering along the jaw
-    mv("AU26", [65, 66, 67], dy=0.110)
-    mv("AU26", [55, 56, 57, 58, 59], dy=0.100)
-    mv("AU26", [61, 62, 63], dy=-0.004)
-    for i, w in zip(range(3, 14), (0.15, 0.35, 0.6, 0.85, 1.0, 1.0, 1.0, 0.85, 0.6, 0.35, 0.15)):
+    mv("AU26", _INNER_LOWER_MID, dy=0.110)
+    mv("AU26", _LOWER_LIP, dy=0.100)
+    mv("AU26", _INNER_UPPER_MID, dy=-0.004)
+    for i, w in zip(_pts(JAW[3:14]), (0.15, 0.35, 0.6, 0.85, 1.0, 1.0, 1.0, 0.85, 0.6, 0.35, 0.15)):
         mv("AU26", [i], dy=0.12 * w, dx=-0.01 * w)
     # AU45 (blink) is geometric (upper lid to lower lid) and applied in apply_aus
     return d
@@ -182,7 +209,7 @@ def apply_aus(landmarks: torch.Tensor, aus: torch.Tensor, scale: torch.Tensor | 
         delta = delta * scale.view(-1, 1, 1)
     out = landmarks + delta
     blink = aus[:, _AU_INDEX["AU45"]]                     # (N, 2) right, left
-    for side, (upper, lower) in enumerate((([37, 38], [41, 40]), ([43, 44], [47, 46]))):
+    for side, (upper, lower) in enumerate((eye.upper, eye.lower) for eye in EYES):
         b = blink[:, side].view(-1, 1)
         up_y, lo_y = out[:, upper, 1], out[:, lower, 1]
         out[:, upper, 1] = up_y + b * (lo_y - up_y) * 0.92
