@@ -125,6 +125,8 @@ def test_gaussian_blur_sigma_is_per_image():
     assert r.shape == x.shape
     with pytest.raises(ValueError, match="padding"):
         gaussian_blur(x, 1.0, padding="zeros")
+    with pytest.raises(ValueError, match="one per image"):
+        gaussian_blur(x, torch.tensor([1.0, 2.0]))
 
 
 def noisy_pair(seed, side, noise):

@@ -122,8 +122,12 @@ def gaussian_blur(images: torch.Tensor, sigma, *, truncate: float = 3.0, padding
     """
     if padding not in ("reflect", "replicate"):
         raise ValueError(f"padding must be 'reflect' or 'replicate', got {padding!r}")
+    check_images(images, channels=None, allow_empty=True)
     n, c, h, w = images.shape
-    sigma = torch.as_tensor(sigma, dtype=torch.float32, device=images.device).reshape(-1).expand(n).clamp_min(1e-3)
+    sigma = torch.as_tensor(sigma, dtype=torch.float32, device=images.device).reshape(-1)
+    if sigma.numel() not in (1, n):
+        raise ValueError(f"sigma must be one value or one per image ({n}), got {sigma.numel()} values")
+    sigma = sigma.expand(n).clamp_min(1e-3)
     radius = max(1, int(math.ceil(truncate * float(sigma.max()))))
     if padding == "reflect":
         radius = max(1, min(radius, (min(h, w) - 1) // 2))
@@ -140,10 +144,22 @@ def gaussian_blur(images: torch.Tensor, sigma, *, truncate: float = 3.0, padding
 
 
 def resize(images: torch.Tensor, size, *, antialias: bool = True) -> torch.Tensor:
-    """Resize a batch to ``size`` (int: square side, or ``(H, W)``).
+    """Resize a batch of images.
 
-    Shrinking uses area averaging (``antialias=True``; no aliasing of fine texture) or bilinear sampling; growing is
-    bilinear. A batch that already has the size is returned as is. Values are not clamped.
+    Parameters
+    ----------
+    images : torch.Tensor
+        ``(N, C, H, W)`` float, any device.
+    size : int or (int, int)
+        Square side, or ``(H, W)``.
+    antialias : bool
+        Shrink by area averaging (no aliasing of fine texture); ``False`` samples bilinearly. Growing is always
+        bilinear (``align_corners=False``).
+
+    Returns
+    -------
+    torch.Tensor
+        The resized batch; ``images`` itself when it already has the size. Values are not clamped.
     """
     h, w = (int(size), int(size)) if not isinstance(size, (tuple, list)) else (int(size[0]), int(size[1]))
     if h < 1 or w < 1:
