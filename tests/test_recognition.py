@@ -404,7 +404,8 @@ def test_comparison_intervals_contain_the_estimates():
     cmp = FR.compare_methods({"x": (X, "euclidean"), "noise": (rng.normal(size=(24, 8)), "cosine")}, labels,
                              fars=(0.1,), rng=np.random.default_rng(1))
     ci = FR.comparison_intervals(cmp, n_boot=200, seed=0)
-    assert list(ci.columns) == ["AUC", "EER", "rank-1"] and list(ci.index) == ["x", "noise"]
+    assert list(ci.columns) == ["AUC", "EER", "TAR@FAR=0.1", "rank-1", "rank-5", "n_genuine", "n_impostor", "n_probes"]
+    assert list(ci.index) == ["x", "noise"] and ci.loc["x", "n_probes"] == 18
     est, lo, hi = (float(v) for v in ci.loc["x", "AUC"].replace("[", "").replace("]", "").replace(",", "").split())
     assert lo <= est <= hi and est == pytest.approx(cmp.table.loc["x", "AUC"], abs=1e-3)
     acc = FR.accuracy_table(cmp, {"x": -1.0}, n_boot=100)

@@ -7,7 +7,8 @@ with them:
 * real photos: :func:`labelled_faces` (one face per labelled photo, every face of a group photo),
   :func:`labelled_pairs` (every pair with its similarity and decision), :func:`partial_face_table`;
 * the synthetic benchmark: :func:`grey_chips` (input of the classical methods), :func:`method_similarities`,
-  :func:`compare_methods` -> :class:`MethodComparison`, :func:`comparison_intervals` (95 % intervals),
+  :func:`compare_methods` -> :class:`MethodComparison`, :func:`comparison_intervals` and :func:`accuracy_table`
+  (95 % intervals), :func:`balanced_accuracy_ci`,
   :func:`split_gallery_probes`;
 * figures, all ``plot_x(..., ax=None) -> Figure``: :func:`plot_faces`, :func:`plot_similarity_heatmap`,
   :func:`plot_comparison`, :func:`plot_threshold_tradeoff`; and :func:`threshold_widget`, the book's one threshold
@@ -42,6 +43,7 @@ __all__ = [
     "MethodComparison",
     "compare_methods",
     "comparison_intervals",
+    "balanced_accuracy_ci",
     "accuracy_table",
     "plot_faces",
     "plot_similarity_heatmap",
@@ -277,48 +279,68 @@ def compare_methods(features: dict, labels: Sequence[Hashable], fars: Sequence[f
 
 
 def comparison_intervals(cmp: MethodComparison, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):
-    """The comparison table with (1 - alpha) intervals: AUC and EER by a bootstrap over pairs (stratified by
-    genuine/impostor), rank-1 by the Wilson interval over probes.
+    """The comparison table with (1 - alpha) intervals, one row per method: AUC, EER and TAR at each FAR of
+    ``cmp.table`` by a bootstrap over pairs (stratified by genuine/impostor, one resample set for all three),
+    rank-1 and rank-5 by the Wilson interval over the probes; then the pair and probe counts.
 
     The pairs of one image set share images, so they are not independent: the pair bootstrap treats them as if they
-    were and its intervals are on the narrow side. Cells read ``"0.97 [0.95, 0.98]"``.
+    were and its intervals are on the narrow side. Cells read ``"0.970 [0.950, 0.980]"``.
     """
     import pandas as pd
 
     from facelab import metrics
 
     y = cmp.pair_labels
+    tar_cols = [c for c in cmp.table.columns if c.startswith("TAR@FAR=")]
+    fars = [float(c.split("=", 1)[1]) for c in tar_cols]
+    cols = ["AUC", "EER", *tar_cols]
+
+    def stats(yy, ss):
+        row = metrics.verification_report(yy, ss, fars)
+        return np.array([row[c] for c in cols])
+
+    n_probes = len(cmp.probes)
     rows = {}
     for name, s in cmp.pair_scores.items():
-        auc = metrics.bootstrap_ci(metrics.roc_auc, y, s, strata=y, n_boot=n_boot, seed=seed, alpha=alpha)
-        eer = metrics.bootstrap_ci(lambda yy, ss: metrics.eer(yy, ss)[0], y, s, strata=y, n_boot=n_boot, seed=seed,
-                                   alpha=alpha)
-        hits = cmp.rank1_correct(name)
-        lo, hi = metrics.wilson_interval(int(hits.sum()), len(hits), alpha)
-        rows[name] = {"AUC": metrics.with_interval(*auc, digits=3), "EER": metrics.with_interval(*eer, digits=3),
-                      "rank-1": metrics.with_interval(float(hits.mean()), lo, hi, digits=3)}
+        est, lo, hi = metrics.bootstrap_ci(stats, y, s, strata=y, n_boot=n_boot, seed=seed, alpha=alpha)
+        row = {c: metrics.with_interval(est[k], lo[k], hi[k], digits=3) for k, c in enumerate(cols)}
+        for k in (1, 5):
+            hits = int(round(cmp.table.loc[name, f"rank-{k}"] * n_probes))
+            row[f"rank-{k}"] = metrics.with_interval(hits / n_probes, *metrics.wilson_interval(hits, n_probes, alpha),
+                                                     digits=3)
+        row.update(n_genuine=int((y == 1).sum()), n_impostor=int((y == 0).sum()), n_probes=n_probes)
+        rows[name] = row
     return pd.DataFrame(rows).T.rename_axis("method")
+
+
+def balanced_accuracy_ci(labels, scores, threshold: float | None = None, n_boot: int = 1000, seed: int = 0,
+                         alpha: float = 0.05):
+    """Balanced verification accuracy in % (:func:`facelab.metrics.verification_accuracy`) at ``threshold`` (a
+    similarity; ``None``: the best threshold, re-fitted in every resample) with a bootstrap interval over pairs,
+    stratified by genuine/impostor: an :class:`facelab.metrics.Interval`."""
+    from facelab import metrics
+
+    y = np.asarray(labels).astype(int)
+    return metrics.bootstrap_ci(lambda yy, ss: 100 * metrics.verification_accuracy(yy, ss, threshold)[0], y,
+                                np.asarray(scores, dtype=np.float64), strata=y, n_boot=n_boot, seed=seed, alpha=alpha)
 
 
 def accuracy_table(cmp: MethodComparison, thresholds: Mapping[str, float], n_boot: int = 1000, seed: int = 0,
                    alpha: float = 0.05):
     """Balanced verification accuracy (%) per method on the comparison's pairs, at its published threshold (a
-    similarity) and at the best threshold for these pairs (optimistic), each with a stratified pair-bootstrap
-    interval (the best threshold is re-fitted in every resample)."""
+    similarity) and at the best threshold for these pairs (optimistic), each with :func:`balanced_accuracy_ci`."""
     import pandas as pd
 
     from facelab import metrics
 
-    y = cmp.pair_labels
     rows = {}
     for name, t in thresholds.items():
-        s = cmp.pair_scores[name]
-        at_pub = metrics.bootstrap_ci(lambda yy, ss: 100 * metrics.verification_accuracy(yy, ss, t)[0], y, s,
-                                      strata=y, n_boot=n_boot, seed=seed, alpha=alpha)
-        best = metrics.bootstrap_ci(lambda yy, ss: 100 * metrics.verification_accuracy(yy, ss)[0], y, s,
-                                    strata=y, n_boot=n_boot, seed=seed, alpha=alpha)
-        rows[name] = {"synthetic, published threshold": metrics.with_interval(*at_pub, digits=1),
-                      "synthetic, best threshold": metrics.with_interval(*best, digits=1)}
+        y, s = cmp.pair_labels, cmp.pair_scores[name]
+        rows[name] = {
+            "synthetic, published threshold": metrics.with_interval(
+                *balanced_accuracy_ci(y, s, t, n_boot=n_boot, seed=seed, alpha=alpha), digits=1),
+            "synthetic, best threshold": metrics.with_interval(
+                *balanced_accuracy_ci(y, s, None, n_boot=n_boot, seed=seed, alpha=alpha), digits=1)}
     return pd.DataFrame(rows).T
 
 
