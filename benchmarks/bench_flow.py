@@ -1,6 +1,6 @@
 """Optical-flow throughput at 112 px on the CPU (target: >= 100 frame pairs per second).
 
-Run: ``.venv/bin/python benchmarks/bench_flow.py [--pairs 400] [--size 112]``. Prints a table and writes
+Run: ``.venv/bin/python benchmarks/bench_flow.py [--pairs 400] [--size 112] [--seed 0]``. Prints a table and writes
 ``_build/benchmarks/flow.json``. Frames are a smooth random texture moved by a sub-pixel shift, so the solver does
 real work (a constant image would converge at once).
 """
@@ -54,9 +54,10 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=400)
     ap.add_argument("--size", type=int, default=112)
     ap.add_argument("--threads", type=int, default=1, help="OpenCV threads (1 = one core, the conservative case)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random texture")
     args = ap.parse_args()
     cv2.setNumThreads(args.threads)
-    clip = make_clip(args.pairs + 1, args.size)
+    clip = make_clip(args.pairs + 1, args.size, seed=args.seed)
     rows = [bench(m, clip) for m in ("dis", "farneback")]
     print(f"optical flow, {args.size}x{args.size} px, {args.pairs} pairs, best of 3, {args.threads} OpenCV thread(s)")
     print(f"{'method':<10} {'pairs/s':>10} {'target':>8}")

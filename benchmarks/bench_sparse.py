@@ -5,7 +5,7 @@ subspaces, unit-RMS atoms, 300 features) and ``K`` probes; the l1 problem ``||y 
 (scikit-learn's scaling). Both solvers must reach the reference objective (the best of both, run to high precision)
 within 1e-4 relative on every probe; we report milliseconds per probe and the speed-up.
 
-Run: ``.venv/bin/python benchmarks/bench_sparse.py [--probes 400] [--device cpu]``; writes
+Run: ``.venv/bin/python benchmarks/bench_sparse.py [--probes 400] [--device cpu] [--seed 0]``; writes
 ``_build/benchmarks/sparse.json``.
 """
 
@@ -79,9 +79,10 @@ def main(argv=None):
     ap.add_argument("--sklearn-probes", type=int, default=100, help="probes timed with sklearn (it is slow)")
     ap.add_argument("--lam", type=float, default=0.01)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic dictionary and probes")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
-    D, Y = face_like_dictionary(n_probes=args.probes)
+    D, Y = face_like_dictionary(n_probes=args.probes, seed=args.seed)
     lam = args.lam
     ks = min(args.sklearn_probes, args.probes)
 

@@ -362,21 +362,21 @@ def sensitivity(estimator, param: str, values, features, gallery: FaceSet, probe
     return _wilson_columns(df, df["n_correct"], df["n_probes"]).drop(columns="n_correct")
 
 
-def accuracy_table(results: pd.DataFrame, columns: str = "set", index: str = "method", *,
+def accuracy_table(results: pd.DataFrame, columns="set", index="method", *,
                    order: Sequence | None = None, digits: int = 2) -> pd.DataFrame:
     """Wide display table of a results frame: one ``"0.85 [0.64, 0.95]"`` cell (accuracy [95 % Wilson]) per cell.
 
-    ``results`` is the output of :func:`evaluate_sets` / :func:`occlusion_curve` (``columns`` may be a list, e.g.
-    ``["kind", "fraction"]`` to put the occlusion levels in rows with ``index="method"`` transposed by the caller).
-    ``order`` sorts the rows (e.g. ``list(methods)``).
+    ``results`` is the output of :func:`evaluate_sets` / :func:`occlusion_curve`; ``index`` and ``columns`` name the
+    row and column keys (either may be a list: ``index=["kind", "fraction"], columns="method"`` for the occlusion
+    curves). Columns keep their first-seen order; ``order`` sorts the rows (e.g. ``list(methods)``).
     """
     cells = format_interval_columns(results.drop(columns=["correct"], errors="ignore"), ["accuracy"], digits=digits)
     wide = cells.pivot(index=index, columns=columns, values="accuracy")
-    if isinstance(columns, str) and columns in results:
-        wide = wide[list(dict.fromkeys(results[columns]))]
+    if isinstance(columns, str):
+        wide = wide[list(dict.fromkeys(results[columns]))]  # first-seen order, not alphabetical
+        wide.columns.name = None
     if order is not None:
         wide = wide.loc[list(order)]
-    wide.columns.name = None if isinstance(columns, str) else wide.columns.names
     return wide
 
 
