@@ -1395,7 +1395,11 @@ _AXIS_BYTES = 64 * 2**20          # memory allowed for cached axis operators
 def _axis_matrix(W: int, level: float, sigma: float, device) -> torch.Tensor:
     """(W, W) linear operator along one image axis (cached): resolution loss (area down-sampling to ``level * W``
     pixels, bilinear up-sampling back) when ``level`` < 1, then a Gaussian blur of ``sigma`` pixels with replicated
-    borders when ``sigma`` >= 0.25. Rows act on row vectors: ``x @ M``."""
+    borders when ``sigma`` >= 0.25. Rows act on row vectors: ``x @ M``.
+
+    The blur is the kernel of :func:`facelab.core.images.gaussian_blur` (``truncate=2.5``, ``padding="replicate"``)
+    with each image's own radius, fused with the resolution loss into one cached matrix per (level, sigma); the
+    general-purpose blur is the core's (this module's former ``blur`` was a copy of it)."""
     key = (W, level, sigma, str(device))
     if key not in _AXIS:
         eye = torch.eye(W)
@@ -1430,17 +1434,6 @@ def _axis_operator(res, sigma, W, device):
         return None
     M = torch.stack([_axis_matrix(W, level[i], sig[i], device) for i in idx])
     return torch.tensor(idx, device=device), M
-
-
-def blur(img, sigma):
-    """Gaussian blur with a per-image sigma in pixels (separable, as two batched matrix products)."""
-    N, C, H, W = img.shape
-    op = _axis_operator(torch.ones(N), sigma.cpu(), W, img.device)
-    if op is None:
-        return img
-    out = img.clone()
-    out[op[0]] = _apply_axis(img[op[0]], op[1])
-    return out
 
 
 def _apply_axis(img, M):
