@@ -257,3 +257,36 @@ def test_format_interval_columns():
         format_interval_columns(df, ["auc"])
     with pytest.raises(ValueError, match="no column"):
         format_interval_columns(df[["method", "n"]])
+
+
+# --------------------------------------------------------------------------------------------- rows with intervals
+def test_pad_report_with_intervals():
+    from facelab.metrics import pad_report
+
+    rng = np.random.default_rng(0)
+    live = np.r_[np.ones(80), np.zeros(120)].astype(int)
+    scores = np.clip(0.5 + 0.3 * (2 * live - 1) + rng.normal(0, 0.25, 200), 0, 1)
+    plain = pad_report(live, scores)
+    row = pad_report(live, scores, alpha=0.05, n_boot=300, seed=0)
+    assert {k: row[k] for k in plain} == plain  # the point values do not change
+    for key in ("APCER", "BPCER", "ACER", "AUC", "EER"):
+        assert row[f"{key}_lo"] <= row[key] <= row[f"{key}_hi"], key
+    k_attack = int((scores[live == 0] >= 0.5).sum())
+    assert (row["APCER_lo"], row["APCER_hi"]) == pytest.approx(wilson_interval(k_attack, 120))
+    table = format_interval_columns(pd.DataFrame([row])[["ACER", "ACER_lo", "ACER_hi"]])
+    assert table["ACER"].iloc[0].count("[") == 1
+
+
+def test_classification_summary_with_intervals():
+    from facelab.metrics import classification_summary, uar, uf1
+    from facelab.metrics.classification import _uf1_uar_accuracy, confusion_matrix
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 150)
+    pred = np.where(rng.random(150) < 0.6, y, rng.integers(0, 5, 150))  # class 4 is predicted, never true
+    cm = confusion_matrix(y, pred).values
+    assert _uf1_uar_accuracy(cm) == pytest.approx([uf1(y, pred), uar(y, pred), np.mean(y == pred)])
+    row = classification_summary(y, pred, alpha=0.05, n_boot=300, seed=1)
+    for key in ("UF1", "UAR", "accuracy"):
+        assert row[f"{key}_lo"] < row[key] < row[f"{key}_hi"], key
+    assert set(classification_summary(y, pred)) == {"UF1", "UAR", "accuracy", "n"}

@@ -120,7 +120,42 @@ def accuracy(y_true: Sequence, y_pred: Sequence) -> float:
     return float(np.mean(y_true == y_pred))
 
 
-def classification_summary(y_true: Sequence, y_pred: Sequence, labels: Sequence | None = None) -> dict[str, float]:
-    """``{"UF1": ..., "UAR": ..., "accuracy": ..., "n": ...}`` for one set of pooled predictions."""
-    return {"UF1": uf1(y_true, y_pred, labels), "UAR": uar(y_true, y_pred, labels),
-            "accuracy": accuracy(y_true, y_pred), "n": int(len(np.asarray(y_true)))}
+def _uf1_uar_accuracy(cm: np.ndarray) -> np.ndarray:
+    """UF1, UAR and accuracy from a confusion matrix (the conventions of :func:`uf1` and :func:`uar`)."""
+    tp = np.diag(cm).astype(float)
+    support, predicted = cm.sum(axis=1).astype(float), cm.sum(axis=0).astype(float)
+    denom = 2 * tp + (predicted - tp) + (support - tp)
+    f1 = 2 * tp[denom > 0] / denom[denom > 0]
+    recall = tp[support > 0] / support[support > 0]
+    return np.array([f1.mean() if f1.size else np.nan, recall.mean() if recall.size else np.nan,
+                     tp.sum() / cm.sum()])
+
+
+def classification_summary(y_true: Sequence, y_pred: Sequence, labels: Sequence | None = None, *,
+                           alpha: float | None = None, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """``{"UF1": ..., "UAR": ..., "accuracy": ..., "n": ...}`` for one set of pooled predictions.
+
+    With ``alpha`` (e.g. 0.05) the row also holds ``UF1_lo``/``UF1_hi``, ``UAR_lo``/``UAR_hi`` (percentile bootstrap
+    over samples, resampled within each true class, ``n_boot`` resamples, ``seed``) and ``accuracy_lo``/``accuracy_hi``
+    (Wilson); :func:`facelab.metrics.format_interval_columns` turns a table of such rows into ``"0.73 [0.61, 0.83]"``
+    cells.
+    """
+    out = {"UF1": uf1(y_true, y_pred, labels), "UAR": uar(y_true, y_pred, labels),
+           "accuracy": accuracy(y_true, y_pred), "n": int(len(np.asarray(y_true)))}
+    if alpha is not None:
+        from facelab.metrics.intervals import bootstrap_ci, wilson_interval
+
+        y_t, y_p, labs = _validate(y_true, y_pred, labels)
+        index = {lab: k for k, lab in enumerate(labs.tolist())}
+        codes_t = np.array([index[v] for v in y_t.tolist()])
+        codes_p = np.array([index[v] for v in y_p.tolist()])
+        n_cls = len(labs)
+
+        def stat(t, p):
+            return _uf1_uar_accuracy(np.bincount(t * n_cls + p, minlength=n_cls * n_cls).reshape(n_cls, n_cls))
+
+        ci = bootstrap_ci(stat, codes_t, codes_p, n_boot=n_boot, alpha=alpha, seed=seed, strata=codes_t)
+        for i, key in enumerate(("UF1", "UAR")):
+            out[f"{key}_lo"], out[f"{key}_hi"] = float(ci.lo[i]), float(ci.hi[i])
+        out["accuracy_lo"], out["accuracy_hi"] = wilson_interval(int((y_t == y_p).sum()), len(y_t), alpha)
+    return out

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from facelab.metrics.intervals import bootstrap_ci, wilson_interval
 from facelab.metrics.verification import eer as _eer
 from facelab.metrics.verification import roc_auc as _roc_auc
 from facelab.metrics.verification import _as_numpy  # torch tensors or arrays -> numpy
@@ -130,13 +131,19 @@ def acer(labels, scores, threshold: float = 0.5, attack_types=None, reduce: str 
     return 0.5 * (apcer(labels, scores, threshold, attack_types, reduce) + bpcer(labels, scores, threshold))
 
 
-def pad_report(labels, scores, threshold: float = 0.5, attack_types=None) -> dict:
+def pad_report(labels, scores, threshold: float = 0.5, attack_types=None, *, alpha: float | None = None,
+               n_boot: int = 1000, seed: int = 0) -> dict:
     """One results-table row: pooled APCER/BPCER/ACER, worst-species APCER/ACER, AUC, EER and per-species APCER.
 
     Keys: ``APCER``, ``BPCER``, ``ACER`` (pooled attacks, as the unified-attack papers report), ``APCER_max``,
     ``ACER_max`` (worst species, ISO/IEC 30107-3; equal to the pooled ones without ``attack_types``), ``AUC``,
     ``EER`` (threshold-free, from :mod:`facelab.metrics.verification`), ``APCER[species]`` for every species,
     ``n_bonafide``, ``n_attack``.
+
+    With ``alpha`` (e.g. 0.05) every headline number also gets ``X_lo``/``X_hi`` bounds (:mod:`facelab.metrics.intervals`):
+    Wilson intervals for APCER and BPCER (proportions), a percentile bootstrap that resamples bona fide and attack
+    samples separately (``n_boot`` resamples, ``seed``) for ACER, AUC and EER. A table of such rows becomes
+    ``"0.12 [0.08, 0.17]"`` cells with :func:`facelab.metrics.format_interval_columns`.
     """
     y, s = _check(labels, scores, threshold, "both")
     row = {"APCER": apcer(y, s, threshold), "BPCER": bpcer(y, s, threshold)}
@@ -149,4 +156,17 @@ def pad_report(labels, scores, threshold: float = 0.5, attack_types=None) -> dic
     for k, v in per.items():
         row[f"APCER[{k}]"] = v
     row["n_bonafide"], row["n_attack"] = int(y.sum()), int((~y).sum())
+    if alpha is not None:
+        t = float(threshold)
+        n_at_accepted, n_bf_rejected = int((s[~y] >= t).sum()), int((s[y] < t).sum())
+        row["APCER_lo"], row["APCER_hi"] = wilson_interval(n_at_accepted, row["n_attack"], alpha)
+        row["BPCER_lo"], row["BPCER_hi"] = wilson_interval(n_bf_rejected, row["n_bonafide"], alpha)
+
+        def headline(yb, sb):
+            acer_b = 0.5 * ((sb[~yb] >= t).mean() + (sb[yb] < t).mean())
+            return np.array([acer_b, _roc_auc(yb.astype(int), sb), _eer(yb.astype(int), sb)[0]])
+
+        ci = bootstrap_ci(headline, y, s, n_boot=n_boot, alpha=alpha, seed=seed, strata=y)
+        for i, key in enumerate(("ACER", "AUC", "EER")):
+            row[f"{key}_lo"], row[f"{key}_hi"] = float(ci.lo[i]), float(ci.hi[i])
     return row
