@@ -54,6 +54,23 @@ def envelope(T: int, onset: int, apex: int, offset: int) -> np.ndarray:
     return np.where(t <= apex, rise, fall) * ((t >= onset) & (t <= offset))
 
 
+def au_trajectory(T: int, events: Sequence[Mapping], blinks: Sequence[tuple]) -> tuple[torch.Tensor, np.ndarray]:
+    """AU intensities (T, n_AU, 2) of a clip and its per-frame emotion (T,): each validated event
+    (:func:`validate_events`) and each blink (onset, apex, offset frames) raises its AUs along its envelope; where
+    events overlap, the larger intensity wins."""
+    traj = torch.zeros(T, len(AU_NAMES), 2)
+    emotion = np.array(["neutral"] * T, dtype=object)
+    for ev in events:
+        env = torch.tensor(envelope(T, ev["onset"], ev["apex"], ev["offset"]), dtype=torch.float32)
+        traj = torch.maximum(traj, env[:, None, None] * ev["_vector"][None])
+        emotion[(env > 0).numpy()] = ev["emotion"]
+    k45 = AU_NAMES.index("AU45")
+    for on, ap, off in blinks:
+        env = torch.tensor(envelope(T, on, ap, off), dtype=torch.float32)
+        traj[:, k45] = torch.maximum(traj[:, k45], env[:, None])
+    return traj, emotion
+
+
 def _event_aus(ev: Mapping) -> torch.Tensor:
     if "aus" in ev and ev["aus"] is not None:
         return au_vector(ev["aus"])

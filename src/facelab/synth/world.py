@@ -267,7 +267,6 @@ class FaceWorld:
         FaceVideo
         """
         from facelab.synth import video as V
-        from facelab.synth.render import render
 
         if not (isinstance(duration_s, (int, float)) and duration_s > 0):
             raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
@@ -286,18 +285,8 @@ class FaceWorld:
                 raise ValueError(f"events must be 'random', None or a list of dicts, got {events!r}")
             events = V.random_events(duration_s, g, fps)
         evs = V.validate_events(events or [], duration_s, fps)
-        A = len(AU_NAMES)
-        traj = torch.zeros(T, A, 2)
-        emotion = np.array(["neutral"] * T, dtype=object)
-        for ev in evs:
-            env = torch.tensor(V.envelope(T, ev["onset"], ev["apex"], ev["offset"]), dtype=torch.float32)
-            traj = torch.maximum(traj, env[:, None, None] * ev["_vector"][None])
-            emotion[(env > 0).numpy()] = ev["emotion"]
         blink_list = V.blink_times(duration_s, fps, g) if blinks else []
-        k45 = AU_NAMES.index("AU45")
-        for on, ap, off in blink_list:
-            env = torch.tensor(V.envelope(T, on, ap, off), dtype=torch.float32)
-            traj[:, k45] = torch.maximum(traj[:, k45], env[:, None])
+        traj, emotion = V.au_trajectory(T, evs, blink_list)
         motion = V.head_motion(T, fps, g) if head_motion else torch.zeros(T, 3)
         pulse = None
         gain = torch.ones(T, 3)
@@ -309,22 +298,7 @@ class FaceWorld:
                                  overrides)
         limits = torch.tensor([POSE_LIMITS["yaw"], POSE_LIMITS["pitch"], POSE_LIMITS["roll"]])
         pose = (base.pose.cpu() + motion).clamp(-limits, limits)
-        frames, lms = [], []
-        seed0 = int(base.seeds[0])
-        for start in range(0, T, chunk):
-            sl = slice(start, min(T, start + chunk))
-            n = sl.stop - sl.start
-            sc = Scene(**{key: v.expand(n, *v.shape[1:]) if isinstance(v, torch.Tensor) and key != "layers" else v
-                          for key, v in base.__dict__.items()})
-            dev = base.landmarks.device
-            sc.aus = traj[sl].to(dev)
-            sc.landmarks = apply_aus(base.neutral.expand(n, -1, -1), sc.aus)
-            sc.pose = pose[sl].to(dev)
-            sc.skin_gain = gain[sl].to(dev)
-            sc.seeds = torch.arange(sl.start, sl.stop, device=dev) + seed0
-            out = render(sc, self.size)
-            frames.append(out.images)
-            lms.append(out.landmarks)
+        frames, lms = self._render_clip(base, traj, pose, gain, chunk)
         ev_df = pd.DataFrame([{k: v for k, v in e.items() if not k.startswith("_")} for e in evs],
                              columns=["kind", "emotion", "onset", "apex", "offset", "onset_s", "apex_s", "offset_s",
                                       "intensity", "aus"])
@@ -337,8 +311,30 @@ class FaceWorld:
             labels[name] = pose[:, k].numpy()
         if pulse is not None:
             labels["ppg"] = pulse
-        return V.FaceVideo(frames=torch.cat(frames), landmarks=torch.cat(lms), fps=float(fps), events=ev_df,
-                           blinks=bl_df, labels=labels, ppg=pulse, identity=int(identity))
+        return V.FaceVideo(frames=frames, landmarks=lms, fps=float(fps), events=ev_df, blinks=bl_df, labels=labels,
+                           ppg=pulse, identity=int(identity))
+
+    def _render_clip(self, base: Scene, traj, pose, gain, chunk: int):
+        """Frames (T, 3, H, W) and landmarks (T, 68, 2) of a clip: the one-image scene ``base`` with per-frame AU
+        intensities ``traj``, pose and skin gain, rendered ``chunk`` frames at a time; frame t's pixel noise is
+        seeded by the base seed + t."""
+        frames, lms = [], []
+        seed0 = int(base.seeds[0])
+        dev = base.landmarks.device
+        for start in range(0, len(traj), chunk):
+            sl = slice(start, min(len(traj), start + chunk))
+            n = sl.stop - sl.start
+            sc = Scene(**{key: v.expand(n, *v.shape[1:]) if isinstance(v, torch.Tensor) and key != "layers" else v
+                          for key, v in base.__dict__.items()})
+            sc.aus = traj[sl].to(dev)
+            sc.landmarks = apply_aus(base.neutral.expand(n, -1, -1), sc.aus)
+            sc.pose = pose[sl].to(dev)
+            sc.skin_gain = gain[sl].to(dev)
+            sc.seeds = torch.arange(sl.start, sl.stop, device=dev) + seed0
+            out = render(sc, self.size)
+            frames.append(out.images)
+            lms.append(out.landmarks)
+        return torch.cat(frames), torch.cat(lms)
 
     # ------------------------------------------------------------------ scene construction
     def _preset(self, nuisance, overrides):
