@@ -290,3 +290,44 @@ def test_classification_summary_with_intervals():
     for key in ("UF1", "UAR", "accuracy"):
         assert row[f"{key}_lo"] < row[key] < row[f"{key}_hi"], key
     assert set(classification_summary(y, pred)) == {"UF1", "UAR", "accuracy", "n"}
+
+
+# --------------------------------------------------------------------------------------------- comparison tables
+def test_compare_accuracies():
+    from facelab.metrics import compare_accuracies
+
+    a, b = _pairs(794, 150, 86, 570)
+    table = compare_accuracies({"A": a, "B": b, "same as B": b}, reference="B")
+    assert list(table.index) == ["A", "B", "same as B"]
+    assert table.loc["A", "accuracy"] == pytest.approx(944 / 1600)
+    assert (table.loc["A", "accuracy_lo"], table.loc["A", "accuracy_hi"]) == pytest.approx(wilson_interval(944, 1600))
+    assert table.loc["A", "p_value"] == pytest.approx(mcnemar_test(a, b).p_value) and table.loc["A", "differs"]
+    assert table.loc["same as B", "p_value"] == 1.0 and not table.loc["same as B", "differs"]
+    assert np.isnan(table.loc["B", "p_value"])
+    cells = format_interval_columns(table)
+    assert cells.loc["A", "accuracy"] == with_interval(*proportion_ci(a))
+    with pytest.raises(KeyError, match="reference"):
+        compare_accuracies({"A": a}, reference="C")
+    with pytest.raises(ValueError, match="same length"):
+        compare_accuracies({"A": a, "B": b[:-1]}, reference="A")
+
+
+def test_compare_methods_with_auc():
+    from facelab.metrics import compare_methods
+
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(50), np.zeros(150)].astype(int)
+    preds = {"strong": y * 2.0 + rng.normal(0, 1, 200), "weak": y * 0.5 + rng.normal(0, 1, 200)}
+    table = compare_methods(roc_auc, y, preds, reference="weak", name="AUC", n_boot=200, strata=y)
+    assert list(table.columns[:3]) == ["AUC", "AUC_lo", "AUC_hi"]
+    assert table.loc["strong", "AUC"] == pytest.approx(roc_auc(y, preds["strong"]))
+    r = paired_bootstrap(roc_auc, y, preds["strong"], preds["weak"], n_boot=200, seed=0, strata=y)
+    assert (table.loc["strong", "delta"], table.loc["strong", "p_value"]) == pytest.approx((r.delta, r.p_value))
+    assert table.loc["strong", "differs"]
+    cells = format_interval_columns(table)  # AUC and delta both become cells
+    assert "[" in cells.loc["strong", "AUC"] and "[" in cells.loc["strong", "delta"]
+
+
+def test_reference_row_formats_as_a_dash():
+    assert with_interval(np.nan, np.nan, np.nan) == "—"
+    assert with_interval(0.5, np.nan, np.nan) == "0.50 [nan, nan]"

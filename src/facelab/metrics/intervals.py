@@ -13,6 +13,8 @@ every comparison table of the book uses:
 - :func:`paired_bootstrap`: the same question for any metric (difference ``metric(A) - metric(B)``, its interval and a
   two-sided p-value from the same resamples).
 - :func:`with_interval` and :func:`format_interval_columns`: table cells such as ``"0.73 [0.61, 0.83]"``.
+- :func:`compare_accuracies` and :func:`compare_methods`: a comparison table in one call, each method's value with
+  its interval and its paired test against a reference method.
 
 Conventions: ``alpha`` is the two-sided level (0.05 -> 95 % intervals); every resampling function takes a ``seed``
 and gives the same numbers for the same seed; inputs may be lists, NumPy arrays or (CPU or GPU) torch tensors.
@@ -38,6 +40,8 @@ __all__ = [
     "paired_bootstrap",
     "with_interval",
     "format_interval_columns",
+    "compare_accuracies",
+    "compare_methods",
 ]
 
 
@@ -376,7 +380,7 @@ def with_interval(estimate, lo, hi, *, digits: int = 2, percent: bool = False) -
     """Format one table cell: ``with_interval(0.7312, 0.61, 0.83) -> "0.73 [0.61, 0.83]"``.
 
     ``percent=True`` multiplies by 100 (``digits=1``: ``"73.1 [61.0, 83.0]"``). An :class:`Interval` can be passed
-    whole: ``with_interval(*ci)``.
+    whole: ``with_interval(*ci)``. All three NaN (the reference row of a comparison) gives ``"—"``.
     """
     values = []
     for name, v in (("estimate", estimate), ("lo", lo), ("hi", hi)):
@@ -384,6 +388,8 @@ def with_interval(estimate, lo, hi, *, digits: int = 2, percent: bool = False) -
         if arr.ndim != 0 and arr.size != 1:
             raise ValueError(f"with_interval formats one cell; {name} has shape {arr.shape} (use format_interval_columns)")
         values.append(float(arr.reshape(())))
+    if all(math.isnan(v) for v in values):  # e.g. the reference row of a comparison: nothing to compare
+        return "—"
     if percent:
         values = [100 * v for v in values]
     e, l, h = (("nan" if math.isnan(v) else f"{v:.{digits}f}") for v in values)
@@ -422,3 +428,70 @@ def format_interval_columns(
             for e, l, h in zip(df[col], df[f"{col}{lo_suffix}"], df[f"{col}{hi_suffix}"])
         ]
     return out.drop(columns=[f"{c}{s}" for c in columns for s in (lo_suffix, hi_suffix)])
+
+
+# --------------------------------------------------------------------------------------------- comparison tables
+def _check_reference(names: list[str], reference: str | None) -> str | None:
+    if reference is not None and reference not in names:
+        raise KeyError(f"reference {reference!r} is not one of the methods {names}")
+    return reference
+
+
+def compare_accuracies(correct: dict, reference: str | None = None, *, alpha: float = 0.05) -> pd.DataFrame:
+    """Accuracy of several methods on the same samples, with Wilson intervals and McNemar tests against ``reference``.
+
+    ``correct`` maps a method name to its per-sample booleans (``pred == y``), all over the same samples in the same
+    order. One row per method: ``accuracy``, ``accuracy_lo``, ``accuracy_hi``, ``n`` and, with a reference, ``b``
+    (only this method right), ``c`` (only the reference right), ``p_value`` (:func:`mcnemar_test`) and ``differs``
+    (``p_value < alpha``); the reference's own row has NaN there. Format with :func:`format_interval_columns`.
+    """
+    if not isinstance(correct, dict) or not correct:
+        raise ValueError("correct must be a non-empty dict {method name: per-sample booleans}")
+    names = list(correct)
+    reference = _check_reference(names, reference)
+    rows = []
+    for name in names:
+        ci = proportion_ci(correct[name], alpha=alpha)
+        row = {"method": name, "accuracy": ci.estimate, "accuracy_lo": ci.lo, "accuracy_hi": ci.hi,
+               "n": len(_to_numpy(correct[name], name))}
+        if reference is not None:
+            if name == reference:
+                row.update(b=np.nan, c=np.nan, p_value=np.nan, differs=np.nan)
+            else:
+                res = mcnemar_test(correct[name], correct[reference])
+                row.update(b=res.b, c=res.c, p_value=res.p_value, differs=res.p_value < alpha)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
+
+
+def compare_methods(metric: Callable, y_true, predictions: dict, reference: str | None = None, *,
+                    name: str = "value", alpha: float = 0.05, n_boot: int = 1000, seed: int = 0,
+                    strata=None) -> pd.DataFrame:
+    """Any ``metric(y_true, pred)`` for several methods on the same samples, with bootstrap intervals and paired
+    bootstrap tests against ``reference``.
+
+    One row per method: ``<name>``, ``<name>_lo``, ``<name>_hi`` (:func:`bootstrap_ci` over samples) and, with a
+    reference, ``delta``, ``delta_lo``, ``delta_hi``, ``p_value`` (:func:`paired_bootstrap`, this method minus the
+    reference) and ``differs``. ``strata`` as in :func:`bootstrap_ci` (pass the labels for AUC/EER). Every method uses
+    the same ``seed``, so the intervals come from the same resamples.
+    """
+    if not callable(metric):
+        raise TypeError(f"metric must be a function metric(y_true, pred) -> float, got {type(metric).__name__}")
+    if not isinstance(predictions, dict) or not predictions:
+        raise ValueError("predictions must be a non-empty dict {method name: per-sample predictions or scores}")
+    names = list(predictions)
+    reference = _check_reference(names, reference)
+    rows = []
+    for method in names:
+        ci = bootstrap_ci(metric, y_true, predictions[method], n_boot=n_boot, alpha=alpha, seed=seed, strata=strata)
+        row = {"method": method, name: ci.estimate, f"{name}_lo": ci.lo, f"{name}_hi": ci.hi}
+        if reference is not None:
+            if method == reference:
+                row.update(delta=np.nan, delta_lo=np.nan, delta_hi=np.nan, p_value=np.nan, differs=np.nan)
+            else:
+                res = paired_bootstrap(metric, y_true, predictions[method], predictions[reference], n_boot=n_boot,
+                                       seed=seed, alpha=alpha, strata=strata)
+                row.update(delta=res.delta, delta_lo=res.lo, delta_hi=res.hi, p_value=res.p_value,
+                           differs=res.p_value < alpha)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
