@@ -35,7 +35,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from facelab import DATA_DIR
+from facelab import DATA_DIR, REPO_ROOT
 from facelab.files import atomic_path, atomic_write_json, sha256_file
 
 __all__ = ["MODELS_DIR", "FORMAT", "FORMAT_VERSION", "RESTORE_COMMANDS", "CheckpointError", "CheckpointMissingError",
@@ -85,10 +85,11 @@ def sidecar_path(name) -> Path:
 
 def _restore_hint(path: Path, restore: str | None, sidecar: Mapping | None = None) -> str:
     cmd = restore or (sidecar or {}).get("restore") or RESTORE_COMMANDS.get(path.stem)
-    if cmd:
-        return f"restore it with `{cmd}` (or `git checkout -- {path.parent.name}/{path.name} " \
-               f"{path.parent.name}/{path.with_suffix('.json').name}` if it is a committed checkpoint)"
-    return "retrain it with its training entry point"
+    hint = f"restore it with `{cmd}`" if cmd else "retrain it with its training entry point"
+    if path.resolve().parent == MODELS_DIR.resolve():   # committed with the repository
+        rel = path.resolve().relative_to(REPO_ROOT)
+        hint += f" (or `git checkout -- {rel} {rel.with_suffix('.json')}`)"
+    return hint
 
 
 # ------------------------------------------------------------------------------------------------- save
@@ -222,8 +223,8 @@ def status(name, settings: Mapping | None = None, *, restore: str | None = None)
     if settings is not None and meta["settings"] != _jsonable(settings, "settings"):
         path = checkpoint_path(name)
         diff = _settings_diff(meta["settings"], _jsonable(settings, "settings"))
-        return (f"checkpoint {path} was trained with other settings ({diff}); "
-                f"{_restore_hint(path, restore, meta)}")
+        cmd = restore or meta.get("restore") or RESTORE_COMMANDS.get(path.stem) or "its training entry point"
+        return f"checkpoint {path} was trained with other settings ({diff}); retrain it with `{cmd}`"
     return "ok"
 
 
