@@ -249,7 +249,9 @@ def test_run_time_loaders_never_download(tmp_path, monkeypatch):
     for name in assets.registry():
         with pytest.raises(assets.AssetMissingError, match="make assets"):
             assets.path(name)
-    for name, load in _model_loaders().items():
+    from facelab import photos
+
+    for name, load in {**_model_loaders(), "photos": photos.real_photos}.items():
         with pytest.raises(assets.AssetMissingError, match=r"make assets"):
             load()
     assert not (tmp_path / "downloads").exists() and not (tmp_path / "empty").exists()
