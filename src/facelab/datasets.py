@@ -41,6 +41,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from facelab.core.images import luminance
+
 __all__ = [
     "DatasetNotFoundError",
     "DATASET_SOURCES",
@@ -145,7 +147,7 @@ def _to_tensor(img: np.ndarray, size: int | tuple[int, int] | None, grey: bool) 
             img = cv2.resize(img, (int(w), int(h)), interpolation=interp)
     t = torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1) / 255.0
     if grey:
-        t = (0.299 * t[0:1] + 0.587 * t[1:2] + 0.114 * t[2:3])
+        t = luminance(t[None])[0]
     return t
 
 

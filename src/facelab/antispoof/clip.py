@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from facelab.antispoof.text import check_texts
-from facelab.core.images import gaussian_blur
+from facelab.core.images import gaussian_blur, luminance
 from facelab.antispoof.vit import VisionTransformer, ViTConfig, check_images
 
 __all__ = ["build_clip", "CLIPModel", "clip_loss", "CORRUPTIONS", "corrupt", "corruption_captions", "pretrain_clip"]
@@ -106,8 +106,7 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
-    y = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-    return y.expand_as(x)
+    return luminance(x).expand_as(x)
 
 
 def _pixelate(x: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,11 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["check_images", "gaussian_blur", "gaussian_window", "resize", "psnr", "ssim", "PSNR_CAP_DB"]
+__all__ = ["check_images", "gaussian_blur", "gaussian_window", "resize", "luminance", "psnr", "ssim", "PSNR_CAP_DB",
+           "LUMA_WEIGHTS"]
+
+#: ITU-R BT.601 luma weights of R, G, B (what OpenCV's and PIL's RGB -> grey conversions use).
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 #: The largest PSNR :func:`psnr` reports: identical images give this (MSE floored at 1e-12) instead of infinity.
 PSNR_CAP_DB = 120.0
@@ -169,6 +173,15 @@ def resize(images: torch.Tensor, size, *, antialias: bool = True) -> torch.Tenso
     if antialias and images.shape[-2] >= h and images.shape[-1] >= w:
         return F.interpolate(images, size=(h, w), mode="area")
     return F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def luminance(images: torch.Tensor) -> torch.Tensor:
+    """Grey level (BT.601 luma, :data:`LUMA_WEIGHTS`) of RGB images: ``(N, 3, H, W)`` -> ``(N, 1, H, W)``.
+
+    Differentiable, same dtype and device. ``luminance(x).expand_as(x)`` gives a grey RGB image.
+    """
+    r, g, b = LUMA_WEIGHTS
+    return r * images[:, 0:1] + g * images[:, 1:2] + b * images[:, 2:3]
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facelab import assets
+from facelab.core.images import luminance
 from facelab.models.base import to_float_batch
 from facelab.models.tfjs import read_tfjs_weights
 
@@ -108,8 +109,7 @@ class FaceExpressionNet(nn.Module):
         (see :func:`expression_crops`). Keeps gradients when given a float tensor that requires grad."""
         x = to_float_batch(batch, self.input_size, device=self.mean.device)
         if grey:
-            luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
-            x = luma.expand(-1, 3, -1, -1)
+            x = luminance(x).expand(-1, 3, -1, -1)
         if x.shape[0] == 0:
             return torch.zeros((0, len(EXPRESSIONS)), device=x.device)
         if x.requires_grad and torch.is_grad_enabled():

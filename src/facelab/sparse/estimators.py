@@ -21,6 +21,8 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from facelab.core.images import luminance
+
 from facelab.sparse.solvers import (
     ADMMResult,
     ShiftedGramFactor,
@@ -102,7 +104,7 @@ def _images_to_tensor(X, name: str = "X") -> torch.Tensor:
     if not torch.isfinite(t).all():
         _check_finite(t.numpy(), name)
     if t.shape[1] == 3:
-        t = (0.299 * t[:, 0] + 0.587 * t[:, 1] + 0.114 * t[:, 2])[:, None]
+        t = luminance(t)
     return t
 
 

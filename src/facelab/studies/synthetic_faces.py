@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from facelab.core.images import luminance
 from facelab.core.landmarks import group_mean
 
 if TYPE_CHECKING:
@@ -139,8 +140,7 @@ def eigenfaces_rank1(chips, ids, n_gallery: int = 5, n_components: int = 100, wh
 def _grey(images: torch.Tensor, size: int = _SIZE) -> np.ndarray:
     import torch.nn.functional as F
 
-    g = 0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]
-    small = F.interpolate(g[:, None].float(), size=(size, size), mode="area")[:, 0]
+    small = F.interpolate(luminance(images).float(), size=(size, size), mode="area")[:, 0]
     return small.cpu().numpy().astype(np.float32)
 
 

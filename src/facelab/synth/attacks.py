@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from facelab.core.geometry import identity_grid, pixel_grid, pixels_to_grid, umeyama_torch, warp_affine
-from facelab.core.images import check_images, gaussian_blur
+from facelab.core.images import check_images, gaussian_blur, luminance
 from facelab.core.landmarks import LANDMARKS, group_mean
 from facelab.core.regions import face_outline_mask
 
@@ -117,10 +117,6 @@ def _randn(shape, generator, device) -> torch.Tensor:
     return torch.randn(*shape, generator=generator).to(device)
 
 
-def _luminance(x: torch.Tensor) -> torch.Tensor:
-    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
-
-
 #: Binary face outline from landmarks (``"face"``, ``"inner"``, ``"full"``): :func:`facelab.core.regions.face_outline_mask`.
 face_region_mask = face_outline_mask
 
@@ -137,7 +133,7 @@ def _print_attack(x: torch.Tensor, g, *, halftone_period: float | None = None, b
     sat = _uniform(n, 0.55, 0.85, g, dev).view(n, 1, 1, 1)
     black = _uniform(n, 0.06, 0.14, g, dev).view(n, 1, 1, 1)
     white = _uniform(n, 0.86, 0.95, g, dev).view(n, 1, 1, 1)
-    lum = _luminance(x)
+    lum = luminance(x)
     y = lum + sat * (x - lum)
     y = black + (white - black) * y
     paper = torch.stack([_uniform(n, 0.99, 1.02, g, dev), _uniform(n, 0.97, 1.0, g, dev),
