@@ -83,13 +83,10 @@ class FaceModel:
 def load_face_models(names: Sequence[str] = ("dlib-resnet", "sface", "synth-plain", "synth-residual"), *,
                      device=None) -> dict[str, FaceModel]:
     """The victims/surrogates by name: ``"dlib-resnet"``, ``"sface"`` (:func:`facelab.models.load_embedder`) and the
-    project's ``"synth-plain"``, ``"synth-residual"`` (small recognisers trained on synthetic identities)."""
+    project's ``"synth-plain"``, ``"synth-residual"`` (:mod:`facelab.models.synthetic`, trained on synthetic
+    identities)."""
     from facelab.models import load_embedder
-
-    try:
-        from facelab.models.synthetic import SYNTH_FACENETS, load_synth_facenet
-    except ImportError:  # until the synthetic recognisers have moved into facelab.models
-        from facelab.privacy.facenets import SYNTH_FACENETS, load_synth_facenet
+    from facelab.models.synthetic import SYNTH_FACENETS, load_synth_facenet
 
     out = {}
     for n in names:
