@@ -261,3 +261,48 @@ def test_random_events_are_valid_at_any_frame_rate(fps):
         checked = V.validate_events(events, 20.0, fps)          # raises on any impossible timing
         assert all(e["onset"] < e["apex"] < e["offset"] for e in checked)
         assert all(b["onset_s"] >= a["offset_s"] for a, b in zip(checked, checked[1:]))   # no overlap
+
+
+def test_named_fields_and_landmarks_match_the_world():
+    """The named columns (synth.fields) and landmark points (synth.landmarks) agree with what the world packs."""
+    from facelab.core.landmarks import LANDMARKS
+    from facelab.synth import MAKEUP_KINDS, fields
+    from facelab.synth import landmarks as lm
+    from facelab.synth.identity import HAIR_STYLES
+
+    assert fields.Makeup.KINDS == MAKEUP_KINDS and fields.HairStyle.NAMES == HAIR_STYLES
+    for kind in MAKEUP_KINDS:
+        rgb, a = fields.Makeup.rgb(kind), fields.Makeup.alpha(kind)
+        assert getattr(fields.Makeup, kind.upper()) == rgb and getattr(fields.Makeup, kind.upper() + "_ALPHA") == a
+    world = FaceWorld(seed=0, size=32)
+    b = world.sample(identities=[0], makeup={"eyeshadow": "blue"}, beard=True, glasses=True)
+    assert b.labels["eyeshadow"][0] == "blue" and b.labels["beard"][0] in fields.Beard.STYLES[1:]
+    assert bool(b.labels["glasses"][0])
+    for eye, name in zip(lm.EYES, ("eye_right", "eye_left")):
+        group = set(LANDMARKS[name].tolist())
+        assert {eye.first, eye.last, eye.outer, eye.lower_inner, *eye.upper, *eye.lower} <= group
+        assert list(range(eye.group.start, eye.group.stop)) == sorted(group)
+    corners = {lm.MOUTH_RIGHT, lm.MOUTH_LEFT}
+    for name in ("outer_upper", "outer_lower"):
+        contour = lm.LIP_CONTOURS[name]
+        assert {contour[0], contour[-1]} == corners and len(set(contour)) == len(contour)
+    mean = lm.mean_shape()
+    assert mean[lm.CHIN, 1] > mean[lm.NOSE_TIP, 1] > mean[lm.EYES[0].first, 1]          # chin below nose below eyes
+    assert mean[lm.JAW_RIGHT, 0] < 0 < mean[lm.JAW_LEFT, 0]                               # subject's right = image left
+    with pytest.raises(ValueError, match="not a contiguous"):
+        lm.span("eye_corners_outer")
+
+
+def test_au_trajectory_and_identities_on_a_device():
+    from facelab.synth import video as V
+    from facelab.synth.identity import make_identities
+
+    evs = V.validate_events([{"kind": "macro", "emotion": "happy", "onset": 0.2, "apex": 0.6, "offset": 1.2,
+                              "intensity": 0.8}], 2.0, 10)
+    traj, emotion = V.au_trajectory(20, evs, [(14, 15, 17)])
+    au12, au45 = AU_NAMES.index("AU12"), AU_NAMES.index("AU45")
+    assert float(traj[6, au12].max()) == pytest.approx(0.8) and float(traj[:2].abs().max()) == 0.0
+    assert emotion[6] == "happy" and emotion[0] == "neutral"
+    assert float(traj[15, au45].min()) == pytest.approx(1.0) and float(traj[:14, au45].max()) == 0.0
+    a, b = make_identities(3, [1, 2]), make_identities(3, [1, 2], device="cpu")
+    assert torch.equal(a.landmarks, b.landmarks) and b.landmarks.device.type == "cpu"

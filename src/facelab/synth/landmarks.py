@@ -46,7 +46,7 @@ LIPS_INNER = LANDMARKS["lips_inner"]
 def span(name: str) -> slice:
     """A contiguous named group as a slice (indexing a tensor with it gives a view, not a copy)."""
     idx = LANDMARKS[name]
-    if not (idx == np.arange(idx[0], idx[-1] + 1)).all():
+    if not (np.diff(idx) == 1).all():
         raise ValueError(f"landmark group {name!r} is not a contiguous range")
     return slice(int(idx[0]), int(idx[-1]) + 1)
 
