@@ -86,6 +86,7 @@ def test_warp_affine_samples_where_the_matrix_says():
     assert out.shape == img.shape and float(out[0, 0, 7, 4]) == pytest.approx(1.0, abs=1e-5)
     assert float(out.sum()) == pytest.approx(1.0, abs=1e-5)
     assert warp_affine(img, M, (10, 12)).shape == (1, 1, 10, 12)
+    assert warp_affine(img[:0], M[:0], 8).shape == (0, 1, 8, 8)
     # pixel centres at integers map to grid_sample coordinates -1 + 1/W ... 1 - 1/W
     g = pixels_to_grid(torch.tensor([[0.0, 0.0], [29.0, 19.0]]), 20, 30)
     assert torch.allclose(g, torch.tensor([[-1 + 1 / 30, -1 + 1 / 20], [1 - 1 / 30, 1 - 1 / 20]]))

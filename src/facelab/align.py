@@ -257,10 +257,9 @@ def align_batch_torch(images, landmarks, template: str = "arcface-112", *, kind:
     import torch
 
     from facelab.core.geometry import umeyama_torch, warp_affine
+    from facelab.core.images import check_images
 
-    if not torch.is_tensor(images) or images.dim() != 4 or not images.is_floating_point():
-        raise ValueError(f"expected a float tensor (N, C, H, W), got "
-                         f"{type(images).__name__} {getattr(images, 'shape', '')}")
+    check_images(images, channels=None, allow_empty=True)
     lm = torch.as_tensor(landmarks, dtype=images.dtype, device=images.device)
     if lm.dim() != 3 or lm.shape[0] != images.shape[0] or lm.shape[2] != 2:
         raise ValueError(f"expected landmarks (N={images.shape[0]}, K, 2), got {tuple(lm.shape)}")

@@ -160,12 +160,13 @@ def warp_affine(images: torch.Tensor, M: torch.Tensor, size=None, *, padding_mod
     mode : {"bilinear", "nearest", "bicubic"}
         Interpolation.
     """
-    import torch
     import torch.nn.functional as F
 
     n, c, H, W = images.shape
     h, w = (H, W) if size is None else ((int(size), int(size)) if not isinstance(size, (tuple, list))
                                         else (int(size[0]), int(size[1])))
+    if n == 0:
+        return images.new_zeros((0, c, h, w))
     theta = warp_matrix_to_theta(M.to(images.dtype), (H, W), (h, w))
     grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
     return F.grid_sample(images, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
