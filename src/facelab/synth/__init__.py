@@ -14,6 +14,11 @@ turns the head (yaw, pitch, roll with depth), and the picture is composited over
 (resolution, blur, noise, JPEG). Everything is torch, batched and device-agnostic; the same seed gives the same
 pixels on a given device.
 
+The renderer's stages are numbered in :mod:`facelab.synth.render`; landmarks are read through the named groups and
+points of :mod:`facelab.synth.landmarks` (:mod:`facelab.core.landmarks`), packed parameters through the named columns
+of :mod:`facelab.synth.fields`. How hard the world is to recognise (chapter 02's calibration) is a study:
+:mod:`facelab.studies.synthetic_faces`; nothing in this package imports recognition or a study.
+
 Conventions
 -----------
 * ``batch.landmarks``: iBUG 68-point layout, pixel (x, y) in the rendered image (pixel centres at integers).
