@@ -412,6 +412,8 @@ def test_ablation_tables_carry_bootstrap_intervals():
     assert ((c["lo"] <= c["difference"] + 1e-12) & (c["difference"] <= c["hi"] + 1e-12)).all()
     assert set(c["verdict"]) <= {"yes", "no (reversed)", "not resolved"}
     assert iv.verdicts().shape == (2, 2)
+    words = S.summarise_checks(iv)
+    assert words.count("\n") == 2 and "fine-tune < CNN" in words
     with pytest.raises(ValueError, match="direction"):
         S.ablation_intervals(res, checks={"x": ("ACER", "a", "b", "smaller")}, n_boot=5)
     with pytest.raises(ValueError, match="metric must be one of"):

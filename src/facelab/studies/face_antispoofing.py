@@ -37,7 +37,7 @@ __all__ = [
     "VARIANTS", "DEFAULT_MOE", "FULL_MODEL", "make_variant", "fit_variant", "evaluate", "AblationResult",
     "run_ablation",
     # uncertainty
-    "CHECKS", "AblationIntervals", "ablation_intervals", "score_intervals",
+    "CHECKS", "AblationIntervals", "ablation_intervals", "score_intervals", "summarise_checks",
     # tables
     "failure_cases", "feature_table", "per_species_apcer", "dispatch_weights", "real_photo_table",
     # figures
@@ -476,6 +476,21 @@ def score_intervals(test: AttackSet, scores: dict, threshold: float = 0.5, check
     return metric_rows, check_rows, ("image" if strata is not None else "identity")
 
 
+def summarise_checks(intervals: AblationIntervals) -> str:
+    """The checks in words, grouped by verdict: which claims this run shows, which it reverses, which the data
+    do not resolve (with the protocols of each)."""
+    c = intervals.checks
+    lines = []
+    for verdict, head in (("yes", "shown (interval of the difference excludes zero, on the claimed side)"),
+                          ("no (reversed)", "reversed (interval excludes zero, on the other side)"),
+                          ("not resolved", "not resolved (interval contains zero)")):
+        sel = c[c["verdict"] == verdict]
+        items = [f"{name} [{', '.join(sel[sel['check'] == name]['protocol'])}]"
+                 for name in dict.fromkeys(sel["check"])]
+        lines.append(f"{head}: " + ("; ".join(items) if items else "none"))
+    return "\n".join(lines)
+
+
 def ablation_intervals(result: AblationResult, checks: dict | None = None, n_boot: int = 1000, seed: int = 0,
                        alpha: float = 0.05) -> AblationIntervals:
     """Percentile bootstrap intervals of ACER, AUC and EER of every (protocol, variant), and paired intervals of
@@ -653,6 +668,7 @@ def plot_intervals(intervals: AblationIntervals, metric: str = "ACER", ax=None):
                    label=p)
     a.set_yticks(y, list(table.index))
     a.invert_yaxis()
-    a.set(xlabel=f"{metric} ({intervals.level:.0%} bootstrap interval over test {intervals.unit}s)")
-    a.legend(fontsize=7, loc="best")
+    unit = {"identity": "identities", "image": "images"}.get(intervals.unit, intervals.unit)
+    a.set(xlabel=f"{metric} ({intervals.level:.0%} bootstrap interval over test {unit})")
+    a.legend(fontsize=7, loc="lower right")
     return fig
