@@ -263,3 +263,38 @@ def test_no_run_time_module_calls_fetch():
     offenders = [f"{p.relative_to(src)}:{i}" for p in src.rglob("*.py") if p.name != "assets.py"
                  for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"assets\.fetch(_all)?\(", line)]
     assert not offenders, f"run-time code calls assets.fetch (use assets.path): {offenders}"
+
+
+_OFFLINE_LOADS = """
+import socket
+tried = []
+def _refuse(self, addr, *a):
+    tried.append(addr)
+    raise OSError("network disabled in this test")
+socket.socket.connect = _refuse
+from facelab.models import load_embedder, load_expression_model
+from facelab.models.synthetic import load_synth_facenet
+from facelab.antispoof.pretrain import pretrained_clip
+from facelab.diffusion import quick_model
+load_embedder("dlib-resnet"); load_embedder("sface"); load_expression_model()
+load_synth_facenet("synth-plain")
+pretrained_clip(allow_train=False)
+quick_model(allow_train=False).encode_prompt(["a face of a person"])
+print("connections tried:", len(tried))
+"""
+
+
+def test_models_load_in_a_network_namespace_without_network():
+    """Issue #25: the real models and the trained checkpoints (with the MiniLM text tower) load with no network
+    (``unshare -n``) and try no connection."""
+    import os
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode:
+        pytest.skip("unshare -n is not available here")
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "FACELAB_THREADS": "1"}
+    res = subprocess.run(["unshare", "-n", sys.executable, "-c", _OFFLINE_LOADS], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "connections tried: 0" in res.stdout, res.stdout

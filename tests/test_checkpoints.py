@@ -197,7 +197,7 @@ def _loaders():
     return {
         "antispoof_clip": lambda p: load_pretrained_clip(p, train_if_missing=False),
         "makeup_classifier": lambda p: load_makeup_classifier(p, train_if_missing=False),
-        "synth_facenets": lambda p: load_synth_facenet("synth-residual", p, allow_train=False),
+        "synth_facenets": lambda p: load_synth_facenet("synth-residual", p),
         "face_diffusion_quick": lambda p: load_quick_model(p, text_encoder=_Text()),
     }
 
@@ -337,8 +337,8 @@ def test_committed_checkpoints_are_verified_and_up_to_date():
 
 def test_chapter_functions_load_without_training():
     from facelab.antispoof.pretrain import pretrained_clip
-    from facelab.models.synthetic import load_synth_facenet
     from facelab.privacy.makeup import makeup_classifier
+    from facelab.synth.recognisers import synth_facenet
 
     if not all(checkpoints.checkpoint_path(n).is_file() for n in COMMITTED):
         pytest.skip("committed checkpoints missing")
@@ -346,7 +346,7 @@ def test_chapter_functions_load_without_training():
     assert log["settings"]["steps"] == 3000 and log["held_out_accuracy"] > 0 and len(log["sha256"]) == 64
     net, log = makeup_classifier(allow_train=False)
     assert set(log["held-out accuracy"]) == set(net.classes)
-    assert load_synth_facenet("synth-plain", allow_train=False).threshold == pytest.approx(0.7257, abs=1e-4)
+    assert synth_facenet("synth-plain", allow_train=False).threshold == pytest.approx(0.7257, abs=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------ guards

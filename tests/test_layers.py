@@ -21,7 +21,6 @@ KNOWN_LAYER_VIOLATIONS = {
     "facelab.synth.calibration -> facelab.studies.face_recognition",  # calibration moves to facelab.studies
     "facelab.synth.calibration -> facelab.classical",
     "facelab.models.face_model -> facelab.privacy.facenets",
-    "facelab.models.synthetic -> facelab.synth",
 }
 
 

@@ -51,7 +51,7 @@ FORMAT_VERSION = 1
 RESTORE_COMMANDS = {
     "antispoof_clip": "python -m facelab.antispoof.pretrain",
     "makeup_classifier": "python -m facelab.privacy.makeup",
-    "synth_facenets": "python -m facelab.models.synthetic",
+    "synth_facenets": "python -m facelab.synth.recognisers",
     "face_diffusion_quick": "python -m facelab.diffusion.train",
 }
 

@@ -2,7 +2,7 @@
 
 Transfer attacks need several *different* recognisers: an attack crafted on some models is tested on one it never
 saw. Besides the two real pretrained models (dlib's ResNet-29 and SFace, :mod:`facelab.models`), the privacy
-chapters use two small networks of different architectures trained here on :class:`facelab.synth.FaceWorld`
+chapters use two small networks of different architectures trained on :class:`facelab.synth.FaceWorld`
 identities 0..n-1 (the attacked identities come from 100000 on, never seen in training):
 
 * ``"synth-plain"``: a plain VGG-style CNN (5 conv blocks, batch norm, max-pooling), 64-d embedding;
@@ -12,8 +12,10 @@ Both take the 64x64 RGB faces as the synthetic world renders them (frontal, cent
 inside the model to 32x32 (cheap to train on a shared CPU), and are trained
 with a normalised-softmax / additive-cosine-margin loss (CosFace, Wang et al. 2018), so cosine similarity of their
 embeddings is the matching score. Weights are cached in one checkpoint, ``data/models/synth_facenets.safetensors``
-(:mod:`facelab.checkpoints`); :func:`load_synth_facenet` verifies it, and trains both models when it is missing,
-corrupt or stale. ``python -m facelab.models.synthetic`` retrains them.
+(:mod:`facelab.checkpoints`); :func:`load_synth_facenet` verifies and loads it. The faces they are trained on come
+from the synthetic world, a layer above this one, so training lives in :mod:`facelab.synth.recognisers`
+(``python -m facelab.synth.recognisers``; :func:`facelab.synth.recognisers.synth_facenet` trains when the file is
+missing, corrupt or stale).
 """
 
 from __future__ import annotations
@@ -30,13 +32,13 @@ from facelab import DATA_DIR, checkpoints
 from facelab.models.base import Embedder
 
 __all__ = ["SynthFaceNet", "SYNTH_FACENETS", "SYNTH_SETTINGS", "FACENETS_CHECKPOINT", "FACENETS_COMMAND",
-           "train_synth_facenet", "train_synth_facenets", "load_synth_facenet"]
+           "train_synth_facenet", "train_synth_facenets_on", "load_synth_facenet"]
 
 SYNTH_FACENETS = ("synth-plain", "synth-residual")
 FACENETS_CHECKPOINT = DATA_DIR / "models" / "synth_facenets.safetensors"
 #: The command that recreates :data:`FACENETS_CHECKPOINT` (named in every error about it).
-FACENETS_COMMAND = "python -m facelab.models.synthetic"
-#: Settings of the cached models (:func:`train_synth_facenets`' defaults).
+FACENETS_COMMAND = "python -m facelab.synth.recognisers"
+#: Settings of the cached models (:func:`facelab.synth.recognisers.train_synth_facenets`' defaults).
 SYNTH_SETTINGS = {"n_identities": 100, "per_identity": 6, "steps": 120, "seed": 0}
 
 
@@ -95,12 +97,6 @@ class SynthFaceNet(Embedder):
         return self.net((x - self.mean) / 0.25)
 
 
-def _render(world, ids, per_identity, g, nuisance="mild"):
-    b = world.sample(identities=list(ids), per_identity=per_identity, nuisance=nuisance, expression="random",
-                     makeup="random", generator=g)
-    return b.images.float(), torch.tensor(b.labels["identity"].to_numpy().copy())
-
-
 def train_synth_facenet(arch: str, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 120,
                         batch_size: int = 48, lr: float = 3e-3, margin: float = 0.25, scale: float = 16.0,
                         seed: int = 0, log_every: int = 25) -> tuple[SynthFaceNet, list]:
@@ -137,27 +133,24 @@ def train_synth_facenet(arch: str, images: torch.Tensor, labels: torch.Tensor, *
     return net, curve
 
 
-def _train_all(n_identities: int, per_identity: int, steps: int, seed: int) -> tuple[dict, dict, dict]:
-    """Train both architectures; returns ``(state_dict, log, header)`` (keys ``"<arch>.<param>"``; the header holds
-    each model's FAR-1 % threshold)."""
+def train_synth_facenets_on(images: torch.Tensor, labels: torch.Tensor, val_images: torch.Tensor,
+                            val_labels: torch.Tensor, *, steps: int = 120, seed: int = 0) -> tuple[dict, dict, dict]:
+    """Train both architectures on the same faces and measure each one's threshold at FAR 1 % (cosine similarity)
+    on the validation identities; returns ``(state_dict, log, header)`` as :func:`facelab.checkpoints.save` takes
+    them (keys ``"<arch>.<param>"``; the header holds each model's threshold). The synthetic world renders the faces
+    (:mod:`facelab.synth.recognisers`)."""
     from facelab.metrics.verification import roc_auc, eer, threshold_at_far
-    from facelab.synth import FaceWorld   # the training data (loading needs nothing above facelab.models)
 
     t0 = time.perf_counter()
-    world = FaceWorld(seed=0, size=64)
-    g = torch.Generator().manual_seed(seed)
-    x, y = _render(world, range(n_identities), per_identity, g)
-    xv, yv = _render(world, range(50000, 50030), 4, g)
-    state, log = {}, {"data": "FaceWorld(seed=0, size=64), identities 0..n-1, nuisance='mild', random expression "
-                              "and makeup; validation: identities 50000..50029", "models": {}}
+    state, log = {}, {"models": {}}
     for k, arch in enumerate(SYNTH_FACENETS):
         t1 = time.perf_counter()
-        net, curve = train_synth_facenet(arch, x, y, steps=steps, seed=seed + k)
+        net, curve = train_synth_facenet(arch, images, labels, steps=steps, seed=seed + k)
         with torch.no_grad():
-            e = F.normalize(net(xv), dim=1)
+            e = F.normalize(net(val_images), dim=1)
         s = (e @ e.T).numpy()
-        iu = torch.triu_indices(len(yv), len(yv), 1).numpy()
-        lab = (yv[iu[0]] == yv[iu[1]]).numpy()
+        iu = torch.triu_indices(len(val_labels), len(val_labels), 1).numpy()
+        lab = (val_labels[iu[0]] == val_labels[iu[1]]).numpy()
         sc = s[iu[0], iu[1]]
         thr = float(threshold_at_far(lab, sc, 0.01))
         net.threshold = thr
@@ -171,38 +164,30 @@ def _train_all(n_identities: int, per_identity: int, steps: int, seed: int) -> t
     return state, log, header
 
 
-def train_synth_facenets(path=FACENETS_CHECKPOINT, *, n_identities: int = 100, per_identity: int = 6,
-                         steps: int = 120, seed: int = 0, threads: int | None = None) -> dict:
-    """Train both architectures on the same synthetic identities and save them as one :mod:`facelab.checkpoints`
-    checkpoint (safetensors + JSON sidecar, both written atomically); returns the log with the settings.
-
-    The threshold stored with each model is the cosine similarity at FAR 1 % on 30 held-out identities
-    (``facelab.metrics.verification.threshold_at_far``); the log records their verification AUC and EER.
-    """
-    if threads:
-        torch.set_num_threads(threads)
-    settings = {"n_identities": n_identities, "per_identity": per_identity, "steps": steps, "seed": seed}
-    state, log, header = _train_all(**settings)
-    checkpoints.save(path, state, settings=settings, log=log, restore=FACENETS_COMMAND, header=header)
-    return {**settings, **log}
-
-
-def load_synth_facenet(name: str = "synth-plain", path=None, *, device=None, allow_train: bool = True,
+def load_synth_facenet(name: str = "synth-plain", path=None, *, device=None, training_data=None,
                        settings: dict | None = None) -> SynthFaceNet:
     """A trained :class:`SynthFaceNet` from the cached checkpoint (default :data:`FACENETS_CHECKPOINT`).
 
     The file is verified (size and sha256 against its sidecar) before it is read. When it is missing, corrupt or was
-    trained with other ``settings`` (default :data:`SYNTH_SETTINGS`), both models are trained again and saved (about
-    15 minutes on one CPU thread) if ``allow_train``, else :class:`facelab.checkpoints.CheckpointError`
-    (:class:`~facelab.checkpoints.CheckpointMissingError`, a FileNotFoundError, when missing) naming the file and
-    ``python -m facelab.models.synthetic``.
+    trained with other ``settings`` (default :data:`SYNTH_SETTINGS`):
+
+    * with ``training_data`` (``settings -> (images, labels, val_images, val_labels)``; the synthetic world's is
+      :func:`facelab.synth.recognisers.render_training_data`), both models are trained again and saved;
+    * without it, :class:`facelab.checkpoints.CheckpointError` (:class:`~facelab.checkpoints.CheckpointMissingError`,
+      a FileNotFoundError, when missing) naming the file and ``python -m facelab.synth.recognisers``.
+
+    :func:`facelab.synth.recognisers.synth_facenet` is the variant that trains from the synthetic world.
     """
     if name not in SYNTH_FACENETS:
         raise ValueError(f"unknown synthetic face model {name!r}; choose one of {SYNTH_FACENETS}")
     path = Path(path) if path is not None else FACENETS_CHECKPOINT
-    state, meta = checkpoints.load_or_train(path, lambda s: _train_all(**s),
-                                            settings=SYNTH_SETTINGS if settings is None else settings,
-                                            restore=FACENETS_COMMAND, allow_train=allow_train)
+
+    def train(s):
+        x, y, xv, yv = training_data(s)
+        return train_synth_facenets_on(x, y, xv, yv, steps=s["steps"], seed=s["seed"])
+
+    state, meta = checkpoints.load_or_train(path, train, settings=SYNTH_SETTINGS if settings is None else settings,
+                                            restore=FACENETS_COMMAND, allow_train=training_data is not None)
     if name not in meta["header"]:
         raise checkpoints.CheckpointError(f"{path} holds no {name!r} model (header keys {sorted(meta['header'])}); "
                                           f"retrain with `{FACENETS_COMMAND}`")
@@ -210,17 +195,3 @@ def load_synth_facenet(name: str = "synth-plain", path=None, *, device=None, all
     net.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
     net.eval().requires_grad_(False)
     return net.to(device) if device is not None else net
-
-
-if __name__ == "__main__":
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Train the synthetic face recognisers of the privacy chapters.")
-    ap.add_argument("--steps", type=int, default=120)
-    ap.add_argument("--n-identities", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(FACENETS_CHECKPOINT))
-    a = ap.parse_args()
-    out = train_synth_facenets(a.out, n_identities=a.n_identities, steps=a.steps, threads=a.threads)
-    print(json.dumps({k: ({m: {kk: vv for kk, vv in d.items() if kk != "loss_curve"} for m, d in v.items()}
-                          if k == "models" else v) for k, v in out.items()}, indent=1))
