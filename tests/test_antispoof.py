@@ -556,12 +556,12 @@ def test_pretrain_tower_entry_point_shapes_and_log():
 
 
 def test_the_cached_chapter_clip_loads():
-    from facelab.antispoof.pretrain import CLIP_CHECKPOINT, PRETRAIN_SETTINGS, load_pretrained_clip
+    from facelab.antispoof.pretrain import CLIP_CHECKPOINT, PRETRAIN_SETTINGS, pretrained_clip
 
     if not CLIP_CHECKPOINT.is_file():
         pytest.skip("no cached CLIP; run `python -m facelab.antispoof.pretrain`")
     assert CLIP_CHECKPOINT.stat().st_size <= 10 * 2 ** 20
-    clip, log = load_pretrained_clip(train_if_missing=False)
+    clip, log = pretrained_clip(allow_train=False)   # verified, up to date: loads, never trains
     c = clip.visual.config
     assert (c.image_size, c.patch_size, c.width, c.layers) == (48, 8, 48, 4)
     assert log["settings"] == PRETRAIN_SETTINGS and log["held_out_accuracy"] > 0
