@@ -11,11 +11,11 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from facelab.metrics.verification import threshold_at_far
 from facelab.core.images import ssim
+from facelab.metrics.verification import threshold_at_far
 from facelab.models import FaceModel
+from facelab.models.synthetic import SynthFaceNet
 from facelab.privacy import DiffAIMConfig, NotAFaceError, check_faces, diffaim_protect, pgd_protect
-from facelab.privacy.facenets import SynthFaceNet
 from facelab.studies.privacy_diffaim import (attack_pairs, leave_one_out, paired_tests, quality_table,
                                              strength_sweep, success_outcomes, success_rates, success_table,
                                              summary_table, victim_thresholds)

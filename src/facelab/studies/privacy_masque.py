@@ -334,7 +334,8 @@ def dodging_tests(outcomes: Mapping, phrases: Sequence[str], victims: Sequence[s
       against global PGD / DiffAIM (dodging) in the same black-box setting.
 
     The pairs of one face share the protected image, so they are not independent: p-values are on the optimistic
-    side. Returns :func:`facelab.studies._privacy_protocol.paired_tests`'s table plus ``victim``.
+    side. Returns :func:`facelab.studies._privacy_protocol.paired_tests`'s table plus ``victim``, ``prompt`` (of the
+    MASQUE run) and a short ``comparison`` label.
     """
     comps = []
     for p in phrases:
@@ -355,6 +356,8 @@ def dodging_tests(outcomes: Mapping, phrases: Sequence[str], victims: Sequence[s
     comps = [(a, b) for a, b in comps if a in outcomes and b in outcomes]
     t = paired_tests(outcomes, comps, far)
     t.insert(0, "victim", [a[-1] for a, _ in comps])
+    t.insert(1, "prompt", [a[1] for a, _ in comps])
+    t.insert(2, "comparison", [f"{a[0]} ({a[2]}) vs {b[0]} ({b[2]})" for a, b in comps])
     return t
 
 
