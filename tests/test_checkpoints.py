@@ -389,3 +389,13 @@ def test_synthetic_recognisers_train_save_and_retrain_a_corrupt_file(tmp_path):
         load_synth_facenet("synth-plain", path, settings=tiny)          # no training data: refused
     again = load_synth_facenet("synth-plain", path, settings=tiny, training_data=render_training_data)
     assert checkpoints.status(path, tiny) == "ok" and again.embedding_size == 64
+
+
+def test_command_line_verification(tmp_path, capsys):
+    checkpoints.save(tmp_path / "good", {"w": torch.zeros(2)}, settings={}, restore="python -m good")
+    checkpoints.save(tmp_path / "bad", {"w": torch.zeros(2)}, settings={}, restore="python -m bad")
+    _flip_one_bit(tmp_path / "bad.safetensors")
+    assert checkpoints.main([str(tmp_path / "good.safetensors")]) == 0
+    assert checkpoints.main([str(tmp_path / "good.safetensors"), str(tmp_path / "bad.safetensors")]) == 1
+    out = capsys.readouterr().out
+    assert "good.safetensors" in out and "bad.safetensors" in out and "FAILED" in out and "python -m bad" in out

@@ -281,3 +281,28 @@ def flat_log(meta: Mapping) -> dict:
     """The training log as one flat dict, as the model packages return it: ``log`` entries plus ``settings``,
     ``sha256`` and ``file``."""
     return {**meta.get("log", {}), "settings": meta["settings"], "sha256": meta["sha256"], "file": meta["file"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m facelab.checkpoints [NAME ...]``: verify checkpoints (default: every one in :data:`MODELS_DIR`)
+    and print each one's size, sha256 and restore command; exit status 1 if any fails."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m facelab.checkpoints", description=main.__doc__.split(":")[0])
+    ap.add_argument("names", nargs="*", help="checkpoint names or paths (default: all in data/models/)")
+    args = ap.parse_args(argv)
+    names = args.names or sorted(p.stem for p in MODELS_DIR.glob("*.safetensors"))
+    failed = 0
+    for name in names:
+        try:
+            meta = verify(name)
+            print(f"{checkpoint_path(name).name:36s} ok  {meta['size']:>10,} bytes  sha256 {meta['sha256'][:16]}...  "
+                  f"restore: {meta.get('restore')}")
+        except CheckpointError as exc:
+            failed += 1
+            print(f"{checkpoint_path(name).name:36s} FAILED: {exc}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
