@@ -24,6 +24,8 @@ from facelab.models.synthetic import SYNTH_FACENETS, SynthFaceNet, load_synth_fa
 
 __all__ = ["Embedder", "EMBEDDERS", "load_embedder", "to_float_batch", "load_expression_model", "FaceModel",
            "load_face_models", "SYNTH_FACENETS", "SynthFaceNet", "load_synth_facenet"]
+from facelab.models.fer import FER_CLASSES, FERMiniXception, load_fer_expression  # noqa: E402  FER2013 mini-Xception
+__all__ += ["FER_CLASSES", "FERMiniXception", "load_fer_expression"]
 
 EMBEDDERS = ("dlib-resnet", "sface")
 _CACHE: dict = {}
