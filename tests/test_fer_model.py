@@ -4,6 +4,7 @@ The port is checked against an independent run of the same file: Keras 3 on its 
 dependency, requirements.txt), which loads the legacy HDF5 itself. Then behaviour: batches, devices, shapes, bad input.
 """
 
+import copy
 import os
 
 import h5py
@@ -138,6 +139,11 @@ def test_batch_invariance(model):
         a = getattr(full, name)
         assert torch.allclose(a, torch.cat([getattr(o, name) for o in one]), atol=1e-5), name
         assert torch.allclose(a, getattr(chunked, name), atol=1e-6), name
+    # the inference path (BatchNorm folded into the convolutions) equals the layer-by-layer autograd path
+    tracked = model.outputs(x.clone().requires_grad_(True))
+    assert tracked.logits.requires_grad and not full.logits.requires_grad
+    assert torch.allclose(tracked.logits, full.logits, atol=1e-4)
+    assert torch.allclose(tracked.descriptor, full.descriptor, atol=1e-4)
     empty = model.outputs(torch.zeros(0, 3, 64, 64))
     assert empty.logits.shape == (0, 7) and empty.descriptor.shape == (0, 128)
 
@@ -173,6 +179,13 @@ def test_gradients_flow(model):
     model.probabilities(x)[:, FER_CLASSES.index("happy")].sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     assert not model.probabilities(torch.rand(1, 1, 64, 64)).requires_grad
+    # fine-tuning a copy: weight gradients in training mode (batch statistics) and in eval mode
+    tuned = copy.deepcopy(model).train()
+    loss = torch.nn.functional.cross_entropy(tuned.logits(torch.rand(4, 1, 64, 64)), torch.tensor([0, 3, 4, 6]))
+    loss.backward()
+    grads = [p.grad for p in tuned.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert tuned.blocks[0].residual.weight.grad.abs().sum() > 0 and not model.training
 
 
 def test_bad_input(model):

@@ -71,12 +71,17 @@ def _bn(c: int) -> nn.BatchNorm2d:
 
 
 def _max_pool_same(x: torch.Tensor) -> torch.Tensor:
-    """3x3 max pool, stride 2, TensorFlow 'same' padding (extra row/column at the bottom/right, -inf)."""
+    """3x3 max pool, stride 2, TensorFlow 'same' padding: output ceil(n / 2); an odd side is padded by one on both
+    ends, an even side by one at the bottom/right only, and padding never wins the max. PyTorch's ``ceil_mode``
+    window that hangs over the bottom/right edge is exactly that even-side case, so no padded copy is made."""
     h, w = x.shape[-2:]
-    ph = max((-(-h // 2) - 1) * 2 + 3 - h, 0)
-    pw = max((-(-w // 2) - 1) * 2 + 3 - w, 0)
-    x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=float("-inf"))
-    return F.max_pool2d(x, 3, 2)
+    return F.max_pool2d(x, 3, 2, padding=(h % 2, w % 2), ceil_mode=True)
+
+
+def _fold_bn(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A bias-free convolution followed by an eval-mode BatchNorm, as one convolution's (weight, bias)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
 
 
 class _SeparableConv(nn.Module):
@@ -96,7 +101,7 @@ class _Block(nn.Module):
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.residual = nn.Conv2d(cin, cout, 1, stride=2, bias=False)
+        self.residual = nn.Conv2d(cin, cout, 1, bias=False)  # stride 2 in Keras: see forward
         self.residual_bn = _bn(cout)
         self.sep1 = _SeparableConv(cin, cout)
         self.bn1 = _bn(cout)
@@ -104,7 +109,9 @@ class _Block(nn.Module):
         self.bn2 = _bn(cout)
 
     def forward(self, x):
-        r = self.residual_bn(self.residual(x))
+        # 1x1 stride 2 with 'same' padding reads pixels 0, 2, 4, ...: subsample, then a stride-1 1x1 convolution (the
+        # same numbers; torch 2.13's CPU weight gradient of a stride-2 1x1 conv in channels-last aborts the process)
+        r = self.residual_bn(self.residual(x[:, :, ::2, ::2]))
         x = F.relu(self.bn1(self.sep1(x)))
         x = _max_pool_same(self.bn2(self.sep2(x)))
         return x + r
@@ -131,13 +138,31 @@ class FERMiniXception(nn.Module):
         chans = (8,) + _WIDTHS
         self.blocks = nn.ModuleList(_Block(chans[i], chans[i + 1]) for i in range(len(_WIDTHS)))
         self.head = nn.Conv2d(_WIDTHS[-1], len(FER_CLASSES), 3, padding=1, bias=True)
+        # channels-last kernels: on CPU (oneDNN) the batch runs ~2.5x faster than with NCHW kernels, same outputs
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Preprocessed ``(N, 1, 64, 64)`` in [-1, 1] -> ``(logits (N, 7), descriptor (N, 128))``."""
+        """Preprocessed ``(N, 1, 64, 64)`` in [-1, 1] -> ``(logits (N, 7), descriptor (N, 128))``.
+
+        In eval mode without autograd (descriptor extraction) every BatchNorm is folded into the convolution before
+        it (the same function; outputs differ by float rounding, ~1e-5 on the logits) and the ReLUs run in place:
+        ~25% faster on CPU. Otherwise the layers run as written (gradients, training-mode batch statistics).
+        """
+        if not self.training and not torch.is_grad_enabled():
+            return self._forward_folded(x)
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.relu(self.bn2(self.conv2(x)))
         for block in self.blocks:
             x = block(x)
+        return self.head(x).mean((2, 3)), x.mean((2, 3))
+
+    def _forward_folded(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.relu(F.conv2d(x, *_fold_bn(self.conv1.weight, self.bn1)), inplace=True)
+        x = F.relu(F.conv2d(x, *_fold_bn(self.conv2.weight, self.bn2)), inplace=True)
+        for b in self.blocks:
+            r = F.conv2d(x, *_fold_bn(b.residual.weight, b.residual_bn), stride=2)
+            y = F.relu(F.conv2d(b.sep1.depthwise(x), *_fold_bn(b.sep1.pointwise.weight, b.bn1)), inplace=True)
+            x = _max_pool_same(F.conv2d(b.sep2.depthwise(y), *_fold_bn(b.sep2.pointwise.weight, b.bn2))) + r
         return self.head(x).mean((2, 3)), x.mean((2, 3))
 
     # ---- public API: images in [0, 1] ---------------------------------------------------------------------------
@@ -162,8 +187,9 @@ class FERMiniXception(nn.Module):
     def outputs(self, images: torch.Tensor, *, batch_size: int | None = None) -> FEROutputs:
         """Logits, probabilities and descriptor in one pass (:class:`FEROutputs`).
 
-        ``batch_size`` splits a long batch into chunks (bounded memory; the results do not depend on it). Gradients
-        flow when ``images`` requires grad; otherwise the pass runs without autograd.
+        ``batch_size`` splits a long batch into chunks (bounded memory; the results do not depend on it). Autograd
+        records the pass (gradients to the images and the weights) when grad mode is on and ``images`` requires grad
+        or the model is in training mode (fine-tuning); otherwise the pass runs without autograd (descriptors).
         """
         x = self.preprocess(images)
         n = x.shape[0]
@@ -173,7 +199,7 @@ class FERMiniXception(nn.Module):
         if batch_size is not None and int(batch_size) < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         step = n if batch_size is None else int(batch_size)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (x.requires_grad or self.training)):
             parts = [self(x[i:i + step]) for i in range(0, n, step)]
         logits = torch.cat([p[0] for p in parts])
         desc = torch.cat([p[1] for p in parts])
