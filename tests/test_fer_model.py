@@ -240,3 +240,16 @@ def test_loader_refuses_a_missing_or_corrupt_asset(tmp_path, monkeypatch):
     monkeypatch.setattr(assets, "ASSET_DIR", tmp_path / "bad")
     with pytest.raises(assets.AssetCorruptError, match="make assets"):
         load_fer_expression(cache=False)
+
+
+def test_port_imports_neither_fer_nor_tensorflow_nor_keras():
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from facelab.models import load_fer_expression; "
+            "m = load_fer_expression(); m.probabilities(torch.rand(1, 1, 64, 64)); "
+            "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('fer', 'tensorflow', 'keras')); "
+            "assert not bad, bad")
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "FACELAB_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
