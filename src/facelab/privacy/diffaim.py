@@ -52,13 +52,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from facelab.core.images import ssim
 from facelab.diffusion.hooks import UNetProbe
-from facelab.diffusion.inversion import Inversion, ddpm_inversion, noise_prediction, reverse_process, step_terms
+from facelab.diffusion.inversion import Inversion, ddpm_inversion, noise_prediction, step_terms
 from facelab.models.face_model import FaceModel
 from facelab.privacy.inputs import check_faces
 
