@@ -9,6 +9,23 @@ import numpy as np
 PALETTE = ["#1f5f8b", "#d1495b", "#edae49", "#00798c", "#66a182", "#8d6a9f", "#2e4057", "#c0c0c0"]
 
 
+def figure_axes(ax=None, n: int = 1, figsize: tuple[float, float] = (5, 3.5)):
+    """``(fig, [ax, ...])`` for a plot function with the book's signature ``plot_x(..., ax=None) -> Figure``.
+
+    With ``ax=None`` a new figure with ``n`` axes side by side is made; otherwise ``ax`` (one axis, or a sequence of
+    at least ``n`` axes) is drawn on and its figure returned.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, axes = plt.subplots(1, n, figsize=figsize, squeeze=False)
+        return fig, list(axes.flat)
+    axes = list(np.ravel(ax)) if isinstance(ax, (list, tuple, np.ndarray)) else [ax]
+    if len(axes) < n:
+        raise ValueError(f"this figure needs {n} axes (it draws on {n}), got {len(axes)}")
+    return axes[0].figure, axes
+
+
 def use_style() -> None:
     """Apply the book's matplotlib/seaborn style (called by :func:`facelab.runtime.setup`)."""
     import matplotlib as mpl

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from facelab.plotting import figure_axes
 from facelab.antispoof.data import AttackSet, attack_kinds, resize_images
 from facelab.antispoof.detector import (AttackDetector, CNNBaseline, LinearProbe, TrainConfig, embed, frozen_tokens,
                                         predict_live, train_detector)
@@ -583,22 +584,10 @@ def real_photo_table(result: AblationResult, real: AttackSet, protocol: str = "P
 _ORDER = ["live", "print", "replay", "mask3d", "adversarial", "faceswap", "morph"]
 
 
-def _axes(ax, n: int = 1, figsize=(5, 3.5)):
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        fig, axes = plt.subplots(1, n, figsize=figsize, squeeze=False)
-        return fig, list(axes.flat)
-    axes = list(np.ravel(ax)) if isinstance(ax, (list, tuple, np.ndarray)) else [ax]
-    if len(axes) < n:
-        raise ValueError(f"this figure needs {n} axes, got {len(axes)}")
-    return axes[0].figure, axes
-
-
 def plot_pretraining(history: pd.DataFrame, window: int = 1, ax=None):
     """Loss and batch image-to-caption accuracy of the CLIP pretraining (rolling mean over ``window`` rows); two
     axes (``ax``: a pair, or None for a new figure). Returns the figure."""
-    fig, (a, b) = _axes(ax, 2, figsize=(9, 3))
+    fig, (a, b) = figure_axes(ax, 2, figsize=(9, 3))
     smooth = history.rolling(window, min_periods=1).mean()
     a.plot(smooth["step"], smooth["loss"])
     a.set(title="CLIP pretraining loss", xlabel="step")
@@ -611,7 +600,7 @@ def plot_dispatch(dispatch, grid: int, slots: int = 8, ax=None):
     """Dispatch weights of the first ``slots`` slots over the patch grid (the [CLS] token is dropped);
     ``dispatch``: ``(tokens, slots)`` of one image and group. ``ax``: ``slots`` axes or None."""
     dispatch = dispatch.detach().cpu().numpy() if isinstance(dispatch, torch.Tensor) else np.asarray(dispatch)
-    fig, axes = _axes(ax, slots, figsize=(1.25 * slots, 1.6))
+    fig, axes = figure_axes(ax, slots, figsize=(1.25 * slots, 1.6))
     for j, a in enumerate(axes[:slots]):
         a.imshow(dispatch[1:, j].reshape(grid, grid), cmap="magma")
         a.set_title(f"slot {j}", fontsize=8)
@@ -623,7 +612,7 @@ def plot_training(histories: dict, column: str, title: str = "", ax=None):
     """One line per variant of a logged training column (``ce``, ``centre_distance``, ...)."""
     from facelab.plotting import PALETTE
 
-    fig, (a,) = _axes(ax, 1, figsize=(5, 3.2))
+    fig, (a,) = figure_axes(ax, 1, figsize=(5, 3.2))
     for i, (name, h) in enumerate(histories.items()):
         if len(h) and column in h:
             label = name if isinstance(name, str) else " / ".join(map(str, name))   # (protocol, variant) keys
@@ -637,7 +626,7 @@ def plot_feature_space(table: pd.DataFrame, title: str = "", ax=None):
     the centre of every attack type (labelled)."""
     from facelab.plotting import PALETTE
 
-    fig, (a,) = _axes(ax, 1, figsize=(5.5, 4.4))
+    fig, (a,) = figure_axes(ax, 1, figsize=(5.5, 4.4))
     kinds = [k for k in _ORDER if k in set(table["attack"])]
     for i, k in enumerate(kinds):
         t = table[table["attack"] == k]
@@ -658,7 +647,7 @@ def plot_intervals(intervals: AblationIntervals, metric: str = "ACER", ax=None):
     from facelab.plotting import PALETTE
 
     table = intervals.table(metric)
-    fig, (a,) = _axes(ax, 1, figsize=(7, 0.45 * len(table) + 1.2))
+    fig, (a,) = figure_axes(ax, 1, figsize=(7, 0.45 * len(table) + 1.2))
     protos = list(dict.fromkeys(table.columns.get_level_values(0)))
     y = np.arange(len(table))
     for i, p in enumerate(protos):

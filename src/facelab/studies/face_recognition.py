@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Hashable, Mapping, Sequence
 import numpy as np
 import torch
 
+from facelab.plotting import figure_axes
 from facelab.core.scores import DLIB_THRESHOLD, genuine_impostor_pairs
 from facelab.recognition import METRICS, NoFaceError, aligned_chips, as_embeddings, similarities
 
@@ -51,32 +52,6 @@ __all__ = [
     "plot_threshold_tradeoff",
     "threshold_widget",
 ]
-
-
-def _axes(ax, n: int, figsize: tuple[float, float]):
-    """``(fig, [ax, ...])``: new axes when ``ax`` is None, else the given axis (or ``n`` axes) and its figure."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        fig, axes = plt.subplots(1, n, figsize=figsize)
-        return fig, list(np.atleast_1d(axes))
-    axes = list(np.atleast_1d(ax))
-    if len(axes) != n:
-        raise ValueError(f"this figure draws on {n} axes, got {len(axes)}")
-    return axes[0].figure, axes
-
-
-# --------------------------------------------------------------------------------------------- real photos
-@dataclass
-class LabelledFaces:
-    """Faces picked from detections, one row each: ``names`` (photo name, ``name-k`` for the k-th face of a group
-    photo), ``identities`` (the photo's person; each face of a group photo is its own unknown person),
-    ``embeddings`` (F, D) and ``faces`` ((photo name, face) pairs, for cropping)."""
-
-    names: list
-    identities: list
-    embeddings: np.ndarray
-    faces: list
 
 
 def labelled_faces(detections: Mapping, identity: Mapping, group: Mapping) -> LabelledFaces:
@@ -355,7 +330,7 @@ def plot_faces(image: np.ndarray, faces: Sequence, title: str | None = None, lan
 
     from facelab.plotting import PALETTE
 
-    fig, (ax,) = _axes(ax, 1, (4, 4))
+    fig, (ax,) = figure_axes(ax, 1, (4, 4))
     ax.imshow(image)
     lw = 1.5
     for f in faces:
@@ -386,7 +361,7 @@ def plot_similarity_heatmap(S, names: Sequence[str], threshold: float, title: st
 
     S = np.asarray(S.cpu() if isinstance(S, torch.Tensor) else S, dtype=np.float64)
     n = len(names)
-    fig, (ax,) = _axes(ax, 1, (0.55 * n + 2, 0.5 * n + 1.5))
+    fig, (ax,) = figure_axes(ax, 1, (0.55 * n + 2, 0.5 * n + 1.5))
     lo, hi = min(float(S.min()), threshold - 0.5 * abs(threshold)), float(S.max())
     im = ax.imshow(S, cmap="viridis", vmin=lo, vmax=hi)
     for a in range(n):
@@ -408,7 +383,7 @@ def plot_comparison(cmp: MethodComparison, max_rank: int = 10, ax=None) -> Figur
     """ROC (log FAR), DET (normal-deviate axes) and CMC curves of every method, side by side (``ax``: three axes)."""
     from scipy.stats import norm
 
-    fig, axes = _axes(ax, 3, (13, 4))
+    fig, axes = figure_axes(ax, 3, (13, 4))
     n_imp = int((cmp.pair_labels == 0).sum())
     eps = 0.5 / max(n_imp, 1)
     for name in cmp.pair_scores:
@@ -443,7 +418,7 @@ def plot_threshold_tradeoff(labels, scores, threshold: float, name: str = "", pu
     fa = np.array([np.mean(s[~y] >= t) for t in grid])
     fr = np.array([np.mean(s[y] < t) for t in grid])
     far, frr = far_frr(y, s, threshold)
-    fig, axes = _axes(ax, 2, (11, 3.6))
+    fig, axes = figure_axes(ax, 2, (11, 3.6))
     bins = np.linspace(s.min(), s.max(), 41)
     axes[0].hist(s[y], bins=bins, alpha=0.6, density=True, label="genuine pairs")
     axes[0].hist(s[~y], bins=bins, alpha=0.6, density=True, label="impostor pairs")
