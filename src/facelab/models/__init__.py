@@ -26,6 +26,8 @@ __all__ = ["Embedder", "EMBEDDERS", "load_embedder", "to_float_batch", "load_exp
            "load_face_models", "SYNTH_FACENETS", "SynthFaceNet", "load_synth_facenet"]
 from facelab.models.fer import FER_CLASSES, FERMiniXception, load_fer_expression  # noqa: E402  FER2013 mini-Xception
 __all__ += ["FER_CLASSES", "FERMiniXception", "load_fer_expression"]
+from facelab.models.emotiefflib import EMOTIEFFLIB_MODELS, load_emotiefflib  # noqa: E402  full profile, ONNX
+__all__ += ["EMOTIEFFLIB_MODELS", "load_emotiefflib"]
 
 EMBEDDERS = ("dlib-resnet", "sface")
 _CACHE: dict = {}
