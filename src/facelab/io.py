@@ -4,7 +4,12 @@
 (which it only normalises). It handles grey, grey+alpha, RGBA (composited on white), palette, 16-bit and float
 images and applies the EXIF orientation tag, so a photo taken with a rotated phone comes out upright.
 Anything that is not a readable image raises :class:`ImageLoadError` (a ``ValueError``) naming the file and the
-reason: missing file, empty file, not an image, truncated image.
+reason: missing file, empty file, not an image, truncated image, more pixels than :func:`max_image_pixels`
+(``FACELAB_MAX_IMAGE_PIXELS``, default 100 megapixels, checked before decoding).
+
+The memory guard of the batch builders lives here too: :func:`check_batch_bytes` refuses a request whose result
+would take more than :func:`max_batch_bytes` (``FACELAB_MAX_BATCH_BYTES``; default half of the memory of the device
+the result lives on, at least 2 GiB) with :class:`BatchTooLargeError`, naming the streaming alternative.
 """
 
 from __future__ import annotations
@@ -15,11 +20,95 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ImageLoadError", "load_image", "to_rgb_uint8"]
+__all__ = ["ImageLoadError", "load_image", "to_rgb_uint8", "max_image_pixels", "BatchTooLargeError",
+           "max_batch_bytes", "check_batch_bytes", "DEFAULT_MAX_IMAGE_PIXELS"]
+
+#: Default pixel limit of :func:`load_image` (100 megapixels: a 10000 x 10000 image, ~300 MB decoded).
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+#: Smallest default of :func:`max_batch_bytes`.
+_MIN_DEFAULT_BATCH_BYTES = 2 * 2**30
+#: Largest deviation from [0, 1] a float image may have (resampling overshoot); beyond it the image is refused.
+_FLOAT_SLACK = 0.02
 
 
 class ImageLoadError(ValueError):
-    """A file could not be read as an image (missing, empty, not an image, truncated)."""
+    """A file could not be read as an image (missing, empty, not an image, truncated, too many pixels)."""
+
+
+class BatchTooLargeError(ValueError):
+    """A request whose result would take more memory than :func:`max_batch_bytes` allows."""
+
+
+def _env_number(name: str) -> float | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0) or value == float("inf"):
+        raise ValueError(f"{name} must be a positive number, got {raw!r}")
+    return value
+
+
+def max_image_pixels() -> int:
+    """Largest image (width x height) :func:`load_image` decodes: ``FACELAB_MAX_IMAGE_PIXELS`` or
+    :data:`DEFAULT_MAX_IMAGE_PIXELS`."""
+    v = _env_number("FACELAB_MAX_IMAGE_PIXELS")
+    return DEFAULT_MAX_IMAGE_PIXELS if v is None else int(v)
+
+
+def _device_memory(device) -> int | None:
+    """Total memory in bytes of ``device`` (a CUDA GPU's memory, else the machine's RAM); None if unknown."""
+    try:
+        if device is not None and str(device).startswith("cuda"):
+            import torch
+
+            return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError, RuntimeError, AssertionError):
+        return None
+
+
+def max_batch_bytes(device=None) -> int:
+    """The memory bound of one request's result, in bytes.
+
+    ``FACELAB_MAX_BATCH_BYTES`` (e.g. ``8e9``) when set; otherwise half of the total memory of ``device`` (the GPU's
+    for a CUDA device, the machine's RAM otherwise), at least 2 GiB.
+    """
+    v = _env_number("FACELAB_MAX_BATCH_BYTES")
+    if v is not None:
+        return int(v)
+    total = _device_memory(device)
+    return max(_MIN_DEFAULT_BATCH_BYTES, total // 2) if total else _MIN_DEFAULT_BATCH_BYTES
+
+
+def check_batch_bytes(nbytes: float, what: str, *, device=None, instead: str = "") -> None:
+    """Refuse a request whose result would need ``nbytes`` bytes, more than :func:`max_batch_bytes` allows.
+
+    Parameters
+    ----------
+    nbytes : float
+        Estimated size of the result (may be ``inf``).
+    what : str
+        The request, for the message (``"FaceWorld.sample(100000 x 10 images of 112 px)"``).
+    device : optional
+        Where the result lives (sets the default bound).
+    instead : str
+        What to do instead (the streaming API), appended to the message.
+
+    Raises
+    ------
+    BatchTooLargeError
+        With the estimate, the bound, how to raise it and ``instead``.
+    """
+    limit = max_batch_bytes(device)
+    if not nbytes <= limit:
+        need = "an unbounded amount of memory" if nbytes != nbytes or nbytes == float("inf") else \
+            f"about {nbytes / 2**30:.3g} GiB"
+        raise BatchTooLargeError(f"{what} would need {need}, more than the limit of {limit / 2**30:.3g} GiB "
+                                 "(set FACELAB_MAX_BATCH_BYTES to change it). " + instead)
 
 
 def to_rgb_uint8(array: np.ndarray, *, background: int = 255) -> np.ndarray:
@@ -29,7 +118,8 @@ def to_rgb_uint8(array: np.ndarray, *, background: int = 255) -> np.ndarray:
     ----------
     array : np.ndarray
         (H, W) grey, (H, W, 1), (H, W, 2) grey+alpha, (H, W, 3) RGB or (H, W, 4) RGBA; dtype uint8, uint16
-        (scaled by 1/257), bool, or float in [0, 1].
+        (scaled by 1/257), bool, or float in [0, 1] (an overshoot of up to 0.02 is clipped; a float image in
+        0-255 is refused: divide it by 255 or pass uint8).
     background : int
         Grey level that transparent pixels are composited onto.
 
@@ -39,6 +129,9 @@ def to_rgb_uint8(array: np.ndarray, *, background: int = 255) -> np.ndarray:
         (H, W, 3) uint8, C-contiguous.
     """
     a = np.asarray(array)
+    if a.ndim >= 2 and a.shape[0] * a.shape[1] > max_image_pixels():
+        raise ImageLoadError(f"image of {a.shape[1]} x {a.shape[0]} pixels is larger than the limit of "
+                             f"{max_image_pixels():,} pixels (FACELAB_MAX_IMAGE_PIXELS); downscale it first")
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 2, 3, 4)):
         raise ImageLoadError(f"expected an image array of shape (H, W) or (H, W, C) with C in 1..4, got {a.shape}")
     if a.shape[0] == 0 or a.shape[1] == 0:
@@ -50,6 +143,11 @@ def to_rgb_uint8(array: np.ndarray, *, background: int = 255) -> np.ndarray:
     elif np.issubdtype(a.dtype, np.floating):
         if not np.isfinite(a).all():
             raise ImageLoadError("float image contains NaN or inf")
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo < -_FLOAT_SLACK or hi > 1.0 + _FLOAT_SLACK:
+            hint = (" - it looks like 0-255: divide it by 255 or pass a uint8 array" if hi > 1.5 and lo >= -_FLOAT_SLACK
+                    else "")
+            raise ImageLoadError(f"a float image must hold values in [0, 1], got range [{lo:.3g}, {hi:.3g}]{hint}")
         a = np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
     elif a.dtype != np.uint8:
         if np.issubdtype(a.dtype, np.integer) and a.min() >= 0 and a.max() <= 255:
@@ -116,8 +214,12 @@ def load_image(path, *, background: int = 255) -> np.ndarray:
     Raises
     ------
     ImageLoadError
-        The file is missing, empty, not an image, or truncated/corrupt.
+        The file is missing, empty, not an image, truncated/corrupt, or has more pixels than
+        :func:`max_image_pixels` (checked from the header, before decoding; PIL's ``DecompressionBombError`` is
+        reported the same way).
     """
+    import warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if isinstance(path, np.ndarray):
@@ -136,13 +238,26 @@ def load_image(path, *, background: int = 255) -> np.ndarray:
         raise ImageLoadError(f"expected a path, bytes or numpy array, got {type(path).__name__}")
     if len(data) == 0:
         raise ImageLoadError(f"image file is empty (0 bytes): {label}")
+    limit = max_image_pixels()
     try:
-        with Image.open(_io.BytesIO(data)) as img:
+        with warnings.catch_warnings():
+            # PIL warns above its own limit (~89 Mpx); ours is checked below, before decoding
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img_ctx = Image.open(_io.BytesIO(data))
+        with img_ctx as img:
+            w, h = img.size
+            if w * h > limit:
+                raise ImageLoadError(f"image of {w} x {h} pixels is larger than the limit of {limit:,} pixels "
+                                     f"(FACELAB_MAX_IMAGE_PIXELS): {label}; downscale it first")
             img.load()  # decode now, so truncation shows up here
             img = ImageOps.exif_transpose(img) or img
             arr = _pil_to_array(img)
+    except ImageLoadError:
+        raise
     except UnidentifiedImageError:
         raise ImageLoadError(f"not an image file (unrecognised format): {label}") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(f"image is larger than PIL's decompression-bomb limit: {label} ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         msg = str(exc)
         kind = "truncated image" if ("truncated" in msg.lower() or "end of file" in msg.lower()

@@ -174,6 +174,16 @@ def verify(emb_a, emb_b, distance: str = "euclidean", threshold: float = DLIB_TH
 
 
 # --------------------------------------------------------------------------------------------- gallery
+def _same_label(a, b) -> bool:
+    """``a == b`` for labels of any type (False where the comparison is not a plain truth value)."""
+    if b is None:
+        return a is None
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
 @dataclass
 class Identification:
     """Result of :meth:`Gallery.identify` for ``n`` probes.
@@ -342,6 +352,11 @@ class Gallery:
         labels = list(labels.tolist() if hasattr(labels, "tolist") else labels)
         if len(labels) != emb.shape[0]:
             raise GalleryError(f"got {emb.shape[0]} embeddings but {len(labels)} labels; expected one label per row")
+        reserved = [j for j, lab in enumerate(labels) if lab is None or _same_label(lab, self.unknown)]
+        if reserved:
+            raise GalleryError(f"label {labels[reserved[0]]!r} (row {reserved[0]}) is reserved: identify() predicts "
+                               f"Gallery.unknown = {self.unknown!r} for rejected probes, and None is never a label; "
+                               "give every enrolled row a real identity label")
         if emb.shape[0] == 0:
             return
         already = [lab for lab in dict.fromkeys(labels) if lab in self._index]
@@ -430,7 +445,7 @@ class Gallery:
         """
         if self._emb is None or len(self) == 0:
             raise EmptyGalleryError("the gallery is empty: enroll(embeddings, labels) before identify()")
-        if int(k) < 1:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         q = self._prepare(probes, "probes")
         n_ids = len(self)
@@ -607,11 +622,14 @@ def aligned_chips(images: torch.Tensor, landmarks, template: str = "arcface-112"
     """
     from facelab.align import align_batch_torch
 
+    from facelab.core.images import check_images
+
     images = torch.as_tensor(images)
     lm = torch.as_tensor(landmarks, dtype=images.dtype)
     if images.dim() != 4 or lm.dim() != 3 or lm.shape[0] != images.shape[0] or lm.shape[1:] != (68, 2):
         raise ValueError(f"expected images (N, 3, H, W) and landmarks (N, 68, 2), got {tuple(images.shape)} and "
                          f"{tuple(lm.shape)}")
+    check_images(images, "images", channels=(3,), allow_empty=True, value_range=(0.0, 1.0), tolerance=0.02)
     out = [align_batch_torch(images[k:k + batch_size], lm[k:k + batch_size].to(images.device), template, kind="68",
                              size=size) for k in range(0, images.shape[0], batch_size)]
     return torch.cat(out).clamp_(0.0, 1.0)

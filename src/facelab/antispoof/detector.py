@@ -158,6 +158,8 @@ class LinearProbe:
     def predict_live(self, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
         if not hasattr(self, "model_"):
             raise RuntimeError("LinearProbe is not fitted: call fit(images, live) first")
+        if len(_check_scored_images(images)) == 0:
+            return np.zeros(0, dtype=np.float64)
         return self.model_.predict_proba(self.embed(images))[:, list(self.model_.classes_).index(1)]
 
 
@@ -176,10 +178,29 @@ def embed(fn: Callable, images: torch.Tensor, batch_size: int = 256, device=None
     return torch.cat(out).numpy()
 
 
+def _check_scored_images(images) -> torch.Tensor:
+    """The images a detector scores: a float tensor ``(N, 3, H, W)`` with finite values in [0, 1] (a NumPy array, a
+    0-255 image or a NaN image is refused with a message saying so)."""
+    from facelab.core.images import check_images as check_batch
+
+    if isinstance(images, np.ndarray):
+        raise TypeError(f"images must be a torch.Tensor (N, 3, H, W) float in [0, 1], got a NumPy array of shape "
+                        f"{images.shape} and dtype {images.dtype}; convert it with torch.from_numpy(array) "
+                        "(channels first, divided by 255 if it holds 0-255 values)")
+    return check_batch(images, "images", channels=(3,), allow_empty=True, finite=True, value_range=(0.0, 1.0))
+
+
 def predict_live(model, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """:math:`p(\\text{live})` for every image, for an :class:`AttackDetector`, :class:`CNNBaseline` or probe."""
+    """:math:`p(\\text{live})` for every image, for an :class:`AttackDetector`, :class:`CNNBaseline` or probe.
+
+    ``images`` is a float tensor ``(N, 3, H, W)`` with finite values in [0, 1]; anything else (a NumPy array, 0-255
+    values, NaN) raises a ``TypeError``/``ValueError`` that says what was expected.
+    """
+    _check_scored_images(images)
     if isinstance(model, LinearProbe):
         return model.predict_live(images, batch_size)
+    if images.shape[0] == 0:
+        return np.zeros(0, dtype=np.float32)
     model.eval()
     return embed(lambda x: model(x).softmax(-1)[:, 1], images, batch_size, device=next(model.parameters()).device)
 

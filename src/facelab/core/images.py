@@ -98,8 +98,10 @@ def check_images(images, name: str = "images", *, channels: Sequence[int] | None
         if value_range is not None:
             lo, hi = float(images.min()), float(images.max())
             if math.isnan(lo) or math.isnan(hi) or lo < value_range[0] - tolerance or hi > value_range[1] + tolerance:
+                looks_255 = value_range[1] == 1 and hi > 1.5
+                hint = " - images in 0-255 must be divided by 255 first" if looks_255 else ""
                 raise ValueError(f"{name} must hold pixel values in [{value_range[0]:g}, {value_range[1]:g}]; got range "
-                                 f"[{lo:.3g}, {hi:.3g}]")
+                                 f"[{lo:.3g}, {hi:.3g}]{hint}")
     return images
 
 

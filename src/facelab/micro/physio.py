@@ -27,7 +27,8 @@ import pandas as pd
 __all__ = [
     "EEG_CHANNELS", "PERIPHERAL_CHANNELS", "BANDS", "EMOTIONS", "EMOTION_PHYSIOLOGY", "MONTAGE",
     "eeg_emotion_patterns", "simulate_eeg", "simulate_peripheral", "make_raw",
-    "check_raw", "process_peripheral", "eeg_band_power", "peripheral_features", "PERIPHERAL_FEATURES",
+    "check_raw", "check_annotations", "process_peripheral", "eeg_band_power", "peripheral_features",
+    "PERIPHERAL_FEATURES",
 ]
 
 #: A 32-channel 10-20 cap (the layout of common 32-channel caps: actiCAP, Emotiv-like research caps).
@@ -288,8 +289,29 @@ def make_raw(eeg: np.ndarray, peripheral: dict[str, np.ndarray], sfreq: float,
     raw = mne.io.RawArray(data, info, verbose="error")
     raw.set_montage(MONTAGE, on_missing="raise", verbose="error")
     if annotations is not None:
-        raw.set_annotations(annotations, verbose="error")
+        check_annotations(annotations, raw.n_times / float(sfreq))
+        raw.set_annotations(annotations, verbose="error")   # checked above: MNE would only warn and drop them
     return raw
+
+
+def check_annotations(annotations, duration_s: float) -> None:
+    """Refuse annotations that MNE would silently drop or crop: a negative onset, or one that ends after the
+    recording (``duration_s`` seconds from its first sample).
+
+    Raises
+    ------
+    ValueError
+        Naming how many are outside, the first of them and the recording's extent.
+    """
+    onset = np.asarray(annotations.onset, dtype=float)
+    dur = np.asarray(annotations.duration, dtype=float)
+    bad = ~np.isfinite(onset) | ~np.isfinite(dur) | (onset < 0) | (dur < 0) | (onset + dur > duration_s + 1e-9)
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{int(bad.sum())} of {len(onset)} annotations lie outside the recording (0 to "
+                         f"{duration_s:.3f} s), e.g. {annotations.description[j]!r} at {onset[j]:.3f} s lasting "
+                         f"{dur[j]:.3f} s; MNE would drop or crop them - fix their onsets (seconds from the first "
+                         "sample) or crop them yourself")
 
 
 def check_raw(raw, required: Iterable[str] = (), *, nan: str = "raise", max_gap_s: float = 0.5):
@@ -391,6 +413,9 @@ def peripheral_features(processed: pd.DataFrame, sfreq: float, onsets_s: Sequenc
     for onset, (b0, b1) in zip(onsets_s, baselines_s):
         if not (0 <= onset < n / sfreq):
             raise ValueError(f"onset {onset:.2f} s lies outside the recording (0 to {n / sfreq:.2f} s)")
+        if not (0 <= b0 < b1 <= n / sfreq + 1e-9) or int(b1 * sfreq) - int(b0 * sfreq) < 1:
+            raise ValueError(f"baseline ({b0:.2f}, {b1:.2f}) s must be an interval (start < end) inside the recording "
+                             f"(0 to {n / sfreq:.2f} s) of at least one sample")
         w, base = sl(onset, onset + window_s), sl(b0, b1)
         with _quiet():
             row = {"hr_delta": np.nanmean(processed["ECG_Rate"].to_numpy()[w])

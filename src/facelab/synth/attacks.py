@@ -573,6 +573,14 @@ def make_attack_set(world, n_identities: int, per_identity: int, kinds: Sequence
         raise ValueError(f"Unknown attack kind(s) {bad}; expected a subset of {list(ATTACK_KINDS)}")
     if n_identities < 2 and any(k in ("faceswap", "morph") for k in kinds):
         raise ValueError("faceswap and morph need at least 2 identities (the donor face is another identity)")
+    n_total = int(n_identities) * int(per_identity) * (1 + len(kinds))
+    size = int(getattr(world, "size", 0))
+    from facelab.io import check_batch_bytes
+
+    check_batch_bytes(float(n_total) * 3 * 4 * size * size, f"make_attack_set ({n_total:,} images of {size} px)",
+                      device=getattr(world, "device", None),
+                      instead="Build it in parts: several calls with identity_offset stepping through the identities "
+                              "(or fewer kinds per call), each used and released before the next.")
     if generator is None:
         generator = torch.Generator().manual_seed(0)
 

@@ -231,6 +231,9 @@ class FaceWorld:
                 raise ValueError("identities must be a non-empty sequence of non-negative integers")
             if isinstance(per_identity, (int, np.integer)) and per_identity > 1:
                 ids = np.repeat(ids, per_identity)
+        self._check_result_size(len(ids), "FaceWorld.sample", "Stream it instead: facelab.synth.SyntheticFaceStream("
+                                "seed, size, n_identities, per_identity, batch_size=...) renders it batch by batch "
+                                "(or call sample() on slices of the identities).")
         g = generator if generator is not None else self._generator
         scene, info = self._scene(ids, g, nuisance, expression, occlusion, occlusion_fraction, makeup, glasses,
                                   beard, overrides)
@@ -268,10 +271,11 @@ class FaceWorld:
         """
         from facelab.synth import video as V
 
-        if not (isinstance(duration_s, (int, float)) and duration_s > 0):
-            raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
-        if not (isinstance(fps, (int, float)) and 0 < fps <= 1000):
-            raise ValueError(f"fps must be a positive frame rate, got {fps!r}")
+        if not (isinstance(duration_s, (int, float, np.integer, np.floating)) and not isinstance(duration_s, bool)
+                and 0 < duration_s < math.inf):
+            raise ValueError(f"duration_s must be a positive, finite number of seconds, got {duration_s!r}")
+        if not (isinstance(fps, (int, float, np.integer, np.floating)) and 0 < fps <= 1000):
+            raise ValueError(f"fps must be a positive frame rate up to 1000, got {fps!r}")
         if isinstance(identity, bool) or not isinstance(identity, (int, np.integer)) or identity < 0:
             raise ValueError(f"identity must be a non-negative integer, got {identity!r}")
         if not (0 <= ppg_amplitude <= 0.2):
@@ -279,6 +283,9 @@ class FaceWorld:
         T = int(round(duration_s * fps))
         if T < 2:
             raise ValueError(f"a {duration_s} s clip at {fps} fps has fewer than 2 frames")
+        self._check_result_size(T, f"FaceWorld.video({duration_s:g} s at {fps:g} fps)",
+                                "Render it as shorter clips (several video() calls with a smaller duration_s, "
+                                "processed one at a time), or lower fps or the world's size.")
         g = generator if generator is not None else self._generator
         if isinstance(events, str):
             if events != "random":
@@ -336,6 +343,15 @@ class FaceWorld:
             lms.append(out.landmarks)
         return torch.cat(frames), torch.cat(lms)
 
+    def _check_result_size(self, n_images: int, what: str, instead: str) -> None:
+        """Refuse a request of ``n_images`` rendered images (float RGB + two bool masks + landmarks) larger than
+        :func:`facelab.io.max_batch_bytes`."""
+        from facelab.io import check_batch_bytes
+
+        per_image = self.size * self.size * (3 * 4 + 2) + 68 * 2 * 4
+        check_batch_bytes(float(n_images) * per_image, f"{what} ({n_images:,} images of {self.size} px)",
+                          device=self.device, instead=instead)
+
     # ------------------------------------------------------------------ scene construction
     def _preset(self, nuisance, overrides):
         if nuisance not in NUISANCE_PRESETS:
@@ -345,7 +361,15 @@ class FaceWorld:
         for k, v in overrides.items():
             if k not in known:
                 raise ValueError(f"unknown argument {k!r}; factors that can be overridden: {', '.join(sorted(known))}")
-            p[k] = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+            if isinstance(v, (np.ndarray, torch.Tensor)):
+                v = v.tolist()                                          # a 0-d array is a number
+            if isinstance(v, (tuple, list)):
+                v = tuple(v)
+                if len(v) != 2:
+                    raise ValueError(f"{k} must be a number or a (low, high) range, got {len(v)} values: {v!r}")
+                p[k] = v
+            else:
+                p[k] = (v, v)
         for k, lim in POSE_LIMITS.items():
             _check_range(k, p[k], -lim, lim)
         _check_range("light_azimuth", p["light_azimuth"], -180, 180)
