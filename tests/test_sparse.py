@@ -448,3 +448,142 @@ def test_occluders_follow_the_images_and_reject_bad_input():
         corrupt_pixels(torch.zeros(1, 1, 8, 8), 1.5)
     with pytest.raises(ValueError, match="images"):
         block_occlude(torch.zeros(8, 8), 0.2)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# issue #21: RSC as its authors run it, WWCSC's start, per-round solves, penalty reset, structured SRC+I solve
+# ----------------------------------------------------------------------------------------------------------------
+def test_rsc_settings_follow_the_authors_demos():
+    assert RSC()._resolved() == {"tau": 0.7, "lam": 0.005, "n_rounds": 10}
+    assert RSC(setting="clean")._resolved() == {"tau": 0.8, "lam": 0.001, "n_rounds": 2}
+    assert RSC(setting="clean", tau=0.75)._resolved()["tau"] == 0.75  # explicit values override the setting
+    with pytest.raises(ValueError, match="setting must be one of"):
+        RSC(setting="sunny").fit(*subspace_data()[:2])
+
+
+def test_rsc_clean_setting_reaches_src_on_clean_probes():
+    X, y, P, py = subspace_data(n_classes=10, per_class=6, n_probe=4, m=256, seed=3, noise=0.05)
+    src = SRC(lam=0.01).fit(X, y).score(P, py)
+    rsc = RSC(setting="clean").fit(X, y)
+    assert rsc.score(P, py) >= src
+    res = rsc.encode(P)
+    assert len(res.round_weights) == 2 and res.weights.shape == (256, len(P))
+
+
+def test_rsc_round_solves_the_renormalised_weighted_lasso():
+    """One RSC round == the authors' problem: ||y' - D'a||^2 + lam ||Wy|| ||a||_1 on w-weighted, re-normalised data."""
+    X, y, P, _ = subspace_data(n_classes=5, per_class=4, n_probe=1, m=100, seed=2)
+    rsc = RSC(setting="clean", n_rounds=1, max_iter=3000, tol=1e-6).fit(X, y)
+    res = rsc.encode(P)
+    D = rsc.dictionary_
+    Y = rsc._probes(P)
+    m = D.shape[0]
+    for j in range(len(P)):
+        w = res.round_weights[0][:, j]
+        yn = Y[:, j] / Y[:, j].norm()  # the authors' unit-norm probe
+        wy = w * yn
+        yp = wy / wy.norm()
+        Dw = w[:, None] * D
+        Dp = Dw / Dw.norm(dim=0)
+        lam_p = 0.001 * float(wy.norm())
+        # sklearn's Lasso minimises ||y - Xa||^2/(2m) + alpha ||a||_1  ->  alpha = lam' / (2m)
+        ref = Lasso(alpha=lam_p / (2 * m), fit_intercept=False, tol=1e-12, max_iter=100000).fit(
+            Dp.numpy(), yp.numpy()).coef_
+        a = torch.as_tensor(ref)
+
+        def obj(a):
+            return float(((yp - Dp @ a) ** 2).sum() + lam_p * a.abs().sum())
+        # our code x maps to a_j = ||W d_j|| x_j / ||W y|| (unit-norm probe)
+        x = res.coef[:, j]
+        ours = Dw.norm(dim=0) * x / (math.sqrt(m) * wy.norm())
+        assert obj(ours) <= obj(a) * (1 + 5e-3) + 1e-9  # ADMM to ~1e-3, coordinate descent to 1e-12
+
+
+@pytest.mark.parametrize("fidelity", ["square", "wing"])
+def test_each_reweighting_round_solves_its_weighted_problem(fidelity):
+    """The code each round ends with minimises the objective at that round's weights (vs an independent solve)."""
+    X, y, P, _ = subspace_data(n_classes=6, per_class=4, n_probe=1, m=144, seed=5)
+    D = sparse.unit_rms(torch.as_tensor(X.T))
+    Y = sparse.unit_rms(torch.as_tensor(P.T))
+    imgs = torch.as_tensor(P.reshape(-1, 1, 12, 12), dtype=torch.float32) / float(P.max())
+    occ, _ = block_occlude(imgs, 0.3, generator=torch.Generator().manual_seed(0))
+    Y = sparse.unit_rms(occ.reshape(len(P), -1).T.double())
+    lam = 0.01
+    kw = dict(fidelity=fidelity, rho=0.1, mu=10.0, max_iter=400, abs_tol=1e-8, rel_tol=1e-5)
+    res = robust_admm(D, Y, lam, reweight=2, tau=0.6, initial_residual=Y - D.mean(1, keepdim=True), **kw)
+    assert len(res.round_weights) == len(res.round_coef) == 3
+    assert sorted(set(res.history["round"][:, 0].astype(int))) == [0, 1, 2]
+    for v, z in zip(res.round_weights, res.round_coef):
+        got = robust_objective(D, Y, z, lam, fidelity, v, epsilon=0.5)
+        if fidelity == "square":  # convex: compare with sklearn's Lasso on the sqrt(v)-scaled problem, per probe
+            for j in range(Y.shape[1]):
+                s = v[:, j].sqrt()
+                ref = Lasso(alpha=lam, fit_intercept=False, tol=1e-12, max_iter=100000).fit(
+                    (s[:, None] * D).numpy(), (s * Y[:, j]).numpy()).coef_
+                best = robust_objective(D, Y[:, j:j + 1], torch.as_tensor(ref)[:, None], lam, fidelity, v[:, j:j + 1])
+                assert float(got[j]) <= float(best[0]) * (1 + 1e-3)
+        else:  # non-convex: an independent solve from scratch with fixed weights and no reweighting
+            ind = robust_admm(D, Y, lam, weights=v, reweight=0, **{**kw, "max_iter": 3000})
+            best = robust_objective(D, Y, ind.coef, lam, fidelity, v, epsilon=0.5)
+            assert torch.all(got <= best * 1.02 + 1e-6)
+
+
+def test_penalties_reset_each_round():
+    D, Y = lasso_problem(m=80, n=30, k=4)
+    res = robust_admm(D, Y, 0.01, fidelity="wing", reweight=2, max_iter=40, abs_tol=1e-12, rel_tol=1e-12)
+    h = res.history_frame()
+    assert list(h.groupby("round")["iteration_in_round"].max()) == [40, 40, 40]
+    # every round starts a fresh ADMM run: its first iterations are not as tight as the end of the previous round
+    starts = h[h.iteration_in_round == 1]["eps_dual"].to_numpy()
+    assert len(starts) == 3 and np.all(np.isfinite(starts))
+    assert list(res.stop_reason) == ["iteration cap"] * 4
+    assert res.round_iterations == [40, 40, 40]
+
+
+def test_identity_extended_factor_matches_dense_solve():
+    g = torch.Generator().manual_seed(0)
+    D = torch.randn(50, 12, generator=g, dtype=torch.float64)
+    a, c = math.sqrt(50), 0.7
+    B = torch.cat([D, a * torch.eye(50, dtype=D.dtype)], 1)
+    b = torch.randn(62, 5, generator=g, dtype=D.dtype)
+    F = sparse.IdentityExtendedFactor(D, a, c)
+    assert torch.allclose(F.solve(b), torch.linalg.solve(B.T @ B + c * torch.eye(62, dtype=D.dtype), b))
+
+
+def test_wwcsc_mean_start_uses_the_mean_face_residual():
+    X, y, P, py = subspace_data()
+    unit = WWCSC(lam=0.01, n_reweight=1).fit(X, y)
+    mean = WWCSC(lam=0.01, n_reweight=1, init="mean").fit(X, y)
+    assert unit.encode(P).round_weights[0] is None  # first round = WCSC (unit weights)
+    w0 = mean.encode(P).round_weights[0]
+    assert w0.shape == (144, len(P)) and float(w0.min()) < 0.5
+    assert mean.score(P, py) >= 0.85
+    with pytest.raises(ValueError, match="init must be 'mean'"):
+        WWCSC(init="zero").fit(X, y)
+
+
+@pytest.mark.parametrize("tau", [0.0, 1.0, -0.2, 1.5, "x"])
+def test_tau_outside_open_unit_interval_is_an_error(tau):
+    X, y, _, _ = subspace_data()
+    for est in (WWCSC(tau=tau), RSC(tau=tau)):
+        with pytest.raises(ValueError, match=r"tau must be .*\(0, 1\)"):
+            est.fit(X, y)
+    if not isinstance(tau, str):
+        with pytest.raises(ValueError, match="tau"):
+            sparse.logistic_weights(torch.ones(4, 1), tau)
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.01, float("nan")])
+def test_occlusion_fraction_outside_unit_interval_is_an_error(fraction):
+    with pytest.raises(ValueError, match=r"fraction must be in \[0, 1"):
+        block_occlude(torch.zeros(1, 1, 8, 8), fraction)
+    with pytest.raises(ValueError, match=r"fraction must be in \[0, 1"):
+        corrupt_pixels(torch.zeros(1, 1, 8, 8), fraction)
+
+
+@pytest.mark.parametrize("make", [lambda: RSC(), lambda: WWCSC(init="mean"), lambda: SRC(extended=True)])
+def test_probe_size_must_match_the_gallery_features(make):
+    X, y, P, _ = subspace_data()
+    est = make().fit(X, y)
+    with pytest.raises(ValueError, match="X has 100 features, but .* was fitted with 144"):
+        est.predict(P[:, :100])

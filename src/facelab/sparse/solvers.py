@@ -26,6 +26,7 @@ import torch
 
 __all__ = [
     "ShiftedGramFactor",
+    "IdentityExtendedFactor",
     "ADMMResult",
     "soft_threshold",
     "wing_loss",
@@ -133,6 +134,41 @@ class ShiftedGramFactor:
         return (B - self.D.T @ (self.inverse @ (self.D @ B))) / self.c
 
 
+class IdentityExtendedFactor:
+    """``(B^T B + c I)^{-1}`` for the identity-extended dictionary ``B = [D, a I]`` of SRC+I, in ``O(m n)`` per probe.
+
+    With ``B^T B + c I = [[D^T D + c I, a D^T], [a D, (a^2 + c) I]]`` the Schur complement gives, for
+    ``b = [b1; b2]``: ``x1 = (D^T D + (a^2 + c) I)^{-1} (b1 - a D^T b2 / (a^2 + c)) (a^2 + c) / c`` and
+    ``x2 = (b2 - a D x1) / (a^2 + c)``: one factorization of an ``n x n`` (or ``m x m``) matrix instead of the
+    ``(n + m)``-sized one, and no dense identity block in the products.
+
+    Examples
+    --------
+    >>> D = torch.randn(20, 8, dtype=torch.float64)
+    >>> B = torch.cat([D, 2.0 * torch.eye(20, dtype=D.dtype)], 1)
+    >>> F = IdentityExtendedFactor(D, 2.0, 0.3)
+    >>> b = torch.randn(28, 3, dtype=torch.float64)
+    >>> torch.allclose((B.T @ B + 0.3 * torch.eye(28, dtype=D.dtype)) @ F.solve(b), b)
+    True
+    """
+
+    def __init__(self, D: torch.Tensor, a: float, c: float):
+        self.c = _positive("shift c", c)
+        self.a = _positive("identity scale a", a)
+        self.D = D
+        self.n = D.shape[1]
+        self.inner = ShiftedGramFactor(D, self.a ** 2 + self.c)
+
+    def solve(self, B: torch.Tensor) -> torch.Tensor:
+        """Return ``(B^T B + c I)^{-1} b`` for ``b`` of shape ``(n + m, k)``."""
+        a, c, D = self.a, self.c, self.D
+        s = a * a + c
+        b1, b2 = B[:self.n], B[self.n:]
+        x1 = self.inner.solve(b1 - (a / s) * (D.T @ b2)) * (s / c)
+        x2 = (b2 - a * (D @ x1)) / s
+        return torch.cat([x1, x2], 0)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Proximal operators and losses
 # --------------------------------------------------------------------------------------------------------------
@@ -195,16 +231,24 @@ def wing_prox(a, t, w: float = 1.0, epsilon: float = 0.5) -> torch.Tensor:
     s = a.abs()
     disc = torch.clamp((s + epsilon) ** 2 - 4.0 * t * w, min=0.0)
     root = 0.5 * ((s - epsilon) + torch.sqrt(disc))
-    cands = torch.stack([
+    cands = (
         torch.zeros_like(s),
-        torch.clamp(root, min=0.0).minimum(torch.full_like(s, w)).minimum(s),
-        torch.full_like(s, w).minimum(s),
-        torch.clamp(s - t, min=w).minimum(torch.maximum(s, torch.full_like(s, w))),
-    ])
+        torch.clamp(root, min=0.0).clamp(max=w).minimum(s),
+        s.clamp(max=w),
+        torch.clamp(s - t, min=w).minimum(s.clamp(min=w)),
+    )
     C = w - w * math.log1p(w / epsilon)
-    loss = torch.where(cands < w, w * torch.log1p(cands / epsilon), cands - C)
-    obj = t * loss + 0.5 * (cands - s) ** 2
-    best = cands.gather(0, obj.argmin(dim=0, keepdim=True))[0]
+    # the first candidate with the smallest objective (pairwise updates: an argmin over a stacked leading
+    # dimension is several times slower on a CPU)
+    best, best_obj = None, None
+    for cand in cands:
+        loss = torch.where(cand < w, w * torch.log1p(cand / epsilon), cand - C)
+        obj = t * loss + 0.5 * (cand - s) ** 2
+        if best is None:
+            best, best_obj = cand, obj
+        else:
+            better = obj < best_obj
+            best, best_obj = torch.where(better, cand, best), torch.where(better, obj, best_obj)
     return torch.sign(a) * best
 
 
@@ -231,12 +275,13 @@ def lasso_objective(D, Y, X, lam: float) -> torch.Tensor:
 
 
 def robust_objective(D, Y, X, lam: float, fidelity: str = "wing", weights=None, w: float = 1.0,
-                     epsilon: float = 0.5) -> torch.Tensor:
-    """Per-probe value of ``(1/m) sum_i v_i f((y - D x)_i) + lam ||x||_1``."""
+                     epsilon: float = 0.5, l1_weights=None) -> torch.Tensor:
+    """Per-probe value of ``(1/m) sum_i v_i f((y - D x)_i) + lam sum_j l_j |x_j|`` (``l_j = 1`` unless given)."""
     f = _fidelity(Y - D @ X, fidelity, w, epsilon)
     if weights is not None:
         f = f * weights
-    return f.sum(0) / D.shape[0] + lam * X.abs().sum(0)
+    a = X.abs() if l1_weights is None else X.abs() * l1_weights
+    return f.sum(0) / D.shape[0] + lam * a.sum(0)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -260,7 +305,11 @@ class ADMMResult:
         Whether each probe met the primal/dual residual test.
     history : dict of numpy arrays, each (n_iter, k)
         ``primal``, ``dual`` (residual norms), ``eps_primal``, ``eps_dual`` (their tolerances) and ``objective``
-        per iteration and probe (``objective`` only when ``record_objective``).
+        per iteration and probe (``objective`` only when ``record_objective``); ``round`` (robust solvers) is the
+        reweighting round of each iteration.
+    round_weights, round_converged, round_iterations, round_coef : lists, one entry per (re)weighting round
+        (robust solvers) The weights each round solved with (None: unit weights), which probes met the stopping
+        test in that round, the iterations it ran, and the code it ended with.
     """
 
     coef: torch.Tensor
@@ -269,6 +318,17 @@ class ADMMResult:
     n_iter: int = 0
     converged: torch.Tensor | None = None
     history: dict = field(default_factory=dict)
+    round_weights: list = field(default_factory=list)
+    round_converged: list = field(default_factory=list)
+    round_iterations: list = field(default_factory=list)
+    round_coef: list = field(default_factory=list)
+
+    @property
+    def stop_reason(self) -> np.ndarray:
+        """Per probe: ``"tolerance"`` (the last solve met its primal/dual test) or ``"iteration cap"``."""
+        if self.converged is None:
+            return np.array([], dtype=object)
+        return np.where(self.converged.cpu().numpy(), "tolerance", "iteration cap").astype(object)
 
     def history_frame(self, reduce: str = "median"):
         """The convergence history as a tidy DataFrame (one row per iteration, reduced over probes)."""
@@ -278,6 +338,9 @@ class ADMMResult:
         cols = {k: fn(v, axis=1) for k, v in self.history.items() if len(v)}
         df = pd.DataFrame(cols)
         df.insert(0, "iteration", np.arange(1, len(df) + 1))
+        if "round" in df:
+            df["round"] = df["round"].astype(int)
+            df["iteration_in_round"] = df.groupby("round").cumcount() + 1
         return df
 
 
@@ -288,7 +351,8 @@ def _norm(x):
 class _History:
     def __init__(self, record: bool):
         self.record = record
-        self.rows: dict[str, list] = {k: [] for k in ("primal", "dual", "eps_primal", "eps_dual", "objective")}
+        self.rows: dict[str, list] = {k: [] for k in ("primal", "dual", "eps_primal", "eps_dual", "objective",
+                                                       "round")}
 
     def add(self, **kw):
         if self.record:
@@ -411,7 +475,7 @@ class _State:
 
 
 def _robust_iterations(D, Y, lam, fidelity, weights, w, epsilon, factor, state, max_iter, abs_tol, rel_tol,
-                       hist, record_objective, growth, max_penalty):
+                       hist, record_objective, growth, max_penalty, l1_weights=None, round_=0):
     m, n = D.shape
     rho, mu = state.rho, state.mu
     ratio = rho / mu  # fixed: growing both penalties together keeps the cached factor valid
@@ -419,6 +483,7 @@ def _robust_iterations(D, Y, lam, fidelity, weights, w, epsilon, factor, state, 
     sqrt_mn, sqrt_n = math.sqrt(m + n), math.sqrt(n)
     ynorm = _norm(Y)
     converged = torch.zeros(Y.shape[1], dtype=torch.bool, device=D.device)
+    lam_t = lam if l1_weights is None else lam * l1_weights  # per-entry l1 weight (RSC's re-normalised atoms)
     it = 0
     for it in range(1, max_iter + 1):
         t = (1.0 / mu) if weights is None else weights / mu
@@ -426,7 +491,7 @@ def _robust_iterations(D, Y, lam, fidelity, weights, w, epsilon, factor, state, 
         Dx = D @ x
         e_old, z_old = e, z
         e = _fidelity_prox(Y - Dx + u, t, fidelity, w, epsilon)
-        z = soft_threshold(x + p, lam / rho)
+        z = soft_threshold(x + p, lam_t / rho)
         r1 = Y - Dx - e
         r2 = x - z
         u = u + r1
@@ -440,8 +505,9 @@ def _robust_iterations(D, Y, lam, fidelity, weights, w, epsilon, factor, state, 
         eps_d = sqrt_n * abs_tol + rel_tol * _norm(mu * (D.T @ u) + rho * p)
         converged = (r <= eps_p) & (s <= eps_d)
         hist.add(primal=r, dual=s, eps_primal=eps_p, eps_dual=eps_d,
-                 objective=robust_objective(D, Y, z, lam / m, fidelity, weights, w, epsilon)
-                 if record_objective else None)
+                 objective=robust_objective(D, Y, z, lam / m, fidelity, weights, w, epsilon, l1_weights)
+                 if record_objective else None,
+                 round=torch.full_like(r, float(round_)))
         if bool(converged.all()):
             break
         if growth > 1.0 and mu * growth <= max_penalty:
@@ -474,7 +540,7 @@ def robust_admm(D, Y, lam: float, *, fidelity: str = "wing", weights=None, w: fl
                 rel_tol: float = 1e-3, reweight: int = 0, tau: float = 0.8, c: float = 8.0,
                 initial_residual: torch.Tensor | None = None, factor: ShiftedGramFactor | None = None,
                 growth: float | None = None, max_growth: float = 1e3, record: bool = True,
-                record_objective: bool = False) -> ADMMResult:
+                record_objective: bool = False, l1_weights=None, weight_transform=None) -> ADMMResult:
     """Solve ``min_x (1/m) sum_i v_i f((y - Dx)_i) + lam ||x||_1`` for all columns of ``Y`` at once by ADMM.
 
     The residual is split off, ``e = y - D x``, and the code, ``z = x``, with (scaled) penalties ``mu/m`` and
@@ -518,9 +584,15 @@ def robust_admm(D, Y, lam: float, *, fidelity: str = "wing", weights=None, w: fl
     growth : float >= 1, optional
         Both penalties are multiplied by ``growth`` after every iteration (an inexact augmented Lagrangian, as in
         Wright et al.'s solvers), up to ``max_growth`` times their start; the ratio ``rho/mu`` and hence the cached
-        factor stay the same. Default 1.05 for the (non-convex) Wing fidelity, 1 (plain ADMM) otherwise.
+        factor stay the same. Default 1.05 for the (non-convex) Wing fidelity, 1 (plain ADMM) otherwise. The
+        penalties are **reset** to ``rho, mu`` at the start of every reweighting round (the scaled duals rescaled
+        to match), so each round is its own ADMM run and its convergence is not an artefact of a grown penalty.
     max_growth : float
-        Cap on the total growth of the penalties.
+        Cap on the total growth of the penalties (per round).
+    l1_weights : array-like, shape (n, k), (n, 1) or (1, k), optional
+        Per-entry multipliers of ``lam`` (``lam sum_j l_j |x_j|``), non-negative.
+    weight_transform : callable, optional
+        Applied to the logistic weights before they enter the fidelity (RSC uses ``w -> w**2``).
     """
     D, Y, _ = _check_problem(D, Y)
     if fidelity not in FIDELITIES:
@@ -565,16 +637,38 @@ def robust_admm(D, Y, lam: float, *, fidelity: str = "wing", weights=None, w: fl
     max_growth = _positive("max_growth", max_growth)
     if growth < 1 or max_growth < 1:
         raise ValueError(f"growth and max_growth must be >= 1, got {growth} and {max_growth}")
+    if l1_weights is not None:
+        l1_weights = torch.as_tensor(l1_weights).to(Y)
+        if l1_weights.ndim != 2 or l1_weights.shape[0] not in (1, n) or l1_weights.shape[1] not in (1, k):
+            raise ValueError(f"l1_weights must have shape ({n}, {k}), ({n}, 1) or (1, {k}), "
+                             f"got {tuple(l1_weights.shape)}")
+        if not torch.isfinite(l1_weights).all() or bool((l1_weights < 0).any()):
+            raise ValueError("l1_weights must be finite and non-negative")
+    if initial_residual is not None and weight_transform is not None:
+        weights = weight_transform(weights)
     zeros_n = torch.zeros(n, k, dtype=D.dtype, device=D.device)
     state = _State(zeros_n, zeros_n.clone(), torch.zeros_like(Y), torch.zeros_like(Y), zeros_n.clone(), rho_s, mu_s)
     hist = _History(record)
     total = 0
     converged = None
+    rounds_w, rounds_c, rounds_i, rounds_z = [], [], [], []
     for round_ in range(reweight + 1):
         if round_ > 0:
             weights = logistic_weights(Y - D @ state.z, tau, c)
+            if weight_transform is not None:
+                weights = weight_transform(weights)
+            # each round is a fresh ADMM run from the previous solution: reset the penalties (and rescale the
+            # scaled duals so that the unscaled multipliers are kept)
+            g = state.mu / mu_s
+            state = _State(state.x, state.z, state.e, state.u * g, state.p * g, rho_s, mu_s)
         state, it, converged = _robust_iterations(D, Y, lam_s, fidelity, weights, w, epsilon, factor, state, max_iter,
-                                                  abs_tol, rel_tol, hist, record_objective, growth, mu_s * max_growth)
+                                                  abs_tol, rel_tol, hist, record_objective, growth, mu_s * max_growth,
+                                                  l1_weights, round_)
         total += it
+        rounds_w.append(weights)
+        rounds_c.append(converged)
+        rounds_i.append(it)
+        rounds_z.append(state.z)
     return ADMMResult(coef=state.z, error=state.e, weights=weights, n_iter=total, converged=converged,
-                      history=hist.arrays())
+                      history=hist.arrays(), round_weights=rounds_w, round_converged=rounds_c,
+                      round_iterations=rounds_i, round_coef=rounds_z)
