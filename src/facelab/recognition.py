@@ -640,10 +640,3 @@ def embed_aligned(embedder, images: torch.Tensor, landmarks, batch_size: int = 3
     chips = aligned_chips(images, landmarks, embedder.template, embedder.input_size)
     with torch.no_grad():
         return embedder.embed(chips, batch_size=batch_size).float().cpu()
-
-
-def embed_aligned(embedder, images: torch.Tensor, landmarks, batch_size: int = 32) -> torch.Tensor:
-    """Embeddings of images with known landmarks: align to the embedder's template, then ``embedder.embed``."""
-    chips = aligned_chips(images, landmarks, embedder.template, embedder.input_size)
-    with torch.no_grad():
-        return embedder.embed(chips, batch_size=batch_size).float().cpu()

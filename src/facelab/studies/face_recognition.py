@@ -54,6 +54,19 @@ __all__ = [
 ]
 
 
+# --------------------------------------------------------------------------------------------- real photos
+@dataclass
+class LabelledFaces:
+    """Faces picked from detections, one row each: ``names`` (photo name, ``name-k`` for the k-th face of a group
+    photo), ``identities`` (the photo's person; each face of a group photo is its own unknown person),
+    ``embeddings`` (F, D) and ``faces`` ((photo name, face) pairs, for cropping)."""
+
+    names: list
+    identities: list
+    embeddings: np.ndarray
+    faces: list
+
+
 def labelled_faces(detections: Mapping, identity: Mapping, group: Mapping) -> LabelledFaces:
     """Pick the faces to compare from :meth:`FaceRecognizer.embed_image` results.
 
