@@ -31,6 +31,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP) assets
+	bash scripts/ensure_espeak.sh
 
 assets: $(STAMP)
 	$(PY) -m facelab.assets fetch --all
