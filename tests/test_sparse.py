@@ -587,3 +587,31 @@ def test_probe_size_must_match_the_gallery_features(make):
     est = make().fit(X, y)
     with pytest.raises(ValueError, match="X has 100 features, but .* was fitted with 144"):
         est.predict(P[:, :100])
+
+
+def test_run_protocol_pools_seeds_with_intervals_and_reports_convergence():
+    methods = {"NN": NearestNeighbor(), "SRC": SRC(lam=0.01), "WWCSC": WWCSC(lam=0.01, max_iter=20, n_reweight=1)}
+    res = study.run_protocol(methods, [0, 1], 3, 2, 1, (12, 10), block_fractions=(0.0, 0.4), pixel_fractions=(0.6,))
+    assert set(res["seed"]) == {0, 1}
+    assert set(zip(res.kind, res.fraction.fillna(-1))) == {("clean", -1), ("sunglasses", -1), ("scarf", -1),
+                                                           ("block", 0.4), ("pixels", 0.6)}
+    pooled = study.pool_seeds(res)
+    assert len(pooled) == 5 * 3 and (pooled["n_probes"] == 6).all() and (pooled["n_seeds"] == 2).all()
+    _assert_interval_columns(pooled, "accuracy")
+    row = pooled[(pooled.set == "block 40%") & (pooled.method == "SRC")].iloc[0]
+    parts = res[(res.kind == "block") & (res.method == "SRC")]["correct"]
+    assert row["accuracy"] == pytest.approx(np.concatenate(list(parts)).mean())
+    curves = study.curve_frame(pooled)
+    assert set(curves.kind) == {"block", "pixels"} and (curves.fraction == 0).sum() == 2 * 3
+    with pytest.raises(ValueError, match="at least one seed"):
+        study.run_protocol(methods, [], 3, 2, 1, (12, 10))
+    with pytest.raises(ValueError, match=r"fraction must be in \[0, 1"):
+        study.run_protocol(methods, [0], 3, 2, 1, (12, 10), block_fractions=(1.2,))
+    X, y, P, _ = subspace_data()
+    fitted = {"SRC": SRC(lam=0.01, max_iter=5000).fit(X, y), "WWCSC": WWCSC(lam=0.01, max_iter=5).fit(X, y),
+              "RSC": RSC(max_iter=500).fit(X, y)}
+    conv = study.convergence_table(fitted, P).set_index("method")
+    assert conv.loc["WWCSC", "rounds"] == 4 and conv.loc["RSC", "rounds"] == 10
+    assert conv.loc["WWCSC", "stopped: iteration cap"] + conv.loc["WWCSC", "stopped: tolerance"] == len(P)
+    assert (conv["converged (every round)"] <= conv["converged (last round)"]).all()
+    assert conv.loc["SRC", "converged (last round)"] == 1.0
