@@ -117,3 +117,22 @@ def test_asr_with_grammar_lm(tmp_path):
     assert asr.transcribe(np.zeros(22050, np.float32), 22050) == ""
     with pytest.raises(AudioError, match="unexpected sample rate"):
         asr.transcribe(audio, 22051)
+
+
+@needs_espeak
+def test_clip_descriptors_cached(tmp_path):
+    pytest.importorskip("pocketsphinx")
+    pytest.importorskip("opensmile")
+    corpus = AffectCorpus(1, seed=4, size=64, fps=4)
+    c = corpus.clip(0)
+    asr = D.SphinxASR(corpus.sentences(), cache_dir=tmp_path / "asr")
+    cache = D.DescriptorCache(tmp_path)
+    d = D.clip_descriptors(c, asr=asr, cache=cache)
+    assert d.clip_id == c.clip_id and d.face.n_frames == len(c) and d.voice.features.shape == (88,)
+    assert d.true_transcript == c.transcript and isinstance(d.asr_transcript, str)
+    assert d.text_true.shape == (384,) and d.text_asr.shape == (384,)
+    assert abs(np.linalg.norm(d.text_true) - 1) < 1e-3  # MiniLM's own output is unit length
+    misses = cache.misses
+    again = D.clip_descriptors(c, asr=asr, cache=cache)
+    assert cache.misses == misses and cache.hits == 3 and again.asr_transcript == d.asr_transcript
+    assert D.text_descriptors(["", "the plan was great"]).abs().sum(1)[0] == 0
