@@ -136,3 +136,22 @@ def test_clip_descriptors_cached(tmp_path):
     again = D.clip_descriptors(c, asr=asr, cache=cache)
     assert cache.misses == misses and cache.hits == 3 and again.asr_transcript == d.asr_transcript
     assert D.text_descriptors(["", "the plan was great"]).abs().sum(1)[0] == 0
+
+
+def test_to_abaw():
+    from facelab.models.expression import EXPRESSIONS
+    from facelab.models.fer import FER_CLASSES
+
+    p = np.eye(7, dtype=np.float32)
+    fer = D.to_abaw(p, FER_CLASSES)
+    assert fer.shape == (7, 8) and np.allclose(fer.sum(1), 1) and fer[:, 7].sum() == 0
+    assert fer[FER_CLASSES.index("happy")].argmax() == 4 and fer[FER_CLASSES.index("neutral")].argmax() == 0
+    fa = D.to_abaw(np.vstack([p, np.full((1, 7), np.nan)]), EXPRESSIONS)
+    assert fa[EXPRESSIONS.index("disgusted")].argmax() == 2 and np.isnan(fa[7]).all()
+    from facelab.models.emotiefflib import EMOTIEFFLIB_CLASSES_8
+
+    assert D.to_abaw(np.eye(8), EMOTIEFFLIB_CLASSES_8)[1].argmax() == 7  # contempt -> other
+    with pytest.raises(ValueError, match="unknown class name"):
+        D.to_abaw(np.ones((1, 2)), ["happy", "bored"])
+    with pytest.raises(ValueError, match="expected probabilities"):
+        D.to_abaw(np.ones((1, 3)), ["happy", "sad"])

@@ -183,6 +183,32 @@ def face_descriptors(frames, *, device=None, backend: str = "yunet", batch_size:
                            d["fer_features"])
 
 
+#: class names of the expression nets (face-api, FER2013, EmotiEffLib) -> ABAW class (contempt -> other)
+NET_TO_ABAW = {"neutral": "neutral", "happy": "happiness", "happiness": "happiness", "sad": "sadness",
+               "sadness": "sadness", "angry": "anger", "anger": "anger", "fearful": "fear", "fear": "fear",
+               "disgusted": "disgust", "disgust": "disgust", "surprised": "surprise", "surprise": "surprise",
+               "contempt": "other", "other": "other"}
+
+
+def to_abaw(probs, classes) -> np.ndarray:
+    """Probabilities (T, len(classes)) of a net's classes as (T, 8) in ABAW order (neutral, anger, disgust, fear,
+    happiness, sadness, surprise, other); classes the net lacks get 0, NaN rows (missing faces) stay NaN."""
+    from facelab.metrics.abaw import ABAW_EXPRESSIONS
+
+    p = np.asarray(probs, dtype=np.float32)
+    classes = list(classes)
+    if p.ndim != 2 or p.shape[1] != len(classes):
+        raise ValueError(f"expected probabilities (T, {len(classes)}) for classes {classes}, got shape {p.shape}")
+    unknown = [c for c in classes if c not in NET_TO_ABAW]
+    if unknown:
+        raise ValueError(f"unknown class name(s) {unknown}: expected names among {', '.join(NET_TO_ABAW)}")
+    out = np.zeros((len(p), len(ABAW_EXPRESSIONS)), np.float32)
+    for k, c in enumerate(classes):
+        out[:, ABAW_EXPRESSIONS.index(NET_TO_ABAW[c])] += p[:, k]
+    out[np.isnan(p).any(1)] = np.nan
+    return out
+
+
 # ------------------------------------------------------------------ voice
 @dataclass
 class VoiceDescriptors:
@@ -417,7 +443,7 @@ def clip_descriptors(clip, *, asr: SphinxASR | None = None, device=None,
                            emb[1] if asr_text is not None else None)
 
 
-__all__ = ["DescriptorCache", "content_hash", "FaceDescriptors", "face_descriptors", "detect_and_align",
+__all__ = ["DescriptorCache", "content_hash", "NET_TO_ABAW", "to_abaw", "FaceDescriptors", "face_descriptors", "detect_and_align",
            "VoiceDescriptors", "voice_descriptors", "egemaps_names", "ASRModelMissing", "SphinxASR",
            "build_language_model", "word_error_rate", "text_descriptors", "ClipDescriptors", "clip_descriptors",
            "AudioError", "CACHE_DIR"]
