@@ -84,3 +84,18 @@ def test_bad_files_and_shapes(tmp_path):
     with pytest.raises(ValueError):
         m.outputs(torch.rand(2, 1, 16, 16, 2))
     assert E.EmotiEffLibONNX(tmp_path / "seven.onnx", "enet_b2_7", size=16).outputs(torch.rand(0, 3, 8, 8)).logits.shape[0] == 0
+
+
+def test_face_descriptors_with_emotiefflib(tmp_path):
+    from facelab.affect import AffectCorpus
+    from facelab.affect import descriptors as D
+
+    _tiny_onnx(tmp_path / "enet_b0_8_best_vgaf.onnx")
+    m = E.load_emotiefflib(path=tmp_path / "enet_b0_8_best_vgaf.onnx")
+    m.size = 16
+    frames = AffectCorpus(1, seed=5, size=96, fps=4, speech=False).clip(0).frames[:3].clone()
+    frames[1] = 0.5  # no face
+    f = D.face_descriptors(frames, emotiefflib=m, cache=D.DescriptorCache(tmp_path / "cache"))
+    assert f.emotiefflib_probs.shape == (3, 8) and f.emotiefflib_features.shape == (3, 6)
+    assert np.isnan(f.emotiefflib_probs[1]).all() and np.allclose(f.emotiefflib_probs[[0, 2]].sum(1), 1, atol=1e-5)
+    assert D.face_descriptors(frames).emotiefflib_probs is None

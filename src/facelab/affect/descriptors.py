@@ -92,13 +92,16 @@ class DescriptorCache:
 @dataclass
 class FaceDescriptors:
     """Per-frame face descriptors: ``present`` (T,) bool, ``faceapi_probs`` (T, 7), ``faceapi_features``
-    (T, 256), ``fer_probs`` (T, 7), ``fer_features`` (T, 128); rows of frames without a face are NaN."""
+    (T, 256), ``fer_probs`` (T, 7), ``fer_features`` (T, 128), and with an EmotiEffLib model (full profile)
+    ``emotiefflib_probs`` / ``emotiefflib_features``; rows of frames without a face are NaN."""
 
     present: np.ndarray
     faceapi_probs: np.ndarray
     faceapi_features: np.ndarray
     fer_probs: np.ndarray
     fer_features: np.ndarray
+    emotiefflib_probs: np.ndarray | None = None
+    emotiefflib_features: np.ndarray | None = None
 
     @property
     def n_missing(self) -> int:
@@ -145,9 +148,10 @@ def _faceapi_outputs(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 def face_descriptors(frames, *, device=None, backend: str = "yunet", batch_size: int = 64,
-                     cache: DescriptorCache | None = None) -> FaceDescriptors:
+                     cache: DescriptorCache | None = None, emotiefflib=None) -> FaceDescriptors:
     """Per-frame probabilities and penultimate features of face-api's net and the FER mini-Xception on detected,
-    aligned faces (see the module notes). ``frames``: float (T, 3, H, W) in [0, 1] or uint8 (T, H, W, 3)."""
+    aligned faces (see the module notes). ``frames``: float (T, 3, H, W) in [0, 1] or uint8 (T, H, W, 3).
+    ``emotiefflib``: an :class:`facelab.models.emotiefflib.EmotiEffLibONNX` (full profile) run on the same crops."""
     from facelab.models import load_expression_model, load_fer_expression
 
     imgs = _uint8_frames(frames)
@@ -175,12 +179,22 @@ def face_descriptors(frames, *, device=None, backend: str = "yunet", batch_size:
                 out["faceapi_features"][sl] = f.cpu().numpy()
                 out["fer_probs"][sl] = o.probabilities.cpu().numpy()
                 out["fer_features"][sl] = o.descriptor.cpu().numpy()
+        if emotiefflib is not None:
+            e = emotiefflib.outputs(crops[idx]) if idx.size else None
+            n_cls = len(emotiefflib.classes)
+            dim = e.descriptor.shape[1] if e is not None else 0
+            out["emotiefflib_probs"] = np.full((T, n_cls), np.nan, np.float32)
+            out["emotiefflib_features"] = np.full((T, dim), np.nan, np.float32)
+            if e is not None:
+                out["emotiefflib_probs"][idx] = e.probabilities.cpu().numpy()
+                out["emotiefflib_features"][idx] = e.descriptor.cpu().numpy()
         return out
 
-    key = content_hash(imgs, backend=backend, v=DESCRIPTOR_VERSION)
+    extra = None if emotiefflib is None else content_hash(str(emotiefflib.path), emotiefflib.size)
+    key = content_hash(imgs, backend=backend, v=DESCRIPTOR_VERSION, emotiefflib=extra)
     d = (cache or DescriptorCache(None)).get_or_compute("face", key, compute)
     return FaceDescriptors(d["present"].astype(bool), d["faceapi_probs"], d["faceapi_features"], d["fer_probs"],
-                           d["fer_features"])
+                           d["fer_features"], d.get("emotiefflib_probs"), d.get("emotiefflib_features"))
 
 
 #: class names of the expression nets (face-api, FER2013, EmotiEffLib) -> ABAW class (contempt -> other)
