@@ -26,7 +26,7 @@ from facelab import preferences as pf
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["eigenface_spectrum", "run_pipeline", "explained_table", "controls", "finetune_study", "elo_table",
+__all__ = ["eigenface_spectrum", "run_pipeline", "candidate_sweep", "explained_table", "controls", "finetune_study", "elo_table",
            "arena_study", "plot_spectra", "plot_explained", "plot_elo_shift"]
 
 
@@ -51,15 +51,15 @@ def eigenface_spectrum(face_world, n_faces: int = 400, *, size: int = 32, K_max:
 
 
 # ----------------------------------------------------------------------------------------------- pipeline
-def run_pipeline(world, *, n_candidates: int = 30, K: int = 21, n_boot: int = 200, nmf_Ks=(5, 10, 21),
-                 seed: int = 0, device="cpu") -> dict:
+def run_pipeline(world, *, n_candidates: int = 27, K: int = 21, n_boot: int = 200, nmf_Ks=(5, 10, 21),
+                 n_init: int = 10, seed: int = 0, device="cpu") -> dict:
     """The paper's pipeline on ``world``; returns a dict with every intermediate result.
 
     Keys: ``texts`` (distinct reasons embedded), ``counts``, ``embeddings``, ``clusters`` (per distinct reason),
     ``ari`` (distinct reasons) and ``ari_mentions`` (every named reason), ``chosen`` (greedy order of candidate
     clusters), ``cluster_names`` (the planted category most of a cluster's mass belongs to),
     ``curves`` (:func:`facelab.preferences.bootstrap_curves` on the candidate clusters), ``fine`` (PCA of the rater
-    x fine-grained reason matrix), ``X`` (rater x candidate cluster)."""
+    x distinct reason matrix), ``X`` (rater x candidate cluster)."""
     c = world.comparisons
     R = c.reasons
     texts = sorted(R["text"].unique())
@@ -68,7 +68,7 @@ def run_pipeline(world, *, n_candidates: int = 30, K: int = 21, n_boot: int = 20
     counts = np.bincount(text_id, minlength=len(texts))
     parent_of_text = R.groupby("text")["parent"].first().reindex(texts).to_numpy()
     emb = pf.embed_reasons(texts, device=device)
-    clusters = pf.cluster_reasons(emb, n_candidates, weights=counts, seed=seed)
+    clusters = pf.cluster_reasons(emb, n_candidates, weights=counts, seed=seed, n_init=n_init)
     per_reason = clusters[text_id]
     chosen, _ = pf.select_categories(R["comparison"], per_reason, K, n_comparisons=len(c),
                                      n_categories=n_candidates)
@@ -84,11 +84,28 @@ def run_pipeline(world, *, n_candidates: int = 30, K: int = 21, n_boot: int = 20
     curves = pf.bootstrap_curves(c.rater, R["comparison"], per_reason, K, n_boot=n_boot, nmf_Ks=nmf_Ks,
                                  n_categories=n_candidates, seed=seed)
     Xf = pf.rater_category_matrix(c.rater, R["comparison"], text_id, len(world.weights), len(texts), empty="drop")
-    fine = pf.explained_variance_curve(Xf, K).rename("variance explained (fine-grained reasons, PCA)")
+    fine = pf.explained_variance_curve(Xf, K).rename("variance explained (distinct reasons, PCA)")
     return {"texts": texts, "counts": counts, "embeddings": emb, "clusters": clusters,
             "ari": pf.cluster_recovery(parent_of_text, clusters),
             "ari_mentions": pf.cluster_recovery(R["parent"].to_numpy(), per_reason),
-            "chosen": chosen, "cluster_names": names, "curves": curves, "fine": fine, "X": X}
+            "chosen": chosen, "cluster_names": names, "curves": curves, "fine": fine, "X": X,
+            "text_id": text_id, "parent_of_text": parent_of_text, "n_init": n_init, "seed": seed}
+
+
+def candidate_sweep(world, pipe: dict, n_candidates=(21, 24, 27, 30, 36), *, K: int = 21) -> pd.DataFrame:
+    """Adjusted Rand index and share of comparisons covered by ``K`` greedy categories as the number of candidate
+    clusters varies (same embeddings as ``pipe``): fewer candidates absorb the idiosyncratic reasons into real
+    categories (coverage above 1 - epsilon), more candidates split categories (coverage below it)."""
+    R = world.comparisons.reasons
+    rows = []
+    for M in n_candidates:
+        cl = pf.cluster_reasons(pipe["embeddings"], M, weights=pipe["counts"], seed=pipe["seed"],
+                                n_init=pipe["n_init"])
+        cov = pf.coverage_curve(R["comparison"], cl[pipe["text_id"]], min(K, M), n_comparisons=len(world.comparisons),
+                                n_categories=M).iloc[-1]
+        rows.append({"candidate clusters": M, "adjusted Rand index": pf.cluster_recovery(pipe["parent_of_text"], cl),
+                     f"share covered by {K} (%)": 100 * cov})
+    return pd.DataFrame(rows).set_index("candidate clusters").round(3)
 
 
 def explained_table(curves: pd.DataFrame, Ks=(1, 5, 10, 21), *, fine: pd.Series | None = None) -> pd.DataFrame:
@@ -106,7 +123,7 @@ def explained_table(curves: pd.DataFrame, Ks=(1, 5, 10, 21), *, fine: pd.Series 
                "variance explained, NMF (%)": (with_interval(r.nmf, r.nmf_lo, r.nmf_hi, percent=True, digits=1)
                                                if np.isfinite(r.nmf) else "—")}
         if fine is not None and K in fine.index:
-            row["variance explained, fine-grained reasons, PCA (%)"] = f"{100 * fine.loc[K]:.1f}"
+            row["variance explained, distinct reasons, PCA (%)"] = f"{100 * fine.loc[K]:.1f}"
         rows[K] = row
     return pd.DataFrame(rows).T.rename_axis("K")
 
@@ -226,7 +243,7 @@ def plot_explained(curves: pd.DataFrame, *, fine: pd.Series | None = None, ax=No
                                                 100 * (curves.loc[nmf.index, "nmf_hi"] - nmf).clip(0)],
                     fmt="s", label="variance explained (NMF)")
     if fine is not None:
-        ax.plot(fine.index, 100 * fine, ls="--", label="variance explained (fine-grained reasons)")
+        ax.plot(fine.index, 100 * fine, ls="--", label="variance explained (distinct reasons)")
     ax.axhspan(89, 91, color="grey", alpha=0.15, label="paper: > 89 % at K = 21")
     ax.set(xlabel="categories K", ylabel="%", ylim=(0, 101))
     ax.legend(fontsize=8)
