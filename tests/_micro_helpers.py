@@ -70,3 +70,34 @@ class StubWorld:
         masks = np.ones((len(lms), 1, self.size, self.size), bool)
         return SimpleNamespace(images=torch.from_numpy(imgs), landmarks=torch.from_numpy(lms),
                                face_masks=torch.from_numpy(masks))
+
+    def video(self, identity=0, duration_s=5.0, fps=30.0, events=(), ppg=None, ppg_fs=None, ppg_amplitude=0.012,
+              blinks=True, head_motion=True, nuisance="none", generator=None, **_):
+        """``FaceWorld.video`` stand-in: events in seconds with ``aus`` and ``intensity``, the world's blink times
+        (drawn first from ``generator``), a darker skin where the PPG is high; head motion shifts the landmarks."""
+        from facelab.synth import video as V
+
+        T = int(round(duration_s * fps))
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        blink_list = V.blink_times(duration_s, fps, g) if blinks else []
+        aus = [dict() for _ in range(T)]
+        spans = [(int(round(e["onset"] * fps)), int(round(e["apex"] * fps)), int(round(e["offset"] * fps)),
+                  {k: v * float(e.get("intensity", 0.5)) for k, v in e["aus"].items()}) for e in events or ()]
+        spans += [(on, ap, off, {"AU45": 1.0}) for on, ap, off in blink_list]
+        for on, ap, off, a in spans:
+            env = V.envelope(T, on, ap, off)
+            for f in np.flatnonzero(env > 0):
+                for k, v in a.items():
+                    aus[f][k] = max(aus[f].get(k, 0.0), env[f] * v)
+        lms = np.stack([self.landmarks(a) for a in aus]).astype(np.float32)
+        if head_motion:
+            lms += (1.5 * np.sin(np.arange(T) / fps * 2 * np.pi * 0.2))[:, None, None].astype(np.float32)
+        imgs = np.stack([self.image(lm) for lm in lms]).astype(np.float32)
+        pulse = None
+        if ppg is not None:
+            pulse = V.ppg_per_frame(ppg, T, fps, ppg_fs)
+            imgs = np.clip(imgs * (1 - ppg_amplitude * pulse[:, None, None, None]), 0, 1).astype(np.float32)
+        import pandas as pd
+
+        return SimpleNamespace(frames=torch.from_numpy(imgs), landmarks=torch.from_numpy(lms), fps=float(fps),
+                               blinks=pd.DataFrame(blink_list, columns=["onset", "apex", "offset"]), ppg=pulse)

@@ -5,7 +5,8 @@ import pytest
 
 from _micro_helpers import StubWorld
 from facelab.micro import physio
-from facelab.micro.corpus import MICRO_MAX_S, CorpusConfig, make_corpus, schedule_events, with_physiology
+from facelab.micro.corpus import (DIFFICULTY, MICRO_MAX_S, CorpusConfig, make_corpus, schedule_events,
+                                  speech_events, with_physiology)
 from facelab.micro.recognition import MultimodalData
 
 
@@ -27,7 +28,56 @@ def test_ground_truth(corpus):
     # every event of a trial carries the trial's emotion
     for tr in corpus.trials:
         assert (tr.events["emotion"] == tr.emotion).all()
-    assert [tr.levels for tr in corpus.trials] == [8, 1, 8, 1]
+    assert [tr.spot for tr in corpus.trials] == [True, False, True, False]
+    # the realistic default: macro-expressions may overlap micro ones, talking bursts are rendered but not truth
+    assert corpus.config.macro_overlap and corpus.config.head_motion
+    assert all(tr.speech.shape[1] == 2 for tr in corpus.trials)
+
+
+def test_world_blinks_on_the_eeg_timeline(corpus):
+    """The video's blinks (drawn by the world) are the session's blink annotations inside the video window."""
+    for s in corpus.sessions:
+        for tr in s.trials:
+            end = tr.video_start_s + tr.n_frames / tr.fps
+            inside = s.blinks_s[(s.blinks_s >= tr.video_start_s) & (s.blinks_s < end)]
+            np.testing.assert_allclose(inside, tr.video_start_s + np.sort(tr.blinks) / tr.fps, atol=1e-9)
+
+
+def test_presets():
+    easy, real = CorpusConfig.preset("easy"), CorpusConfig()
+    assert CorpusConfig.preset("realistic") == real
+    for k, v in DIFFICULTY["realistic"].items():
+        assert getattr(real, k) == v
+    assert real.micro_intensity[1] < easy.micro_intensity[1] and real.eeg_coupling < easy.eeg_coupling
+    assert easy.speech_per_s == 0 and not easy.head_motion and easy.jpeg_quality == 100
+    assert CorpusConfig.preset("easy", n_subjects=2).n_subjects == 2
+    with pytest.raises(ValueError, match="unknown difficulty"):
+        CorpusConfig.preset("hard")
+    with pytest.raises(ValueError, match="micro_intensity"):
+        CorpusConfig(micro_intensity=(0.3, 0.9))
+    with pytest.raises(ValueError, match="micro_length_s"):
+        CorpusConfig(micro_length_s=(0.2, 0.6))
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        CorpusConfig(jpeg_quality=0)
+
+
+def test_overlapping_schedule_and_speech():
+    rng = np.random.default_rng(0)
+    overlaps = 0
+    for _ in range(50):
+        ev = schedule_events(240, 30, "fear", 2, 2, rng, micro_length_s=(0.2, 0.45), overlap=True)
+        micro = [e for e in ev if e["kind"] == "micro"]
+        macro = [e for e in ev if e["kind"] == "macro"]
+        assert len(micro) == 2 and len(macro) == 2
+        assert all(0 <= e["onset"] < e["apex"] < e["offset"] < 240 for e in ev)
+        assert all((e["offset"] - e["onset"]) / 30 < MICRO_MAX_S for e in micro)
+        a, b = sorted(micro, key=lambda e: e["onset"])
+        assert b["onset"] - a["offset"] >= 36  # micro-expressions stay apart
+        overlaps += any(m["onset"] <= u["offset"] and u["onset"] <= m["offset"] for m in macro for u in micro)
+    assert overlaps > 5
+    sp = speech_events(300, 30, 1.0, np.random.default_rng(1))
+    assert len(sp) > 5 and all(e["kind"] == "speech" and 4 <= e["offset"] - e["onset"] + 1 <= 8 for e in sp)
+    assert speech_events(300, 30, 0.0, np.random.default_rng(1)) == []
 
 
 def test_one_timeline(corpus):
@@ -45,14 +95,18 @@ def test_one_timeline(corpus):
     assert np.min(np.abs(onsets - (tr.video_start_s + first.onset / tr.fps))) < 1e-6
 
 
-def test_ppg_pulses_the_skin(corpus):
-    tr = corpus.trials[1]  # key-frame trial: long neutral stretches, so brightness changes are the pulse
+def test_ppg_pulses_the_skin():
+    c = make_corpus(CorpusConfig.preset("easy"), world=StubWorld(48), n_subjects=1, trials_per_subject=1, size=48,
+                    crop_size=48, seed=3)
+    tr = c.trials[0]  # still face, no talking: away from expressions and blinks, brightness changes are the pulse
     green = tr.crops.reshape(len(tr.crops), -1).astype(float).mean(1)
     quiet = np.ones(len(green), bool)
     for ev in tr.events.itertuples():
         quiet[max(0, ev.onset - 2):ev.offset + 3] = False
+    for b in tr.blinks:
+        quiet[max(0, b - 6):b + 7] = False
     r = np.corrcoef(green[quiet], tr.ppg[quiet])[0, 1]
-    assert r > 0.8
+    assert r < -0.8  # more blood volume, darker skin (as the world renders it)
 
 
 def test_features_line_up(corpus):

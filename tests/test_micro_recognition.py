@@ -7,7 +7,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from facelab.micro.recognition import (CrossAttentionFusion, EEGTCN, FlowSTN, FocalLoss, MultimodalData,
-                                       PeripheralNet, loso_evaluate, loso_linear, standardise_per_subject)
+                                       PeripheralNet, loso_evaluate, loso_linear, standardise_per_subject,
+                                       apply_late_fusion, calibrate_late_fusion, train_model)
 
 
 def _batch(B=6, seed=0):
@@ -123,3 +124,57 @@ def test_data_validation_and_standardisation():
     z = standardise_per_subject(x, np.array([0, 0, 1, 1]))
     np.testing.assert_allclose(z[:2, 0], [-1, 1]) and np.testing.assert_allclose(z[2:, 0], [-1, 1])
     assert z[0, 1] == 0.0  # NaN -> the subject's mean -> 0 after centring
+
+
+def test_late_residual_fusion_starts_as_late_fusion_of_its_branches():
+    torch.manual_seed(0)
+    v, e, p = _batch(5)
+    m = CrossAttentionFusion(5, d=16, heads=2, late_residual=True).eval()
+    out, branch = m.forward_all(video=v, eeg=e, periph=p)
+    assert set(branch) == {"video", "eeg", "periph"} and all(b.shape == (5, 5) for b in branch.values())
+    torch.testing.assert_close(out, sum(branch.values()) / 3)  # zero attention head, equal weights
+    torch.testing.assert_close(branch["eeg"], m.encoders["eeg"](e))  # auxiliary head = the branch's classifier
+
+
+def test_pretrained_fusions_frozen_and_fine_tuned():
+    data = _toy_data()
+    train = np.flatnonzero(data.subjects != 0)
+    kw = dict(epochs=3, d=16, lr=3e-3)
+    branches = {k: train_model(k, data, train, **kw) for k in ("video", "eeg", "periph")}
+    frozen = train_model("fusion (frozen)", data, train, branches=branches, **kw)
+    for k, b in branches.items():  # frozen: the encoders keep the pretrained weights exactly
+        for (n, w), w0 in zip(frozen.encoders[k].state_dict().items(), b.state_dict().values()):
+            torch.testing.assert_close(w, w0, msg=n)
+    tuned = train_model("fusion (fine-tuned)", data, train, branches=branches, **kw)
+    moved = [not torch.equal(w, w0) for w, w0 in zip(tuned.encoders["eeg"].state_dict().values(),
+                                                      branches["eeg"].state_dict().values())]
+    assert any(moved)
+    with pytest.raises(ValueError, match="pretrained branches"):
+        train_model("fusion (frozen)", data, train, **kw)
+
+
+def test_loso_with_pretrained_and_calibrated_fusions():
+    data = _toy_data()
+    kinds = ("video", "eeg", "periph", "fusion (frozen)", "fusion (fine-tuned)")
+    table, probs = loso_evaluate(data, kinds=kinds, late={}, calibrated=True, epochs=20, lr=3e-3, d=16)
+    assert set(probs) == {*kinds, "late fusion (calibrated)"}
+    for p in probs.values():
+        assert p.shape == (len(data.y), 3)
+        np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
+    # the calibration learns to follow the informative EEG branch and ignore the noise video branch
+    assert table.loc["late fusion (calibrated weights)", "UF1"] > 0.6
+    with pytest.raises(ValueError, match="need the branches"):
+        loso_evaluate(data, kinds=("eeg", "fusion (frozen)"), late={})
+
+
+def test_calibrated_late_fusion_weights_follow_the_informative_branch():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    good = np.full((200, 3), 0.1)
+    good[np.arange(200), y] = 0.8
+    noise = rng.dirichlet(np.ones(3), 200)
+    cal = calibrate_late_fusion({"good": good, "noise": noise}, y)
+    assert cal["weight"]["good"] >= 0.9 and sum(cal["weight"].values()) == pytest.approx(1)
+    fused = apply_late_fusion({"good": good, "noise": noise}, cal)
+    np.testing.assert_allclose(fused.sum(1), 1, atol=1e-9)
+    assert (fused.argmax(1) == y).mean() == 1.0

@@ -91,3 +91,21 @@ def test_spotting_needs_a_smooth_trial():
                     full_video_trials=0, seed=1)
     with pytest.raises(ValueError, match="no smoothly rendered trial"):
         study.spot_corpus(c)
+
+
+def test_spotting_by_difficulty_and_recognition_plot(corpus):
+    table, _ = study.spot_corpus(corpus, n_boot=100, seed=1)
+    both = study.spotting_by_difficulty({"easy": table, "realistic": table})
+    assert list(both.index) == [(c, m) for c in ("easy", "realistic") for m in ("MDMD", "LBP")]
+    for c in ("easy", "realistic"):
+        for m in ("MDMD", "LBP"):
+            assert both.loc[(c, m), "F1"] == pytest.approx(table.loc[(m, "overall"), "F1"], nan_ok=True)
+            assert both.loc[(c, m), "in published range x10"] == bool(0.03 <= both.loc[(c, m), "F1"] <= 0.3)
+    _assert_intervals(both, "F1")
+    data = MultimodalData.from_corpus(corpus)
+    _, probs = loso_linear(data)
+    rec = study.recognition_table(data, probs, LINEAR_NAMES, n_boot=100)
+    assert isinstance(study.plot_recognition(rec, chance=0.2), Figure)
+    fig, ax = plt.subplots()
+    assert study.plot_recognition(rec, ax=ax) is fig
+    plt.close("all")

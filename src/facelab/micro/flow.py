@@ -122,11 +122,13 @@ def face_regions(landmarks, box, size: int = 96, pad: float = 0.06) -> dict[str,
     return out
 
 
-def onset_apex_flow(gray_crops: np.ndarray, onset: int, apex: int, grid: int = 28, method: str = "dis") -> np.ndarray:
+def onset_apex_flow(gray_crops: np.ndarray, onset: int, apex: int, grid: int = 28, method: str = "dis", *,
+                    stabilise: bool = False) -> np.ndarray:
     """(3, grid, grid) float32: u, v and magnitude of the onset -> apex flow of a cropped clip, in pixels / crop size.
 
     Flow is computed at crop resolution and area-averaged to ``grid`` x ``grid``; dividing by the crop size makes
-    features comparable across face sizes.
+    features comparable across face sizes. ``stabilise`` subtracts the median flow of the crop (the head's
+    translation between onset and apex; facial actions move a minority of the pixels).
     """
     import cv2
 
@@ -136,6 +138,8 @@ def onset_apex_flow(gray_crops: np.ndarray, onset: int, apex: int, grid: int = 2
     if apex < onset:
         raise ValueError(f"apex ({apex}) comes before onset ({onset})")
     f = optical_flow(gray_crops[onset], gray_crops[apex], method)
+    if stabilise:
+        f = f - np.median(f.reshape(-1, 2), axis=0)
     f = cv2.resize(f, (grid, grid), interpolation=cv2.INTER_AREA) * (100.0 / gray_crops.shape[1])
     mag = np.sqrt((f**2).sum(-1, keepdims=True))
     return np.concatenate([f, mag], axis=-1).transpose(2, 0, 1).astype(np.float32)

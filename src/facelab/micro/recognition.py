@@ -15,6 +15,13 @@ Fusion: :class:`CrossAttentionFusion` lets each modality's tokens attend to the 
 modality tokens. The original MMME fusion code fed ``(batch, seq, dim)`` tensors to a layer expecting
 ``(seq, batch, dim)``, so attention ran *across the samples of a batch*; here every attention is batch-first and a
 test checks that permuting the batch permutes the outputs. Late fusion averages the branches' class probabilities.
+
+Trained jointly from scratch on small leave-one-subject-out folds, the weaker branches of a fusion stay
+under-trained. So the fusion can also start from the three unimodal encoders pretrained in the same fold
+(:data:`PRETRAINED_FUSIONS`): frozen, or fine-tuned at a lower learning rate with auxiliary per-branch losses
+(every encoder keeps its own head), with a residual path that starts as the branches' late fusion. Next to it, a
+calibrated late fusion (:func:`calibrate_late_fusion`): per-branch temperatures and mixing weights fitted on
+out-of-fold predictions of the training subjects.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from torch.nn import functional as F
 
 from facelab.metrics.classification import classification_summary
 
-__all__ = ["FocalLoss", "FlowSTN", "EEGTCN", "PeripheralNet", "CrossAttentionFusion", "MultimodalData",
+__all__ = ["PRETRAINED_FUSIONS", "calibrate_late_fusion", "apply_late_fusion", "FocalLoss", "FlowSTN", "EEGTCN",
+           "PeripheralNet", "CrossAttentionFusion", "MultimodalData",
            "standardise_per_subject", "impute_standardise", "train_model", "predict_proba", "loso_evaluate",
            "loso_linear", "results_table"]
 
@@ -77,8 +85,11 @@ class FlowSTN(nn.Module):
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         return self.cnn(self.warp(x)).flatten(2).transpose(1, 2)  # (B, 49, d)
 
+    def classify(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(tokens.mean(1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.tokens(x).mean(1))
+        return self.classify(self.tokens(x))
 
 
 class _TCNBlock(nn.Module):
@@ -108,8 +119,11 @@ class EEGTCN(nn.Module):
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.inp(x.transpose(1, 2))).transpose(1, 2)
 
+    def classify(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(tokens.mean(1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.tokens(x).mean(1))
+        return self.classify(self.tokens(x))
 
 
 class PeripheralNet(nn.Module):
@@ -126,8 +140,11 @@ class PeripheralNet(nn.Module):
         t = x[:, :, None] * self.value[None] + self.feature[None]
         return t + self.mlp(t)
 
+    def classify(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(tokens.flatten(1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.tokens(x).flatten(1))
+        return self.classify(self.tokens(x))
 
 
 class CrossAttentionFusion(nn.Module):
@@ -136,10 +153,16 @@ class CrossAttentionFusion(nn.Module):
     For each modality :math:`m`: :math:`m' = \\mathrm{LN}(m + \\mathrm{MHA}(q=m, k=v=[\\text{other modalities}]))`,
     then the mean-pooled :math:`m'` of the three modalities form a 3-token sequence for a transformer encoder layer,
     whose mean goes to the classifier. Inputs: ``video`` (B, 3, 28, 28), ``eeg`` (B, W, 160), ``periph`` (B, 8).
+
+    Every encoder keeps its own classifier (an auxiliary per-branch head, :meth:`forward_all`). With
+    ``late_residual`` the output adds a learned softmax-weighted sum of the branch logits to the attention path, whose
+    last layer starts at zero: initialised from pretrained branches, the model starts as their late fusion and learns
+    what cross-modal attention adds.
     """
 
     def __init__(self, n_classes: int = 5, d: int = 64, heads: int = 4, eeg_features: int = 160,
-                 periph_features: int = 8, modalities: Sequence[str] = ("video", "eeg", "periph")):
+                 periph_features: int = 8, modalities: Sequence[str] = ("video", "eeg", "periph"),
+                 late_residual: bool = False):
         super().__init__()
         self.modalities = tuple(modalities)
         if len(self.modalities) < 2:
@@ -153,17 +176,32 @@ class CrossAttentionFusion(nn.Module):
         self.norm = nn.ModuleDict({m: nn.LayerNorm(d) for m in self.modalities})
         self.mixer = nn.TransformerEncoderLayer(d, heads, dim_feedforward=2 * d, dropout=0.1, batch_first=True)
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(d, n_classes))
+        self.late_residual = bool(late_residual)
+        if self.late_residual:
+            self.late_weight = nn.Parameter(torch.zeros(len(self.modalities)))
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, video=None, eeg=None, periph=None) -> torch.Tensor:
+        return self.forward_all(video, eeg, periph)[0]
+
+    def forward_all(self, video=None, eeg=None, periph=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Fused logits and each branch's own logits (its auxiliary head on its tokens)."""
         inputs = {"video": video, "eeg": eeg, "periph": periph}
-        tokens = {m: self.encoders[m].tokens(inputs[m]) + self.type_embedding[m] for m in self.modalities}
+        raw = {m: self.encoders[m].tokens(inputs[m]) for m in self.modalities}
+        branch = {m: self.encoders[m].classify(raw[m]) for m in self.modalities}
+        tokens = {m: raw[m] + self.type_embedding[m] for m in self.modalities}
         pooled = []
         for m in self.modalities:
             others = torch.cat([tokens[o] for o in self.modalities if o != m], dim=1)
             att, _ = self.cross[m](tokens[m], others, others, need_weights=False)
             pooled.append(self.norm[m](tokens[m] + att).mean(1))
         z = self.mixer(torch.stack(pooled, dim=1))  # (B, n_modalities, d), batch first
-        return self.head(z.mean(1))
+        out = self.head(z.mean(1))
+        if self.late_residual:
+            w = torch.softmax(self.late_weight, 0)
+            out = out + sum(w[i] * branch[m] for i, m in enumerate(self.modalities))
+        return out, branch
 
 
 @dataclass
@@ -241,6 +279,9 @@ def _make(kind: str, data: MultimodalData, d: int) -> nn.Module:
         return EEGTCN(data.eeg.shape[-1], C, d)
     if kind == "periph":
         return PeripheralNet(data.periph.shape[-1], C, d)
+    if kind in PRETRAINED_FUSIONS:
+        return CrossAttentionFusion(C, d, eeg_features=data.eeg.shape[-1], periph_features=data.periph.shape[-1],
+                                    late_residual=True)
     if kind.startswith("fusion"):
         mods = ("video", "eeg", "periph") if kind == "fusion" else tuple(kind.split(":")[1].split("+"))
         return CrossAttentionFusion(C, d, eeg_features=data.eeg.shape[-1], periph_features=data.periph.shape[-1],
@@ -252,7 +293,8 @@ def _inputs(kind, data, idx, device):
     t = lambda a: torch.as_tensor(a[idx], dtype=torch.float32, device=device)  # noqa: E731
     if kind in ("video", "eeg", "periph"):
         return (t(getattr(data, kind)),), {}
-    mods = ("video", "eeg", "periph") if kind == "fusion" else tuple(kind.split(":")[1].split("+"))
+    mods = (("video", "eeg", "periph") if kind == "fusion" or kind in PRETRAINED_FUSIONS
+            else tuple(kind.split(":")[1].split("+")))
     return (), {m: t(getattr(data, m)) for m in mods}
 
 
@@ -272,28 +314,56 @@ class _cpu_threads:
         torch.set_num_threads(self.n)
 
 
+#: Fusions built on unimodal encoders pretrained in the same fold: frozen, or fine-tuned with auxiliary heads.
+PRETRAINED_FUSIONS = ("fusion (frozen)", "fusion (fine-tuned)")
+
+
 def train_model(kind: str, data: MultimodalData, train_idx: np.ndarray, *, epochs: int = 40, batch_size: int = 32,
                 lr: float = 1e-3, step_size: int = 15, gamma_lr: float = 0.3, focal_gamma: float = 2.0, d: int = 64,
-                weight_decay: float = 1e-3, device="cpu", seed: int = 0) -> nn.Module:
-    """Train one branch or a fusion model on ``train_idx`` with focal loss (class-balanced alpha), Adam, StepLR."""
+                weight_decay: float = 1e-3, device="cpu", seed: int = 0, branches: dict | None = None,
+                aux_weight: float = 0.5, encoder_lr_scale: float = 0.1) -> nn.Module:
+    """Train one branch or a fusion model on ``train_idx`` with focal loss (class-balanced alpha), Adam, StepLR.
+
+    ``kind`` in :data:`PRETRAINED_FUSIONS` needs ``branches`` (``{"video": FlowSTN, "eeg": EEGTCN, "periph":
+    PeripheralNet}`` trained on the same ``train_idx``): their weights initialise the fusion's encoders, which are
+    then frozen (``"fusion (frozen)"``) or fine-tuned at ``encoder_lr_scale`` x ``lr`` with the per-branch
+    auxiliary losses weighted by ``aux_weight`` (``"fusion (fine-tuned)"``).
+    """
+    if kind in PRETRAINED_FUSIONS:
+        missing = [m for m in ("video", "eeg", "periph") if m not in (branches or {})]
+        if missing:
+            raise ValueError(f"{kind!r} starts from pretrained branches: missing {missing}")
     with _cpu_threads(device):
         return _train(kind, data, train_idx, epochs, batch_size, lr, step_size, gamma_lr, focal_gamma, d,
-                      weight_decay, device, seed)
+                      weight_decay, device, seed, branches, aux_weight, encoder_lr_scale)
 
 
 def _train(kind, data, train_idx, epochs, batch_size, lr, step_size, gamma_lr, focal_gamma, d, weight_decay,
-           device, seed):
+           device, seed, branches=None, aux_weight=0.5, encoder_lr_scale=0.1):
     torch.manual_seed(seed)
     model = _make(kind, data, d).to(device)
+    frozen = kind == "fusion (frozen)"
+    aux = kind == "fusion (fine-tuned)" and aux_weight > 0
+    if kind in PRETRAINED_FUSIONS:
+        for m, enc in model.encoders.items():
+            enc.load_state_dict(branches[m].state_dict())
+            enc.requires_grad_(not frozen)
+        enc_params = [p for p in model.encoders.parameters() if p.requires_grad]
+        other = [p for n, p in model.named_parameters() if not n.startswith("encoders.")]
+        groups = [{"params": other}] + ([{"params": enc_params, "lr": lr * encoder_lr_scale}] if enc_params else [])
+    else:
+        groups = [{"params": list(model.parameters())}]
     y = torch.as_tensor(data.y[train_idx], device=device)
     counts = np.bincount(data.y[train_idx], minlength=len(data.classes)).astype(float)
     alpha = torch.as_tensor(np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0),
                             dtype=torch.float32, device=device)
     loss_fn = FocalLoss(focal_gamma, alpha).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step_size, gamma=gamma_lr)
     g = torch.Generator().manual_seed(seed)
     model.train()
+    if frozen:
+        model.encoders.eval()  # frozen encoders: no dropout, BatchNorm statistics kept
     for _ in range(epochs):
         perm = torch.randperm(len(train_idx), generator=g).numpy()
         for start in range(0, len(perm), batch_size):
@@ -301,7 +371,11 @@ def _train(kind, data, train_idx, epochs, batch_size, lr, step_size, gamma_lr, f
             if len(b) < 2:  # BatchNorm needs two samples
                 continue
             args, kwargs = _inputs(kind, data, train_idx[b], device)
-            loss = loss_fn(model(*args, **kwargs), y[b])
+            if aux:
+                out, branch = model.forward_all(**kwargs)
+                loss = loss_fn(out, y[b]) + aux_weight * sum(loss_fn(o, y[b]) for o in branch.values()) / len(branch)
+            else:
+                loss = loss_fn(model(*args, **kwargs), y[b])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -319,32 +393,111 @@ def predict_proba(model: nn.Module, kind: str, data: MultimodalData, idx: np.nda
 
 def loso_evaluate(data: MultimodalData, kinds: Sequence[str] = ("video", "eeg", "periph", "fusion"),
                   late: dict[str, Sequence[str]] | None = None, device="cpu", seed: int = 0, progress=None,
+                  calibrated: bool = False, inner_folds: int = 2, fusion_epochs: int | None = None,
                   **train_kwargs) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Leave-one-subject-out: train each model kind on all other subjects, predict the held-out one.
 
     ``late`` maps a name to the branches whose probabilities are averaged (late fusion), default
     ``{"late fusion (all)": ("video", "eeg", "periph"), "late fusion (video+EEG)": ("video", "eeg")}``.
-    Returns the results table (UF1, UAR, accuracy on the pooled predictions) and the pooled probabilities.
+    Kinds in :data:`PRETRAINED_FUSIONS` start from the three branches trained in the same fold (list the branches
+    first); they train for ``fusion_epochs`` (default half of ``epochs``: their encoders start trained).
+    ``calibrated`` adds ``"late fusion (calibrated)"``: per-branch temperatures and mixing weights
+    (:func:`calibrate_late_fusion`) fitted on out-of-fold predictions of the *training* subjects (``inner_folds``
+    subject groups, branches retrained without each group), then applied to the held-out subject's probabilities
+    from the branches trained on all training subjects: learned, calibrated weights without touching the test
+    subject. Returns the results table (UF1, UAR, accuracy on the pooled predictions) and the pooled probabilities.
     """
     if late is None:
         late = {"late fusion (all)": ("video", "eeg", "periph"), "late fusion (video+EEG)": ("video", "eeg")}
     subjects = np.unique(data.subjects)
     if len(subjects) < 2:
         raise ValueError(f"LOSO needs at least two subjects, got {len(subjects)}")
+    singles = ("video", "eeg", "periph")
+    need = [k for k in kinds if k in PRETRAINED_FUSIONS] + (["late fusion (calibrated)"] if calibrated else [])
+    if need and not all(m in kinds for m in singles):
+        raise ValueError(f"{need} need the branches {singles} in kinds, got {tuple(kinds)}")
     probs = {k: np.zeros((len(data.y), len(data.classes))) for k in kinds}
+    if calibrated:
+        probs["late fusion (calibrated)"] = np.zeros((len(data.y), len(data.classes)))
     folds = progress(subjects, desc="LOSO") if progress else subjects
     for i, s in enumerate(folds):
         test = np.flatnonzero(data.subjects == s)
         train = np.flatnonzero(data.subjects != s)
+        trained = {}
         for kind in kinds:
-            model = train_model(kind, data, train, device=device, seed=seed + i, **train_kwargs)
+            kw = dict(train_kwargs)
+            if kind in PRETRAINED_FUSIONS:
+                kw.update(branches=trained, epochs=fusion_epochs or max(1, kw.get("epochs", 40) // 2))
+            model = train_model(kind, data, train, device=device, seed=seed + i, **kw)
+            trained[kind] = model
             probs[kind][test] = predict_proba(model, kind, data, test, device)
+        if calibrated:
+            probs["late fusion (calibrated)"][test] = _stacked_late_fusion(
+                data, train, test, {m: probs[m][test] for m in singles}, inner_folds, device, seed + i,
+                train_kwargs)
     for name, parts in late.items():
         missing = [p for p in parts if p not in probs]
         if missing:
             raise ValueError(f"late fusion {name!r} needs branches {missing} that were not trained")
         probs[name] = np.mean([probs[p] for p in parts], axis=0)
     return results_table(data, probs, DEEP_NAMES), probs
+
+
+def calibrate_late_fusion(probs: dict[str, np.ndarray], y: np.ndarray, step: float = 0.1) -> dict:
+    """Temperatures and simplex weights of a calibrated late fusion, fitted on held-out predictions.
+
+    Each branch's probabilities are temperature-scaled (``softmax(log p / T)``, ``T`` by grid search on the negative
+    log-likelihood), then mixed with weights on a simplex grid (``step``) that minimise the mixture's NLL. Few
+    parameters (two per branch), so it can be fitted on a few dozen out-of-fold predictions without overfitting.
+    Returns ``{"temperature": {m: T}, "weight": {m: w}}``; apply with :func:`apply_late_fusion`.
+    """
+    import itertools
+
+    names = list(probs)
+    y = np.asarray(y, int)
+    temps = np.exp(np.linspace(np.log(0.25), np.log(8.0), 25))
+    T, cal = {}, {}
+    for m in names:
+        nll = [-np.log(_tempered(probs[m], t)[np.arange(len(y)), y] + 1e-9).mean() for t in temps]
+        T[m] = float(temps[int(np.argmin(nll))])
+        cal[m] = _tempered(probs[m], T[m])
+    n = int(round(1 / step))
+    best, weights = np.inf, None
+    for c in itertools.product(range(n + 1), repeat=len(names)):
+        if sum(c) != n:
+            continue
+        w = np.array(c, float) / n
+        mix = sum(wi * cal[m] for wi, m in zip(w, names))
+        nll = -np.log(mix[np.arange(len(y)), y] + 1e-9).mean()
+        if nll < best - 1e-12:
+            best, weights = nll, w
+    return {"temperature": T, "weight": dict(zip(names, weights.tolist()))}
+
+
+def _tempered(p: np.ndarray, t: float) -> np.ndarray:
+    z = np.log(np.clip(p, 1e-9, 1.0)) / t
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def apply_late_fusion(probs: dict[str, np.ndarray], calibration: dict) -> np.ndarray:
+    """The calibrated late fusion of :func:`calibrate_late_fusion` on new probabilities."""
+    return sum(calibration["weight"][m] * _tempered(probs[m], calibration["temperature"][m]) for m in probs)
+
+
+def _stacked_late_fusion(data, train, test, test_probs, inner_folds, device, seed, train_kwargs):
+    """Calibrated late fusion of one outer fold (see :func:`loso_evaluate`)."""
+    singles = tuple(test_probs)
+    train_subjects = np.unique(data.subjects[train])
+    k = max(2, min(int(inner_folds), len(train_subjects)))
+    groups = np.array_split(np.random.default_rng(seed).permutation(train_subjects), k)
+    oof = {m: np.zeros((len(train), len(data.classes))) for m in singles}
+    for j, grp in enumerate(groups):
+        held = np.isin(data.subjects[train], grp)
+        for m in singles:
+            model = train_model(m, data, train[~held], device=device, seed=seed + 1000 * (j + 1), **train_kwargs)
+            oof[m][held] = predict_proba(model, m, data, train[held], device)
+    return apply_late_fusion(test_probs, calibrate_late_fusion(oof, data.y[train]))
 
 
 def loso_linear(data: MultimodalData, late: dict[str, Sequence[str]] | None = None,
@@ -381,7 +534,10 @@ def loso_linear(data: MultimodalData, late: dict[str, Sequence[str]] | None = No
 
 
 DEEP_NAMES = {"video": "video (flow + STN)", "eeg": "EEG (band power + TCN)", "periph": "peripheral (MLP)",
-              "fusion": "cross-attention fusion"}
+              "fusion": "cross-attention fusion (from scratch)",
+              "fusion (frozen)": "cross-attention fusion (pretrained, frozen)",
+              "fusion (fine-tuned)": "cross-attention fusion (pretrained, fine-tuned, aux heads)",
+              "late fusion (calibrated)": "late fusion (calibrated weights)"}
 LINEAR_NAMES = {"video": "video (logistic)", "eeg": "EEG (logistic)", "periph": "peripheral (logistic)"}
 
 
