@@ -2,7 +2,8 @@
 
 Run: ``.venv/bin/python benchmarks/bench_antispoof.py [--batch 64] [--repeats 5] [--threads N] [--device cpu]``.
 Prints a table and writes ``_build/benchmarks/antispoof.json``. Untrained weights: throughput does not depend on
-them. Compares the dense CLIP tower, the Soft MoE and the fine-grained MoE variants and the CNN baseline.
+them. Compares the dense CLIP tower, the Soft MoE and the fine-grained MoE variants (upcycled in parallel with the
+dense MLP, and the first version that replaced it) and the CNN baseline.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def main() -> None:
         "CLIP (dense MLPs)": A.AttackDetector.from_clip(clip),
         "CLIP + Soft MoE": A.AttackDetector.from_clip(clip, moe={**DEFAULT_MOE, "groups": 1}, generator=g),
         "CLIP + FG-MoE (full model)": A.AttackDetector.from_clip(clip, moe=DEFAULT_MOE, generator=g),
+        "CLIP + FG-MoE replacing the MLP": A.AttackDetector.from_clip(
+            clip, moe={**DEFAULT_MOE, "mode": "replace", "scale": 1.0}, generator=g),
     }
     rows = []
     for name, m in models.items():

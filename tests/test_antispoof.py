@@ -84,8 +84,8 @@ def test_vit_shapes_split_and_moe_swap():
     assert out.shape == (3, 16)
     torch.testing.assert_close(vit.head(vit.tokens(x, stop=1), start=1), out)
     vit.to_moe(last=1, n_experts=2, slots_per_expert=2, groups=2)
-    assert isinstance(vit.transformer.resblocks[1].mlp, A.SoftMoE)
-    assert not isinstance(vit.transformer.resblocks[0].mlp, A.SoftMoE)
+    assert isinstance(vit.transformer.resblocks[1].mlp, A.ParallelMoE)
+    assert not isinstance(vit.transformer.resblocks[0].mlp, (A.SoftMoE, A.ParallelMoE))
     assert vit(x).shape == (3, 16)
 
 
@@ -206,11 +206,12 @@ def test_detector_learns_and_dm_cdm_separate_centres():
 def test_upcycling_gap_measures_how_far_the_moe_starts_from_the_dense_tower():
     x, _ = _toy()
     clip = _clip()
-    det = A.AttackDetector.from_clip(clip, moe={"last": 1, "n_experts": 2, "slots_per_expert": 4, "groups": 1})
+    moe = {"last": 1, "n_experts": 2, "slots_per_expert": 4, "groups": 1}
+    det = A.AttackDetector.from_clip(clip, moe={**moe, "mode": "replace"})
     gap = A.upcycling_gap(clip, det, x)
     assert list(gap.index) == ["block 2 of 2", "image embedding"]
     ent = gap.loc["block 2 of 2", "dispatch entropy / log(tokens)"]
-    assert 0.9 < ent <= 1.0 + 1e-6                   # fresh routing: every slot is nearly the average token
+    assert 0.9 < ent <= 1.0 + 1e-6                   # fresh routing at scale 1: every slot is nearly the average token
     cos = gap["cosine to dense MLP output"]
     assert (cos.abs() <= 1 + 1e-6).all() and cos["image embedding"] < 0.999
     with torch.no_grad():                            # sharper routing: slots read fewer tokens
@@ -218,6 +219,80 @@ def test_upcycling_gap_measures_how_far_the_moe_starts_from_the_dense_tower():
     assert A.upcycling_gap(clip, det, x).loc["block 2 of 2", "dispatch entropy / log(tokens)"] < ent - 0.2
     with pytest.raises(ValueError, match="no Soft MoE"):
         A.upcycling_gap(clip, A.AttackDetector.from_clip(clip), x)
+
+
+def test_parallel_upcycling_preserves_the_dense_tower_at_initialisation():
+    x, _ = _toy()
+    clip = _clip()
+    det = A.AttackDetector.from_clip(clip, moe={"last": 2, "n_experts": 2, "slots_per_expert": 4, "groups": 2},
+                                     generator=torch.Generator().manual_seed(0))
+    blocks = det.visual.transformer.resblocks
+    assert all(isinstance(b.mlp, A.ParallelMoE) for b in blocks)
+    assert float(blocks[-1].mlp.gate.detach()) == 0.0 and float(blocks[-1].mlp.scale.detach()) == 10.0
+    gap = A.upcycling_gap(clip, det, x)
+    assert (gap["cosine to dense MLP output"] >= 0.99).all()          # the bar; here it is exact
+    torch.testing.assert_close(det.visual(x), clip.visual(x), atol=1e-5, rtol=1e-5)
+    # the routing reads the patch tokens only, and a scale of 10 makes it far from uniform
+    tokens = det.visual.tokens(x[:2], stop=1)
+    h = blocks[1].ln_2(blocks[1].attention_residual(tokens))
+    dispatch, combine = blocks[1].mlp.routing(h)
+    assert dispatch.shape == (2, h.shape[1] - 1, 2, 8)
+    torch.testing.assert_close(dispatch.sum(1), torch.ones(2, 2, 8))
+    assert gap.iloc[:2]["dispatch entropy / log(tokens)"].max() < 0.97
+    # with the gate open, [CLS] still goes through the dense MLP only, the patch tokens change
+    with torch.no_grad():
+        blocks[1].mlp.gate.fill_(1.0)
+    y, ref = blocks[1].mlp(h), blocks[1].mlp.dense(h)
+    torch.testing.assert_close(y[:, 0], ref[:, 0])
+    assert (y[:, 1:] - ref[:, 1:]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="mode must be"):
+        A.VisionTransformer(TINY).to_moe(mode="swap")
+    with pytest.raises(ValueError, match="scale must be a positive"):
+        A.SoftMoE(dim=8, hidden=8, scale=0.0)
+    with pytest.raises(ValueError, match="ParallelMoE expects tokens"):
+        blocks[1].mlp(torch.randn(2, 1, 16))
+
+
+def test_the_final_block_can_stay_dense_and_the_gate_opens_during_training():
+    v = A.VisionTransformer(TINY).to_moe(last=2, final=False)
+    assert isinstance(v.transformer.resblocks[0].mlp, A.ParallelMoE)
+    assert not isinstance(v.transformer.resblocks[1].mlp, (A.ParallelMoE, A.SoftMoE))
+    with pytest.raises(ValueError, match="no block to upcycle"):
+        A.VisionTransformer(TINY).to_moe(last=1, final=False)
+    x, live = _toy()
+    det = A.AttackDetector.from_clip(_clip(), moe={"last": 2, "final": False, "n_experts": 2, "slots_per_expert": 2,
+                                                   "groups": 1})
+    A.train_detector(det, x, live, A.TrainConfig(steps=20, batch_size=32, lr=3e-3, finetune_last=2))
+    gate = float(det.visual.transformer.resblocks[0].mlp.gate.detach())
+    assert abs(gate) > 0.02                       # learns at 10x the rate: it leaves 0 within a short schedule
+
+
+@pytest.mark.parametrize("what", ["gate", "routing scale"])
+def test_training_stops_with_a_clear_message_when_the_routing_becomes_nan(what):
+    x, live = _toy(32)
+    det = A.AttackDetector.from_clip(_clip(), moe={"last": 1, "n_experts": 2, "slots_per_expert": 2, "groups": 1})
+    mlp = det.visual.transformer.resblocks[-1].mlp
+    with torch.no_grad():
+        (mlp.gate if what == "gate" else mlp.scale).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=f"the {what} of the Soft MoE .* became nan at training step 0"):
+        A.train_detector(det, x, live, A.TrainConfig(steps=3, batch_size=16, finetune_last=1))
+
+
+def test_live_only_compaction_pulls_the_live_class_only():
+    g = torch.Generator().manual_seed(0)
+    y = torch.tensor([1] * 8 + [0] * 8)
+    f = torch.nn.functional.normalize(torch.randn(16, 8, generator=g), dim=1).requires_grad_(True)
+    both = A.cluster_distillation_loss(f, y, margin=0.0, compact="both")
+    live = A.cluster_distillation_loss(f, y, margin=0.0, compact="live")
+    assert float(live.detach()) < float(both.detach())
+    live.backward()
+    assert f.grad[y == 0].abs().max() == 0 and f.grad[y == 1].abs().max() > 0   # no pull on fakes, margin 0
+    # the distant-feature weighting is kept: the farthest live feature gets the largest pull
+    norms = f.grad[y == 1].norm(dim=1)
+    c = torch.nn.functional.normalize(f.detach()[y == 1].mean(0), dim=0)
+    assert int(norms.argmax()) == int((1 - f.detach()[y == 1] @ c).argmax())
+    with pytest.raises(ValueError, match="compact must be"):
+        A.cluster_distillation_loss(f, y, compact="fake")
 
 
 def test_throughput_counts_images_per_second(monkeypatch):
@@ -441,6 +516,55 @@ def test_paired_check_verdicts_follow_the_interval():
     assert unit == "image"
 
 
+def test_seeds_spread_and_verdicts_that_need_every_seed():
+    data = _fake_set_of(12)
+    clip = A.CLIPModel(A.VisionTransformer(TINY), A.BagOfWordsTextTower(dim=16))
+    cfg = A.TrainConfig(steps=3, batch_size=16, finetune_last=1)
+    variants = ["CLIP linear probe", "CLIP fine-tune", S.FULL_MODEL, S.LIVE_CDM, "FG-MoE, routing scale 1"]
+    res = S.run_ablation(clip, data, protocols=["P2.2"], variants=variants, config=cfg, seeds=(0, 1, 2),
+                         test_fraction=0.34, single_seed=["FG-MoE, routing scale 1"],
+                         moe={"last": 1, "n_experts": 2, "slots_per_expert": 2, "groups": 2}, device="cpu")
+    assert res.seed_scores["P2.2", "CLIP fine-tune"].shape[0] == 3
+    assert res.seed_scores["P2.2", "FG-MoE, routing scale 1"].shape[0] == 1
+    probe = res.seed_scores["P2.2", "CLIP linear probe"]
+    assert np.array_equal(probe[0], probe[2])                          # fitted once: deterministic
+    m = res.seed_metrics
+    assert len(m) == 4 * 3 + 1 and set(m.columns) >= {"protocol", "variant", "seed", "ACER", "AUC", "EER"}
+    t = res.table.set_index("variant")
+    ft = m[m["variant"] == "CLIP fine-tune"]
+    assert t.loc["CLIP fine-tune", "ACER_std"] == pytest.approx(ft["ACER"].std(ddof=1))
+    assert t.loc["CLIP fine-tune", "n_seeds"] == 3 and np.isnan(t.loc["FG-MoE, routing scale 1", "ACER_std"])
+    spread = res.seed_spread()
+    assert spread.loc["CLIP fine-tune", ("P2.2", "AUC")].endswith("(3)") and "±" in spread.loc["CLIP fine-tune",
+                                                                                                  ("P2.2", "ACER")]
+    assert spread.loc["FG-MoE, routing scale 1", ("P2.2", "EER")].endswith("(1)")
+    iv = S.ablation_intervals(res, n_boot=30, seed=0)                  # mixed seed counts are fine
+    c = iv.checks.set_index("check")
+    assert c.loc["live-only CDM < both-class CDM", "seeds"].endswith("/3")
+    assert "routing scale 10 < scale 1" not in c.index                # CLIP + FG-MoE was not run
+    one = S.ablation_intervals(res, checks={"x": ("ACER", "FG-MoE, routing scale 1", "CLIP fine-tune", "lower")},
+                               n_boot=10).checks
+    assert one["seeds"].iloc[0] in ("0/1", "1/1")                      # paired over the seeds both have
+    # the verdict needs the seeds: a 'yes' never has a seed on the wrong side
+    for r in iv.checks.itertuples():
+        got, n = map(int, r.seeds.split("/"))
+        if r.verdict == "yes" and n > 1:
+            assert got == n
+    with pytest.raises(ValueError, match="single_seed names variants"):
+        S.run_ablation(clip, data, protocols=["P2.2"], variants=["CLIP fine-tune"], config=cfg,
+                       single_seed=["CNN baseline"])
+
+
+def test_ablation_design_quick_and_full():
+    q, f = S.ablation_design(True, seed=4), S.ablation_design(False, seed=4)
+    assert q["protocols"]["P2.1"]["seeds"] == (4, 5, 6) and f["protocols"]["P1"]["seeds"] == (4, 5, 6, 7, 8)
+    for p in ("P2.1", "P2.2"):
+        assert set(S.HEADLINE) <= set(q["protocols"][p]["variants"])
+    assert all(set(d["variants"]) == set(S.HEADLINE + S.ROUTING) and not d["single_seed"]
+               for d in f["protocols"].values())
+    assert all(v in S.VARIANTS for d in q["protocols"].values() for v in d["variants"] + d["single_seed"])
+
+
 def test_study_tables_and_figures():
     import matplotlib
 
@@ -460,7 +584,7 @@ def test_study_tables_and_figures():
     table = S.real_photo_table(res, real, variants=["CNN baseline", "CLIP fine-tune"], n_boot=20)
     assert (table["ACER_lo"] <= table["ACER"]).all() and (table["ACER"] <= table["ACER_hi"]).all()
     dispatch, combine = S.dispatch_weights(res.models["P1", "CLIP + FG-MoE"], test.images[:2])
-    assert dispatch.shape[:2] == (2, 17)
+    assert dispatch.shape[:2] == (2, 16)                      # parallel upcycling: the 16 patch tokens, no [CLS]
     iv = S.ablation_intervals(res, n_boot=20)
     figs = [S.plot_pretraining(pd.DataFrame({"step": [0, 1], "loss": [2.0, 1.0], "accuracy": [0.1, 0.5]})),
             S.plot_dispatch(dispatch[0, :, 0], res.models["P1", "CLIP + FG-MoE"].visual.grid, slots=4),

@@ -4,7 +4,8 @@ Chapter: ``notebooks/04_face_antispoofing.ipynb``; its protocol (UniAttackData-l
 tables and figures are in :mod:`facelab.studies.face_antispoofing`. Modules:
 
 - :mod:`~facelab.antispoof.vit`: CLIP-style ViT image tower with OpenCLIP parameter names.
-- :mod:`~facelab.antispoof.moe`: Soft MoE (Puigcerver et al. 2023) with fine-grained group routing.
+- :mod:`~facelab.antispoof.moe`: Soft MoE (Puigcerver et al. 2023) with fine-grained group routing, and its
+  function-preserving upcycling in parallel with the dense MLP.
 - :mod:`~facelab.antispoof.text`: frozen MiniLM text tower or a small bag-of-words one.
 - :mod:`~facelab.antispoof.clip`: the dual encoder and its contrastive pretraining on synthetic captions.
 - :mod:`~facelab.antispoof.pretrain`: the chapter's CLIP pretrained once on thousands of faces and cached
@@ -17,7 +18,7 @@ tables and figures are in :mod:`facelab.studies.face_antispoofing`. Modules:
 """
 
 from facelab.antispoof.vit import ViTConfig, VisionTransformer, check_images
-from facelab.antispoof.moe import SoftMoE
+from facelab.antispoof.moe import ParallelMoE, SoftMoE, check_finite_routing
 from facelab.antispoof.text import BagOfWordsTextTower, MiniLMTextTower, minilm_path
 from facelab.antispoof.clip import build_clip, CLIPModel, CORRUPTIONS, clip_loss, corrupt, pretrain_clip
 from facelab.antispoof.pretrain import CLIP_CHECKPOINT, load_pretrained_clip, pretrained_clip, save_clip
@@ -30,7 +31,8 @@ from facelab.antispoof.diagnostics import throughput, upcycling_gap
 from facelab.antispoof.openclip import convert_openclip_state_dict, load_openclip_visual
 
 __all__ = [
-    "ViTConfig", "VisionTransformer", "check_images", "SoftMoE", "BagOfWordsTextTower", "MiniLMTextTower",
+    "ViTConfig", "VisionTransformer", "check_images", "SoftMoE", "ParallelMoE",
+    "check_finite_routing", "BagOfWordsTextTower", "MiniLMTextTower",
     "minilm_path", "build_clip", "CLIPModel", "CORRUPTIONS", "clip_loss", "corrupt", "pretrain_clip", "CLIP_CHECKPOINT",
     "load_pretrained_clip", "pretrained_clip", "save_clip", "centre_distance",
     "class_centres", "cluster_distillation_loss", "disentanglement_loss", "CLASS_PROMPTS", "AttackDetector",

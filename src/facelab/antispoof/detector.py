@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from facelab.antispoof.losses import centre_distance, cluster_distillation_loss, disentanglement_loss
+from facelab.antispoof.moe import check_finite_routing
 from facelab.antispoof.vit import VisionTransformer, check_images
 
 __all__ = ["CLASS_PROMPTS", "AttackDetector", "CNNBaseline", "LinearProbe", "TrainConfig", "train_detector",
@@ -228,6 +229,8 @@ class TrainConfig:
     lambda_cdm: float = 0.0
     cdm_margin: float = 1.0
     cdm_temperature: float = 0.1
+    cdm_compact: str = "both"
+    gate_lr_factor: float = 10.0  # learning rate of the gates of a parallel Soft MoE, relative to ``lr``
     finetune_last: int = 2
     log_every: int = 10
 
@@ -278,6 +281,12 @@ def train_detector(model: nn.Module, images: torch.Tensor, live, config: TrainCo
         Precomputed :func:`frozen_tokens` of ``images`` (the frozen blocks are shared by every CLIP variant, so
         the ablation computes them once per training set).
 
+    Raises
+    ------
+    FloatingPointError
+        When the gate or the routing scale of a Soft MoE is or becomes NaN or infinite (checked before every step
+        and after the last).
+
     Returns
     -------
     pandas.DataFrame
@@ -317,20 +326,27 @@ def train_detector(model: nn.Module, images: torch.Tensor, live, config: TrainCo
             z = model.features((x - 0.5) / 0.25)
             return model.classifier(z), F.normalize(z, dim=-1)
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # the gates of a parallel (function-preserving) upcycling start at 0 and must be able to reach O(1) within the
+    # schedule: their learning rate is gate_lr_factor times the others' (Adam moves a parameter by about lr a step)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    gates = [p for n, p in named if n.endswith(".gate")]
+    rest = [p for n, p in named if not n.endswith(".gate")]
+    groups = [{"params": rest}] + ([{"params": gates, "lr": cfg.lr * cfg.gate_lr_factor, "weight_decay": 0.0}]
+                                   if gates else [])
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
     model.train()
     rows = []
     it = range(cfg.steps) if progress is None else progress(range(cfg.steps), desc="fine-tuning")
     for step in it:
+        check_finite_routing(model, step)          # the state this step starts from (cheap: a few scalars)
         idx = _balanced_batch(live_idx, fake_idx, cfg.batch_size, g)
         yb = y[idx].to(dev)
         logits, emb = forward(idx)
         ce = F.cross_entropy(logits, yb)
         dm = disentanglement_loss(emb, yb) if cfg.lambda_dm else emb.new_zeros(())
-        cdm = (cluster_distillation_loss(emb, yb, cfg.cdm_margin, cfg.cdm_temperature) if cfg.lambda_cdm
-               else emb.new_zeros(()))
+        cdm = (cluster_distillation_loss(emb, yb, cfg.cdm_margin, cfg.cdm_temperature, compact=cfg.cdm_compact)
+               if cfg.lambda_cdm else emb.new_zeros(()))
         loss = ce + cfg.lambda_dm * dm + cfg.lambda_cdm * cdm
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -340,6 +356,7 @@ def train_detector(model: nn.Module, images: torch.Tensor, live, config: TrainCo
             rows.append({"step": step, "loss": loss.item(), "ce": ce.item(), "dm": dm.item(), "cdm": cdm.item(),
                          "accuracy": float((logits.argmax(1) == yb).float().mean()),
                          "centre_distance": centre_distance(emb, yb)})
+    check_finite_routing(model, cfg.steps)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(True)

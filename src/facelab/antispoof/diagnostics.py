@@ -25,8 +25,10 @@ def upcycling_gap(clip, detector: AttackDetector, images: torch.Tensor, batch_si
 
     For every Soft MoE block of ``detector.visual``, on the tokens that reach it from ``images``:
 
-    * ``dispatch entropy / log(tokens)``: mean entropy of the dispatch weights of a slot over the tokens, divided
-      by its maximum (1 = every slot is the plain average of all tokens, 0 = every slot reads one token);
+    * ``dispatch entropy / log(tokens)``: mean entropy of the dispatch weights of a slot over the routed tokens
+      (all tokens for a :class:`~facelab.antispoof.moe.SoftMoE`, the patch tokens for a
+      :class:`~facelab.antispoof.moe.ParallelMoE`), divided by its maximum (1 = every slot is the plain average
+      of the tokens, 0 = every slot reads one token);
     * ``cosine to dense MLP output``: mean cosine between the Soft MoE output token and the pretrained MLP's output
       for the same token (1 = the upcycled block computes the same function).
 
@@ -34,7 +36,7 @@ def upcycling_gap(clip, detector: AttackDetector, images: torch.Tensor, batch_si
     (in the cosine column). A value well below 1 means fine-tuning starts from a tower that no longer computes the
     pretrained features, and has to recover them first.
     """
-    from facelab.antispoof.moe import SoftMoE
+    from facelab.antispoof.moe import ParallelMoE, SoftMoE
 
     dense = clip.visual
     up = detector.visual
@@ -45,15 +47,15 @@ def upcycling_gap(clip, detector: AttackDetector, images: torch.Tensor, batch_si
     rows = []
     n = up.n_layers
     for i, block in enumerate(up.transformer.resblocks):
-        if not isinstance(block.mlp, SoftMoE):
+        if not isinstance(block.mlp, (SoftMoE, ParallelMoE)):
             continue
         ent, cos, count = 0.0, 0.0, 0
         for k in range(0, images.shape[0], batch_size):
             x = up.tokens(images[k:k + batch_size].to(dev), stop=i)
             h = block.ln_2(block.attention_residual(x))
-            dispatch, _ = block.mlp.routing(h)                                    # (B, m, G, S)
+            dispatch, _ = block.mlp.routing(h)                          # (B, routed tokens, G, S)
             p = dispatch.clamp_min(1e-12)
-            ent += float((-(p * p.log()).sum(1) / math.log(h.shape[1])).mean()) * h.shape[0]
+            ent += float((-(p * p.log()).sum(1) / math.log(dispatch.shape[1])).mean()) * h.shape[0]
             ref = dense.transformer.resblocks[i].mlp(h)
             cos += float(F.cosine_similarity(block.mlp(h), ref, dim=-1).mean()) * h.shape[0]
             count += h.shape[0]

@@ -26,6 +26,12 @@ Cluster Distillation Module (CDM)
     The centres act as fixed teachers within a step ("distillation"); the softmax weights make the farthest features
     of a class dominate its pull term (:math:`\tau\to\infty` gives the plain mean). The loss is 0 exactly when every
     feature sits on its centre and the centres are at least :math:`m` apart.
+
+    ``compact="live"`` keeps the pull term of the live class only (the sum over :math:`k` runs over live alone;
+    the push term and the distant-feature weights are unchanged): as in SSDG and the asymmetric triplet losses of
+    face anti-spoofing, the live faces are made compact while the fakes are only kept away from them, because
+    pulling every fake onto one seen-attack centre can hurt attacks of unseen types. ``compact="both"`` (default)
+    is the formula above.
 """
 
 from __future__ import annotations
@@ -73,7 +79,7 @@ def disentanglement_loss(features: torch.Tensor, labels: torch.Tensor) -> torch.
 
 def cluster_distillation_loss(features: torch.Tensor, labels: torch.Tensor, margin: float = 1.0,
                               temperature: float = 0.1, n_classes: int = 2,
-                              centres: torch.Tensor | None = None) -> torch.Tensor:
+                              centres: torch.Tensor | None = None, compact: str = "both") -> torch.Tensor:
     """CDM loss (see the module docstring).
 
     Parameters
@@ -87,7 +93,11 @@ def cluster_distillation_loss(features: torch.Tensor, labels: torch.Tensor, marg
         Softmax temperature of the hard-feature weights; ``float("inf")`` weights all features equally.
     centres : (n_classes, D) tensor, optional
         Fixed centres (for example a running average); default: the detached batch centres.
+    compact : {"both", "live"}
+        Which classes the pull term compacts: every class, or the live class (label 1) only.
     """
+    if compact not in ("both", "live"):
+        raise ValueError(f"compact must be 'both' or 'live', got {compact!r}")
     features, labels = _check(features, labels)
     f = F.normalize(features, dim=1)
     if centres is None:
@@ -100,7 +110,7 @@ def cluster_distillation_loss(features: torch.Tensor, labels: torch.Tensor, marg
     dist = 1.0 - f @ chat.t()  # (N, K) cosine distance to every centre
     own = dist.gather(1, labels[:, None]).squeeze(1)
     pull, k_used = f.new_zeros(()), 0
-    for k in range(n_classes):
+    for k in (range(n_classes) if compact == "both" else (1,)):
         sel = labels == k
         if not bool(sel.any()):
             continue

@@ -24,15 +24,32 @@ tokens with group-:math:`g` weights, so one token can send its colour-like chann
 texture-like channels to another. :math:`G = 1` is exactly Soft MoE. The experts still see whole :math:`d`-vectors.
 
 Both variants are equivariant to permutations of the tokens (no position enters the routing).
+
+Function-preserving upcycling (:class:`ParallelMoE`)
+----------------------------------------------------
+Copying a pretrained MLP into every expert preserves the dense function only under *hard* routing. Under Soft MoE
+with the routing scale at 1, the logits are cosines in :math:`[-1, 1]`, the dispatch softmax over the tokens is almost
+flat, every slot is about the mean token and every output token is about :math:`\mathrm{MLP}(\bar x)`: the upcycled
+block computes something else. :class:`ParallelMoE` keeps the pretrained MLP as a shared expert and adds the Soft MoE
+in parallel through a zero-initialised gate,
+
+.. math:: y_i = \mathrm{MLP}(x_i) + \gamma\, \mathrm{SoftMoE}(X_{\text{patches}})_i \quad(\text{patch tokens}),
+   \qquad y_{\text{CLS}} = \mathrm{MLP}(x_{\text{CLS}}),
+
+so at initialisation (:math:`\gamma = 0`) the block is exactly the dense one, and the [CLS] token, from which the
+image embedding is read, never goes through the routing. The routing scale starts at ``scale`` (default 10, so that
+the dispatch weights of a slot are not uniform over the tokens).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["SoftMoE"]
+__all__ = ["SoftMoE", "ParallelMoE", "check_finite_routing"]
 
 
 class SoftMoE(nn.Module):
@@ -50,20 +67,24 @@ class SoftMoE(nn.Module):
         Number of channel groups with their own dispatch/combine weights; must divide ``dim``.
     act : nn.Module, optional
         Expert activation (default GELU).
+    scale : float
+        Initial value of the learned routing scale that multiplies the cosine logits (the paper's default is 1).
     """
 
     def __init__(self, dim: int, hidden: int, n_experts: int = 4, slots_per_expert: int = 4, groups: int = 1,
-                 act: nn.Module | None = None):
+                 act: nn.Module | None = None, scale: float = 1.0):
         super().__init__()
         if n_experts < 1 or slots_per_expert < 1:
             raise ValueError(f"need n_experts >= 1 and slots_per_expert >= 1, got {n_experts}, {slots_per_expert}")
         if groups < 1 or dim % groups:
             raise ValueError(f"groups must be a positive divisor of dim={dim}, got {groups}")
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive finite number, got {scale!r}")
         self.dim, self.hidden, self.groups = dim, hidden, groups
         self.n_experts, self.slots_per_expert = n_experts, slots_per_expert
         n_slots = n_experts * slots_per_expert
         self.phi = nn.Parameter(torch.randn(groups, dim // groups, n_slots) * (dim // groups) ** -0.5)
-        self.scale = nn.Parameter(torch.ones(()))
+        self.scale = nn.Parameter(torch.tensor(float(scale)))
         self.w1 = nn.Parameter(torch.randn(n_experts, dim, hidden) * dim ** -0.5)
         self.b1 = nn.Parameter(torch.zeros(n_experts, hidden))
         self.w2 = nn.Parameter(torch.randn(n_experts, hidden, dim) * hidden ** -0.5)
@@ -76,12 +97,12 @@ class SoftMoE(nn.Module):
 
     @classmethod
     def from_mlp(cls, mlp: nn.Module, n_experts: int = 4, slots_per_expert: int = 4, groups: int = 1,
-                 noise: float = 0.01, generator: torch.Generator | None = None) -> "SoftMoE":
+                 noise: float = 0.01, generator: torch.Generator | None = None, scale: float = 1.0) -> "SoftMoE":
         """*Upcycle* a pretrained ``c_fc -> act -> c_proj`` MLP: every expert starts as a (slightly jittered) copy."""
         fc, proj = mlp.c_fc, mlp.c_proj
         dim, hidden = fc.in_features, fc.out_features
         act = getattr(mlp, "gelu", None)
-        moe = cls(dim, hidden, n_experts, slots_per_expert, groups, act=act)
+        moe = cls(dim, hidden, n_experts, slots_per_expert, groups, act=act, scale=scale)
         moe = moe.to(device=fc.weight.device, dtype=fc.weight.dtype)
         with torch.no_grad():
             def jitter(w):
@@ -128,3 +149,77 @@ class SoftMoE(nn.Module):
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, hidden={self.hidden}, n_experts={self.n_experts}, "
                 f"slots_per_expert={self.slots_per_expert}, groups={self.groups}")
+
+
+class ParallelMoE(nn.Module):
+    """Function-preserving upcycling: ``dense(x) + gate * SoftMoE(patch tokens)``, the first ``skip_tokens`` tokens
+    ([CLS]) through the dense MLP only. ``(B, m, d) -> (B, m, d)``.
+
+    Parameters
+    ----------
+    dense : nn.Module
+        The pretrained ``c_fc -> act -> c_proj`` MLP, kept as a shared expert (trainable with the rest).
+    moe : SoftMoE
+        The routed experts, applied to tokens ``skip_tokens:``.
+    gate_init : float
+        Initial value of the scalar gate :math:`\\gamma`; 0 makes the block compute exactly ``dense`` at initialisation.
+    skip_tokens : int
+        Number of leading tokens kept out of the routing (1: the [CLS] token).
+    """
+
+    def __init__(self, dense: nn.Module, moe: SoftMoE, gate_init: float = 0.0, skip_tokens: int = 1):
+        super().__init__()
+        if skip_tokens < 0:
+            raise ValueError(f"skip_tokens must be >= 0, got {skip_tokens}")
+        self.dense, self.moe, self.skip_tokens = dense, moe, int(skip_tokens)
+        self.gate = nn.Parameter(torch.tensor(float(gate_init)))
+
+    @classmethod
+    def from_mlp(cls, mlp: nn.Module, n_experts: int = 4, slots_per_expert: int = 4, groups: int = 1,
+                 noise: float = 0.01, generator: torch.Generator | None = None, scale: float = 10.0,
+                 gate_init: float = 0.0, skip_tokens: int = 1) -> "ParallelMoE":
+        """Keep ``mlp`` as the shared expert and add a Soft MoE upcycled from it (:meth:`SoftMoE.from_mlp`)."""
+        moe = SoftMoE.from_mlp(mlp, n_experts, slots_per_expert, groups, noise, generator, scale=scale)
+        return cls(mlp, moe, gate_init, skip_tokens)
+
+    @property
+    def scale(self) -> nn.Parameter:
+        """The routing scale of the Soft MoE branch."""
+        return self.moe.scale
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.ndim != 3 or x.shape[-1] != self.moe.dim or x.shape[1] <= self.skip_tokens:
+            raise ValueError(f"ParallelMoE expects tokens of shape (batch, tokens > {self.skip_tokens}, "
+                             f"{self.moe.dim}), got {tuple(x.shape)}")
+
+    def routing(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dispatch and combine weights ``(B, m - skip_tokens, G, S)`` over the routed (patch) tokens."""
+        self._check(x)
+        return self.moe.routing(x[:, self.skip_tokens:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        y = self.dense(x)
+        k = self.skip_tokens
+        routed = y[:, k:] + self.gate * self.moe(x[:, k:])
+        return torch.cat([y[:, :k], routed], dim=1) if k else routed
+
+    def extra_repr(self) -> str:
+        return f"skip_tokens={self.skip_tokens}"
+
+
+def check_finite_routing(model: nn.Module, step: int | None = None) -> None:
+    """Raise :class:`FloatingPointError` when the gate or the routing scale of any Soft MoE inside ``model`` is
+    NaN or infinite (training diverged; the message names the module and, when given, the step)."""
+    at = "" if step is None else f" at training step {step}"
+    for name, m in model.named_modules():
+        checks = []
+        if isinstance(m, ParallelMoE):                 # the scale first: a NaN scale makes the gate NaN next
+            checks += [("routing scale", m.moe.scale), ("gate", m.gate)]
+        elif isinstance(m, SoftMoE):
+            checks.append(("routing scale", m.scale))
+        for what, p in checks:
+            if not bool(torch.isfinite(p.detach()).all()):
+                raise FloatingPointError(
+                    f"the {what} of the Soft MoE {name or 'module'} became {float(p.detach().flatten()[0])}{at}: "
+                    "training diverged; lower the learning rate or the loss weights")

@@ -6,7 +6,8 @@ The module tree deliberately mirrors ``open_clip.transformer.VisionTransformer``
 (:mod:`facelab.antispoof.openclip`). The quick profile builds a tiny one (64 px, patch 8, width 64, 4 blocks) and
 pretrains it contrastively; the full profile loads the real one.
 
-Any block's MLP can be swapped for a (fine-grained) Soft Mixture of Experts with :meth:`VisionTransformer.to_moe`.
+Any block's MLP can be upcycled into a (fine-grained) Soft Mixture of Experts with :meth:`VisionTransformer.to_moe`
+(by default in parallel with the kept dense MLP, so that the tower's function is unchanged at initialisation).
 """
 
 from __future__ import annotations
@@ -166,19 +167,40 @@ class VisionTransformer(nn.Module):
         return self.head(self.tokens(images, stop=0), start=0)
 
     def to_moe(self, last: int = 2, n_experts: int = 4, slots_per_expert: int = 4, groups: int = 4,
-               noise: float = 0.01, generator: torch.Generator | None = None) -> "VisionTransformer":
-        """Replace the MLP of the last ``last`` blocks by a fine-grained Soft MoE *upcycled* from that MLP.
+               noise: float = 0.01, generator: torch.Generator | None = None, mode: str = "parallel",
+               scale: float | None = None, gate_init: float = 0.0, final: bool = True) -> "VisionTransformer":
+        """Upcycle the MLP of the last ``last`` blocks into a fine-grained Soft MoE. Returns ``self``.
 
-        Every expert starts as a copy of the pretrained MLP (plus ``noise`` times its weight scale, so that the
-        experts can specialise). Returns ``self``.
+        ``mode="parallel"`` (default, function-preserving): :class:`~facelab.antispoof.moe.ParallelMoE`, the
+        pretrained MLP kept as a shared expert plus ``gate_init`` (0) times a Soft MoE on the patch tokens, [CLS]
+        through the dense path only; the routing scale starts at ``scale`` (default 10). ``mode="replace"``: the
+        MLP replaced by a Soft MoE over every token (the first version of this chapter; ``scale`` default 1). In both,
+        every expert starts as a copy of the pretrained MLP plus ``noise`` times its weight scale.
+
+        ``final=False`` leaves the final block dense. With the parallel upcycling its Soft MoE could never change
+        the image embedding: the embedding is read from the final block's [CLS] output, and [CLS] takes the dense
+        path; its gate would get no gradient.
         """
-        from facelab.antispoof.moe import SoftMoE
+        from facelab.antispoof.moe import ParallelMoE, SoftMoE
 
         if not 1 <= last <= self.n_layers:
             raise ValueError(f"last must be between 1 and the number of blocks ({self.n_layers}), got {last}")
-        for block in self.transformer.resblocks[self.n_layers - last:]:
-            if isinstance(block.mlp, SoftMoE):
+        if mode not in ("parallel", "replace"):
+            raise ValueError(f"mode must be 'parallel' or 'replace', got {mode!r}")
+        chosen = list(self.transformer.resblocks[self.n_layers - last:])
+        if not final:
+            chosen = chosen[:-1]
+            if not chosen:
+                raise ValueError("final=False with last=1 leaves no block to upcycle: use last >= 2")
+        for block in chosen:
+            if isinstance(block.mlp, (SoftMoE, ParallelMoE)):
                 continue
-            block.mlp = SoftMoE.from_mlp(block.mlp, n_experts=n_experts, slots_per_expert=slots_per_expert,
-                                         groups=groups, noise=noise, generator=generator)
+            if mode == "parallel":
+                block.mlp = ParallelMoE.from_mlp(block.mlp, n_experts=n_experts, slots_per_expert=slots_per_expert,
+                                                 groups=groups, noise=noise, generator=generator,
+                                                 scale=10.0 if scale is None else scale, gate_init=gate_init)
+            else:
+                block.mlp = SoftMoE.from_mlp(block.mlp, n_experts=n_experts, slots_per_expert=slots_per_expert,
+                                             groups=groups, noise=noise, generator=generator,
+                                             scale=1.0 if scale is None else scale)
         return self

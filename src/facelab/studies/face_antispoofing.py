@@ -6,8 +6,10 @@ module holds what is specific to the chapter:
 1. **Data and protocols** (section "The data"): the UniAttackData-like attack set rendered on the synthetic world
    (every identity live and under every attack), its protocols P1 / P2.1 / P2.2 with identities disjoint between
    train and test, the CLIP pretraining faces and the real-photo attack set.
-2. **The ablation** (section "Experiments"): seven variants from a CNN to the full FG-MoE-CLIP-CAR model, each
-   trained on a protocol's train side and scored at ``p(live) >= 0.5`` on its test side.
+2. **The ablation** (section "Experiments"): variants from a CNN to the full FG-MoE-CLIP-CAR model (with both-class
+   and live-only CDM, and the routing scale and slots of the Soft MoE), each trained with several seeds on a
+   protocol's train side and scored at ``p(live) >= 0.5`` on its test side; :func:`ablation_design` says which
+   variants and seeds each profile runs.
 3. **Uncertainty** (tables of section "Experiments"): bootstrap intervals of ACER / AUC / EER over the test
    identities, and paired bootstrap checks of the chapter's claims (a claim holds only when the interval of the
    difference excludes zero).
@@ -35,12 +37,13 @@ __all__ = [
     # data and protocols
     "protocols", "build_attack_set", "split_protocol", "pretraining_faces", "attacks_on_photos", "chapter_clip",
     # the ablation
-    "VARIANTS", "DEFAULT_MOE", "FULL_MODEL", "make_variant", "fit_variant", "evaluate", "AblationResult",
+    "VARIANTS", "DEFAULT_MOE", "FULL_MODEL", "LIVE_CDM", "HEADLINE", "ROUTING", "ablation_design",
+    "make_variant", "fit_variant", "evaluate", "AblationResult",
     "run_ablation",
     # uncertainty
     "CHECKS", "AblationIntervals", "ablation_intervals", "score_intervals", "summarise_checks",
     # tables
-    "failure_cases", "feature_table", "per_species_apcer", "dispatch_weights", "real_photo_table",
+    "failure_cases", "feature_table", "moe_gates", "per_species_apcer", "dispatch_weights", "real_photo_table",
     # figures
     "plot_pretraining", "plot_dispatch", "plot_training", "plot_feature_space", "plot_intervals",
 ]
@@ -169,10 +172,18 @@ def chapter_clip(*, cached: bool = True, world=None, image_size: int = 48, vit: 
 
 
 # ================================================================================================ 2. the ablation
-#: Soft MoE placement and size used by the MoE variants (the last 2 blocks, 4 experts x 4 slots).
-DEFAULT_MOE = {"last": 2, "n_experts": 4, "slots_per_expert": 4, "groups": 4}
+#: Soft MoE placement and size used by the MoE variants: 4 experts x 4 slots, 4 routing groups, upcycled in parallel
+#: with the kept dense MLP (zero gate, [CLS] through the dense path) with routing scale 10, in the second-to-last
+#: block (the fine-tuned blocks are the last two; the final block stays dense, because its [CLS] output, the image
+#: embedding, takes the dense path and its MoE could not change it).
+DEFAULT_MOE = {"last": 2, "final": False, "n_experts": 4, "slots_per_expert": 4, "groups": 4, "mode": "parallel",
+               "scale": 10.0}
 
-#: Variant name -> spec. ``kind``: "cnn", "probe" or "clip"; ``moe``: overrides of DEFAULT_MOE or None; loss weights.
+FULL_MODEL = "CLIP + FG-MoE + DM + CDM"
+LIVE_CDM = "CLIP + FG-MoE + DM + CDM (live only)"
+
+#: Variant name -> spec. ``kind``: "cnn", "probe" or "clip"; ``moe``: overrides of DEFAULT_MOE or None; loss weights;
+#: ``cdm_compact``: which classes CDM compacts ("both", the paper's formula, or "live").
 VARIANTS: dict[str, dict] = {
     "CNN baseline": {"kind": "cnn"},
     "CLIP linear probe": {"kind": "probe"},
@@ -180,9 +191,43 @@ VARIANTS: dict[str, dict] = {
     "CLIP + Soft MoE": {"kind": "clip", "moe": {"groups": 1}},
     "CLIP + FG-MoE": {"kind": "clip", "moe": {}},
     "CLIP + FG-MoE + DM": {"kind": "clip", "moe": {}, "lambda_dm": 1.0},
-    "CLIP + FG-MoE + DM + CDM": {"kind": "clip", "moe": {}, "lambda_dm": 1.0, "lambda_cdm": 1.0},
+    FULL_MODEL: {"kind": "clip", "moe": {}, "lambda_dm": 1.0, "lambda_cdm": 1.0},
+    LIVE_CDM: {"kind": "clip", "moe": {}, "lambda_dm": 1.0, "lambda_cdm": 1.0, "cdm_compact": "live"},
+    # the routing ablation (issue #22): scale, slots, and the first version's upcycling that replaced the MLP
+    "FG-MoE, routing scale 1": {"kind": "clip", "moe": {"scale": 1.0}},
+    "FG-MoE, 1 slot per expert": {"kind": "clip", "moe": {"slots_per_expert": 1}},
+    "FG-MoE, replacing the MLP": {"kind": "clip", "moe": {"mode": "replace", "scale": 1.0, "final": True}},
 }
-FULL_MODEL = "CLIP + FG-MoE + DM + CDM"
+
+#: The comparisons the chapter's claims rest on (every seed in both profiles).
+HEADLINE = ["CNN baseline", "CLIP linear probe", "CLIP fine-tune", "CLIP + FG-MoE", "CLIP + FG-MoE + DM", FULL_MODEL,
+            LIVE_CDM]
+#: The routing ablation (one seed in the quick profile).
+ROUTING = ["CLIP + Soft MoE", "FG-MoE, routing scale 1", "FG-MoE, 1 slot per expert", "FG-MoE, replacing the MLP"]
+
+
+def ablation_design(quick: bool, seed: int = 0) -> dict:
+    """What the chapter trains: protocol -> ``{"variants", "seeds", "single_seed"}`` (variants run with the
+    first seed only), and the schedule.
+
+    Full profile: every variant on every protocol with 5 seeds. Quick profile (150 s budget for the whole chapter on
+    two CPU cores): the unseen-type protocols P2.1 and P2.2, on which the issue's targets are stated, get the
+    headline variants (:data:`HEADLINE`) with 3 seeds and the routing ablation with one seed (P2.2 only, the
+    scale and slot variants); P1 (seen types) trains only the CNN, the probe and the full model, with one seed,
+    for the real-photo table and the speed measurement. The quick schedule is 60 steps of 48 for the CLIP variants
+    and 120 steps of 24 for the CNN (from scratch: twice the steps at three times the learning rate).
+    """
+    seeds = tuple(seed + k for k in range(3 if quick else 5))
+    if not quick:
+        return {"protocols": {p: {"variants": HEADLINE + ROUTING, "seeds": seeds, "single_seed": []}
+                              for p in ("P1", "P2.1", "P2.2")},
+                "steps": 1000, "batch_size": 128, "lr": 1e-3, "cnn_batch_size": None}
+    return {"protocols": {
+        "P1": {"variants": ["CNN baseline", "CLIP linear probe", FULL_MODEL], "seeds": seeds[:1], "single_seed": []},
+        "P2.1": {"variants": HEADLINE, "seeds": seeds, "single_seed": []},
+        "P2.2": {"variants": HEADLINE + ["FG-MoE, routing scale 1", "FG-MoE, 1 slot per expert"], "seeds": seeds,
+                 "single_seed": ["FG-MoE, routing scale 1", "FG-MoE, 1 slot per expert"]}},
+        "steps": 60, "batch_size": 48, "lr": 2e-3, "cnn_batch_size": 24}
 
 
 def _spec(name: str, spec: dict | None) -> dict:
@@ -211,21 +256,24 @@ def make_variant(name: str, clip, spec: dict | None = None, moe: dict | None = N
 
 def fit_variant(name: str, clip, train: AttackSet, config: TrainConfig | None = None, spec: dict | None = None,
                 moe: dict | None = None, generator: torch.Generator | None = None, progress: Callable | None = None,
-                tokens: torch.Tensor | None = None, seed: int | None = None):
+                tokens: torch.Tensor | None = None, seed: int | None = None, cnn_batch_size: int | None = None):
     """Build and train one variant on the CLIP's device; returns ``(model, history)`` (history is empty for the
     probe). ``generator`` seeds the MoE upcycling and the batches (default: seed 0), ``seed`` the CNN's weights.
 
     ``tokens``: optional :func:`~facelab.antispoof.detector.frozen_tokens` of ``train.images`` for the CLIP variants.
+    ``cnn_batch_size``: the CNN's batch size (default: the config's).
     """
     spec = _spec(name, spec)
     cfg = (config or TrainConfig()).replace(lambda_dm=spec.get("lambda_dm", 0.0),
-                                            lambda_cdm=spec.get("lambda_cdm", 0.0))
+                                            lambda_cdm=spec.get("lambda_cdm", 0.0),
+                                            cdm_compact=spec.get("cdm_compact", "both"))
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     model = make_variant(name, clip, spec, moe, g, seed)
     if spec["kind"] == "probe":
         return model.fit(train.images, train.live), pd.DataFrame()
     if spec["kind"] == "cnn":
-        cfg = cfg.replace(lr=3 * cfg.lr, steps=int(cfg.steps * spec.get("step_factor", 2)))
+        cfg = cfg.replace(lr=3 * cfg.lr, steps=int(cfg.steps * spec.get("step_factor", 2)),
+                          batch_size=int(cnn_batch_size or cfg.batch_size))
     return model, train_detector(model, train.images, train.live, cfg, g, progress,
                                   tokens=tokens if spec["kind"] == "clip" else None)
 
@@ -243,7 +291,8 @@ class AblationResult:
     """Everything the chapter shows: the metrics table and, per (protocol, variant), scores, history and model.
 
     ``scores``, ``histories`` and ``models`` hold the first seed's; ``seed_scores[protocol, variant]`` the test
-    scores of every seed (the bootstrap averages the metrics over them).
+    scores of every seed (the bootstrap averages the metrics over them); ``seed_metrics`` one row per (protocol,
+    variant, seed) with its ACER, AUC, EER and seconds.
     """
 
     table: pd.DataFrame
@@ -252,6 +301,7 @@ class AblationResult:
     models: dict = field(default_factory=dict)
     splits: dict = field(default_factory=dict)
     seed_scores: dict = field(default_factory=dict)
+    seed_metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
     threshold: float = 0.5
     seconds: float = 0.0
 
@@ -267,6 +317,7 @@ class AblationResult:
             out.seed_scores |= r.seed_scores
             out.threshold = r.threshold
             out.seconds += r.seconds
+        out.seed_metrics = pd.concat([r.seed_metrics for r in results], ignore_index=True)
         return out
 
     def pivot(self, metric: str = "ACER") -> pd.DataFrame:
@@ -274,11 +325,35 @@ class AblationResult:
         t = self.table.pivot_table(index="variant", columns="protocol", values=metric, sort=False)
         return t.loc[[v for v in dict.fromkeys(self.table["variant"])]]
 
+    def seed_spread(self, metrics: Sequence[str] = ("ACER", "AUC", "EER"), digits: int = 3) -> pd.DataFrame:
+        """``variant x (protocol, metric)`` cells ``"0.241 ± 0.012 (3)"``: mean ± standard deviation over the
+        training seeds (ddof 1) and their number; ``"0.241 (1)"`` for a single seed."""
+        m = self.seed_metrics
+        if m.empty:
+            raise ValueError("this result holds no per-seed metrics")
+
+        def cell(x):
+            x = np.asarray(x, dtype=float)
+            if len(x) < 2:
+                return f"{x.mean():.{digits}f} (1)"
+            return f"{x.mean():.{digits}f} ± {x.std(ddof=1):.{digits}f} ({len(x)})"
+
+        out = {}
+        protos = list(dict.fromkeys(m["protocol"]))
+        variants = list(dict.fromkeys(m["variant"]))
+        for p in protos:
+            for met in metrics:
+                sel = m[m["protocol"] == p]
+                out[p, met] = [cell(sel.loc[sel["variant"] == v, met]) if (sel["variant"] == v).any() else ""
+                               for v in variants]
+        return pd.DataFrame(out, index=pd.Index(variants, name="variant"))
+
 
 def run_ablation(clip, data: AttackSet, protocols: Sequence[str] = ("P1", "P2.1", "P2.2"),
                  variants: Sequence[str] | None = None, config: TrainConfig | None = None, moe: dict | None = None,
                  seeds: Sequence[int] = (0,), test_fraction: float = 0.3, split_seed: int = 0,
-                 threshold: float = 0.5, progress: Callable | None = None, device=None) -> AblationResult:
+                 threshold: float = 0.5, progress: Callable | None = None, device=None,
+                 single_seed: Sequence[str] = (), cnn_batch_size: int | None = None) -> AblationResult:
     """Train and evaluate every variant on every protocol (and seed); metrics are averaged over seeds.
 
     Parameters
@@ -287,24 +362,34 @@ def run_ablation(clip, data: AttackSet, protocols: Sequence[str] = ("P1", "P2.1"
         The pretrained CLIP; moved to ``device`` when given (every variant is built on the CLIP's device).
     seeds : sequence of int
         One training run per seed (generator ``seed * 1000 + 17`` for upcycling and batches, ``seed`` for the CNN's
-        weights).
+        weights). The linear probe is deterministic: it is fitted once and its scores stand for every seed.
+    single_seed : sequence of str
+        Variants trained with the first seed only (the quick profile's routing ablation).
     split_seed : int
         Seed of the identity split of every protocol.
+    cnn_batch_size : int, optional
+        Batch size of the CNN (default: the config's).
 
     Returns
     -------
     AblationResult
         ``table``: one row per (protocol, variant) with the mean of :func:`facelab.metrics.pad_report` over seeds
-        (plus ``ACER_std`` and ``seconds``); scores/histories/models of the first seed.
+        (plus ``ACER_std``, ``AUC_std``, ``EER_std`` (ddof 1, NaN for one seed), ``n_seeds`` and ``seconds``);
+        ``seed_metrics``: one row per seed; scores/histories/models of the first seed.
     """
     variants = list(VARIANTS if variants is None else variants)
     for v in variants:
         _spec(v, None)
+    bad = [v for v in single_seed if v not in variants]
+    if bad:
+        raise ValueError(f"single_seed names variants that are not run: {bad}")
+    if not len(seeds):
+        raise ValueError("need at least one seed")
     if device is not None:
         clip = clip.to(device)
     t0 = time.perf_counter()
     res = AblationResult(table=pd.DataFrame(), threshold=float(threshold))
-    rows = []
+    rows, seed_rows = [], []
     jobs = [(p, v) for p in protocols for v in variants]
     it = jobs if progress is None else progress(jobs, desc="ablation")
     splits = {p: split_protocol(data, p, test_fraction, split_seed) for p in protocols}
@@ -313,24 +398,35 @@ def run_ablation(clip, data: AttackSet, protocols: Sequence[str] = ("P1", "P2.1"
     tokens = {p: frozen_tokens(clip.visual, splits[p][0].images, cfg.finetune_last) for p in protocols}
     for p, v in it:
         train, test = splits[p]
+        run_seeds = list(seeds[:1] if v in single_seed else seeds)
         per_seed, seed_scores = [], []
-        for k, seed in enumerate(seeds):
+        for k, seed in enumerate(run_seeds):
             ts = time.perf_counter()
-            g = torch.Generator().manual_seed(int(seed) * 1000 + 17)
-            torch.manual_seed(int(seed))
-            model, hist = fit_variant(v, clip, train, cfg, moe=moe, generator=g, tokens=tokens[p], seed=int(seed))
-            metrics, scores = evaluate(model, test, threshold)
+            if k and _spec(v, None)["kind"] == "probe":        # deterministic: the same fit for every seed
+                metrics, scores = dict(per_seed[0]), seed_scores[0]
+            else:
+                g = torch.Generator().manual_seed(int(seed) * 1000 + 17)
+                torch.manual_seed(int(seed))
+                model, hist = fit_variant(v, clip, train, cfg, moe=moe, generator=g, tokens=tokens[p],
+                                          seed=int(seed), cnn_batch_size=cnn_batch_size)
+                metrics, scores = evaluate(model, test, threshold)
+                if k == 0:
+                    res.scores[p, v], res.histories[p, v], res.models[p, v] = scores, hist, model
             metrics["seconds"] = time.perf_counter() - ts
             per_seed.append(metrics)
             seed_scores.append(scores)
-            if k == 0:
-                res.scores[p, v], res.histories[p, v], res.models[p, v] = scores, hist, model
+            seed_rows.append({"protocol": p, "variant": v, "seed": int(seed),
+                              **{m: float(metrics[m]) for m in ("ACER", "AUC", "EER", "seconds")}})
         res.seed_scores[p, v] = np.stack(seed_scores)
         frame = pd.DataFrame(per_seed)
         row = {"protocol": p, "variant": v, **frame.mean(numeric_only=True).to_dict()}
-        row["ACER_std"] = float(frame["ACER"].std(ddof=0))
+        for m in ("ACER", "AUC", "EER"):
+            row[f"{m}_std"] = float(frame[m].std(ddof=1)) if len(frame) > 1 else float("nan")
+        row["n_seeds"] = len(frame)
+        row["seconds"] = float(frame["seconds"].sum())
         rows.append(row)
     res.table = pd.DataFrame(rows)
+    res.seed_metrics = pd.DataFrame(seed_rows)
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -347,8 +443,14 @@ CHECKS: dict[str, tuple[str, str, str, str]] = {
     "FG-MoE < fine-tune": ("ACER", "CLIP + FG-MoE", "CLIP fine-tune", "lower"),
     "+DM helps": ("ACER", "CLIP + FG-MoE + DM", "CLIP + FG-MoE", "lower"),
     "+CDM helps": ("ACER", FULL_MODEL, "CLIP + FG-MoE + DM", "lower"),
+    "+CDM (live only) helps": ("ACER", LIVE_CDM, "CLIP + FG-MoE + DM", "lower"),
+    "live-only CDM < both-class CDM": ("ACER", LIVE_CDM, FULL_MODEL, "lower"),
+    "AUC: full model > CNN": ("AUC", FULL_MODEL, "CNN baseline", "higher"),
     "AUC: full model > linear probe": ("AUC", FULL_MODEL, "CLIP linear probe", "higher"),
-    "AUC: full model > FG-MoE (DM + CDM together)": ("AUC", FULL_MODEL, "CLIP + FG-MoE", "higher"),
+    "AUC: +DM helps": ("AUC", "CLIP + FG-MoE + DM", "CLIP + FG-MoE", "higher"),
+    "AUC: +CDM helps": ("AUC", FULL_MODEL, "CLIP + FG-MoE + DM", "higher"),
+    "AUC: live-only CDM > both-class CDM": ("AUC", LIVE_CDM, FULL_MODEL, "higher"),
+    "routing scale 10 < scale 1": ("ACER", "CLIP + FG-MoE", "FG-MoE, routing scale 1", "lower"),
 }
 
 
@@ -416,11 +518,12 @@ class AblationIntervals:
                                  for v in t.index] for p in protos}, index=t.index)
 
     def verdicts(self) -> pd.DataFrame:
-        """``check x protocol`` cells ``"yes: -0.081 [-0.120, -0.044]"`` (verdict, difference A - B, interval)."""
+        """``check x protocol`` cells ``"yes: -0.081 [-0.120, -0.044], seeds 3/3"`` (verdict, difference A - B,
+        interval, seeds whose difference is on the claimed side)."""
         from facelab.metrics import with_interval
 
         c = self.checks.assign(cell=[f"{r.verdict}: " + with_interval(r.difference, r.lo, r.hi, digits=3)
-                                     for r in self.checks.itertuples()])
+                                     + f", seeds {r.seeds}" for r in self.checks.itertuples()])
         return c.pivot_table(index="check", columns="protocol", values="cell", aggfunc="first",
                              sort=False).loc[list(dict.fromkeys(c["check"]))]
 
@@ -439,28 +542,38 @@ def score_intervals(test: AttackSet, scores: dict, threshold: float = 0.5, check
     the differences in ``checks`` (name -> (metric, A, B, "lower"/"higher"); only those whose models are present).
 
     ``scores``: model name -> ``p(live)`` of shape ``(n,)`` or ``(seeds, n)`` (a replicate then averages the
-    metric over the seeds). Resampling is by identity when every identity has the same number of images (see
-    :func:`ablation_intervals`), else by image within each class. Returns ``(metric_rows, check_rows, unit)``.
+    metric over the seeds; models may have different numbers of seeds). Resampling is by identity when every
+    identity has the same number of images (see :func:`ablation_intervals`), else by image within each class.
+
+    A check's ``verdict`` needs both the test identities and the training seeds to agree: ``"yes"`` when the
+    interval of the difference lies on the claimed side of zero *and* the difference of every seed pair (seed k of
+    A against seed k of B, on the whole test set) is on that side (``seeds``: how many of how many); ``"no
+    (reversed)"`` when both lie on the other side; else ``"not resolved"``. With one seed only the interval counts.
+    Returns ``(metric_rows, check_rows, unit)``.
     """
     from facelab.metrics import bootstrap_ci
 
     checks = _check_checks({} if checks is None else checks)
     names = list(scores)
-    stacked = np.stack([np.atleast_2d(np.asarray(scores[v], dtype=np.float64)) for v in names])  # (k, seeds, n)
-    k, n_seeds = stacked.shape[:2]
-    arrays, strata = _by_identity(test, stacked.reshape(k * n_seeds, -1))
+    arrs = [np.atleast_2d(np.asarray(scores[v], dtype=np.float64)) for v in names]
+    counts = [a.shape[0] for a in arrs]
+    offs = np.cumsum([0, *counts])
+    total, k = int(offs[-1]), len(names)
+    arrays, strata = _by_identity(test, np.concatenate(arrs))
     pairs = [(name, spec) for name, spec in checks.items() if spec[1] in names and spec[2] in names]
 
     def statistic(y, s):
         if s.ndim == 3:                                                      # (identities, models*seeds, m)
             s = s.transpose(0, 2, 1)
-        y, s = y.reshape(-1), s.reshape(-1, k, n_seeds)
-        m = np.stack([_pad_metrics(y, s[:, i].T, threshold) for i in range(k)])   # (models, 3)
+        y, s = y.reshape(-1), s.reshape(-1, total)
+        m = np.stack([_pad_metrics(y, s[:, offs[i]:offs[i + 1]].T, threshold) for i in range(k)])   # (models, 3)
         diffs = [m[names.index(a), _METRICS.index(met)] - m[names.index(b), _METRICS.index(met)]
                  for _, (met, a, b, _) in pairs]
         return np.concatenate([m.ravel(), diffs])
 
     est, lo, hi = bootstrap_ci(statistic, *arrays, n_boot=n_boot, alpha=alpha, seed=seed, strata=strata)
+    per_seed = {v: np.stack([_pad_metrics(test.live, a[i:i + 1], threshold) for i in range(a.shape[0])])
+                for v, a in zip(names, arrs)}                                 # (seeds, 3) on the whole test set
     metric_rows, check_rows = [], []
     for i, v in enumerate(names):
         for j, met in enumerate(_METRICS):
@@ -470,10 +583,17 @@ def score_intervals(test: AttackSet, scores: dict, threshold: float = 0.5, check
     for q, (name, (met, a, b, direction)) in enumerate(pairs, start=k * len(_METRICS)):
         d, l, h = float(est[q]), float(lo[q]), float(hi[q])
         lower = direction == "lower"
-        verdict = ("yes" if (h < 0 if lower else l > 0) else
-                   "no (reversed)" if (l > 0 if lower else h < 0) else "not resolved")
+        n = min(len(per_seed[a]), len(per_seed[b]))
+        sd = per_seed[a][:n, _METRICS.index(met)] - per_seed[b][:n, _METRICS.index(met)]
+        agree = int(np.sum(sd < 0 if lower else sd > 0))
+        against = int(np.sum(sd > 0 if lower else sd < 0))
+        shown, reversed_ = (h < 0 if lower else l > 0), (l > 0 if lower else h < 0)
+        verdict = ("yes" if shown and (n < 2 or agree == n) else
+                   "no (reversed)" if reversed_ and (n < 2 or against == n) else "not resolved")
         check_rows.append({"check": name, "metric": met, "difference": d, "lo": l, "hi": h,
-                           "point holds": bool(d < 0 if lower else d > 0), "verdict": verdict})
+                           "point holds": bool(d < 0 if lower else d > 0), "seeds": f"{agree}/{n}",
+                           "seed sd of difference": float(sd.std(ddof=1)) if n > 1 else float("nan"),
+                           "verdict": verdict})
     return metric_rows, check_rows, ("image" if strata is not None else "identity")
 
 
@@ -482,9 +602,10 @@ def summarise_checks(intervals: AblationIntervals) -> str:
     do not resolve (with the protocols of each)."""
     c = intervals.checks
     lines = []
-    for verdict, head in (("yes", "shown (interval of the difference excludes zero, on the claimed side)"),
-                          ("no (reversed)", "reversed (interval excludes zero, on the other side)"),
-                          ("not resolved", "not resolved (interval contains zero)")):
+    for verdict, head in (("yes", "shown (interval of the difference excludes zero on the claimed side, and every "
+                                  "seed agrees)"),
+                          ("no (reversed)", "reversed (interval excludes zero on the other side, every seed agrees)"),
+                          ("not resolved", "not resolved (interval contains zero, or the seeds disagree)")):
         sel = c[c["verdict"] == verdict]
         items = [f"{name} [{', '.join(sel[sel['check'] == name]['protocol'])}]"
                  for name in dict.fromkeys(sel["check"])]
@@ -552,16 +673,45 @@ def per_species_apcer(result: AblationResult, variant: str = FULL_MODEL) -> pd.D
 
 
 @torch.no_grad()
-def dispatch_weights(detector: AttackDetector, images: torch.Tensor, block: int = -1, device=None
+def dispatch_weights(detector: AttackDetector, images: torch.Tensor, block: int | None = None, device=None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dispatch and combine weights ``(batch, tokens, groups, slots)`` of a Soft MoE block on ``images``: the
-    tokens the block's MoE really reads (after the frozen blocks, the block's attention and ``ln_2``)."""
+    tokens the block's MoE really reads (after the frozen blocks, the block's attention and ``ln_2``; the patch
+    tokens only for the parallel upcycling, every token for ``mode="replace"``). ``block``: its index (default:
+    the last block with a Soft MoE)."""
+    from facelab.antispoof.moe import ParallelMoE, SoftMoE
+
     visual = detector.visual
     dev = next(visual.parameters()).device if device is None else torch.device(device)
+    if block is None:                                    # the last block with a Soft MoE
+        moe_blocks = [i for i, b in enumerate(visual.transformer.resblocks)
+                      if isinstance(b.mlp, (SoftMoE, ParallelMoE))]
+        if not moe_blocks:
+            raise ValueError("the detector has no Soft MoE block")
+        block = moe_blocks[-1]
     b = visual.transformer.resblocks[block]
     stop = block % visual.n_layers
     tokens = visual.tokens(images.to(dev), stop=stop)
     return b.mlp.routing(b.ln_2(b.attention_residual(tokens)))
+
+
+def moe_gates(result: AblationResult, variants: Sequence[str] | None = None) -> pd.DataFrame:
+    """Gate and routing scale of every parallel Soft MoE block of the trained first-seed models: ``(protocol,
+    variant) x (block gate, block scale)``; how far fine-tuning opened the MoE branch (0 = not at all)."""
+    from facelab.antispoof.moe import ParallelMoE
+
+    rows = {}
+    for (p, v), model in result.models.items():
+        if (variants is not None and v not in variants) or not isinstance(model, AttackDetector):
+            continue
+        row = {}
+        for i, b in enumerate(model.visual.transformer.resblocks):
+            if isinstance(b.mlp, ParallelMoE):
+                row[f"block {i + 1} gate"] = float(b.mlp.gate.detach())
+                row[f"block {i + 1} routing scale"] = float(b.mlp.scale.detach())
+        if row:
+            rows[p, v] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def real_photo_table(result: AblationResult, real: AttackSet, protocol: str = "P1",
@@ -597,12 +747,15 @@ def plot_pretraining(history: pd.DataFrame, window: int = 1, ax=None):
 
 
 def plot_dispatch(dispatch, grid: int, slots: int = 8, ax=None):
-    """Dispatch weights of the first ``slots`` slots over the patch grid (the [CLS] token is dropped);
-    ``dispatch``: ``(tokens, slots)`` of one image and group. ``ax``: ``slots`` axes or None."""
+    """Dispatch weights of the first ``slots`` slots over the patch grid (the [CLS] token is dropped when it is
+    routed); ``dispatch``: ``(tokens, slots)`` of one image and group. ``ax``: ``slots`` axes or None."""
     dispatch = dispatch.detach().cpu().numpy() if isinstance(dispatch, torch.Tensor) else np.asarray(dispatch)
+    if dispatch.shape[0] not in (grid * grid, grid * grid + 1):
+        raise ValueError(f"dispatch must have {grid * grid} patch tokens (+ [CLS]) rows, got {dispatch.shape[0]}")
+    dispatch = dispatch[-grid * grid:]
     fig, axes = figure_axes(ax, slots, figsize=(1.25 * slots, 1.6))
     for j, a in enumerate(axes[:slots]):
-        a.imshow(dispatch[1:, j].reshape(grid, grid), cmap="magma")
+        a.imshow(dispatch[:, j].reshape(grid, grid), cmap="magma")
         a.set_title(f"slot {j}", fontsize=8)
         a.axis("off")
     return fig
