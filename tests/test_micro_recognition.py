@@ -178,3 +178,9 @@ def test_calibrated_late_fusion_weights_follow_the_informative_branch():
     fused = apply_late_fusion({"good": good, "noise": noise}, cal)
     np.testing.assert_allclose(fused.sum(1), 1, atol=1e-9)
     assert (fused.argmax(1) == y).mean() == 1.0
+    with pytest.raises(ValueError, match="one row per label"):
+        calibrate_late_fusion({"good": good[:-1]}, y)
+    with pytest.raises(ValueError, match="NaN"):
+        calibrate_late_fusion({"good": np.where(good > 0.5, np.nan, good)}, y)
+    with pytest.raises(ValueError, match="labels must lie"):
+        calibrate_late_fusion({"good": good}, y + 3)

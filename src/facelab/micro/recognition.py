@@ -455,6 +455,16 @@ def calibrate_late_fusion(probs: dict[str, np.ndarray], y: np.ndarray, step: flo
 
     names = list(probs)
     y = np.asarray(y, int)
+    if not names:
+        raise ValueError("calibrate_late_fusion needs at least one branch's probabilities")
+    shapes = {m: np.shape(probs[m]) for m in names}
+    if len(y) == 0 or any(len(sh) != 2 or sh[0] != len(y) for sh in shapes.values()) or \
+            len({sh[1] for sh in shapes.values()}) != 1:
+        raise ValueError(f"probabilities must be (n, n_classes) arrays with one row per label ({len(y)}), got {shapes}")
+    if any(not np.isfinite(probs[m]).all() for m in names):
+        raise ValueError("probabilities contain NaN or inf")
+    if y.min() < 0 or y.max() >= shapes[names[0]][1]:
+        raise ValueError(f"labels must lie in 0..{shapes[names[0]][1] - 1}, got {y.min()}..{y.max()}")
     temps = np.exp(np.linspace(np.log(0.25), np.log(8.0), 25))
     T, cal = {}, {}
     for m in names:
