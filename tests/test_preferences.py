@@ -191,6 +191,10 @@ def test_dpo_moves_the_policy_towards_the_preferred_category():
     assert tuned.mean[0] > 0.5 and np.abs(tuned.mean[1:]).max() < 0.2
     with pytest.raises(ValueError, match="same shape"):
         pf.dpo_update(pf.GaussianEditPolicy(np.zeros(3)), z_w, z_l[:, :2])
+    with pytest.raises(ValueError, match="optimizer"):
+        pf.dpo_update(pf.GaussianEditPolicy(np.zeros(3)), z_w, z_l, optimizer="lbfgs")
+    adam = pf.dpo_update(pf.GaussianEditPolicy(np.zeros(3)), z_w, z_l, optimizer="adam", lr=0.02, steps=100)
+    assert adam.mean[0] > 0.5
 
 
 def test_judging_policies_rates_the_better_policy_higher():
