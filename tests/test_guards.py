@@ -173,13 +173,8 @@ def test_no_literal_device_string_in_notebooks():
     assert not offenders, "pass P.device instead of a literal device string:\n" + "\n".join(offenders)
 
 
-_NEGATION_OFFENDERS = [o for p in NOTEBOOKS for o in score_negations(p)]
-
-
-@pytest.mark.xfail(bool(_NEGATION_OFFENDERS), strict=False,
-                   reason="issue #14 score convention: notebooks still negate scores/distances (being fixed):\n"
-                          + "\n".join(_NEGATION_OFFENDERS))
 def test_no_notebook_negates_scores_or_distances():
-    assert not _NEGATION_OFFENDERS, (
+    offenders = [o for p in NOTEBOOKS for o in score_negations(p)]
+    assert not offenders, (
         "every comparison returns a similarity (facelab.core.scores); do not negate scores or distances in a "
-        "notebook:\n" + "\n".join(_NEGATION_OFFENDERS))
+        "notebook:\n" + "\n".join(offenders))

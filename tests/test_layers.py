@@ -15,14 +15,6 @@ from facelab import REPO_ROOT
 
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
-# Imports that break the layers contract and are being moved (issue #14). The test fails on any violation that is not
-# listed here, and xfails (naming them) while listed ones remain; delete an entry once its import is gone.
-KNOWN_LAYER_VIOLATIONS = {
-    "facelab.synth.calibration -> facelab.studies.face_recognition",  # calibration moves to facelab.studies
-    "facelab.synth.calibration -> facelab.classical",
-    "facelab.models.face_model -> facelab.privacy.facenets",
-}
-
 
 def lint(contract: str) -> tuple[int, str]:
     if not LINT_IMPORTS.exists():
@@ -51,11 +43,5 @@ def test_book_tooling_is_apart_from_the_science_code(contract):
 
 def test_layers():
     rc, report = lint("layers")
-    if rc == 0:
-        return
-    found = violations(report)
-    assert found, f"lint-imports failed without listing imports (configuration error?):\n{report}"
-    new = found - KNOWN_LAYER_VIOLATIONS
-    assert not new, "imports that break the layering (see pyproject.toml [tool.importlinter]):\n  " + \
-        "\n  ".join(sorted(new)) + f"\n\nfull report:\n{report}"
-    pytest.xfail("known layer violations still being moved (issue #14):\n  " + "\n  ".join(sorted(found)))
+    assert rc == 0, "imports that break the layering (see pyproject.toml [tool.importlinter]):\n  " + \
+        "\n  ".join(sorted(violations(report))) + f"\n\nfull report:\n{report}"
