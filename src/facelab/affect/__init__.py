@@ -7,6 +7,8 @@ Hume-Vidmimic2) and face / voice / words descriptors (issue 15; chapter 07, Emot
 * :mod:`facelab.affect.script`, :mod:`facelab.affect.speech`, :mod:`facelab.affect.audio`: the script grammar,
   espeak-ng with prosody, audio checks.
 * :mod:`facelab.affect.loaders`: users' local copies of Aff-Wild2 (ABAW annotation files), BAH and Hume-Vidmimic2.
+* :mod:`facelab.affect.pipeline`: the EmotiEffLib ABAW-8 pipeline (pooling, MLP head, frame selection, smoothing,
+  fusion, ablation).
 * :mod:`facelab.affect.descriptors`: face (face-api and FER nets on detected, aligned frames), voice (openSMILE
   eGeMAPS), words (PocketSphinx with a grammar language model, MiniLM embeddings), word error rate; cached by
   content hash.
