@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from facelab.affect.pipeline import (AffectData, MLPHead, choose_threshold, choose_window, fuse, pool_clips,
-                                     pool_frames, predict_expressions, run_ablation, select_frames,
+                                     pool_frames, predict_expressions, reduce_block, run_ablation, select_frames,
                                      smooth_probabilities)
 
 
@@ -47,6 +47,22 @@ def test_pool_clips_and_fuse_shapes():
     assert F.shape == (3, 19)
     with pytest.raises(ValueError, match="different numbers of clips"):
         fuse(X, np.ones((2, 2)))
+
+
+def test_reduce_block_uses_training_rows_only():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 6))
+    X[3, 1] = np.nan
+    Z = reduce_block(X, np.arange(10), 2)
+    assert Z.shape == (20, 2) and np.isfinite(Z).all()
+    np.testing.assert_allclose(Z[:10].mean(0), 0, atol=1e-6)
+    S = reduce_block(X, np.arange(10), None)
+    assert S.shape == (20, 6) and S[3, 1] == 0.0           # NaN -> training mean
+    Xc = X.copy()
+    Xc[10:] += 100                                         # test rows do not move the fit
+    np.testing.assert_allclose(reduce_block(Xc, np.arange(10), 2)[:10], Z[:10], atol=1e-5)
+    with pytest.raises(ValueError, match="n_components must be >= 1"):
+        reduce_block(X, np.arange(10), 0)
 
 
 # ------------------------------------------------------------------ MLP
@@ -217,6 +233,8 @@ def test_ablation_table_rows_intervals_and_determinism():
     assert (tab.task == "mimicry").sum() == 1
     assert tab.value.str.match(r"^-?\d\.\d\d \[").all()
     pd.testing.assert_frame_equal(tab, run_ablation(d, **kw))
+    small = run_ablation(d, **kw, n_components=3)
+    assert small.shape == tab.shape and np.isfinite(small.estimate).all()
 
 
 def test_ablation_data_checks():

@@ -130,6 +130,30 @@ def fuse(*blocks) -> np.ndarray:
     return np.concatenate(arrs, axis=1)
 
 
+def reduce_block(X, train_idx, n_components: int | None) -> np.ndarray:
+    """Standardise a modality block (N, D) with the mean / std of the ``train_idx`` rows (NaN -> training mean) and
+    project it on at most ``n_components`` principal axes fitted on those rows only (None: standardise only).
+    Keeps a high-dimensional block (pooled face features) from swamping a small one (voice) when fused."""
+    X = np.asarray(X, np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be (N, D), got shape {X.shape}")
+    tr = np.asarray(train_idx)
+    if tr.size < 2:
+        raise ValueError(f"reduce_block needs at least 2 training rows, got {tr.size}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, std = np.nanmean(X[tr], 0), np.nanstd(X[tr], 0)
+    mean = np.where(np.isnan(mean), 0.0, mean)
+    std = np.where(~np.isfinite(std) | (std < 1e-8), 1.0, std)
+    Z = np.where(np.isnan(X), 0.0, (X - mean) / std)
+    if n_components is None or n_components >= min(Z.shape[1], tr.size):
+        return Z.astype(np.float32)
+    if n_components < 1:
+        raise ValueError(f"n_components must be >= 1 or None, got {n_components}")
+    _, _, vt = np.linalg.svd(Z[tr], full_matrices=False)
+    return (Z @ vt[:n_components].T).astype(np.float32)
+
+
 # ------------------------------------------------------------------ the MLP
 def _device(device) -> torch.device:
     return torch.device(device) if device is not None else torch.device("cpu")
@@ -506,7 +530,8 @@ def _row(task, variant, metric, est, lo, hi, ref=None, delta=None, d_lo=None, d_
 
 def run_ablation(data: AffectData, *, device=None, seed: int = 0, test_fraction: float = 0.3, n_boot: int = 1000,
                  hidden: int = 64, val_fraction: float = 0.25, stats: Sequence[str] = STATS,
-                 windows=(1, 3, 5, 9, 15), max_epochs: int = 300, patience: int = 20) -> pd.DataFrame:
+                 windows=(1, 3, 5, 9, 15), max_epochs: int = 300, patience: int = 20,
+                 n_components: int | None = None) -> pd.DataFrame:
     """The EmotiEffLib ablation on one split of ``data`` (clips split into train / test stratified by A/H, seed
     ``seed``; every choice, early stopping, selection threshold and smoothing window, is made on a validation split of
     the training clips).
@@ -517,7 +542,9 @@ def run_ablation(data: AffectData, *, device=None, seed: int = 0, test_fraction:
     expression macro-F1 (``expression``) for the pretrained net alone, the classifier, classifier + selection,
     classifier + selection + smoothing (intervals and paired differences resample *clips*, so correlated frames stay
     together; reference: the classifier); mimicry mean Pearson (``mimicry``) when the data has mimicry clips.
-    Extra columns: ``threshold``, ``window``, ``n_test``.
+    Extra columns: ``threshold``, ``window``, ``n_test``. ``n_components``: each clip-level modality block (and the
+    mimicry features) is reduced to that many principal components fitted on the training clips
+    (:func:`reduce_block`) before the MLP and before fusion; None keeps every dimension.
     """
     dev = _device(device)
     mlp = dict(hidden=hidden, val_fraction=val_fraction, device=dev, seed=seed, max_epochs=max_epochs,
@@ -528,13 +555,14 @@ def run_ablation(data: AffectData, *, device=None, seed: int = 0, test_fraction:
     # ---- ambivalence / hesitancy (clip level)
     face_X, _ = pool_clips(data.frame_features, stats=stats)
     pre_X, _ = pool_clips(data.pretrained_probs, stats=stats)
-    face_X = fuse(face_X, pre_X)
-    blocks = {"face": face_X, "voice": np.asarray(data.voice, np.float32), "words (true)": data.text_true}
+    face_X = reduce_block(fuse(face_X, pre_X), tr, n_components)
+    voice_X = reduce_block(data.voice, tr, n_components)
+    words = {"true": reduce_block(data.text_true, tr, n_components)}
     if data.text_asr is not None:
-        blocks["words (ASR)"] = data.text_asr
-    blocks["fusion (true)"] = fuse(face_X, data.voice, data.text_true)
-    if data.text_asr is not None:
-        blocks["fusion (ASR)"] = fuse(face_X, data.voice, data.text_asr)
+        words["ASR"] = reduce_block(data.text_asr, tr, n_components)
+    blocks = {"face": face_X, "voice": voice_X}
+    blocks.update({f"words ({k})": v for k, v in words.items()})
+    blocks.update({f"fusion ({k})": fuse(face_X, voice_X, v) for k, v in words.items()})
     y = np.asarray(data.ah).astype(np.int64)
     preds = {}
     for name, X in blocks.items():
@@ -622,6 +650,7 @@ def run_ablation(data: AffectData, *, device=None, seed: int = 0, test_fraction:
         Xm, _ = pool_clips(data.mimicry_features, stats=stats)
         Ym = np.asarray(data.mimicry_targets, np.float64)
         mtr, mte = _split_clips(len(Ym), test_fraction, seed)
+        Xm = reduce_block(Xm, mtr, n_components)
         reg = MLPHead("regression", **mlp).fit(Xm[mtr], Ym[mtr])
         pm = reg.predict(Xm[mte])
 
@@ -633,6 +662,6 @@ def run_ablation(data: AffectData, *, device=None, seed: int = 0, test_fraction:
     return pd.DataFrame(rows)
 
 
-__all__ = ["STATS", "Pooled", "pool_frames", "pool_clips", "fuse", "MLPHead", "pretrained_abaw", "select_frames",
+__all__ = ["STATS", "Pooled", "pool_frames", "pool_clips", "fuse", "MLPHead", "pretrained_abaw", "reduce_block", "select_frames",
            "smooth_probabilities", "predict_expressions", "choose_threshold", "choose_window", "AffectData",
            "run_ablation"]
