@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _results import write_result
 from facelab import REPO_ROOT, assets
 from facelab.models import load_embedder
 from facelab.photos import load_real_faces
@@ -91,10 +92,7 @@ def main(argv=None) -> dict:
         print(f"{r['model']:12s} {r['implementation']:46s} {r['faces_per_s']:9.1f} {r['ms_per_face']:9.1f}")
     print(f"dlib ResNet: PyTorch / native speed = {speedup:.2f}x (target >= 1: {'met' if speedup >= 1 else 'NOT met'});"
           f" min cosine to native on these faces {cos.min():.6f}")
-    out = REPO_ROOT / "_build" / "benchmarks" / "embedding.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out.relative_to(REPO_ROOT)}")
+    write_result("embedding", result)
     return result
 
 

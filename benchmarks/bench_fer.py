@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from _results import write_result
 from facelab import REPO_ROOT
 from facelab.models import load_fer_expression
 
@@ -79,10 +80,7 @@ def main(argv=None) -> dict:
     for r in rows:
         print(f"{r['path']:38s} {r['frames_per_s']:9.0f} {r['best_frames_per_s']:9.0f} {r['cpu_s_per_batch']:12.3f}")
     print(f"descriptor frames/s = {fps:.0f} (target >= {TARGET_FPS:.0f}: {'met' if fps >= TARGET_FPS else 'NOT met'})")
-    out = REPO_ROOT / "_build" / "benchmarks" / "fer.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out.relative_to(REPO_ROOT)}")
+    write_result("fer", result)
     return result
 
 
