@@ -18,7 +18,7 @@ help:
 	@echo "make book          execute every chapter (quick profile) and build the static site in _build/html"
 	@echo "make test          unit tests, every chapter, the strict book build and the browser check"
 	@echo "make chapter NB=01 execute one chapter (prefix or full stem)"
-	@echo "make lab           open the chapters in JupyterLab"
+	@echo "make lab           open the chapters in JupyterLab (HANDOUT=dir NB=\"03\": hand out; GRADE=dir: grade)"
 	@echo "make bench         run the benchmarks (results in _build/benchmarks/)"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -60,8 +60,15 @@ test: unit book browser-check
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# make lab: JupyterLab on notebooks/. make lab HANDOUT=dir [NB="03 04"]: copy the chapters' notebooks (no outputs)
+# into dir for students. make lab GRADE=dir [PROFILE=quick SEED=0]: execute every dir/<student>/NN_slug.ipynb with
+# papermill, collect its exercise checks and write dir/grades.csv (book/teaching.md).
+PROFILE ?= quick
+SEED ?= 0
 lab: setup
-	cd notebooks && ../$(VENV)/bin/jupyter lab
+	@if [ -n "$(HANDOUT)" ]; then $(PY) -m facelab.exercises handout "$(HANDOUT)" $(NB); \
+	elif [ -n "$(GRADE)" ]; then $(PY) -m facelab.exercises grade "$(GRADE)" --profile "$(PROFILE)" --seed "$(SEED)"; \
+	else cd notebooks && ../$(VENV)/bin/jupyter lab; fi
 
 clean:
 	rm -rf _build book/chapters

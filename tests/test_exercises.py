@@ -116,9 +116,11 @@ def test_checks_are_logged_for_grading(tmp_path, monkeypatch):
     assert [r["status"] for r in rows] == ["correct", "unanswered"] and rows[0]["score"] == 1.0
 
 
-@pytest.mark.parametrize("chapter", [c for c in MY_CHAPTERS if c != "02" and c in exercises.chapters()])
+@pytest.mark.parametrize("chapter", [c for c in MY_CHAPTERS if c in exercises.chapters()])
 def test_notebook_exercise_cells_match_the_registry(chapter):
     nb = nbformat.read(cells.notebook_path(chapter), as_version=4)
+    if chapter == "02" and not any(cells._generated(c) for c in nb.cells):
+        pytest.skip("chapter 02's exercise cells are inserted with its renderer rewrite (/tmp/fl/ex02_cells.md)")
     text = [c.source for c in nb.cells]
     summary = next(i for i, s in enumerate(text) if "## Summary" in s)
     heading = next(i for i, s in enumerate(text) if s.startswith("## Exercises"))
@@ -145,3 +147,55 @@ def test_update_notebook_is_idempotent_and_keeps_other_cells(tmp_path):
     src = [c.source for c in second.cells]
     assert src[1].startswith("## Summary") and "## Exercises" not in src[1]
     assert src[2].startswith("## Exercises") and any("1. old" in s for s in src) and src[-1].startswith("## References")
+
+
+def test_handout_copies_notebooks_without_outputs(tmp_path):
+    from facelab.exercises.__main__ import main
+
+    assert main(["handout", str(tmp_path / "out"), "00"]) == 0
+    out = list((tmp_path / "out").glob("*.ipynb"))
+    assert [p.name for p in out] == ["00_getting_started.ipynb"]
+    nb = nbformat.read(out[0], as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    assert main(["handout", str(tmp_path / "none"), "99"]) == 1
+
+
+def test_grade_executes_submissions_and_writes_a_csv(tmp_path):
+    import csv
+
+    from facelab.exercises.__main__ import main
+
+    def submission(student, answers):
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                               "language": "python"}})
+        nb.cells = [nbformat.v4.new_code_cell('PROFILE = "quick"\nDEVICE = "auto"\nSEED = 0',
+                                              metadata={"tags": ["parameters"]}),
+                    nbformat.v4.new_code_cell("from facelab import exercises")]
+        nb.cells += [nbformat.v4.new_code_cell(f'exercises.check("{k}", {a})') for k, a in answers.items()]
+        (tmp_path / student).mkdir()
+        nbformat.write(nb, tmp_path / student / "00_getting_started.ipynb")
+
+    submission("alice", {"00.1": 0.517, "00.2": 0.5, "00.4": '["threshold slider", "FAR/FRR table"]'})
+    submission("bob", {"00.1": "...", "00.2": "0.066"})
+    assert main(["grade", str(tmp_path), "--timeout", "300"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "grades.csv")))
+    got = {(r["student"], r["exercise"]): (r["status"], float(r["score"])) for r in rows}
+    assert got[("alice", "00.1")] == ("correct", 1.0) and got[("alice", "00.2")][0] == "wrong"
+    assert got[("alice", "00.4")] == ("correct", 1.0)
+    assert got[("bob", "00.1")] == ("unanswered", 0.0) and got[("bob", "00.2")][1] == 1.0
+
+
+def test_teaching_page_plans_every_chapter_and_links_those_that_exist():
+    from facelab import REPO_ROOT
+    from facelab.studies.getting_started import CHAPTERS
+
+    text = (REPO_ROOT / "book" / "teaching.md").read_text()
+    toc = (REPO_ROOT / "_toc.yml").read_text()
+    assert "- file: book/teaching" in toc
+    for chapter in CHAPTERS:
+        if f"book/chapters/{chapter.slug}" in toc:
+            assert f"{{doc}}`chapters/{chapter.slug}`" in text, f"teaching.md does not link {chapter.slug}"
+        else:
+            assert chapter.slug in text, f"teaching.md does not plan {chapter.slug}"
+    for target in ("make lab HANDOUT=", "make lab GRADE=", "PROFILE", "SEED"):
+        assert target in text

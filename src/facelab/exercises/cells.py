@@ -47,6 +47,8 @@ def exercise_cells(chapter: str) -> list:
         cells.append(nbformat.v4.new_markdown_cell(
             f":::{{dropdown}} Reference solution {ex.id}\n```python\n{solution(ex.id)}\n```\n:::",
             metadata=dict(MARK)))
+    for i, cell in enumerate(cells):  # stable ids: regenerating the cells does not churn the notebook
+        cell["id"] = f"exercises-{chapter}-{i:02d}"
     return cells
 
 

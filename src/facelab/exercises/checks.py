@@ -41,6 +41,12 @@ def lazy(value):
 
 
 def describe_type(answer: Any) -> str:
+    if isinstance(answer, (bool, np.bool_)):
+        return f"the value {bool(answer)}"
+    if isinstance(answer, np.generic):
+        return f"the number {answer.item()!r}"
+    if isinstance(answer, numbers.Number):
+        return f"the number {answer!r}"
     if isinstance(answer, np.ndarray):
         return f"an array of shape {answer.shape}"
     if hasattr(answer, "shape") and hasattr(answer, "dtype"):
@@ -111,7 +117,7 @@ def choice(expected, options: Sequence) -> Callable[[Any], Outcome]:
     truth = lazy(expected)
 
     def check(answer) -> Outcome:
-        if _norm(answer) not in opts:
+        if not isinstance(answer, (str, numbers.Number)) or _norm(answer) not in opts:
             listed = ", ".join(repr(o) for o in options)
             return Outcome("invalid", f"expected one of {listed}, got {describe_type(answer)}")
         if _norm(answer) == _norm(truth()):
