@@ -93,6 +93,12 @@ def test_array_items_and_function_checkers():
     assert out.status == "wrong" and "ZeroDivisionError" in out.message
     assert fn(3).status == "invalid"
 
+    def in_place(x):
+        x *= 0  # spoils its input: the hidden cases must survive it
+        return x
+
+    assert fn(in_place).status == "wrong" and fn(lambda x: 2 * x).status == "correct"
+
 
 def test_a_failing_check_is_reported_not_raised(monkeypatch):
     from facelab.exercises import _core

@@ -13,6 +13,7 @@ first use and cached, so importing a chapter's exercises costs nothing and a pla
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import numbers
@@ -220,9 +221,9 @@ def function(reference: Callable, cases, *, compare: Callable[[Any, Any], bool] 
         first_fail = None
         for i, args in enumerate(all_cases, 1):
             args = args if isinstance(args, tuple) else (args,)
-            want = reference(*args)
+            want = reference(*copy.deepcopy(args))
             try:
-                got = answer(*args)
+                got = answer(*copy.deepcopy(args))  # a function that changes its inputs cannot spoil the cases
             except Exception as err:  # the student's code: report, never propagate
                 first_fail = first_fail or f"hidden case {i} raised {type(err).__name__}: {err}"
                 continue
