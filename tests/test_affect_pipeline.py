@@ -245,3 +245,41 @@ def test_ablation_data_checks():
     labels[2] = labels[2][:-1]
     with pytest.raises(ValueError, match="clip 2: 12 feature frames, 12 probability frames and 11 labels"):
         AffectData(d.frame_features, d.pretrained_probs, labels, d.ah, d.voice, d.text_true)
+
+
+def test_ablation_returns_predictions_matching_the_table():
+    from facelab.metrics import ah_f1, expression_f1
+
+    d = _data()
+    kw = dict(seed=1, n_boot=30, hidden=16, max_epochs=30, patience=5)
+    tab, pr = run_ablation(d, **kw, return_predictions=True)
+    pd.testing.assert_frame_equal(tab, run_ablation(d, **kw))
+    ah = tab[tab.task == "ah"].set_index("variant")
+    for name, p in pr["ah"].items():
+        assert len(p) == len(pr["test"]) == len(pr["ah_true"])
+        assert ah.loc[name, "estimate"] == pytest.approx(ah_f1(pr["ah_true"], p))
+    ex = tab[tab.task == "expression"].set_index("variant")
+    for name, p in pr["expression"].items():
+        assert ex.loc[name, "estimate"] == pytest.approx(expression_f1(pr["expression_true"], p))
+    assert set(np.unique(pr["expression_clip"])) == set(pr["test"].tolist())
+    assert pr["mimicry"].shape == pr["mimicry_true"].shape
+
+
+def test_crossval_predictions_every_clip_once_and_checks():
+    from facelab.affect.pipeline import crossval_predictions
+
+    rng = np.random.default_rng(0)
+    y = np.array([i % 2 for i in range(60)])
+    blocks = {"a": rng.normal(size=(60, 3)) + 2 * y[:, None], "b": rng.normal(size=(60, 4)), "ab": ("a", "b")}
+    kw = dict(hidden=8, max_epochs=30, patience=5)
+    pr = crossval_predictions(blocks, y, n_folds=4, seed=0, **kw)
+    assert set(pr) == {"a", "b", "ab"} and all(p.shape == (60,) for p in pr.values())
+    assert (pr["a"] == y).mean() > 0.8                      # informative block predicted out of fold
+    for k in pr:
+        np.testing.assert_array_equal(pr[k], crossval_predictions(blocks, y, n_folds=4, seed=0, **kw)[k])
+    with pytest.raises(ValueError, match="names unknown blocks"):
+        crossval_predictions({"a": blocks["a"], "f": ("a", "c")}, y, n_folds=3)
+    with pytest.raises(ValueError, match="n_folds must be in 2..60"):
+        crossval_predictions(blocks, y, n_folds=1)
+    with pytest.raises(ValueError, match="block 'b' has 59 rows for 60 labels"):
+        crossval_predictions({"b": blocks["b"][:59]}, y, n_folds=3)

@@ -197,6 +197,67 @@ def face_descriptors(frames, *, device=None, backend: str = "yunet", batch_size:
                            d["fer_features"], d.get("emotiefflib_probs"), d.get("emotiefflib_features"))
 
 
+
+# ------------------------------------------------------------------ landmarks (an AU-style geometric descriptor)
+@dataclass
+class LandmarkDescriptors:
+    """Per-frame 68-point landmarks of the book's detector (YuNet box, dlib's 68-point shape predictor):
+    ``present`` (T,) bool, ``points`` (T, 68, 2) in pixels and ``shape`` (T, 136), the points normalised for
+    position, in-plane rotation (eye line horizontal) and scale (RMS distance to the centroid = 1); rows of frames
+    without a face are NaN."""
+
+    present: np.ndarray
+    points: np.ndarray
+    shape: np.ndarray
+
+    @property
+    def n_missing(self) -> int:
+        return int((~self.present).sum())
+
+
+def normalise_landmarks(points) -> np.ndarray:
+    """(T, 68, 2) landmarks -> (T, 136) shapes with the centroid at 0, the eye line horizontal and unit RMS radius
+    (iBUG 68 order: eyes are points 36-41 and 42-47). NaN rows stay NaN."""
+    p = np.asarray(points, dtype=np.float64)
+    if p.ndim != 3 or p.shape[1:] != (68, 2):
+        raise ValueError(f"expected (T, 68, 2) landmarks, got shape {p.shape}")
+    c = p - p.mean(1, keepdims=True)
+    eye = c[:, 42:48].mean(1) - c[:, 36:42].mean(1)
+    ang = np.arctan2(eye[:, 1], eye[:, 0])
+    cos, sin = np.cos(-ang)[:, None], np.sin(-ang)[:, None]
+    r = np.stack([c[..., 0] * cos - c[..., 1] * sin, c[..., 0] * sin + c[..., 1] * cos], -1)
+    scale = np.sqrt((r ** 2).sum(-1).mean(1))[:, None, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = r / scale
+    return r.reshape(len(p), -1).astype(np.float32)
+
+
+def landmark_descriptors(frames, *, backend: str = "yunet", cache: DescriptorCache | None = None) -> LandmarkDescriptors:
+    """68-point landmarks of every frame (the most confident face; dlib's shape predictor in the detector's box);
+    frames without a face are marked (``present`` False, NaN rows) and counted, never dropped.
+    ``frames``: float (T, 3, H, W) in [0, 1] or uint8 (T, H, W, 3). Cached by content hash (kind ``landmarks``)."""
+    from facelab.detect import detect_faces, shape_predictor_landmarks
+
+    imgs = _uint8_frames(frames)
+    if len(imgs) == 0:
+        raise ValueError("no frames: expected a (T, 3, H, W) clip with T >= 1")
+
+    def compute():
+        pts = np.full((len(imgs), 68, 2), np.nan, np.float32)
+        present = np.zeros(len(imgs), bool)
+        for t, im in enumerate(imgs):
+            faces = detect_faces(im, backend, min_size=min(20, im.shape[0] // 5), landmarks="none")
+            if faces:
+                pts[t] = shape_predictor_landmarks(np.ascontiguousarray(im), faces[0], 68)
+                present[t] = True
+        return dict(present=present, points=pts)
+
+    key = content_hash(imgs, backend=backend, v=DESCRIPTOR_VERSION, what="landmarks68")
+    d = (cache or DescriptorCache(None)).get_or_compute("landmarks", key, compute)
+    pts = d["points"].astype(np.float32)
+    return LandmarkDescriptors(d["present"].astype(bool), pts, normalise_landmarks(pts))
+
+
 #: class names of the expression nets (face-api, FER2013, EmotiEffLib) -> ABAW class (contempt -> other)
 NET_TO_ABAW = {"neutral": "neutral", "happy": "happiness", "happiness": "happiness", "sad": "sadness",
                "sadness": "sadness", "angry": "anger", "anger": "anger", "fearful": "fear", "fear": "fear",
@@ -458,6 +519,7 @@ def clip_descriptors(clip, *, asr: SphinxASR | None = None, device=None,
 
 
 __all__ = ["DescriptorCache", "content_hash", "NET_TO_ABAW", "to_abaw", "FaceDescriptors", "face_descriptors", "detect_and_align",
-           "VoiceDescriptors", "voice_descriptors", "egemaps_names", "ASRModelMissing", "SphinxASR",
+           "VoiceDescriptors", "voice_descriptors", "LandmarkDescriptors", "landmark_descriptors",
+           "normalise_landmarks", "egemaps_names", "ASRModelMissing", "SphinxASR",
            "build_language_model", "word_error_rate", "text_descriptors", "ClipDescriptors", "clip_descriptors",
            "AudioError", "CACHE_DIR"]

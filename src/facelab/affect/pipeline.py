@@ -531,7 +531,7 @@ def _row(task, variant, metric, est, lo, hi, ref=None, delta=None, d_lo=None, d_
 def run_ablation(data: AffectData, *, device=None, seed: int = 0, test_fraction: float = 0.3, n_boot: int = 1000,
                  hidden: int = 64, val_fraction: float = 0.25, stats: Sequence[str] = STATS,
                  windows=(1, 3, 5, 9, 15), max_epochs: int = 300, patience: int = 20,
-                 n_components: int | None = None) -> pd.DataFrame:
+                 n_components: int | None = None, return_predictions: bool = False):
     """The EmotiEffLib ablation on one split of ``data`` (clips split into train / test stratified by A/H, seed
     ``seed``; every choice, early stopping, selection threshold and smoothing window, is made on a validation split of
     the training clips).
@@ -545,6 +545,9 @@ def run_ablation(data: AffectData, *, device=None, seed: int = 0, test_fraction:
     Extra columns: ``threshold``, ``window``, ``n_test``. ``n_components``: each clip-level modality block (and the
     mimicry features) is reduced to that many principal components fitted on the training clips
     (:func:`reduce_block`) before the MLP and before fusion; None keeps every dimension.
+    ``return_predictions=True`` returns ``(table, predictions)``: a dict with the test clips (``test``), A/H labels
+    and predictions per variant (``ah_true``, ``ah``), frame labels and predictions per expression variant
+    (``expression_true``, ``expression``), and mimicry targets and predictions (``mimicry_true``, ``mimicry``).
     """
     dev = _device(device)
     mlp = dict(hidden=hidden, val_fraction=val_fraction, device=dev, seed=seed, max_epochs=max_epochs,
@@ -659,9 +662,51 @@ def run_ablation(data: AffectData, *, device=None, seed: int = 0, test_fraction:
 
         est, lo, hi = bootstrap_ci(mscore, Ym[mte], pm, n_boot=n_boot, seed=seed)
         rows.append(_row("mimicry", "face (imitator)", "mean Pearson", est, lo, hi, n_test=len(mte)))
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if not return_predictions:
+        return table
+    out = {"test": np.asarray(te), "ah_true": yt, "ah": {k: np.asarray(v) for k, v in preds.items()},
+           "expression_true": Yt, "expression": variants, "expression_clip": gt}
+    if data.mimicry_features is not None:
+        out.update(mimicry_true=Ym[mte], mimicry=pm)
+    return table, out
+
+
+def crossval_predictions(blocks: dict, y, *, n_folds: int = 5, seed: int = 0, n_components: int | None = None,
+                         device=None, **mlp) -> dict:
+    """Out-of-fold A/H predictions for every clip: ``blocks`` maps a name to a clip-level block (N, D) or to a tuple
+    of block names to fuse; folds are stratified by ``y`` and drawn with ``seed``; in each fold every block is
+    standardised / reduced on the training clips only (:func:`reduce_block`) and an :class:`MLPHead` (seed ``seed``)
+    is fitted. Returns ``{name: predictions (N,)}`` (each clip predicted by the model that did not see it)."""
+    y = np.asarray(y).astype(np.int64)
+    n = len(y)
+    if n_folds < 2 or n_folds > n:
+        raise ValueError(f"n_folds must be in 2..{n} (clips), got {n_folds}")
+    rng = np.random.default_rng(seed)
+    fold = np.empty(n, np.int64)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        fold[idx] = np.arange(len(idx)) % n_folds
+    raw = {k: v for k, v in blocks.items() if not isinstance(v, tuple)}
+    for k, v in raw.items():
+        if len(v) != n:
+            raise ValueError(f"block {k!r} has {len(v)} rows for {n} labels: expected one row per clip")
+    fused = {k: v for k, v in blocks.items() if isinstance(v, tuple)}
+    for k, parts in fused.items():
+        missing = [p for p in parts if p not in raw]
+        if missing:
+            raise ValueError(f"fusion {k!r} names unknown blocks {missing}: expected names among {list(raw)}")
+    preds = {k: np.zeros(n, np.int64) for k in blocks}
+    for f in range(n_folds):
+        tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        red = {k: reduce_block(v, tr, n_components) for k, v in raw.items()}
+        for k in blocks:
+            X = red[k] if k in red else fuse(*[red[p] for p in fused[k]])
+            head = MLPHead("classification", n_classes=2, device=device, seed=seed, **mlp).fit(X[tr], y[tr])
+            preds[k][te] = head.predict(X[te])
+    return preds
 
 
 __all__ = ["STATS", "Pooled", "pool_frames", "pool_clips", "fuse", "MLPHead", "pretrained_abaw", "reduce_block", "select_frames",
            "smooth_probabilities", "predict_expressions", "choose_threshold", "choose_window", "AffectData",
-           "run_ablation"]
+           "run_ablation", "crossval_predictions"]
