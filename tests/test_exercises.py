@@ -205,3 +205,14 @@ def test_teaching_page_plans_every_chapter_and_links_those_that_exist():
             assert chapter.slug in text, f"teaching.md does not plan {chapter.slug}"
     for target in ("make lab HANDOUT=", "make lab GRADE=", "PROFILE", "SEED"):
         assert target in text
+
+
+def test_a_broken_chapter_module_is_a_message(monkeypatch):
+    from facelab.exercises import _core
+
+    def boom(chapter):
+        raise SyntaxError("invalid syntax (ch96.py, line 3)")
+
+    monkeypatch.setattr(_core, "_load", boom)
+    result = exercises.check("96.1", 1.0)
+    assert result.status == "unknown" and "could not be loaded" in result.message and "SyntaxError" in result.message

@@ -142,7 +142,11 @@ def _lookup(exercise_id: Any) -> tuple[Exercise | None, str]:
         return None, (f"exercise ids are strings like '03.2' (chapter, dot, number), got "
                       f"{exercise_id!r}")
     exercise_id = exercise_id.strip()
-    _load(exercise_id[:2])
+    try:
+        _load(exercise_id[:2])
+    except Exception as err:  # a broken chapter module: say so instead of a traceback in the student's notebook
+        return None, (f"the exercises of chapter {exercise_id[:2]} could not be loaded "
+                      f"({type(err).__name__}: {err})")
     if exercise_id in _REGISTRY:
         return _REGISTRY[exercise_id], ""
     msg = f"there is no exercise {exercise_id!r}"
