@@ -95,11 +95,22 @@ def load_gemma(*, gguf: str | Path | None = None, device="cpu", cache: bool = Tr
         return _LOADED[key]
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with _quiet_transformers(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True,
-                                                     dtype=torch.float32)
+    try:                                      # no per-tensor progress bar in the book's output (restored below)
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+        bar = gguf_utils.tqdm
+        gguf_utils.tqdm = lambda it, **kw: it
+    except (ImportError, AttributeError):     # pragma: no cover - another transformers layout
+        gguf_utils = None
+    try:
+        with _quiet_transformers(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                         local_files_only=True, dtype=torch.float32)
+    finally:
+        if gguf_utils is not None:
+            gguf_utils.tqdm = bar
     model = model.to(device).eval()
     if cache:
         _LOADED[key] = (tok, model)
@@ -154,6 +165,16 @@ def _truncate(ids: list[int], limit: int, bos: int | None) -> list[int]:
     return ([ids[0]] if keep_bos else []) + cut
 
 
+def _last_logits(model, **inputs) -> torch.Tensor:
+    """Logits at the last position only (``logits_to_keep=1``: the 262k-word output layer runs once, not once per
+    prompt token, which is most of a forward pass of a small model with a large vocabulary)."""
+    try:
+        out = model(**inputs, logits_to_keep=1)
+    except TypeError:                         # pragma: no cover - a model class without logits_to_keep
+        out = model(**inputs)
+    return out.logits[0, -1].float()
+
+
 class LabelScorer:
     """Next-token log-probabilities of labels after a prompt, one forward pass per prompt.
 
@@ -190,7 +211,7 @@ class LabelScorer:
         out = np.empty((len(prompts), len(self.labels)))
         for i, p in enumerate(prompts):
             ids = torch.tensor([self.encode(p)], device=device)
-            logits = self.model(input_ids=ids).logits[0, -1].float()
+            logits = _last_logits(self.model, input_ids=ids)
             out[i] = torch.log_softmax(logits, -1)[self.label_ids].cpu().numpy()
         return out
 
@@ -259,6 +280,6 @@ class VisionLabelScorer:
                 raise ValueError(f"image + prompt take {n} tokens, more than the model's context of "
                                  f"{self.max_tokens}; shorten the text part (the image tokens cannot be cut)")
             inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in inputs.items()}
-            logits = self.model(**inputs).logits[0, -1].float()
+            logits = _last_logits(self.model, **inputs)
             out[i] = torch.log_softmax(logits, -1)[self.label_ids].cpu().numpy()
         return out

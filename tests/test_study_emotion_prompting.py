@@ -1,0 +1,86 @@
+"""studies.emotion_prompting: the chapter's protocol and tables on a tiny dataset with stand-in scorers (no MiniLM or
+Gemma load)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import facelab.prompting as pr
+from facelab.studies import emotion_prompting as study
+
+
+class Encoder:
+    def __call__(self, texts):
+        out = torch.zeros(len(texts), len(pr.LABELS) + 1)
+        for i, t in enumerate(texts):
+            for k, lab in enumerate(pr.LABELS):
+                out[i, k] = t.count(lab)
+            out[i, -1] = 1.0
+        return out
+
+
+class WordCountLM:
+    """Scores a label by how often its word appears in the prompt's evidence (a stand-in causal LM)."""
+
+    labels = pr.LABELS
+
+    def logprobs(self, texts):
+        return np.array([[np.log(1 + t.split("Question:")[0].count(x)) - 3.0 for x in pr.LABELS] for t in texts])
+
+
+@pytest.fixture(scope="module")
+def data():
+    return study.make_dataset(7, seed=0)
+
+
+def test_dataset_and_minilm_protocol(data):
+    assert len(data["scenes"]) == 21 and len(data["prompts"]) == 21 * len(pr.VARIANTS)
+    res = study.minilm_results(data, pr.MiniLMScorer(encoder=Encoder()))
+    assert len(res) == 105 and set(res.variant) == set(pr.VARIANTS)
+    assert {"pred", "pred_raw", "correct", "correct_raw", "tier", "kind"} <= set(res.columns)
+    table = study.ladder_table(res)
+    assert list(table.index) == [pr.VARIANT_NAMES[v] for v in pr.VARIANTS]
+    assert ((table["easy_lo"] <= table["easy"]) & (table["easy"] <= table["easy_hi"])).all()
+    assert (table["n per tier"] == 7).all() and (table["n"] == 21).all()
+    shown = study.format_ladder(table)
+    assert shown.iloc[0, 0].count("[") == 1
+
+
+def test_gemma_protocol_with_a_stand_in(tmp_path, data):
+    lm = pr.LMScorer(WordCountLM(), "word-count", cache_dir=tmp_path)
+    res, cf = study.gemma_results(data, lm, variants=("face", "others"))
+    assert set(res.variant) == {"face", "others"} and set(cf) == {"face", "others"} and len(res) == 42
+    gain = study.gain_table(res, n_boot=200)
+    assert list(gain.index) == ["easy", "medium", "hard", "all"]
+    assert np.isclose(gain.loc["all", "gain"], gain.loc["all", "to"] - gain.loc["all", "from"])
+    assert (gain.gain_lo <= gain.gain).all() and (gain.gain <= gain.gain_hi).all()
+    bias = study.bias_table(res)
+    assert np.isclose(bias.sum().to_numpy(), 100).all() and np.allclose(bias.truth, 100 / 7)
+    fails = study.failure_cases(res, data, n=3)
+    assert len(fails) <= 3 and {"felt", "face shows", "predicted"} <= set(fails.columns)
+    assert (fails.felt != fails.predicted).all()
+    with pytest.raises(ValueError, match="unknown prompt variant"):
+        study.gemma_results(data, lm, variants=("all",))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = study.plot_ladder({"a": study.ladder_table(res)})
+    assert len(fig.axes) == 1
+    assert len(study.plot_bias(bias).axes) == 1
+
+
+def test_quick_scores_checkpoint_matches_the_quick_prompts():
+    """The committed Gemma scores cover the quick profile's face-only and full prompts (else the chapter would
+    score them again, which takes minutes on a CPU)."""
+    from facelab import checkpoints
+
+    if checkpoints.status(study.SCORE_CHECKPOINT) != "ok":
+        pytest.skip("no committed Gemma score checkpoint")
+    cached = pr.scorers.load_score_checkpoint(study.SCORE_CHECKPOINT, study.MODEL_KEY, pr.LABELS)
+    data = study.make_dataset(study.QUICK_SCENES, seed=0)
+    texts = [p.text for p in data["prompts"] if p.variant in study.GEMMA_QUICK_VARIANTS]
+    keys = [pr.scorers.prompt_hash(t, study.MODEL_KEY, pr.LABELS) for t in texts]
+    missing = sum(k not in cached for k in keys)
+    assert missing <= len(keys) // 20, f"{missing} of {len(keys)} quick prompts have no committed score"
