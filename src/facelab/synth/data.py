@@ -29,7 +29,7 @@ class SyntheticFaceStream(IterableDataset):
 
     Parameters
     ----------
-    seed, size, device : see :class:`~facelab.synth.FaceWorld`
+    seed, size, device, style : see :class:`~facelab.synth.FaceWorld`
     n_identities, per_identity : int
     batch_size : int
     identity_offset : int
@@ -41,8 +41,9 @@ class SyntheticFaceStream(IterableDataset):
 
     def __init__(self, seed: int = 0, size: int = 112, n_identities: int = 100, per_identity: int = 10,
                  batch_size: int = 128, identity_offset: int = 0, shuffle: bool = False, device="cpu",
-                 **sample_kwargs):
+                 style: str = "cartoon", **sample_kwargs):
         _check_sizes(n_identities, per_identity)
+        self.style = style
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.seed, self.size, self.device = seed, size, device
@@ -50,7 +51,7 @@ class SyntheticFaceStream(IterableDataset):
         self.batch_size, self.identity_offset, self.shuffle = int(batch_size), int(identity_offset), shuffle
         self.sample_kwargs = sample_kwargs
         self._world = None
-        FaceWorld(seed, size, device)._preset(sample_kwargs.get("nuisance", "none"),
+        FaceWorld(seed, size, device, style=style)._preset(sample_kwargs.get("nuisance", "none"),
                                                {k: v for k, v in sample_kwargs.items()
                                                 if k not in ("nuisance", "expression", "occlusion",
                                                              "occlusion_fraction", "makeup", "glasses", "beard")})
@@ -66,7 +67,7 @@ class SyntheticFaceStream(IterableDataset):
         if not 0 <= b < len(self):
             raise IndexError(f"batch {b} out of range for a stream of {len(self)} batches")
         if self._world is None:
-            self._world = FaceWorld(self.seed, self.size, self.device)
+            self._world = FaceWorld(self.seed, self.size, self.device, style=self.style)
         total = self.n_identities * self.per_identity
         items = np.arange(b * self.batch_size, min(total, (b + 1) * self.batch_size))
         if self.shuffle:
@@ -91,8 +92,10 @@ class SyntheticFaces(Dataset):
     """
 
     def __init__(self, seed: int = 0, size: int = 112, n_identities: int = 100, per_identity: int = 10,
-                 identity_offset: int = 0, device="cpu", **sample_kwargs):
+                 identity_offset: int = 0, device="cpu", style: str = "cartoon", **sample_kwargs):
         _check_sizes(n_identities, per_identity)
+        FaceWorld(seed, size, device, style=style)                     # checks the arguments
+        self.style = style
         self.seed, self.size, self.device = seed, size, device
         self.n_identities, self.per_identity, self.identity_offset = int(n_identities), int(per_identity), \
             int(identity_offset)
@@ -107,7 +110,7 @@ class SyntheticFaces(Dataset):
             raise IndexError(f"index {i} out of range for {len(self)} faces")
         i = int(i) % len(self)
         if self._world is None:
-            self._world = FaceWorld(self.seed, self.size, self.device)
+            self._world = FaceWorld(self.seed, self.size, self.device, style=self.style)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + i + 7_777_777)
         b = self._world.sample(identities=[self.identity_offset + i // self.per_identity], generator=g,
                                **self.sample_kwargs)

@@ -55,12 +55,16 @@ class Identity:
     texture: torch.Tensor        # (n, 3, R, R) fields.Texture: blotches, freckles, moles in the frontal frame
     hair_name: list
     eye_name: list
+    appearance: torch.Tensor | None = None   # (n, K) appearance-model coefficients (style "photo"; else None)
 
     def index(self, idx) -> "Identity":
         """The identities ``idx`` (an index tensor, or a slice: views of this one's tensors)."""
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
+            if v is None:
+                out[f.name] = None
+                continue
             out[f.name] = v[idx] if isinstance(v, torch.Tensor) or isinstance(idx, slice) else [v[int(i)] for i in idx]
         return Identity(**out)
 
@@ -123,8 +127,17 @@ def _geometry(z: torch.Tensor, strength: float) -> torch.Tensor:
 _SKIN_LIGHT, _SKIN_DEEP = torch.tensor([0.96, 0.80, 0.70]), torch.tensor([0.34, 0.21, 0.14])
 
 
-def make_identities(seed: int, ids, strength: float = 1.0, device=None) -> Identity:
+STYLES = ("cartoon", "photo")
+#: style "photo": the world's own shape factors are this much wider (chosen on world seed 101 with dlib and SFace)
+PHOTO_SPREAD = 1.5
+
+
+def make_identities(seed: int, ids, strength: float = 1.0, device=None, style: str = "cartoon") -> Identity:
     """Draw the identities ``ids`` (iterable of non-negative ints) of a world with seed ``seed``.
+
+    ``style="photo"`` adds each identity's coefficients of the real-photo appearance model
+    (:mod:`facelab.synth.appearance`), drawn from a second generator of that identity, so that every other
+    parameter is the same person as in the default ``"cartoon"`` style.
 
     Identity ``k``'s random numbers come from its own generator (drawn in a fixed order); everything computed from
     them is batched, on the CPU (the same numbers on every machine); ``device`` moves the result there.
@@ -176,11 +189,29 @@ def make_identities(seed: int, ids, strength: float = 1.0, device=None) -> Ident
     eye = (torch.tensor(list(EYE_COLOURS.values()))[eye_i] * (1 + 0.1 * nrm[:, 5:6])).clamp(0, 1)
     face = torch.stack([0.85 + 0.3 * u[:, 8], 0.8 + 0.4 * u[:, 9], u[:, 10], 0.85 + 0.3 * u[:, 11],
                         0.8 + 0.3 * u[:, 12], u[:, 7]], 1)                  # the columns of fields.Face
-    ident = Identity(landmarks=_geometry(z, strength), skin=skin, lip=lip, hair=hair, eye=eye,
+    appearance = None
+    if style == "photo":
+        from facelab.synth.appearance import n_components
+
+        from facelab.synth.appearance import shape_offsets
+
+        appearance, zs = torch.empty(n, n_components()), torch.empty(n, 16)
+        for j, k in enumerate(ids):
+            g = torch.Generator().manual_seed((int(seed) * 1_000_003 + k * 7919 + 777_767) % (2**63 - 1))
+            torch.rand(n_components(), generator=g, out=appearance[j])
+            torch.randn(16, generator=g, out=zs[j])
+        photo_shape = shape_offsets(zs)
+    elif style not in STYLES:
+        raise ValueError(f"unknown style {style!r}: expected one of {', '.join(STYLES)}")
+    landmarks = _geometry(z, strength)
+    if style == "photo":
+        landmarks = _geometry(z, strength * PHOTO_SPREAD) + strength * photo_shape
+    ident = Identity(landmarks=landmarks, skin=skin, lip=lip, hair=hair, eye=eye,
                      hair_style=torch.tensor(style_i), hair_shape=u[:, 1:5].clone(),
                      brow=torch.stack([0.7 + 0.6 * u[:, 5], 0.5 + 0.5 * u[:, 6]], 1), face=face,
                      beard=torch.stack([torch.tensor(beard_style, dtype=torch.float32), 0.5 + 0.5 * u[:, 15]], 1),
                      glasses=torch.stack([(u[:, 16] < 0.22).float(), u[:, 17], 0.3 + 0.7 * u[:, 18],
                                           0.9 + 0.25 * u[:, 19]], 1),
-                     texture=texture, hair_name=[hair_keys[i] for i in hair_i], eye_name=[eye_keys[i] for i in eye_i])
+                     texture=texture, hair_name=[hair_keys[i] for i in hair_i], eye_name=[eye_keys[i] for i in eye_i],
+                     appearance=appearance)
     return ident if device is None else ident.to(device)

@@ -41,6 +41,8 @@ from facelab.synth.landmarks import (ALAR, BROWS, CHIN, EYE_LEFT_OUTER, EYE_RIGH
                                      NOSE_ROOT, NOSE_TIP, NOSTRIL_LEFT, NOSTRIL_RIGHT, SUBNASALE, UPPER_LIP_OUTER,
                                      UPPER_LIP_TOP, span)
 
+#: style "photo": AU wrinkles and folds this much darker than in the cartoon style
+PHOTO_WRINKLE_GAIN = 1.6
 OCCLUSIONS = ("none", "sunglasses", "scarf", "mask", "hand", "block", "pixels")
 _AU = _AU_INDEX
 LAYER_CHANNELS = Layer.NAMES
@@ -469,12 +471,15 @@ def _canvas(out, L, hd: _Head, H) -> _Canvas:
                    skin_m=canvas[:, Layer.SKIN], H=H, pix=pix)
 
 
-def draw_identity(I, H: int, out: torch.Tensor | None = None) -> torch.Tensor:
+def draw_identity(I, H: int, out: torch.Tensor | None = None, style: str = "cartoon") -> torch.Tensor:
     """Neutral frontal layers of identities ``I`` (an :class:`~facelab.synth.identity.Identity` on the device).
 
     Returns (n, 6, H, W), drawn into ``out`` when given: colour, alpha, face region and skin mask (see
     :class:`~facelab.synth.fields.Layer`). Eyes, lips, makeup and accessories are drawn per image on top of these.
+    ``style="photo"`` multiplies the skin by the identity's real-photo detail map (:func:`_draw_photo_skin`),
+    which brings its own brows, eyes, nostrils and lips, instead of drawing brows and nostrils.
     """
+    photo = style == "photo"
     L = I.landmarks
     out = torch.zeros(L.shape[0], len(Layer.NAMES), H, H, device=L.device) if out is None else out.zero_()
     # 1a. head geometry, and the canvas of the head columns
@@ -491,10 +496,13 @@ def draw_identity(I, H: int, out: torch.Tensor | None = None) -> torch.Tensor:
     # 1c. neck and ears, 1d. skin with the identity's texture, 1e. hair
     skin_parts = _draw_neck_and_ears(cv, I, hd)
     head_skin = _draw_skin(cv, I, face_sdf, skull, skin_parts)
+    if photo:
+        _draw_photo_skin(cv, I, head_skin)
     hair_a = _draw_hair(cv, I, hd, face_sdf, skull, head_skin, strands, skin_parts)
     # 1f. brows, nostrils, age lines (the AU-driven wrinkles are added per image from templates), beard
-    _draw_brows(cv, I)
-    _draw_nostrils(cv, L, hd.cx)
+    if not photo:
+        _draw_brows(cv, I)
+        _draw_nostrils(cv, L, hd.cx)
     zero_au = torch.zeros(L.shape[0], len(_AU), 2, device=L.device)
     dark = _wrinkles(L, zero_au, I.face[:, Face.AGE], cv.X_full, cv.Y, H)[..., cv.head]
     cv.col.mul_(1 - dark * cv.face_a)
@@ -553,6 +561,29 @@ def _draw_skin(cv: _Canvas, I, face_sdf, skull, skin_parts):
     tone = (1 + tex[:, 0:1] - 0.55 * (tex[:, 1:2] * 3).clamp(0, 1)).clamp(0.3, 1.2)   # tone change, moles
     cv.col.mul_(1 + (tone - 1) * head_skin)
     return head_skin
+
+
+def _draw_photo_skin(cv: _Canvas, I, head_skin):
+    """Style "photo": the skin times the identity's detail map from the real-photo appearance model, carried from
+    the mean shape to the identity's landmarks by a smooth landmark warp, plus skin noise at three scales (pores,
+    fine and coarse mottling, fixed per identity)."""
+    from facelab.synth.appearance import sample_textures
+    from facelab.synth.landmarks import mean_shape
+
+    L, H = I.landmarks, cv.H
+    n = L.shape[0]
+    detail = sample_textures(I.appearance, L.device)                           # (n, 3, R, R) over the frame
+    grid = _expression_grid(mean_shape().to(L.device)[None].expand(n, -1, -1), L, H)
+    d = F.grid_sample(detail, grid[:, :, cv.head], align_corners=False, padding_mode="border")
+    # multi-scale skin noise from the identity's texture channels (blotches at two scales) and the fine pattern
+    blot = I.texture[:, Texture.BLOTCHES:Texture.BLOTCHES + 1]
+    coarse = _resize(blot, H, "bicubic")[..., cv.head]
+    fine_scale = _resize(blot[..., ::4, ::4].flip(-1), H)[..., cv.head]
+    noise = 1 + 0.03 * coarse + 0.02 * fine_scale + 0.035 * cv.fine
+    fa = cv.face_a
+    cv.col.mul_(1 + (d * noise - 1) * fa)
+    # outside the face region (forehead under the hair line, ears, neck) the pores only
+    cv.col.mul_(1 + 0.035 * cv.fine * (head_skin - fa).clamp_min(0))
 
 
 def _draw_hair(cv: _Canvas, I, hd: _Head, face_sdf, skull, head_skin, strands, skin_parts):
@@ -813,7 +844,7 @@ def _identity_grid(H, device):
     return torch.stack([X.expand(1, 1, H, H), Y.expand(1, 1, H, H)], -1)[:, 0]
 
 
-def draw_expression(sc: Scene, layer: torch.Tensor, H: int):
+def draw_expression(sc: Scene, layer: torch.Tensor, H: int, style: str = "cartoon"):
     """Per-image drawing on the (expression-warped) identity layer, in place: AU shading, eyes, mouth, makeup,
     glasses, frontal occluders, PPG skin colour. Returns the occluder mask (N, 1, H, W)."""
     L = sc.landmarks
@@ -829,13 +860,16 @@ def draw_expression(sc: Scene, layer: torch.Tensor, H: int):
     if bool(sc.aus.any()):
         T = au_templates(H, L.device)
         dark = (sc.aus.reshape(N, -1) @ T).view(N, 1, H, H)
+        if style == "photo":
+            dark = dark * PHOTO_WRINKLE_GAIN
         col.mul_(1 - dark.clamp(-0.2, 0.6) * face_a)
     # 2c. blush, 2d. eyes (one window per eye; eyeshadow and eyeliner), 2e. mouth (lips, opening, lipstick)
     if bool((mk[:, Makeup.BLUSH_ALPHA] > 0).any()):
         _draw_blush(col, skin_m, X, Y, L, mk, H)
+    photo = style == "photo"
     for eye in EYES:
-        _draw_eye(col, X, Y, eye, sc, pix, H)
-    _draw_mouth(col, X, Y, sc, pix, H)
+        _draw_eye(col, X, Y, eye, sc, pix, H, photo)
+    _draw_mouth(col, X, Y, sc, pix, H, photo)
     # 2f. glasses and sunglasses, 2g. scarf, medical mask, hand
     occ_mask = torch.zeros(N, 1, H, H, device=L.device)
     _draw_glasses(layer, occ_mask, X, Y, sc, pix, H)
@@ -858,9 +892,11 @@ def _draw_blush(col, skin_m, X, Y, L, mk, H):
         _lerp_(cw, _c(mk[:, Makeup.BLUSH]), _s(mk[:, Makeup.BLUSH_ALPHA]) * 0.55 * _exp_neg(d2) * skin_m[:, :, rs, cs])
 
 
-def _draw_eye(col, X, Y, eye, sc: Scene, pix, H):
+def _draw_eye(col, X, Y, eye, sc: Scene, pix, H, photo: bool = False):
     """One eye in its window: eyeshadow, lid crease, the open eye (sclera, iris following the gaze, pupil, glint),
-    lashes and eyeliner. Lids are cubic curves through the landmarks in the frame of the eye corners."""
+    lashes and eyeliner. Lids are cubic curves through the landmarks in the frame of the eye corners.
+    ``photo``: the eye is the appearance model's; only the part of it that the lids close (blink, lid tightener)
+    is covered with skin, then eyeshadow and eyeliner."""
     L, mk = sc.landmarks, sc.makeup
     rs, cs, Xw, Yw = _window(X, Y, *_box(L[:, eye.group], 0.04, 0.04, 0.09, 0.03), H)
     cb = col[:, :, rs, cs]
@@ -875,18 +911,36 @@ def _draw_eye(col, X, Y, eye, sc: Scene, pix, H):
         sh_a = _s(shadow) * inside_u * _ramp(v - v_up + 0.004, pix) \
             * _gauss((v - v_up) / 0.055) * ((u + 0.15) * (1.15 - u) * 4).clamp(0, 1)
         _lerp_(cb, _c(mk[:, Makeup.EYESHADOW]), sh_a * 0.85)
-    crease = _gauss((v - v_up * 1.35 - 0.012) / 0.005) * inside_u
-    cb.mul_(1 - 0.22 * crease)
-    open_a = inside_u * _ramp(v_up - v, pix) * _ramp(v - v_lo, pix)
-    _lerp_(cb, _eyeball(Xw, Yw, u, v, v_up, p0, p1, length, sc, pix), open_a)
-    lash = inside_u * _gauss((v - v_up + 0.003) / 0.0045)
-    _lerp_(cb, torch.full_like(cb[:, :, :1, :1], 0.08), lash * 0.85)
+    if photo:
+        _close_photo_eye(cb, u, v, v_up, v_lo, inside_u, eye, sc, p0, p1, pix)
+    else:
+        crease = _gauss((v - v_up * 1.35 - 0.012) / 0.005) * inside_u
+        cb.mul_(1 - 0.22 * crease)
+        open_a = inside_u * _ramp(v_up - v, pix) * _ramp(v - v_lo, pix)
+        _lerp_(cb, _eyeball(Xw, Yw, u, v, v_up, p0, p1, length, sc, pix), open_a)
+        lash = inside_u * _gauss((v - v_up + 0.003) / 0.0045)
+        _lerp_(cb, torch.full_like(cb[:, :, :1, :1], 0.08), lash * 0.85)
     liner_a = mk[:, Makeup.EYELINER_ALPHA]
     if bool((liner_a > 0).any()):
         liner_w = 0.004 + 0.006 * liner_a
         liner = _s(liner_a) * ((u + 0.05) * (1.2 - u) * 8).clamp(0, 1) \
             * _ramp((v - v_up + _s(liner_w) * 0.6).abs() - _s(liner_w), pix)
         _lerp_(cb, _c(mk[:, Makeup.EYELINER]), liner)
+
+
+def _close_photo_eye(cb, u, v, v_up, v_lo, inside_u, eye, sc: Scene, p0, p1, pix):
+    """Style "photo": skin over the part of the neutral eye opening that the current lids cover, and a lash line
+    along the current upper lid where it moved down."""
+    uu, vv = _frame_pts(sc.neutral[:, eye.upper + eye.lower], p0, p1)
+    n_up, n_lo = _eye_curves(u, [(uu[:, 0], vv[:, 0]), (uu[:, 1], vv[:, 1])], [(uu[:, 2], vv[:, 2]), (uu[:, 3], vv[:, 3])])
+    was_open = inside_u * _ramp(n_up - v - 0.006, pix) * _ramp(v - n_lo + 0.004, pix)
+    closed = was_open * (1 - _ramp(v_up - v, pix) * _ramp(v - v_lo, pix))
+    if not bool((closed > 0.01).any()):
+        return
+    lid = _c(sc.skin) * 0.78
+    _lerp_(cb, lid, closed)
+    lash = inside_u * _gauss((v - v_up) / 0.004) * (v_up > n_up + 0.004).float()
+    _lerp_(cb, torch.full_like(cb[:, :, :1, :1], 0.1), lash * 0.8)
 
 
 def _eyeball(Xw, Yw, u, v, v_up, p0, p1, length, sc: Scene, pix):
@@ -906,9 +960,10 @@ def _eyeball(Xw, Yw, u, v, v_up, p0, p1, length, sc: Scene, pix):
     return eye_col * (1 - 0.35 * _gauss((v - v_up) / 0.01))
 
 
-def _draw_mouth(col, X, Y, sc: Scene, pix, H):
+def _draw_mouth(col, X, Y, sc: Scene, pix, H, photo: bool = False):
     """Lips (natural colour mixed with lipstick) in the mouth's window, in the frame of the mouth corners: the lip
-    contours are piecewise-linear curves through the landmarks; then the opening or the closed lip line."""
+    contours are piecewise-linear curves through the landmarks; then the opening or the closed lip line.
+    ``photo``: the lips are the appearance model's (lipstick is blended over them), the opening is drawn."""
     L, mk = sc.landmarks, sc.makeup
     rs, cs, Xw, Yw = _window(X, Y, *_box(L[:, _MOUTH], 0.03, 0.03, 0.03, 0.03), H)
     cl = col[:, :, rs, cs]
@@ -920,15 +975,22 @@ def _draw_mouth(col, X, Y, sc: Scene, pix, H):
     in_u = _ramp((u - 0.5).abs() - 0.5, pu)
     lips_a = in_u * _ramp(v_ou - v, pix) * _ramp(v - v_ol, pix)
     lower = torch.sigmoid(v / 0.01)
-    lipc = _c(sc.lip) * (0.92 + 0.12 * lower) * (1 - 0.2 * _gauss((v - v_ou) / 0.006))
     lip_mix = _s(mk[:, Makeup.LIPSTICK_ALPHA]) * 0.85
-    lipc = lipc * (1 - lip_mix) + _c(mk[:, Makeup.LIPSTICK]) * lip_mix * (0.9 + 0.1 * lower)
-    _lerp_(cl, lipc, lips_a)
+    if photo:
+        if bool((lip_mix > 0).any()):
+            _lerp_(cl, _c(mk[:, Makeup.LIPSTICK]) * (0.75 + 0.25 * cl.mean(1, keepdim=True) / _s(sc.skin.mean(1))),
+                   lips_a * lip_mix)
+    else:
+        lipc = _c(sc.lip) * (0.92 + 0.12 * lower) * (1 - 0.2 * _gauss((v - v_ou) / 0.006))
+        lipc = lipc * (1 - lip_mix) + _c(mk[:, Makeup.LIPSTICK]) * lip_mix * (0.9 + 0.1 * lower)
+        _lerp_(cl, lipc, lips_a)
     iu_u, _ = _frame_pts(L[:, LIP_CONTOURS["inner_upper"]], p0, p1)
     iu0, iu1 = iu_u[:, 0], iu_u[:, -1]
     in_iu = _ramp((u - _s(0.5 * (iu0 + iu1))).abs() - _s(0.5 * (iu1 - iu0)), pu)
     gap = v_il - v_iu
-    open_a = in_iu * _ramp(v_iu - v, pix) * _ramp(v - v_il, pix) * (gap > 0.5 * pix).float()
+    # photo: the lips of the appearance model are closed at rest, so only a real opening (lips part, jaw drop) shows
+    min_gap = 0.5 * pix if not photo else 0.5 * pix + 0.012
+    open_a = in_iu * _ramp(v_iu - v, pix) * _ramp(v - v_il, pix) * (gap > min_gap).float()
     if bool((open_a > 0).any()):
         teeth_h = _s(0.028 * length / 0.37)
         teeth = _ramp(v - (v_iu + teeth_h), pix) * (0.8 + 0.2 * torch.cos((u - 0.5) * 40).abs())
@@ -936,6 +998,9 @@ def _draw_mouth(col, X, Y, sc: Scene, pix, H):
         mouth_in = torch.tensor([0.22, 0.05, 0.06], device=L.device).view(1, 3, 1, 1)
         tooth_c = torch.tensor([0.90, 0.87, 0.80], device=L.device).view(1, 3, 1, 1) * (1 - 0.4 * (2 * u - 1) ** 2)
         t_a = torch.maximum(teeth, lower_teeth)
+        if photo:                                       # a photograph's open mouth is mostly shadow
+            t_a = t_a * 0.45
+            mouth_in = mouth_in * 0.5
         _lerp_(cl, mouth_in * (1 - t_a) + tooth_c * t_a, open_a)
     closed_line = in_iu * _gauss((v - 0.5 * (v_iu + v_il)) / 0.0035) * (gap <= 1.5 * pix).float()
     cl.mul_(1 - 0.55 * closed_line)
@@ -1339,7 +1404,7 @@ def project_landmarks(sc: Scene, depth: DepthModel, R, H: int):
 CPU_CHUNK = 64
 
 
-def render(sc: Scene, H: int) -> Rendered:
+def render(sc: Scene, H: int, style: str = "cartoon") -> Rendered:
     """Render a scene at H x H pixels (``sc.layers`` holds the identity layers, see :func:`draw_identity`).
 
     On the CPU the images are rendered in nearly equal chunks of at most :data:`CPU_CHUNK`; an image's random pixel
@@ -1347,8 +1412,8 @@ def render(sc: Scene, H: int) -> Rendered:
     """
     chunks = chunk_slices(sc.n, sc.landmarks.device)
     if len(chunks) <= 1:
-        return _render(sc, H)
-    parts = [_render(sc.select(c), H) for c in chunks]
+        return _render(sc, H, style)
+    parts = [_render(sc.select(c), H, style) for c in chunks]
     return Rendered(*(torch.cat([getattr(r, f.name) for r in parts]) for f in fields(Rendered)))
 
 
@@ -1362,12 +1427,12 @@ def chunk_slices(n: int, device) -> list[slice]:
     return [slice(s, min(n, s + step)) for s in range(0, n, step)]
 
 
-def _render(sc: Scene, H: int) -> Rendered:
+def _render(sc: Scene, H: int, style: str = "cartoon") -> Rendered:
     """Render all images of a scene in one batch: the numbered stages of the module docstring."""
     # 1. identity layers (drawn once per identity), warped to each image's expression
     layer = _expression_layer(sc, H)
     # 2. per-image drawing on the frontal layer: AU shading, eyes, mouth, makeup, glasses, frontal occluders
-    occ_mask = draw_expression(sc, layer, H)
+    occ_mask = draw_expression(sc, layer, H, style)
     # 3. light
     depth = DepthModel(sc.landmarks, sc.face, sc.aus)
     R = _rotation(sc.pose)

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facelab.synth.facs import AU_NAMES, EMOTION_PROTOTYPES, EMOTIONS, apply_aus, au_vector, emotion_vector
+from facelab.synth.facs import (AU_NAMES, EMOTION_PROTOTYPES, EMOTIONS, apply_aus, au_gain, au_vector,
+                                emotion_vector)
 from facelab.synth.fields import Beard, Clutter, Degrade, Glasses, HandParam, Light, MaskParam, Makeup, Pose, ScarfParam
 from facelab.synth.identity import Identity, make_identities
 from facelab.synth.landmarks import LOWER_LIP_BOTTOM, NOSE_BRIDGE
@@ -97,6 +98,13 @@ class FaceWorld:
         Where to render ("cpu", "cuda", "auto", ...).
     identity_strength : float
         Scale of identity shape variation (1 = default; smaller makes people look more alike).
+    style : {"cartoon", "photo"}
+        How faces are drawn. ``"cartoon"`` (the default, unchanged): soft geometric primitives. ``"photo"``: the
+        face's skin, eyes, brows, nose and lips come from a morphable appearance model of real face photos
+        (:mod:`facelab.synth.appearance`; each identity its own coefficient vector), with multi-scale skin noise
+        and stronger, more photographic action units; hair, ears, neck, beard, glasses, makeup, occluders, pose,
+        light and camera are shared with the cartoon style. The same seed gives the same people (geometry, tone,
+        hair, labels) in both styles. In ``"photo"`` the eyes are the photos' (``gaze`` is labelled but not drawn).
 
     Examples
     --------
@@ -106,13 +114,19 @@ class FaceWorld:
     torch.Size([8, 3, 112, 112])
     """
 
-    def __init__(self, seed: int = 0, size: int = 112, device="cpu", identity_strength: float = 1.0):
+    def __init__(self, seed: int = 0, size: int = 112, device="cpu", identity_strength: float = 1.0,
+                 style: str = "cartoon"):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         if not isinstance(size, (int, np.integer)) or not (32 <= size <= 512):
             raise ValueError(f"size must be an integer number of pixels in [32, 512] (64-256 recommended), got {size!r}")
         if not (0.0 <= float(identity_strength) <= 3.0):
             raise ValueError(f"identity_strength must lie in [0, 3], got {identity_strength}")
+        from facelab.synth.identity import STYLES
+
+        if style not in STYLES:
+            raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
+        self.style = style
         from facelab.runtime import resolve_device
 
         self.seed = int(seed)
@@ -126,7 +140,8 @@ class FaceWorld:
         self.cache_bytes = 512 * 2**20
 
     def __repr__(self) -> str:
-        return f"FaceWorld(seed={self.seed}, size={self.size}, device='{self.device}')"
+        extra = "" if self.style == "cartoon" else f", style='{self.style}'"
+        return f"FaceWorld(seed={self.seed}, size={self.size}, device='{self.device}'{extra})"
 
     # ------------------------------------------------------------------ identities
     def identities(self, ids: Sequence[int]) -> Identity:
@@ -134,7 +149,7 @@ class FaceWorld:
         ids = [int(k) for k in ids]
         missing = [k for k in dict.fromkeys(ids) if k not in self._cache]
         if missing:
-            made = make_identities(self.seed, missing, self.identity_strength)
+            made = make_identities(self.seed, missing, self.identity_strength, style=self.style)
             for j, k in enumerate(missing):
                 self._cache[k] = (made, j)                          # a row of the batch, see _cached_identity
             while len(self._cache) > 4096:
@@ -145,8 +160,8 @@ class FaceWorld:
         out = {}
         for f in parts[0].__dataclass_fields__:
             v0 = getattr(parts[0], f)
-            out[f] = torch.cat([getattr(p, f) for p in parts]) if isinstance(v0, torch.Tensor) else \
-                [x for p in parts for x in getattr(p, f)]
+            out[f] = None if v0 is None else torch.cat([getattr(p, f) for p in parts]) \
+                if isinstance(v0, torch.Tensor) else [x for p in parts for x in getattr(p, f)]
         return Identity(**out)
 
     def _cached_identity(self, k: int) -> Identity:
@@ -173,7 +188,7 @@ class FaceWorld:
         entry = {k: j for j, k in enumerate(ids)}
         for part in chunk_slices(len(missing), self.device):
             rows = torch.tensor([entry[k] for k in missing[part]])
-            draw_identity(ident.index(rows).to(self.device), self.size, out=layers[part])
+            draw_identity(ident.index(rows).to(self.device), self.size, out=layers[part], style=self.style)
         for j, k in enumerate(missing):
             self._layer_cache[k] = layers[j]
         budget = max(16, int(self.cache_bytes // (6 * 4 * self.size * self.size)))
@@ -237,7 +252,7 @@ class FaceWorld:
         g = generator if generator is not None else self._generator
         scene, info = self._scene(ids, g, nuisance, expression, occlusion, occlusion_fraction, makeup, glasses,
                                   beard, overrides)
-        out = render(scene, self.size)
+        out = render(scene, self.size, style=self.style)
         labels = self._labels(ids, scene, info, out)
         return FaceBatch(out.images, labels, out.landmarks, out.masks, out.face)
 
@@ -334,11 +349,11 @@ class FaceWorld:
             sc = Scene(**{key: v.expand(n, *v.shape[1:]) if isinstance(v, torch.Tensor) and key != "layers" else v
                           for key, v in base.__dict__.items()})
             sc.aus = traj[sl].to(dev)
-            sc.landmarks = apply_aus(base.neutral.expand(n, -1, -1), sc.aus)
+            sc.landmarks = apply_aus(base.neutral.expand(n, -1, -1), sc.aus, gain=au_gain(self.style))
             sc.pose = pose[sl].to(dev)
             sc.skin_gain = gain[sl].to(dev)
             sc.seeds = torch.arange(sl.start, sl.stop, device=dev) + seed0
-            out = render(sc, self.size)
+            out = render(sc, self.size, style=self.style)
             frames.append(out.images)
             lms.append(out.landmarks)
         return torch.cat(frames), torch.cat(lms)
@@ -403,7 +418,7 @@ class FaceWorld:
         else:
             emotions = ["custom"] * N
         info["emotion"] = emotions
-        lm = apply_aus(ident.landmarks, aus)
+        lm = apply_aus(ident.landmarks, aus, gain=au_gain(self.style))
         # pose, light, placement
         if pose is None:
             pose = torch.stack([U(p["yaw"]), U(p["pitch"]), U(p["roll"])], 1)

@@ -1,0 +1,322 @@
+"""A morphable appearance model of real face photos for the world's ``style="photo"``.
+
+What makes a real recogniser tell people apart is the texture and fine shape of real faces, which the world's
+cartoon primitives (``style="cartoon"``, the default) do not have. This module builds, once, a PCA model of the skin
+*detail* of the real faces the book ships, aligned to the world's frontal landmark frame, and samples new textures
+from it as coefficient vectors. A sampled texture is a random combination of the principal components of about
+twenty people, not any one of them.
+
+The photos (all offline assets, :mod:`facelab.assets`; licences from ``data/assets.toml``):
+
+* the people of face-api's six demo group photos (npm ``@vladmandic/face-api`` 1.7.15, MIT, people unnamed);
+* one portrait each of Barack Obama and Joe Biden (``face_recognition`` 1.3.0 test images, MIT);
+* Eileen Collins (scikit-image ``astronaut``, public-domain NASA photo).
+
+(Grace Hopper's portrait is left out: her glasses would become part of the skin texture.) An identity is a
+*photofit*: its skin, brows, eyes, nose and mouth come from at least three different real people (mirrored or not),
+with soft seams and a second face blended in; the skin and mouth come only from faces that face-api does not read
+as happy (most demo photos smile). The landmark shape gets offsets from a PCA of the real faces' shapes.
+
+Each face is found with dlib's HOG detector and its 68 landmarks with dlib's shape predictor; a similarity plus a
+smooth landmark-driven warp carries the photo onto the world's mean shape (:func:`facelab.synth.landmarks.mean_shape`)
+on an ``R x R`` grid over the frontal frame; the colour is divided by the face's own median skin colour, so that
+the model holds *relative* detail (eyes, brows, lips, nostrils, skin texture, shading) and the world's own skin-tone
+parameter keeps its meaning. Each face is also mirrored (a mirror image is not a new person to a recogniser, but it
+makes the model's mean symmetric). The model is saved as the checkpoint ``synth_appearance`` (``data/models/``) and
+rebuilt by ``python -m facelab.synth.appearance``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facelab.synth.landmarks import mean_shape
+
+NAME = "synth_appearance"
+RESTORE = "python -m facelab.synth.appearance"
+#: texture resolution over the whole frontal frame [-1, 1]^2, and the number of principal components kept
+SETTINGS = {"resolution": 128, "kernel": 0.08, "version": 6, "shape_components": 12}
+
+#: (asset, file, keep the first face only) of the photos used
+PHOTOS = [("face-recognition-test-images", "obama.jpg", True), ("face-recognition-test-images", "biden.jpg", True),
+          ("astronaut", "astronaut.png", True)] + \
+         [("faceapi-demo-photos", f"sample{i}.jpg", False) for i in range(1, 7)]
+
+
+def _frame_to_photo(pts: np.ndarray, kernel: float) -> callable:
+    """Map from world frontal-frame points (M, 2) to photo pixels, for a photo face with 68 landmarks ``pts``:
+    piecewise affine on a triangulation of the 68 landmarks (each landmark lands exactly on the photo's, so an open
+    smiling mouth is closed onto the mean shape's lips), the landmarks' similarity transform outside, through a ring
+    of points round the face."""
+    from skimage.transform import PiecewiseAffineTransform
+
+    from facelab.core.geometry import umeyama
+
+    m = mean_shape().numpy().astype(np.float64)
+    M = umeyama(m, pts)
+    sim = lambda p: p @ M[:, :2].T + M[:, 2]  # noqa: E731
+    c = m.mean(0)
+    ring = [c + r * np.array([np.cos(a), np.sin(a)]) for r in (0.95, 1.6)
+            for a in np.linspace(0, 2 * np.pi, 24, endpoint=False)]
+    ring = np.array(ring)
+    src = np.concatenate([m, ring])
+    dst = np.concatenate([pts, sim(ring)])
+    tf = PiecewiseAffineTransform()
+    tf.estimate(src, dst)
+
+    def f(p):
+        q = tf(p)
+        bad = ~np.isfinite(q).all(1) | (q == -1).all(1)
+        q[bad] = sim(p[bad])
+        return q
+    return f, float(np.hypot(*M[:, 0]))
+
+
+def face_region(R: int) -> np.ndarray:
+    """(R, R) soft mask of the mean face (jaw contour and a forehead arc) in the frontal frame."""
+    m = mean_shape().numpy()
+    jaw = m[:17]
+    brow_top = m[17:27, 1].min()
+    top = brow_top - 0.3
+    xs = (np.arange(R) + 0.5) * 2 / R - 1
+    X, Y = np.meshgrid(xs, xs)
+    cx, rx = 0.5 * (jaw[0, 0] + jaw[-1, 0]), 0.5 * (jaw[-1, 0] - jaw[0, 0])
+    y0 = 0.5 * (jaw[0, 1] + jaw[-1, 1])
+    phi = np.linspace(0.0, math.pi, 21)
+    arc = np.stack([cx + rx * np.cos(phi), y0 - (y0 - top) * np.sin(phi)], 1)
+    poly = np.concatenate([jaw, arc], 0)
+    import cv2
+
+    mask = np.zeros((R, R), np.uint8)
+    c = poly.mean(0)
+    poly = c + (poly - c) * 1.08                    # beyond the contour: the world's face region cuts it
+    cv2.fillPoly(mask, [np.round((poly + 1) * R / 2 - 0.5).astype(np.int32)], 1)
+    soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), R / 80)
+    return soft
+
+
+def extract_faces(resolution: int = 128, kernel: float = 0.08) -> tuple[np.ndarray, list, np.ndarray]:
+    """Real faces warped to the frontal frame: ((n, 3, R, R) float32 ratios to each face's skin colour, names,
+    (n, 68, 2) landmarks brought onto the mean shape by a similarity)."""
+    from facelab.core.geometry import umeyama
+
+    import cv2
+
+    from facelab import assets
+    from facelab.detect import detect_faces
+    from facelab.io import load_image
+
+    R = resolution
+    xs = (np.arange(R) + 0.5) * 2 / R - 1
+    X, Y = np.meshgrid(xs, xs)
+    grid = np.stack([X.ravel(), Y.ravel()], 1)
+    m = mean_shape().numpy()
+    # skin reference: cheeks and forehead of the mean face
+    ref_pts = np.array([[m[36, 0], 0.5 * (m[41, 1] + m[31, 1]) + 0.03], [m[45, 0], 0.5 * (m[46, 1] + m[35, 1]) + 0.03],
+                        [0.0, m[17:27, 1].min() - 0.08]])
+    out, names, shapes = [], [], []
+    for asset, fname, first in PHOTOS:
+        folder = assets.path(asset)
+        path = folder / fname if folder.is_dir() else folder
+        img = load_image(str(path))[..., :3]
+        faces = detect_faces(img, "dlib-hog", min_size=40, landmarks="68")
+        if first:
+            faces = faces[:1]
+        for k, face in enumerate(faces):
+            pts = np.asarray(face.landmarks68, np.float64)
+            f, scale = _frame_to_photo(pts, kernel)
+            # pre-shrink the photo so that one texture pixel is about one photo pixel (area filter, no aliasing)
+            shrink = max(1.0, scale * 2 / R)
+            small = cv2.resize(img, None, fx=1 / shrink, fy=1 / shrink, interpolation=cv2.INTER_AREA) \
+                if shrink > 1.01 else img
+            p = f(grid) / shrink
+            mx, my = p[:, 0].reshape(R, R).astype(np.float32), p[:, 1].reshape(R, R).astype(np.float32)
+            tex = cv2.remap(small.astype(np.float32) / 255, mx - 0.0, my - 0.0, cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+            # the mouth's inside (teeth of a smile) is filled from the lips around it: the world draws openings
+            inner = np.round((m[60:68] + 1) * R / 2 - 0.5).astype(np.int32)
+            hole = np.zeros((R, R), np.uint8)
+            cv2.fillPoly(hole, [inner], 1)
+            hole = cv2.dilate(hole, np.ones((3, 3), np.uint8))
+            tex8 = (tex.clip(0, 1) * 255).astype(np.uint8)
+            tex = np.where(hole[..., None] > 0, cv2.inpaint(tex8, hole, 3, cv2.INPAINT_TELEA) / 255.0, tex)
+            tex = tex.astype(np.float32)
+            refs = []
+            for q in ref_pts:
+                j = np.round((q + 1) * R / 2 - 0.5).astype(int)
+                refs.append(tex[j[1] - 3:j[1] + 4, j[0] - 3:j[0] + 4].reshape(-1, 3))
+            ref = np.median(np.concatenate(refs), 0).clip(0.05, 1)
+            out.append((tex / ref).transpose(2, 0, 1).astype(np.float32))
+            names.append(f"{fname}#{k}")
+            M = umeyama(pts, m)
+            shapes.append(pts @ M[:, :2].T + M[:, 2])
+    return np.stack(out), names, np.stack(shapes).astype(np.float32)
+
+
+def _happiness(R: int) -> np.ndarray:
+    """face-api's probability of "happy" for each real face (in :func:`extract_faces` order): smiling faces give
+    eyes, brows and noses, not the skin and mouth of a neutral face."""
+    from facelab import assets
+    from facelab.detect import detect_faces
+    from facelab.io import load_image
+    from facelab.models import load_expression_model
+    from facelab.models.expression import EXPRESSIONS, expression_crops
+
+    net = load_expression_model()
+    out = []
+    for asset, fname, first in PHOTOS:
+        folder = assets.path(asset)
+        img = load_image(str(folder / fname if folder.is_dir() else folder))[..., :3]
+        faces = detect_faces(img, "dlib-hog", min_size=40, landmarks="68")
+        faces = faces[:1] if first else faces
+        if faces:
+            out.extend(net.predict(expression_crops(img, faces)).numpy()[:, EXPRESSIONS.index("happy")].tolist())
+    return np.array(out, np.float32)
+
+
+def region_masks(R: int) -> np.ndarray:
+    """(5, R, R) soft masks in the frontal frame of the face, brows, eyes, nose and mouth of the mean shape."""
+    import cv2
+
+    m = mean_shape().numpy()
+    out = [face_region(R)]
+    for idx, grow in ((range(17, 27), 0.035), (range(36, 48), 0.045), (range(27, 36), 0.04), (range(48, 68), 0.045)):
+        pts = m[list(idx)]
+        c = pts.mean(0)
+        d = pts - c
+        r = np.linalg.norm(d, axis=1, keepdims=True).clip(1e-6)
+        grown = pts + d / r * grow
+        hulls = [grown] if idx != range(17, 27) and idx != range(36, 48) else \
+            [grown[(grown[:, 0] < 0)], grown[(grown[:, 0] > 0)]]
+        mask = np.zeros((R, R), np.uint8)
+        for h in hulls:
+            hull = cv2.convexHull(np.round((h + 1) * R / 2 - 0.5).astype(np.int32))
+            cv2.fillConvexPoly(mask, hull, 1)
+        out.append(cv2.GaussianBlur(mask.astype(np.float32), (0, 0), R / 90))
+    return np.stack(out)
+
+
+def build(settings: dict) -> tuple[dict, dict]:
+    """The real faces' detail maps in the frontal frame, inside the face region, and the region masks."""
+    R = settings["resolution"]
+    tex, names, shapes = extract_faces(R, settings["kernel"])
+    masks = region_masks(R)
+    # shape model: PCA of the landmark offsets from the mean shape (and of their mirror images); the mouth's own
+    # shape (smiles in the photos) is left out: the mouth group only moves as a whole
+    m = mean_shape().numpy()
+    from facelab.synth.landmarks import MIRROR
+    mir = shapes[:, MIRROR].copy()
+    mir[..., 0] *= -1
+    d = np.concatenate([shapes, mir]) - m
+    d[:, 48:68] = d[:, 48:68].mean(1, keepdims=True)
+    D = d.reshape(len(d), -1).astype(np.float64)
+    _, S, Vt = np.linalg.svd(D - D.mean(0), full_matrices=False)
+    K = settings["shape_components"]
+    ratio = np.clip(tex, 0.0, 2.5)
+    ratio = 1 + (ratio - 1) * masks[0][None, None]
+    happy = _happiness(R)
+    state = {"faces": torch.tensor(ratio, dtype=torch.float16), "masks": torch.tensor(masks, dtype=torch.float16),
+             "happy": torch.tensor(happy, dtype=torch.float32),
+             "shape_components": torch.tensor(Vt[:K].reshape(K, 68, 2), dtype=torch.float32),
+             "shape_std": torch.tensor(S[:K] / math.sqrt(len(D) - 1), dtype=torch.float32)}
+    return state, {"faces": len(tex), "names": names}
+
+
+_MODEL: dict = {}
+
+
+def appearance_model(device=None) -> dict:
+    """The appearance model (cached): ``faces`` (F, 3, R, R) detail maps of the real faces, ``masks`` (5, R, R) face,
+    brows, eyes, nose, mouth; float32 on ``device``; loaded from ``data/models/synth_appearance.safetensors``
+    (built there when missing)."""
+    key = str(device or "cpu")
+    if key not in _MODEL:
+        from facelab import checkpoints
+
+        state, _ = checkpoints.load_or_train(NAME, build, settings=SETTINGS, restore=RESTORE)
+        _MODEL[key] = {k: v.float().to(device or "cpu") for k, v in state.items()}
+    return _MODEL[key]
+
+
+#: uniform random numbers per identity that :func:`sample_textures` reads
+N_COEF = 12
+#: strength of the second face blended into every region (drawn in [0, BLEND])
+BLEND = 0.3
+#: share of the detail maps' chroma kept
+CHROMA = 0.4
+#: regions (0 skin, 4 mouth) taken from faces that do not smile, so that a neutral face does not look happy
+NEUTRAL_REGIONS = (0, 4)
+#: the fewest different real people an identity's regions come from
+MIN_SOURCES = 3
+
+
+def n_components() -> int:
+    return N_COEF
+
+
+def sources(coef: torch.Tensor, n_faces: int, calm=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which real faces make each identity: (region sources (n, 5), mirrored (n, 5) bool, second face (n,),
+    blend (n,)), from ``coef`` (n, N_COEF) uniform numbers; the regions :data:`NEUTRAL_REGIONS` come from the faces
+    ``calm`` only (indices of faces that do not smile). The five regions (skin, brows, eyes, nose, mouth) come
+    from at least :data:`MIN_SOURCES` different people, so no identity is one real person."""
+    src = (coef[:, :5] * n_faces).long().clamp_(0, n_faces - 1)
+    calm = torch.arange(n_faces) if calm is None else torch.as_tensor(calm)
+    for r in NEUTRAL_REGIONS:
+        src[:, r] = calm[(coef[:, r] * len(calm)).long().clamp_(0, len(calm) - 1)]
+    for i in range(src.shape[0]):
+        k = 1
+        while len(set(src[i].tolist())) < MIN_SOURCES:
+            src[i, k % 5] = (src[i, k % 5] + 7 * k) % n_faces
+            k += 1
+    mirrored = coef[:, 5:10] > 0.5
+    second = (coef[:, 10] * n_faces).long().clamp_(0, n_faces - 1)
+    return src, mirrored, second, BLEND * coef[:, 11]
+
+
+#: spread of the sampled shape offsets, in units of the real faces' standard deviations
+SHAPE_SCALE = 1.0
+
+
+def shape_offsets(z: torch.Tensor) -> torch.Tensor:
+    """Landmark offsets (n, 68, 2) in the frontal frame from standard-normal numbers ``z`` (n, >= K), clipped at 2.5,
+    on the real faces' shape components."""
+    mdl = appearance_model()
+    K = mdl["shape_std"].shape[0]
+    c = z[:, :K].float().clamp(-2.5, 2.5) * mdl["shape_std"] * SHAPE_SCALE
+    return torch.einsum("nk,kpc->npc", c, mdl["shape_components"])
+
+
+def sample_textures(coef: torch.Tensor, device=None) -> torch.Tensor:
+    """Detail maps (n, 3, R, R) in the frontal frame of identities with appearance numbers ``coef`` (n, N_COEF):
+    a photofit of real faces (skin, brows, eyes, nose and mouth each from a real face, mirrored or not, with soft
+    seams), with a second face blended in."""
+    mdl = appearance_model(device)
+    faces, masks = mdl["faces"], mdl["masks"]
+    calm = torch.nonzero(mdl["happy"].cpu() < 0.5)[:, 0]
+    src, mirrored, second, beta = sources(coef.cpu(), faces.shape[0], calm)
+    dev = faces.device
+
+    def pick(idx, flip):
+        f = faces[idx.to(dev)]
+        return torch.where(flip.to(dev).view(-1, 1, 1, 1), f.flip(-1), f)
+
+    base = pick(src[:, 0], mirrored[:, 0])
+    for r in range(1, 5):
+        base = torch.lerp(base, pick(src[:, r], mirrored[:, r]), masks[r].view(1, 1, *masks.shape[1:]))
+    other = pick(second, ~mirrored[:, 0])
+    out = torch.lerp(base, other, beta.to(dev).view(-1, 1, 1, 1))
+    # the photos' colour casts are their lighting, not the people: keep a share of the chroma
+    grey = out.mean(1, keepdim=True)
+    return grey + CHROMA * (out - grey)
+
+
+if __name__ == "__main__":
+    from facelab import checkpoints
+
+    state, log = build(SETTINGS)
+    checkpoints.save(NAME, state, settings=SETTINGS, log=log, restore=RESTORE)
+    print(f"saved {NAME}: {log['faces']} faces")
