@@ -199,6 +199,7 @@ def plot_clip_traces(clip, traces: dict, ax=None) -> "Figure":
     for a, (name, m) in zip(axes, [("world's label", truth), ("face-api", traces["faceapi"]),
                                    ("FER mini-Xception", traces["fer"])]):
         a.imshow(np.nan_to_num(m).T, aspect="auto", cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+        a.grid(False)
         a.set_yticks(range(len(ABAW_EXPRESSIONS)), [SHORT[e] for e in ABAW_EXPRESSIONS], fontsize=7)
         a.set_xlabel("frame")
         a.set_title(name)
@@ -548,6 +549,7 @@ def plot_confusions(y_true, preds: dict, ax=None) -> "Figure":
         np.add.at(C, (y, np.asarray(p)), 1)
         C = C / np.maximum(C.sum(1, keepdims=True), 1)
         a.imshow(C, cmap="Blues", vmin=0, vmax=1)
+        a.grid(False)
         for i in range(K):
             for j in range(K):
                 if C[i, j] >= 0.05:
