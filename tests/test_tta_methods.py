@@ -278,3 +278,13 @@ def test_temporal_consistency():
     assert float(tta.temporal_consistency(p)) == pytest.approx(1.0)   # (2 + 0) / 2
     assert float(tta.temporal_consistency(p[:1])) == 0.0
     assert float(tta.temporal_consistency(p[:1], torch.tensor([0.0, 1.0]))) == pytest.approx(2.0)
+
+
+def test_sar_recovery_resets_weights_but_keeps_stream_statistics():
+    m = tiny(scale=12.0)
+    a = tta.SAR(m, lr=1e-2, bn_alpha=0.0, bn_momentum=0.5, e_margin=2.0, reset_constant=10.0)
+    a.adapt(frames(6, seed=3))
+    assert a.log["updates"] == 1 and a.log["recoveries"] == 1
+    for (n, q), (_, r) in zip(a.model.named_parameters(), m.named_parameters()):
+        assert torch.equal(q, r), n
+    assert not torch.allclose(a.model[1].running_mean, m[1].running_mean)

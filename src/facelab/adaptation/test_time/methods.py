@@ -148,9 +148,15 @@ class TestTimeAdapter:
     def n_parameters(self) -> int:
         return count_parameters(self.model)
 
-    def reset(self) -> None:
-        """Back to the source weights and normalisation statistics, fresh optimiser state."""
-        self.model.load_state_dict(self._source)
+    def reset(self, statistics: bool = True) -> None:
+        """Back to the source weights (and, with ``statistics``, the source normalisation statistics), fresh
+        optimiser state."""
+        if statistics:
+            self.model.load_state_dict(self._source)
+        else:
+            with torch.no_grad():
+                for n, p in self.model.named_parameters():
+                    p.copy_(self._source[n])
         self._make_optimizer()
         self.previous = None
         self._since_reset = 0
@@ -403,9 +409,9 @@ class SAR(TestTimeAdapter):
                 self.log["updates"] += 1
                 v = float(loss2.detach())
                 self.ema = v if self.ema is None else 0.9 * self.ema + 0.1 * v
-                if self.ema < self.reset_constant:
-                    self.log["recoveries"] += 1
-                    self.reset()
+                if self.ema < self.reset_constant:   # model recovery: the weights go back, the stream's
+                    self.log["recoveries"] += 1         # normalisation statistics stay (SAR normalises by batch)
+                    self.reset(statistics=False)
         return logits.detach()
 
 

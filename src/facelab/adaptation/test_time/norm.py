@@ -45,8 +45,7 @@ class StreamBatchNorm2d(nn.BatchNorm2d):
             self.single_frame_batches += 1
         if a == 0.0 and m == 0.0:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        mu = x.mean((0, 2, 3))
-        var = x.var((0, 2, 3), unbiased=False)
+        var, mu = torch.var_mean(x, (0, 2, 3), unbiased=False)
         if m > 0.0:
             with torch.no_grad():
                 self.running_mean.mul_(1 - m).add_(mu.detach(), alpha=m)
