@@ -290,28 +290,44 @@ def shape_offsets(z: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nk,kpc->npc", c, mdl["shape_components"])
 
 
+def _bank(mdl: dict) -> dict:
+    """What :func:`sample_textures` reads, derived once per model: the faces with :data:`CHROMA` of their colour
+    variation (desaturation is linear, so it commutes with the blending), stacked with their mirror images, and the
+    pixel window of each region's mask."""
+    key = ("bank", CHROMA)
+    if key not in mdl:
+        f = mdl["faces"]
+        grey = f.mean(1, keepdim=True)
+        f = grey + CHROMA * (f - grey)
+        windows = []
+        for m in mdl["masks"]:
+            rows, cols = torch.nonzero(m.amax(1) > 1e-3)[:, 0], torch.nonzero(m.amax(0) > 1e-3)[:, 0]
+            windows.append((slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1)))
+        mdl[key] = {"faces": torch.cat([f, f.flip(-1)]).contiguous(), "windows": windows}
+    return mdl[key]
+
+
 def sample_textures(coef: torch.Tensor, device=None) -> torch.Tensor:
     """Detail maps (n, 3, R, R) in the frontal frame of identities with appearance numbers ``coef`` (n, N_COEF):
     a photofit of real faces (skin, brows, eyes, nose and mouth each from a real face, mirrored or not, with soft
-    seams), with a second face blended in."""
+    seams), with a second face blended in; the photos' colour casts (their lighting, not the people) keep
+    :data:`CHROMA` of their strength."""
     mdl = appearance_model(device)
-    faces, masks = mdl["faces"], mdl["masks"]
+    bank = _bank(mdl)
+    faces, masks, windows = bank["faces"], mdl["masks"], bank["windows"]
+    n_faces = mdl["faces"].shape[0]
     calm = torch.nonzero(mdl["happy"].cpu() < 0.5)[:, 0]
-    src, mirrored, second, beta = sources(coef.cpu(), faces.shape[0], calm)
+    src, mirrored, second, beta = sources(coef.cpu(), n_faces, calm)
     dev = faces.device
-
-    def pick(idx, flip):
-        f = faces[idx.to(dev)]
-        return torch.where(flip.to(dev).view(-1, 1, 1, 1), f.flip(-1), f)
-
-    base = pick(src[:, 0], mirrored[:, 0])
-    for r in range(1, 5):
-        base = torch.lerp(base, pick(src[:, r], mirrored[:, r]), masks[r].view(1, 1, *masks.shape[1:]))
-    other = pick(second, ~mirrored[:, 0])
-    out = torch.lerp(base, other, beta.to(dev).view(-1, 1, 1, 1))
-    # the photos' colour casts are their lighting, not the people: keep a share of the chroma
-    grey = out.mean(1, keepdim=True)
-    return grey + CHROMA * (out - grey)
+    idx = (src + n_faces * mirrored.long()).to(dev)                     # rows of the bank (mirrors after the faces)
+    out = faces[idx[:, 0]]
+    for r in range(1, 5):                                               # each region only in its own window
+        rs, cs = windows[r]
+        out[:, :, rs, cs].lerp_(faces[:, :, rs, cs][idx[:, r]], masks[r, rs, cs])
+    rs, cs = windows[0]                                                 # outside the face region every map is 1
+    other = faces[:, :, rs, cs][(second + n_faces * (~mirrored[:, 0]).long()).to(dev)]
+    out[:, :, rs, cs].lerp_(other, beta.to(dev).view(-1, 1, 1, 1))
+    return out
 
 
 if __name__ == "__main__":
