@@ -104,7 +104,7 @@ def _net_features(fd) -> np.ndarray:
     return np.concatenate([fd.faceapi_features, fd.fer_features], 1)
 
 
-def _calibrate(settings: dict, cache, log) -> dict:
+def _calibrate(settings: dict, cache, log, device=None) -> dict:
     from facelab.affect import AffectCorpus
     from facelab.affect import descriptors as D
 
@@ -114,7 +114,7 @@ def _calibrate(settings: dict, cache, log) -> dict:
     net, shape, deform = [], [], []
     for i in range(cal["n_clips"]):
         clip = corpus.clip(i)
-        fd = D.face_descriptors(clip.frames, cache=cache)
+        fd = D.face_descriptors(clip.frames, cache=cache, device=device)
         lm = D.landmark_descriptors(clip.frames, cache=cache)
         net.append(_net_features(fd))
         shape.append(lm.shape)
@@ -122,7 +122,7 @@ def _calibrate(settings: dict, cache, log) -> dict:
     rng = np.random.default_rng(cal["seed"])
     sents = corpus.sentences()
     sents = [sents[i] for i in rng.permutation(len(sents))[:cal["n_sentences"]]]
-    text = D.text_descriptors(sents).numpy()
+    text = D.text_descriptors(sents).cpu().numpy()
     p = settings["pca"]
     proj = {"net": Projection.fit(np.concatenate(net), p["net"]),
             "shape": Projection.fit(np.concatenate(shape), p["shape"], standardise=False),
@@ -133,15 +133,16 @@ def _calibrate(settings: dict, cache, log) -> dict:
 
 
 # ------------------------------------------------------------------ computing a bank
-def compute_bank(settings: dict, *, cache=None, progress: bool = True) -> tuple[dict, dict]:
-    """All descriptors of the corpus in ``settings`` (see the module notes): ``(tensors, log)``."""
+def compute_bank(settings: dict, *, cache=None, progress: bool = True, device=None) -> tuple[dict, dict]:
+    """All descriptors of the corpus in ``settings`` (see the module notes): ``(tensors, log)``. ``device``: where
+    the face nets run (the landmark detector, openSMILE and PocketSphinx run on the CPU)."""
     from facelab.affect import AH_CUES, AffectCorpus
     from facelab.affect import descriptors as D
 
     t0 = time.time()
     cache = cache if cache is not None else D.DescriptorCache()
     log: dict = {}
-    proj = _calibrate(settings, cache, log)
+    proj = _calibrate(settings, cache, log, device)
     cs = settings["corpus"]
     corpus = AffectCorpus(cs["n_clips"], seed=cs["seed"], size=cs["size"], fps=cs["fps"],
                           n_identities=cs["n_identities"], ah_rate=cs["ah_rate"])
@@ -152,7 +153,7 @@ def compute_bank(settings: dict, *, cache=None, progress: bool = True) -> tuple[
     examples = []
     for i in range(cs["n_clips"]):
         clip = corpus.clip(i)
-        d = D.clip_descriptors(clip, asr=asr, cache=cache)
+        d = D.clip_descriptors(clip, asr=asr, cache=cache, device=device)
         lm = D.landmark_descriptors(clip.frames, cache=cache)
         T = len(clip)
         fr["clip"].append(np.full(T, i))
@@ -181,7 +182,7 @@ def compute_bank(settings: dict, *, cache=None, progress: bool = True) -> tuple[
     mm = {k: [] for k in ("mim_clip", "mim_net", "mim_probs", "mim_deform", "mim_true_deform", "mim_target")}
     for j in range(settings["n_mimicry"]):
         m = corpus.mimicry_clip(j, noise=settings["mimicry_noise"])
-        fd = D.face_descriptors(m.frames, cache=cache)
+        fd = D.face_descriptors(m.frames, cache=cache, device=device)
         lm = D.landmark_descriptors(m.frames, cache=cache)
         mm["mim_clip"].append(np.full(len(m.frames), j))
         mm["mim_net"].append(proj["net"](_net_features(fd)))
@@ -245,12 +246,12 @@ def _to_bank(state: dict, meta: dict) -> DescriptorBank:
     return DescriptorBank(frames, clips, mimicry, meta["settings"], meta.get("log", {}))
 
 
-def load_bank(profile: str = "quick", *, allow_compute: bool = True) -> DescriptorBank:
+def load_bank(profile: str = "quick", *, allow_compute: bool = True, device=None) -> DescriptorBank:
     """The descriptor bank of a profile through :func:`facelab.checkpoints.load_or_train`: loaded when the
     checkpoint matches :func:`settings_for` (profile), computed and saved otherwise (minutes; the full profile's
-    bank is not committed)."""
+    bank is not committed). ``device``: where the face nets run when the bank is computed."""
     settings = settings_for(profile)
-    state, meta = checkpoints.load_or_train(checkpoint_name(profile), lambda s: compute_bank(s), settings=settings,
+    state, meta = checkpoints.load_or_train(checkpoint_name(profile), lambda s: compute_bank(s, device=device), settings=settings,
                                             restore=f"{RESTORE} {profile}", allow_train=allow_compute)
     return _to_bank(state, meta)
 
