@@ -16,7 +16,6 @@ def test_normalise_landmarks_removes_position_rotation_scale():
     R = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
     moved = (pts[0] @ R.T) * 2.5 + np.array([7.0, -3.0])
     both = np.concatenate([pts, moved[None]])
-    both[1] = both[1]
     s = D.normalise_landmarks(both)
     assert s.shape == (2, 136)
     np.testing.assert_allclose(s[0], s[1], atol=1e-5)
