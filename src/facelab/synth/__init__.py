@@ -14,6 +14,12 @@ turns the head (yaw, pitch, roll with depth), and the picture is composited over
 (resolution, blur, noise, JPEG). Everything is torch, batched and device-agnostic; the same seed gives the same
 pixels on a given device.
 
+Two rendering styles: ``FaceWorld(style="cartoon")``, the default described above (every chapter and committed
+checkpoint uses it; its pixels are pinned by ``tests/test_render_checksum.py``), and the opt-in ``style="photo"``,
+where the skin, brows, eyes, nose and lips are a photofit of the book's real photos
+(:mod:`facelab.synth.appearance`), the landmark shape gets real-photo offsets and the action units move further
+(:data:`facelab.synth.facs.PHOTO_AU_GAIN`); the same seed gives the same people's labels in both.
+
 The renderer's stages are numbered in :mod:`facelab.synth.render`; landmarks are read through the named groups and
 points of :mod:`facelab.synth.landmarks` (:mod:`facelab.core.landmarks`), packed parameters through the named columns
 of :mod:`facelab.synth.fields`. How hard the world is to recognise (chapter 02's calibration) is a study:

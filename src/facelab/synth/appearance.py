@@ -1,10 +1,15 @@
-"""A morphable appearance model of real face photos for the world's ``style="photo"``.
+"""A photofit appearance model of real face photos for the world's ``style="photo"``.
 
 What makes a real recogniser tell people apart is the texture and fine shape of real faces, which the world's
-cartoon primitives (``style="cartoon"``, the default) do not have. This module builds, once, a PCA model of the skin
-*detail* of the real faces the book ships, aligned to the world's frontal landmark frame, and samples new textures
-from it as coefficient vectors. A sampled texture is a random combination of the principal components of about
-twenty people, not any one of them.
+cartoon primitives (``style="cartoon"``, the default) do not have. This module builds, once, the skin *detail* maps
+of the real faces the book ships, aligned to the world's frontal landmark frame, and the statistics of their
+landmark shapes; a synthetic person's appearance is then a *photofit*: its skin, brows, eyes, nose and mouth come
+from at least :data:`MIN_SOURCES` different real people (each mirrored or not), with soft seams and a second face
+blended in, so that nobody is a copy of one real person. The skin and the mouth come only from faces that face-api
+does not read as happy (most demo photos smile, and a smiling cheek would make a neutral face look happy). The
+landmark shape gets offsets from a PCA of the real faces' shapes (:func:`shape_offsets`). (A PCA of the detail maps,
+sampled as Gaussian coefficient vectors, was tried first; on the tuning seed it gave dlib a FAR of 0.28 against
+0.32 for the first photofits, before the shape offsets and the other changes, which were tried on photofits only.)
 
 The photos (all offline assets, :mod:`facelab.assets`; licences from ``data/assets.toml``):
 
@@ -12,18 +17,15 @@ The photos (all offline assets, :mod:`facelab.assets`; licences from ``data/asse
 * one portrait each of Barack Obama and Joe Biden (``face_recognition`` 1.3.0 test images, MIT);
 * Eileen Collins (scikit-image ``astronaut``, public-domain NASA photo).
 
-(Grace Hopper's portrait is left out: her glasses would become part of the skin texture.) An identity is a
-*photofit*: its skin, brows, eyes, nose and mouth come from at least three different real people (mirrored or not),
-with soft seams and a second face blended in; the skin and mouth come only from faces that face-api does not read
-as happy (most demo photos smile). The landmark shape gets offsets from a PCA of the real faces' shapes.
+Grace Hopper's portrait is left out: her glasses would become part of the skin texture.
 
-Each face is found with dlib's HOG detector and its 68 landmarks with dlib's shape predictor; a similarity plus a
-smooth landmark-driven warp carries the photo onto the world's mean shape (:func:`facelab.synth.landmarks.mean_shape`)
-on an ``R x R`` grid over the frontal frame; the colour is divided by the face's own median skin colour, so that
-the model holds *relative* detail (eyes, brows, lips, nostrils, skin texture, shading) and the world's own skin-tone
-parameter keeps its meaning. Each face is also mirrored (a mirror image is not a new person to a recogniser, but it
-makes the model's mean symmetric). The model is saved as the checkpoint ``synth_appearance`` (``data/models/``) and
-rebuilt by ``python -m facelab.synth.appearance``.
+Each face is found with dlib's HOG detector and its 68 landmarks with dlib's shape predictor; a piecewise-affine
+warp on the landmarks' triangulation carries the photo onto the world's mean shape
+(:func:`facelab.synth.landmarks.mean_shape`) on an ``R x R`` grid over the frontal frame (a smiling mouth closes onto
+the mean lips; the teeth left between them are in-painted); the colour is divided by the face's own median skin
+colour, so that the maps hold *relative* detail (eyes, brows, lips, nostrils, skin texture, shading) and the world's
+own skin-tone parameter keeps its meaning. The model is saved as the checkpoint ``synth_appearance``
+(``data/models/``, about 2.4 MB) and rebuilt by ``python -m facelab.synth.appearance`` (about a minute).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from facelab.synth.landmarks import mean_shape
 
@@ -47,11 +48,11 @@ PHOTOS = [("face-recognition-test-images", "obama.jpg", True), ("face-recognitio
          [("faceapi-demo-photos", f"sample{i}.jpg", False) for i in range(1, 7)]
 
 
-def _frame_to_photo(pts: np.ndarray, kernel: float) -> callable:
+def _frame_to_photo(pts: np.ndarray, kernel: float | None = None) -> callable:
     """Map from world frontal-frame points (M, 2) to photo pixels, for a photo face with 68 landmarks ``pts``:
     piecewise affine on a triangulation of the 68 landmarks (each landmark lands exactly on the photo's, so an open
     smiling mouth is closed onto the mean shape's lips), the landmarks' similarity transform outside, through a ring
-    of points round the face."""
+    of points round the face. (``kernel``, the width of the smooth warp of version 1, is no longer used.)"""
     from skimage.transform import PiecewiseAffineTransform
 
     from facelab.core.geometry import umeyama
@@ -258,7 +259,7 @@ def n_components() -> int:
     return N_COEF
 
 
-def sources(coef: torch.Tensor, n_faces: int, calm=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def sources(coef: torch.Tensor, n_faces: int, calm=None) -> tuple:
     """Which real faces make each identity: (region sources (n, 5), mirrored (n, 5) bool, second face (n,),
     blend (n,)), from ``coef`` (n, N_COEF) uniform numbers; the regions :data:`NEUTRAL_REGIONS` come from the faces
     ``calm`` only (indices of faces that do not smile). The five regions (skin, brows, eyes, nose, mouth) come

@@ -932,7 +932,8 @@ def _close_photo_eye(cb, u, v, v_up, v_lo, inside_u, eye, sc: Scene, p0, p1, pix
     """Style "photo": skin over the part of the neutral eye opening that the current lids cover, and a lash line
     along the current upper lid where it moved down."""
     uu, vv = _frame_pts(sc.neutral[:, eye.upper + eye.lower], p0, p1)
-    n_up, n_lo = _eye_curves(u, [(uu[:, 0], vv[:, 0]), (uu[:, 1], vv[:, 1])], [(uu[:, 2], vv[:, 2]), (uu[:, 3], vv[:, 3])])
+    n_up, n_lo = _eye_curves(u, [(uu[:, 0], vv[:, 0]), (uu[:, 1], vv[:, 1])],
+                             [(uu[:, 2], vv[:, 2]), (uu[:, 3], vv[:, 3])])
     was_open = inside_u * _ramp(n_up - v - 0.006, pix) * _ramp(v - n_lo + 0.004, pix)
     closed = was_open * (1 - _ramp(v_up - v, pix) * _ramp(v - v_lo, pix))
     if not bool((closed > 0.01).any()):
