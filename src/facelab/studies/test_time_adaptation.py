@@ -621,7 +621,6 @@ def plot_shift(model, source_stream, wild_stream, frames=(10, 60, 110, 160), ax=
             a.set_title(f"t={t}\nlabel {truth}\nmodel {pred}", fontsize=8,
                         color="C2" if pred == truth else "C3")
         axes[row, 0].set_ylabel("source" if row == 0 else "in the wild")
-    fig.tight_layout()
     return fig
 
 
@@ -637,7 +636,6 @@ def plot_fisher_layers(mask, ax=None) -> "Figure":
         if s:
             ax.text(i, 100 * s / t, str(int(s)), ha="center", va="bottom", fontsize=6)
     ax.set_title(f"FIESTA mask: {int(df['selected'].sum())} of {int(df['total'].sum())} entries")
-    fig.tight_layout()
     return fig
 
 
@@ -651,7 +649,6 @@ def plot_methods(table: pd.DataFrame, ax=None) -> "Figure":
     ax.set_yticklabels(table.index)
     ax.invert_yaxis()
     ax.set_xlabel("macro-F1 x100 (mean over test streams, 95% CI)")
-    fig.tight_layout()
     return fig
 
 
@@ -672,7 +669,6 @@ def plot_fisher_frames(table: pd.DataFrame, ax=None) -> "Figure":
                  capsize=3, label="mask Jaccard")
     ax2.set_ylabel(f"Jaccard with the {int(n.max())}-frame mask", color="C1")
     ax2.set_ylim(0, 1.05)
-    fig.tight_layout()
     return fig
 
 
@@ -687,7 +683,6 @@ def plot_drift(curves: pd.DataFrame, ax=None) -> "Figure":
     ax.set_xlabel("frame")
     ax.set_ylabel("accuracy (sliding window)")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
     return fig
 
 

@@ -392,7 +392,15 @@ class SAR(TestTimeAdapter):
             with torch.no_grad():
                 for p, e in zip(self.params, eps):
                     p.add_(e)
-            ent2 = entropy(self._forward(x[keep]))
+            norms = stream_norms(self.model)    # the second pass must not move the stream statistics again
+            saved = [m.stream_momentum for m in norms]
+            for m in norms:
+                m.stream_momentum = 0.0
+            try:
+                ent2 = entropy(self._forward(x[keep]))
+            finally:
+                for m, mo in zip(norms, saved):
+                    m.stream_momentum = mo
             keep2 = ent2 < e_margin
             loss2 = ent2[keep2].mean() if bool(keep2.any()) else None
             self.optimizer.zero_grad(set_to_none=True)
