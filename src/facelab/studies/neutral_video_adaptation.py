@@ -152,7 +152,7 @@ def summary_table(run: dict, *, reference: str = "source only", n_boot: int = 20
             row.update(targets_better=better, targets_worse=worse)
         if oracle in acc and m not in (reference, oracle):
             a, r_, o = acc[m].to_numpy(), acc[reference].to_numpy(), acc[oracle].to_numpy()
-            gap = bootstrap_ci(lambda a, r_, o: float(np.mean(a - r_) / max(np.mean(o - r_), 1e-9)), a, r_, o,
+            gap = bootstrap_ci(lambda a, r_, o: float(np.mean(a - r_) / max(np.mean(o - r_), 0.01)), a, r_, o,
                                n_boot=n_boot, seed=seed)
             row.update(gap_closed=gap.estimate, gap_closed_lo=gap.lo, gap_closed_hi=gap.hi)
         rows.append(row)
@@ -368,7 +368,7 @@ def plot_generated_grid(exp: dict, judged_identity=None, *, n_targets: int = 4, 
             for j, i in enumerate(pick.tolist()):
                 axes[r + 1, j + 1].imshow(_show(xg[j]), cmap="gray", vmin=0, vmax=1)
                 axes[r + 1, j + 1].set_title(f"p={float(p[j, int(bank.y[i])]):.2f}", fontsize=6)
-    fig.tight_layout()
+    fig.subplots_adjust(wspace=0.05, hspace=0.4)
     return fig
 
 

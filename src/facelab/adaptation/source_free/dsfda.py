@@ -227,21 +227,26 @@ def generate(G: Generator, faces, expr_x, expr_y, per_face: int, *, seed: int = 
 
 
 def finetune(model: ExpressionClassifier, x, y, *, epochs: int = 15, batch: int = 32, lr: float = 5e-4,
-             val: tuple | None = None, patience: int = 5, seed: int = 0, extra: tuple | None = None
+             val: tuple | None = None, patience: int = 5, seed: int = 0, train: str = "all"
              ) -> tuple[ExpressionClassifier, dict]:
     """Fine-tune a copy of ``model`` on (x, y) with augmentation; with ``val = (x_val, y_val)`` keep the epoch of
-    lowest validation cross-entropy and stop after ``patience`` epochs without improvement."""
+    lowest validation cross-entropy and stop after ``patience`` epochs without improvement. ``train``: "all"
+    parameters, or only the "head" (the features frozen, BatchNorm statistics kept)."""
     _check_xy(x, y)
+    if train not in ("all", "head"):
+        raise ValueError(f"train must be 'all' or 'head', got {train!r}")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     m = copy.deepcopy(model)
     for p in m.parameters():
+        p.requires_grad_(train == "all")
+    for p in m.head.parameters():
         p.requires_grad_(True)
-    opt = torch.optim.Adam(m.parameters(), lr=lr)
+    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=lr)
     best, best_state, wait, curve = np.inf, copy.deepcopy(m.state_dict()), 0, []
     stopped = epochs
     for e in range(epochs):
-        m.train()
+        m.train(train == "all")
         perm = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), batch):
             idx = perm[i:i + batch]
@@ -277,7 +282,7 @@ class AdaptResult:
 
 def adapt_dsfda(classifier: ExpressionClassifier, G: Generator, control, control_val_mask, expr_x, expr_y, *,
                 per_face: int = 8, epochs: int = 15, lr: float = 5e-4, patience: int = 5, seed: int = 0,
-                neutral_label: int | None = 0) -> AdaptResult:
+                neutral_label: int | None = 0, train: str = "all") -> AdaptResult:
     """DSFDA's adaptation of ``classifier`` to one target from its control frames (at rest).
 
     ``control_val_mask`` (bool, one per control frame) marks the validation split: frames generated from it give
@@ -300,7 +305,8 @@ def adapt_dsfda(classifier: ExpressionClassifier, G: Generator, control, control
         ya = torch.cat([yg, torch.full((int((~val).sum()),), int(neutral_label), dtype=yg.dtype)])
         xv = torch.cat([xv, control[val]])
         yv = torch.cat([yv, torch.full((int(val.sum()),), int(neutral_label), dtype=yv.dtype)])
-    model, log = finetune(classifier, xa, ya, epochs=epochs, lr=lr, val=(xv, yv), patience=patience, seed=seed)
+    model, log = finetune(classifier, xa, ya, epochs=epochs, lr=lr, val=(xv, yv), patience=patience, seed=seed,
+                          train=train)
     return AdaptResult(model, xg, yg, log)
 
 

@@ -42,14 +42,16 @@ _QUICK = dict(world_seed=8, render_size=96, size=48, grey=True, n_source=40, per
               classifier=dict(epochs=15, lr=2e-3, c=16),
               arch=dict(c=8, hidden=64, nz=8, n_res=1, n_down=3),
               gen_source=dict(steps=1000, batch=24, lr=3e-4), gen_target=dict(steps=300, batch=24, lr=1e-4),
-              adapt=dict(per_face=6, epochs=12, lr=5e-4, patience=5), oracle=dict(epochs=15, lr=2e-3),
+              adapt=dict(per_face=6, epochs=12, lr=2e-3, patience=5, neutral_label=None, train="head"),
+              oracle=dict(epochs=30, lr=1e-3),
               shot=dict(epochs=6, lr=5e-4))
 _FULL = dict(world_seed=8, render_size=160, size=128, grey=False, n_source=120, per_source=60, n_targets=10,
              target_offset=1000, style_seed=5, n_control=60, n_expressive=240, bank_per_identity=6,
              classifier=dict(epochs=25, lr=1e-3, c=32),
              arch=dict(c=32, hidden=256, nz=64, n_res=6, n_down=4),
              gen_source=dict(steps=25 * 300, batch=24, lr=1e-4), gen_target=dict(steps=25 * 100, batch=24, lr=1e-4),
-             adapt=dict(per_face=22, epochs=25, lr=1e-4, patience=5), oracle=dict(epochs=40, lr=5e-4),
+             adapt=dict(per_face=22, epochs=25, lr=1e-4, patience=5, neutral_label=None, train="all"),
+             oracle=dict(epochs=40, lr=5e-4),
              shot=dict(epochs=15, lr=1e-4))
 
 
