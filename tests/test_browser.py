@@ -4,6 +4,7 @@ Run by `make browser-check` after `make book`; screenshots land in _build/screen
 """
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,35 @@ def test_page_renders_without_errors(site, page):
         for src in figures:
             target = (sitecheck.HTML_DIR / page).parent / src
             assert target.resolve().exists(), f"{page}: image {src} is missing from the site"
+    if page.startswith("book/chapters/"):
+        check_chapter_page(page, report)
     shot = sitecheck.screenshot(f"{site}/{page}", sitecheck.SCREENSHOT_DIR / (Path(page).stem + ".png"))
     assert shot.stat().st_size > 10_000
+
+
+def check_chapter_page(page: str, report: sitecheck.PageReport) -> None:
+    """Issue 24: a chapter page shows a Summary and then an Exercises section with at least three checkable
+    exercises, offers its notebook (.ipynb) for download and says how to open it in JupyterLab."""
+    stem = Path(page).stem
+    assert "Summary" in report.h2, f"{page}: no Summary section (h2 headings: {report.h2})"
+    assert "Exercises" in report.h2, f"{page}: no Exercises section (h2 headings: {report.h2})"
+    assert report.h2.index("Summary") < report.h2.index("Exercises"), f"{page}: Exercises come before the Summary"
+    checkable = [h for h in report.h3 if re.match(rf"Exercise {stem[:2]}\.\d+", h)]
+    assert len(checkable) >= 3, f"{page}: {len(checkable)} checkable exercises (python -m facelab.exercises cells)"
+    href = report.notebook_download
+    assert href and href.split("?")[0].endswith(f"{stem}.ipynb"), f"{page}: no notebook download ({report.downloads})"
+    target = ((sitecheck.HTML_DIR / page).parent / href.split("?")[0]).resolve()
+    assert target.exists(), f"{page}: the download {href} is missing from the site"
+    assert json.loads(target.read_text())["cells"], f"{page}: the downloaded notebook has no cells"
+    assert "JupyterLab" in report.announcement and "make lab" in report.announcement, \
+        f"{page}: the page does not say how to open the notebook ({report.announcement!r})"
+
+
+def test_teaching_page_links_every_chapter(site):
+    html = (sitecheck.HTML_DIR / "book" / "teaching.html").read_text()
+    for page in PAGES:
+        if page.startswith("book/chapters/"):
+            assert f'href="chapters/{Path(page).name}' in html, f"the teaching page does not link {page}"
 
 
 def test_widgets_render_from_the_books_own_javascript(site):

@@ -2,8 +2,9 @@
 
 Used by ``tests/test_browser.py`` (``make browser-check``). The site is served on 127.0.0.1 by a throw-away
 ``http.server`` thread, each page is rendered by Debian's ``chromium`` with scripts allowed to settle
-(``--virtual-time-budget``), and the rendered DOM is returned for the test to inspect; screenshots are written under
-``_build/screenshots/`` for a person to look at.
+(``--virtual-time-budget``), and the rendered DOM is returned for the test to inspect (:func:`inspect_dom`: title,
+headings, figures, tracebacks, widgets, the notebook download button and the announcement banner); screenshots are
+written under ``_build/screenshots/`` for a person to look at.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -113,6 +114,18 @@ class PageReport:
     has_traceback: bool
     has_stderr: bool
     widgets: int
+    #: text of the section headings (h2) and sub-section headings (h3), in page order
+    h2: list[str] = field(default_factory=list)
+    h3: list[str] = field(default_factory=list)
+    #: hrefs of the theme's "download source" buttons (a chapter's points at its ``.ipynb``)
+    downloads: list[str] = field(default_factory=list)
+    #: text of the site-wide announcement banner (how to open a notebook in JupyterLab)
+    announcement: str = ""
+
+    @property
+    def notebook_download(self) -> str | None:
+        """The href of the page's notebook download button, if it has one."""
+        return next((h for h in self.downloads if h.split("?")[0].endswith(".ipynb")), None)
 
 
 class _Collector(HTMLParser):
@@ -121,28 +134,55 @@ class _Collector(HTMLParser):
         self.title, self.h1, self.images = "", "", []
         self._in_title = self._in_h1 = False
         self.classes: list[str] = []
+        self.headings: dict[str, list[str]] = {"h2": [], "h3": []}
+        self._heading: str | None = None
+        self.downloads: list[str] = []
+        self.announcement = ""
+        self._announcement_depth = 0
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        self.classes.extend((a.get("class") or "").split())
+        classes = (a.get("class") or "").split()
+        self.classes.extend(classes)
+        if self._announcement_depth:
+            self._announcement_depth += 1
+        elif "bd-header-announcement" in classes:
+            self._announcement_depth = 1
         if tag == "title" and not self.title:
             self._in_title = True
         elif tag == "h1" and not self.h1:
             self._in_h1 = True
+        elif tag in self.headings:
+            self._heading = tag
+            self.headings[tag].append("")
         elif tag == "img" and a.get("src"):
             self.images.append(a["src"])
+        elif tag == "a" and "btn-download-source-button" in classes and a.get("href"):
+            self.downloads.append(a["href"])
 
     def handle_endtag(self, tag):
+        if self._announcement_depth:
+            self._announcement_depth -= 1
         if tag == "title":
             self._in_title = False
         elif tag == "h1":
             self._in_h1 = False
+        elif tag == self._heading:
+            self._heading = None
 
     def handle_data(self, data):
         if self._in_title:
             self.title += data
         if self._in_h1:
             self.h1 += data
+        if self._heading:
+            self.headings[self._heading][-1] += data
+        if self._announcement_depth:
+            self.announcement += data
+
+
+def _clean_heading(text: str) -> str:
+    return re.sub(r"\s+", " ", text).replace("#", "").strip()
 
 
 def inspect_dom(page: str, dom: str) -> PageReport:
@@ -154,4 +194,6 @@ def inspect_dom(page: str, dom: str) -> PageReport:
         has_traceback=("Traceback (most recent call last)" in dom) or ("traceback" in classes),
         has_stderr="stderr" in classes,
         widgets=sum(1 for k in c.classes if k.startswith("widget-") or k.startswith("jupyter-widget")),
+        h2=[_clean_heading(h) for h in c.headings["h2"]], h3=[_clean_heading(h) for h in c.headings["h3"]],
+        downloads=c.downloads, announcement=re.sub(r"\s+", " ", c.announcement).strip(),
     )
