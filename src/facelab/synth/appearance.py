@@ -280,6 +280,8 @@ def sources(coef: torch.Tensor, n_faces: int, calm=None) -> tuple:
 
 #: spread of the sampled shape offsets, in units of the real faces' standard deviations
 SHAPE_SCALE = 1.0
+#: keep only the left-right symmetric part of the shape offsets
+SYMMETRIC_SHAPE = True
 
 
 def shape_offsets(z: torch.Tensor) -> torch.Tensor:
@@ -288,7 +290,13 @@ def shape_offsets(z: torch.Tensor) -> torch.Tensor:
     mdl = appearance_model()
     K = mdl["shape_std"].shape[0]
     c = z[:, :K].float().clamp(-2.5, 2.5) * mdl["shape_std"] * SHAPE_SCALE
-    return torch.einsum("nk,kpc->npc", c, mdl["shape_components"])
+    off = torch.einsum("nk,kpc->npc", c, mdl["shape_components"])
+    if SYMMETRIC_SHAPE:
+        # the photos' heads are turned a little: their asymmetric modes are mostly pose, so keep the symmetric part
+        from facelab.synth.landmarks import MIRROR
+        mir = off[:, torch.as_tensor(MIRROR)] * torch.tensor([-1.0, 1.0])
+        off = 0.5 * (off + mir)
+    return off
 
 
 def _bank(mdl: dict) -> dict:
