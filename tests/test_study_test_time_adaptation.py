@@ -68,3 +68,21 @@ def test_methods_table_intervals_and_factors():
 def test_build_adapter_rejects_unknown_method():
     with pytest.raises(ValueError, match="unknown method"):
         S.build_adapter("MEMO", torch.nn.Identity(), {})
+
+
+def test_protocol_runs_end_to_end_on_a_short_stream(world):
+    model, meta = S.source_model()
+    assert meta["log"]["val_accuracy"] > 0.5                       # the committed source checkpoint
+    s = [S.make_stream(world, 6000, 200, duration_s=4.0)]
+    hp = S.chosen_hyperparameters()
+    df = S.evaluate(model, s, ("none", "FIESTA"), hp=hp)
+    assert list(df["method"]) == ["none", "FIESTA"]
+    assert df.loc[1, "n_updated"] == hp["FIESTA"]["k"] and 0 <= df.loc[1, "f1"] <= 1
+    assert df.loc[1, "no_face_frames"] >= 1
+    ff = S.fisher_frames_study(model, s, ns=(1, 3))
+    assert ff.loc[ff["n_frames"] == 3, "jaccard"].item() == 1.0
+    curves, summary = S.drift_study(model, s, methods=("FIESTA",), reset_every=16, window=8, hp=hp)
+    assert set(summary["policy"]) == {"no adaptation", "no reset", "reset every 16"}
+    assert summary.loc[summary["policy"] == "reset every 16", "resets"].item() == 2
+    abl = S.temporal_ablation(model, s, hp=hp, results=df)
+    assert abl["temporal_off"].notna().all() and abl["weight"].iloc[0] > 0
