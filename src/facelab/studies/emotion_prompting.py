@@ -199,7 +199,6 @@ def plot_ladder(tables: dict, *, ax=None) -> "Figure":
         a.set_title(name)
         a.set_ylim(0, 100)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -214,7 +213,6 @@ def plot_bias(table: pd.DataFrame, *, ax=None) -> "Figure":
     a.set_xticks(x, table.index, rotation=20)
     a.set_ylabel("share of predictions (%)")
     a.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
