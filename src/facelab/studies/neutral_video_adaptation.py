@@ -303,8 +303,8 @@ def plot_disentangling(ax=None) -> "Figure":
     from facelab.plotting import figure_axes
 
     fig, (ax,) = figure_axes(ax, 1, figsize=(9, 3.6))
-    ax.set_xlim(0, 10)
-    ax.set_ylim(0, 4)
+    ax.set_xlim(0, 10.2)
+    ax.set_ylim(0, 4.1)
     ax.axis("off")
     boxes = {"face": (0.1, 2.7, "target control frame\n(at rest)"), "expr": (0.1, 0.5, "source exemplar\n(label y)"),
              "Ef": (2.3, 2.7, "identity\nencoder"), "Ee": (2.3, 0.5, "expression\nencoder"),
@@ -368,7 +368,6 @@ def plot_generated_grid(exp: dict, judged_identity=None, *, n_targets: int = 4, 
             for j, i in enumerate(pick.tolist()):
                 axes[r + 1, j + 1].imshow(_show(xg[j]), cmap="gray", vmin=0, vmax=1)
                 axes[r + 1, j + 1].set_title(f"p={float(p[j, int(bank.y[i])]):.2f}", fontsize=6)
-    fig.subplots_adjust(wspace=0.05, hspace=0.4)
     return fig
 
 

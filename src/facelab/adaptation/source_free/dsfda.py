@@ -19,6 +19,12 @@ expression discriminator on real source frames; ours is already trained on them)
 the official code: on the source population (face discriminator over source identities), then on the targets'
 control frames (face discriminator over the target identities + fake).
 
+Where this differs from the paper (all stated in chapter 08): the synthetic source stage may add an L1 to the
+rendered truth of each swap (``pairs=``; real corpora cannot render it); the quick profile adapts only the
+classifier's head (``train="head"``), because fine-tuning the whole small network on a small generator's blurred
+frames learns "generated vs real" instead of the target; the generator is trained once for all targets (face
+discriminator over all of them + fake) where the official code trains one per target.
+
 Classifier adaptation (:func:`adapt_dsfda`): each control frame of the target is paired with source expression
 exemplars; the generated frames carry the exemplars' labels; the source classifier is fine-tuned on them with early
 stopping (patience 5) on the cross-entropy of frames generated from the control video's validation split.
