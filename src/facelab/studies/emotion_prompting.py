@@ -37,7 +37,7 @@ __all__ = ["MODEL_KEY", "SCORE_CHECKPOINT", "make_dataset", "minilm_results", "g
 MODEL_KEY = "gemma-3-270m-q4_k_m"
 SCORE_CHECKPOINT = "prompting_gemma_scores"
 QUICK_SCENES = 42                      # per tier: 6 per label
-GEMMA_QUICK_VARIANTS = ("face", "others")
+GEMMA_QUICK_VARIANTS = pr.VARIANTS     # every rung (their scores are committed)
 
 
 # ----------------------------------------------------------------------------------------------- protocol
