@@ -9,8 +9,9 @@ prototypes and single AUs at random intensities, mild head pose, 1 px landmark n
 loss of landmark groups. The checkpoint ``data/models/prompting_au_regressor`` (a few kB) is loaded or trained
 through :func:`facelab.checkpoints.load_or_train` (``python -m facelab.prompting.aus`` retrains it).
 
-:func:`au_phrases` turns estimates into the text of a prompt: AUs above 0.15, strongest first, with a word for the
-intensity (slight / moderate / strong) and a plain-language gloss of what the AU does to the face; AUs whose region is mostly occluded are reported as not visible.
+:func:`au_phrases` turns estimates into the text of a prompt: AUs above 0.1, strongest first (at most four), with
+a plain-language gloss of what the AU does to the face and a word for the intensity (slight / moderate / strong, on
+the regressor's shrunken scale); AUs whose region is mostly occluded are reported as not visible.
 """
 
 from __future__ import annotations
