@@ -322,15 +322,33 @@ def test_committed_checkpoints_are_verified_and_up_to_date():
     from facelab.models.synthetic import SYNTH_SETTINGS
     from facelab.privacy.makeup import makeup_settings
 
+    from facelab.affect.bank import settings_for
+    from facelab.prompting.aus import SETTINGS as AU_SETTINGS
+    from facelab.studies.test_time_adaptation import SOURCE_SETTINGS
+    from facelab.synth.appearance import SETTINGS as APPEARANCE_SETTINGS
+
     expected = {"antispoof_clip": PRETRAIN_SETTINGS, "makeup_classifier": makeup_settings(),
-                "synth_facenets": SYNTH_SETTINGS, "face_diffusion_quick": QUICK_SETTINGS}
+                "synth_facenets": SYNTH_SETTINGS, "face_diffusion_quick": QUICK_SETTINGS,
+                "prompting_au_regressor": AU_SETTINGS, "tta_source_fer": SOURCE_SETTINGS,
+                "synth_appearance": APPEARANCE_SETTINGS, "affect_descriptors_quick": settings_for("quick")}
     for name, settings in expected.items():
         if not checkpoints.checkpoint_path(name).is_file():
             continue
         assert checkpoints.status(name, settings) == "ok", name
         side = checkpoints.read_sidecar(name)
-        assert side["restore"] == checkpoints.RESTORE_COMMANDS[name] and side["file"] == f"{name}.safetensors"
-    assert sorted(p.stem for p in checkpoints.MODELS_DIR.glob("*.safetensors")) == sorted(expected)
+        assert side["file"] == f"{name}.safetensors"
+        assert side["restore"] == checkpoints.RESTORE_COMMANDS.get(name, side["restore"]), name
+    # The others (DSFDA's settings depend on the profile; chapter 10's prompt scores are keyed by prompt hash) are
+    # checked against their packages by tests/test_study_neutral_video_adaptation.py and
+    # tests/test_study_emotion_prompting.py. Every committed checkpoint verifies, stays small and names the
+    # `python -m facelab...` command that recreates it.
+    committed = sorted(p.stem for p in checkpoints.MODELS_DIR.glob("*.safetensors"))
+    assert set(expected) <= set(committed)
+    for name in committed:
+        checkpoints.verify(name)
+        side = checkpoints.read_sidecar(name)
+        assert side["restore"].startswith("python -m facelab."), name
+        assert checkpoints.checkpoint_path(name).stat().st_size < 5 * 2**20, name
 
 
 def test_chapter_functions_load_without_training():
