@@ -86,5 +86,44 @@ def test_committed_checkpoints_load():
     assert set(gens) == set(PT.GENERATOR_VARIANTS) and clf.n_classes == 2
     from facelab import checkpoints
 
-    for name in ("dsfda_source", "dsfda_gen_source", "dsfda_gen", "dsfda_gen_nodual", "dsfda_gen_noperc"):
+    for name in ("dsfda_source", "dsfda_gen_source", "dsfda_gen", "dsfda_gen_nodual", "dsfda_gen_noperc",
+                 "dsfda_gen_val"):
         assert checkpoints.checkpoint_path(name).stat().st_size < 3 * 2**20
+
+
+def test_adaptation_setting_is_chosen_on_validation_targets_only():
+    """The committed selection is up to date, was made on targets disjoint from the test targets and the source
+    identities, picked the best validation mean, and is what the chapter's experiment uses."""
+    from facelab import checkpoints
+    from facelab.adaptation.source_free import pretrain as PT
+
+    s = PT.settings_for("quick")
+    sel = PT.select_adaptation(s, allow_train=False)
+    val, test = PT.target_split(s, "validation"), PT.target_split(s, "test")
+    val_ids = set(range(val["offset"], val["offset"] + val["n"]))
+    assert sel["validation_targets"] == sorted(val_ids)
+    assert not val_ids & set(range(test["offset"], test["offset"] + test["n"]))
+    assert not val_ids & set(range(s["n_source"]))
+    assert set(sel["scores"]) == set(PT.ADAPT_CANDIDATES)
+    for name, per in sel["scores"].items():
+        assert sel["mean_accuracy"][name] == pytest.approx(np.mean(list(per.values())))
+        assert set(per) == {str(i) for i in val_ids}
+    assert sel["mean_accuracy"][sel["chosen"]] == max(sel["mean_accuracy"].values())
+    assert sel["chosen_setting"] == PT.ADAPT_CANDIDATES[sel["chosen"]]
+    adapt = PT.adapt_settings(s, sel)
+    assert {k: adapt[k] for k in sel["chosen_setting"]} == sel["chosen_setting"]
+    assert checkpoints.checkpoint_path("dsfda_gen_val").stat().st_size < 3 * 2**20
+    table = study.selection_table(sel)
+    assert table["chosen"].sum() == 1 and table.loc[sel["chosen"], "chosen"]
+    assert all("[" in v for v in table["pooled [95% CI]"])
+
+
+def test_validation_split_rejects_overlap():
+    from facelab.adaptation.source_free import pretrain as PT
+
+    s = PT.settings_for("quick")
+    s["validation"]["target_offset"] = s["target_offset"]
+    with pytest.raises(ValueError, match="disjoint"):
+        PT.target_split(s, "validation")
+    with pytest.raises(ValueError, match="split must be"):
+        PT.target_split(s, "train")

@@ -30,7 +30,7 @@ from facelab.adaptation.source_free import pretrain as PT
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["METHODS", "setup_experiment", "run_targets", "per_target_table", "summary_table", "judge_generated",
+__all__ = ["METHODS", "setup_experiment", "selection_table", "run_targets", "per_target_table", "summary_table", "judge_generated",
            "judge_table", "impostor_threshold", "plot_disentangling", "plot_generated_grid", "plot_per_target",
            "plot_control_check"]
 
@@ -48,8 +48,31 @@ def setup_experiment(profile: str = "quick", task: str = "pain", *, n_targets: i
     pop = PT.population(s, with_source=False, targets=n_targets)
     clf, clf_meta = PT.source_classifier(s, None, allow_train=allow_train, progress=progress)
     gens = PT.generators(s, None, allow_train=allow_train, progress=progress)
+    # the quick profile's adaptation setting is chosen on the validation targets (never on these test targets);
+    # the full profile keeps the paper's whole-network fine-tuning
+    selection = PT.select_adaptation(s, allow_train=allow_train, progress=progress) if profile == "quick" else None
+    s["adapt"] = PT.adapt_settings(s, selection)
     return {"settings": s, "population": pop, "classifier": clf, "classifier_meta": clf_meta,
-            "generators": {k: g for k, (g, _) in gens.items()}, "generator_meta": {k: m for k, (_, m) in gens.items()}}
+            "generators": {k: g for k, (g, _) in gens.items()}, "generator_meta": {k: m for k, (_, m) in gens.items()},
+            "selection": selection}
+
+
+def selection_table(selection: dict) -> pd.DataFrame:
+    """The adaptation settings DSFDA chose among: accuracy on each validation target's held-out expressive frames,
+    the mean over validation targets (the choice) and the pooled accuracy over their frames with its Wilson 95%
+    interval, one row per candidate, the chosen one marked."""
+    from facelab.metrics import wilson_interval, with_interval
+
+    rows = []
+    for name, per in selection["scores"].items():
+        right = sum(round(v * selection["frames"][t]) for t, v in per.items())
+        n = sum(selection["frames"][t] for t in per)
+        lo, hi = wilson_interval(right, n)
+        row = {"candidate": name, **{f"val. target {t}": round(v, 3) for t, v in per.items()},
+               "mean (validation)": round(selection["mean_accuracy"][name], 3),
+               "pooled [95% CI]": with_interval(right / n, lo, hi), "chosen": name == selection["chosen"]}
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("candidate")
 
 
 def _face_template(bank: D.SourceData) -> torch.Tensor:

@@ -20,9 +20,9 @@ the official code: on the source population (face discriminator over source iden
 control frames (face discriminator over the target identities + fake).
 
 Where this differs from the paper (all stated in chapter 08): the synthetic source stage may add an L1 to the
-rendered truth of each swap (``pairs=``; real corpora cannot render it); the quick profile adapts only the
-classifier's head (``train="head"``), because fine-tuning the whole small network on a small generator's blurred
-frames learns "generated vs real" instead of the target; the generator is trained once for all targets (face
+rendered truth of each swap (``pairs=``; real corpora cannot render it); the quick profile's adaptation setting
+(whole network or head only, ``train=``; the learning rate; the real control frames as the neutral class or not,
+``neutral_label=``) is chosen on separate validation targets (``pretrain.select_adaptation``); the generator is trained once for all targets (face
 discriminator over all of them + fake) where the official code trains one per target.
 
 Classifier adaptation (:func:`adapt_dsfda`): each control frame of the target is paired with source expression
