@@ -127,3 +127,19 @@ def test_validation_split_rejects_overlap():
         PT.target_split(s, "validation")
     with pytest.raises(ValueError, match="split must be"):
         PT.target_split(s, "train")
+
+
+def test_committed_expression7_checkpoints_and_selection_load():
+    from facelab import checkpoints
+    from facelab.adaptation.source_free import pretrain as PT
+
+    s = PT.settings_for("quick", "expression7")
+    clf, _ = PT.source_classifier(s, allow_train=False)
+    assert clf.n_classes == 7
+    gens = PT.generators(s, variants=("dsfda",), allow_train=False)
+    assert set(gens) == {"dsfda"}
+    sel = PT.select_adaptation(s, allow_train=False)
+    assert sel["mean_accuracy"][sel["chosen"]] == max(sel["mean_accuracy"].values())
+    for name in ("dsfda_source_expression7", "dsfda_gen_source_expression7", "dsfda_gen_expression7",
+                 "dsfda_gen_val_expression7"):
+        assert checkpoints.checkpoint_path(name).stat().st_size < 3 * 2**20

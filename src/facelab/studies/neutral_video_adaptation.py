@@ -41,13 +41,14 @@ _GEN_OF = {"DSFDA": "dsfda", "DSFDA, no dual consistency": "no dual consistency"
 
 
 def setup_experiment(profile: str = "quick", task: str = "pain", *, n_targets: int | None = None,
-                     allow_train: bool = True, progress=print) -> dict:
-    """Settings, population, the source classifier and the generators (loaded from ``data/models``, trained
-    only where missing)."""
+                     variants=tuple(PT.GENERATOR_VARIANTS), allow_train: bool = True, progress=print) -> dict:
+    """Settings, population, the source classifier and the generators of ``variants`` (loaded from
+    ``data/models``, trained only where missing); in the quick profile, DSFDA's adaptation setting chosen on the
+    task's validation targets."""
     s = PT.settings_for(profile, task)
     pop = PT.population(s, with_source=False, targets=n_targets)
     clf, clf_meta = PT.source_classifier(s, None, allow_train=allow_train, progress=progress)
-    gens = PT.generators(s, None, allow_train=allow_train, progress=progress)
+    gens = PT.generators(s, None, variants=variants, allow_train=allow_train, progress=progress)
     # the quick profile's adaptation setting is chosen on the validation targets (never on these test targets);
     # the full profile keeps the paper's whole-network fine-tuning
     selection = PT.select_adaptation(s, allow_train=allow_train, progress=progress) if profile == "quick" else None
