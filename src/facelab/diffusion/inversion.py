@@ -27,6 +27,7 @@ the residuals. ``skip`` starts the reverse loop from an intermediate :math:`x_t`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -34,8 +35,8 @@ import torch
 
 from facelab.core.images import psnr  # re-exported: reconstruction quality of an inversion, per image in dB
 
-__all__ = ["Inversion", "noise_prediction", "step_terms", "reverse_step", "ddpm_inversion", "ddim_inversion",
-           "reverse_process", "sample", "psnr"]
+__all__ = ["Inversion", "check_guidance_scale", "noise_prediction", "step_terms", "reverse_step", "ddpm_inversion",
+           "ddim_inversion", "reverse_process", "sample", "psnr"]
 
 
 @dataclass
@@ -70,6 +71,17 @@ class Inversion:
         return int(self.timesteps.shape[0])
 
 
+def _check_guidance(guidance_scale) -> None:
+    """A classifier-free guidance weight must be a finite number >= 0 (a clear error instead of NaN images)."""
+    try:
+        g = float(guidance_scale)
+    except (TypeError, ValueError):
+        g = None
+    if g is None or not math.isfinite(g) or g < 0:
+        raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = the conditional prediction alone, 0 = the "
+                         f"unconditional one, > 1 = classifier-free guidance), got {guidance_scale!r}")
+
+
 def _alpha_bars(scheduler, t: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """:math:`\\bar\\alpha_t` and :math:`\\bar\\alpha_s` for the step from ``t`` to the previous inference timestep."""
     acp = scheduler.alphas_cumprod.to(device)
@@ -79,12 +91,24 @@ def _alpha_bars(scheduler, t: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     return a_t, a_s
 
 
+def check_guidance_scale(value, name: str = "guidance_scale") -> float:
+    """A classifier-free guidance weight as a float: finite and >= 0 (0 = unconditional, 1 = plain conditional
+    prediction, > 1 = guided); anything else is a ``ValueError`` that says so."""
+    try:
+        _check_guidance(value)
+    except ValueError as err:
+        raise ValueError(str(err).replace("guidance_scale", name, 1)) from None
+    return float(value)
+
+
 def noise_prediction(model, x: torch.Tensor, t, cond: torch.Tensor, guidance_scale: float = 1.0,
                      uncond: torch.Tensor | None = None) -> torch.Tensor:
     """:math:`\\epsilon_\\theta(x_t, t, c)`, with classifier-free guidance when ``guidance_scale != 1``.
 
-    ``cond``/``uncond`` are (N, L, D) or (1, L, D) (broadcast over the batch).
+    ``cond``/``uncond`` are (N, L, D) or (1, L, D) (broadcast over the batch). ``guidance_scale`` must be finite and
+    >= 0 (:func:`check_guidance_scale`).
     """
+    _check_guidance(guidance_scale)
     n = x.shape[0]
     c = cond.expand(n, -1, -1) if cond.shape[0] == 1 else cond
     if guidance_scale == 1.0 or uncond is None:
@@ -124,6 +148,7 @@ def reverse_step(model, x_t: torch.Tensor, t, cond: torch.Tensor, *, eta: float 
 
 
 def _prepare(model, images, prompts, num_steps: int, guidance_scale: float):
+    _check_guidance(guidance_scale)
     model.scheduler.set_timesteps(num_steps, device=model.device)
     x0 = model.encode(images)
     n = x0.shape[0]
@@ -193,6 +218,7 @@ def ddim_inversion(model, images: torch.Tensor, prompts=None, *, num_steps: int 
     Approximate: each step uses the noise predicted at the current (less noisy) point. Returns an
     :class:`Inversion` whose ``residuals`` is None.
     """
+    _check_guidance(guidance_scale)
     x0, cond, uncond, timesteps = _prepare(model, images, prompts, num_steps, guidance_scale)
     S = len(timesteps)
     xts = [None] * (S + 1)
@@ -253,6 +279,7 @@ def reverse_process(model, inv: Inversion, *, start: int = 0, cond: torch.Tensor
 def sample(model, prompts: Sequence[str], *, num_steps: int = 50, guidance_scale: float = 1.0, eta: float = 0.0,
            generator: torch.Generator | None = None, progress: Callable | None = None) -> torch.Tensor:
     """Generate images from prompts (DDIM for ``eta = 0``, ancestral DDPM-like for ``eta = 1``)."""
+    _check_guidance(guidance_scale)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     model.scheduler.set_timesteps(num_steps, device=model.device)
     cond = model.encode_prompt(prompts)
