@@ -55,9 +55,21 @@ def test_gemma_protocol_with_a_stand_in(tmp_path, data):
     assert (fails.felt != fails.predicted).all()
     with pytest.raises(ValueError, match="unknown prompt variant"):
         study.gemma_results(data, lm, variants=("all",))
+    acc = study.calibration_accuracy(res)
+    assert list(acc.index) == ["raw", "calibrated"] and (acc.n == 21).all()
+    full = res[res.variant == "others"]
+    assert np.isclose(acc.loc["calibrated", "accuracy"], 100 * full.correct.mean())
+    assert np.isclose(acc.loc["raw", "accuracy"], 100 * full.correct_raw.mean())
+    assert ((acc.lo <= acc.accuracy) & (acc.accuracy <= acc.hi)).all()
+    assert np.allclose(acc.over_chance, acc.accuracy - 100 / 7)
+    with pytest.raises(ValueError, match="no row of variant 'marks'"):
+        study.calibration_accuracy(res, "marks")
     import matplotlib
 
     matplotlib.use("Agg")
+    assert len(study.plot_examples(data["scenes"]).axes) == len(study.EXAMPLE_KINDS)
+    with pytest.raises(ValueError, match="no scene of kind 'party'"):
+        study.plot_examples(data["scenes"], kinds=("full", "party"))
     fig = study.plot_ladder({"a": study.ladder_table(res)})
     assert len(fig.axes) == 1
     assert len(study.plot_bias(bias).axes) == 1
@@ -76,3 +88,26 @@ def test_quick_scores_checkpoint_matches_the_quick_prompts():
     keys = [pr.scorers.prompt_hash(t, study.MODEL_KEY, pr.LABELS) for t in texts]
     missing = sum(k not in cached for k in keys)
     assert missing <= len(keys) // 20, f"{missing} of {len(keys)} quick prompts have no committed score"
+
+
+def test_error_sources_counts_the_cues_of_every_error(tmp_path, data):
+    lm = pr.LMScorer(WordCountLM(), "word-count", cache_dir=tmp_path)
+    res, _ = study.gemma_results(data, lm, variants=("face", "others"))
+    errs = study.error_sources(res, data)
+    wrong = res[(res.variant == "others") & ~res.correct]
+    assert len(errs) == len(wrong) > 0 and errs.scene.tolist() == wrong.scene.tolist()
+    assert errs.attrs["favoured"] == study.bias_table(res)["calibrated"].idxmax()
+    assert (errs.favoured == (errs.predicted == errs.attrs["favoured"])).all()
+    for _, e in errs.iterrows():      # recount by hand from the scene's ground truth
+        s = data["scenes"][e.scene]
+        cues = [s.person.posture_emotion, s.scene_emotion] + [o.emotion for o in s.persons if o is not s.person]
+        assert e.cues == len(cues) and e.felt == s.label != e.predicted
+        assert e.to_felt == cues.count(s.label) and e.to_predicted == cues.count(e.predicted)
+        assert e.misled == (e.to_predicted > e.to_felt) and e.informed == (e.to_felt > len(cues) / 2)
+    assert study.error_sources(res, data, favoured="sad").favoured.tolist() == (errs.predicted == "sad").tolist()
+    none = study.error_sources(res.assign(correct=True), data)
+    assert len(none) == 0 and int(none.misled.sum()) == 0
+    with pytest.raises(ValueError, match="favoured must be one of"):
+        study.error_sources(res, data, favoured="bored")
+    with pytest.raises(ValueError, match="unknown prompt variant"):
+        study.error_sources(res, data, variant="everything")

@@ -8,8 +8,11 @@ The method lives in :mod:`facelab.prompting` (scenes, AU regressor, prompts, sco
   :func:`vision_llm_results` (a user's vision LLM on the marked images, full profile);
 * tables: :func:`ladder_table` (accuracy per rung and tier with Wilson intervals), :func:`gain_table` (paired
   bootstrap of full SoVTP minus face only, per tier), :func:`bias_table` (share of each predicted label before and
-  after calibration), :func:`failure_cases`;
-* figures: :func:`plot_ladder`, :func:`plot_bias`, and :func:`facelab.prompting.draw_marks` for the marked image.
+  after calibration), :func:`calibration_accuracy` (one rung, raw vs calibrated, Wilson intervals),
+  :func:`failure_cases` (one error per scene kind first) and :func:`error_sources` (every error: did the cues
+  mislead, did they point to the felt emotion, is the answer the label calibration favours);
+* figures: :func:`plot_examples` (one marked scene per kind), :func:`plot_ladder`, :func:`plot_bias`, and
+  :func:`facelab.prompting.draw_marks` for the marked image.
 
 Gemma scores are cached by prompt content hash (``data/cache/prompting/``); the quick profile's are committed as
 ``data/models/prompting_gemma_scores`` (``python -m facelab.studies.emotion_prompting`` recomputes and saves them),
@@ -31,13 +34,15 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["MODEL_KEY", "SCORE_CHECKPOINT", "make_dataset", "minilm_results", "gemma_results", "load_gemma_scorer",
-           "vision_llm_results", "ladder_table", "gain_table", "bias_table", "failure_cases", "plot_ladder",
-           "plot_bias", "QUICK_SCENES", "GEMMA_QUICK_VARIANTS"]
+           "vision_llm_results", "ladder_table", "format_ladder", "gain_table", "bias_table", "calibration_accuracy",
+           "failure_cases", "error_sources", "plot_examples", "plot_ladder", "plot_bias", "QUICK_SCENES",
+           "GEMMA_QUICK_VARIANTS", "EXAMPLE_KINDS"]
 
 MODEL_KEY = "gemma-3-270m-q4_k_m"
 SCORE_CHECKPOINT = "prompting_gemma_scores"
 QUICK_SCENES = 42                      # per tier: 6 per label
 GEMMA_QUICK_VARIANTS = pr.VARIANTS     # every rung (their scores are committed)
+EXAMPLE_KINDS = ("full", "subtle", "occluded", "contradicting")
 
 
 # ----------------------------------------------------------------------------------------------- protocol
@@ -167,6 +172,23 @@ def bias_table(results: pd.DataFrame, variant: str = "others") -> pd.DataFrame:
                          "calibrated": 100 * pr.label_bias(sel.pred)}, index=list(pr.LABELS))
 
 
+def calibration_accuracy(results: pd.DataFrame, variant: str = "others") -> pd.DataFrame:
+    """Accuracy (%) on rung ``variant`` without (``"raw"``) and with (``"calibrated"``) content-free calibration:
+    95 % Wilson interval (``lo``, ``hi``), number of scenes ``n`` and points over chance (``over_chance``)."""
+    pr.prompts.check_variant(variant)
+    sel = results[results.variant == variant]
+    if sel.empty:
+        raise ValueError(f"the results hold no row of variant {variant!r}: expected one of "
+                         f"{', '.join(sorted(set(results.variant)))}")
+    chance = 100 / len(pr.LABELS)
+    rows = []
+    for col, name in (("correct_raw", "raw"), ("correct", "calibrated")):
+        k, n = int(sel[col].sum()), len(sel)
+        acc, (lo, hi) = 100 * k / n, [100 * x for x in wilson_interval(k, n)]
+        rows.append({"scoring": name, "accuracy": acc, "lo": lo, "hi": hi, "n": n, "over_chance": acc - chance})
+    return pd.DataFrame(rows).set_index("scoring")
+
+
 def failure_cases(results: pd.DataFrame, data: dict, variant: str = "others", n: int = 4) -> pd.DataFrame:
     """Full-prompt errors, one per scene kind first: what was felt, shown, and what the cues pointed to."""
     sel = results[(results.variant == variant) & ~results.correct]
@@ -182,7 +204,62 @@ def failure_cases(results: pd.DataFrame, data: dict, variant: str = "others", n:
     return pd.DataFrame(rows)
 
 
+def _cues(scene) -> list[str]:
+    """The emotions the target's context cues point to: posture, scene type, then each other person."""
+    p = scene.person
+    return [p.posture_emotion, scene.scene_emotion] + [o.emotion for o in scene.persons if o is not p]
+
+
+def error_sources(results: pd.DataFrame, data: dict, variant: str = "others",
+                  favoured: str | None = None) -> pd.DataFrame:
+    """Every error on rung ``variant``, one row each, with where its context cues pointed.
+
+    ``to_felt`` / ``to_predicted``: how many of the ``cues`` (posture, scene, each other person) point to the felt
+    emotion / to the answer; ``misled``: more cues point to the answer than to the felt emotion; ``informed``: most
+    cues point to the felt emotion (the scorer failed to use them); ``favoured``: the answer is the label that
+    calibration favours most (``favoured``, by default the largest calibrated share of :func:`bias_table`; in
+    ``.attrs["favoured"]``).
+    """
+    pr.prompts.check_variant(variant)
+    if favoured is None:
+        favoured = bias_table(results, variant)["calibrated"].idxmax()
+    elif favoured not in pr.LABELS:
+        raise ValueError(f"favoured must be one of {', '.join(pr.LABELS)}, got {favoured!r}")
+    wrong = results[(results.variant == variant) & ~results.correct]
+    rows = []
+    for _, r in wrong.iterrows():
+        s = data["scenes"][r.scene]
+        cues = _cues(s)
+        to_felt, to_pred = sum(c == s.label for c in cues), sum(c == r.pred for c in cues)
+        rows.append({"scene": r.scene, "tier": s.tier, "kind": s.kind, "felt": s.label, "predicted": r.pred,
+                     "cues": len(cues), "to_felt": to_felt, "to_predicted": to_pred, "misled": to_pred > to_felt,
+                     "informed": to_felt > len(cues) / 2, "favoured": r.pred == favoured})
+    cols = ["scene", "tier", "kind", "felt", "predicted", "cues", "to_felt", "to_predicted", "misled", "informed",
+            "favoured"]
+    out = pd.DataFrame(rows, columns=cols)
+    out.attrs["favoured"] = favoured
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- figures
+def plot_examples(scenes, kinds=EXAMPLE_KINDS) -> "Figure":
+    """The first scene of each kind in ``kinds``, marked (:func:`facelab.prompting.draw_marks`), one per row."""
+    import matplotlib.pyplot as plt
+
+    examples = []
+    for k in kinds:
+        s = next((s for s in scenes if s.kind == k), None)
+        if s is None:
+            raise ValueError(f"no scene of kind {k!r}: the scenes hold {', '.join(sorted({s.kind for s in scenes}))}")
+        examples.append(s)
+    fig, axes = plt.subplots(len(examples), 1, figsize=(6, 2.1 * len(examples)), squeeze=False)
+    for ax, s in zip(axes[:, 0], examples):
+        pr.draw_marks(s, ax=ax)
+        ax.set_title(f"{s.tier} / {s.kind}: person {s.person.number} feels {s.label}, shows {s.person.display}",
+                     fontsize=9)
+    return fig
+
+
 def plot_ladder(tables: dict, *, ax=None) -> "Figure":
     """Accuracy per rung, one line per tier, one panel per scorer (``{scorer name: ladder_table}``)."""
     from facelab.plotting import figure_axes
