@@ -190,7 +190,7 @@ class _Text:
 def _loaders():
     """name -> function(path) that loads the checkpoint at ``path`` through its model package, training never."""
     from facelab.antispoof.pretrain import load_pretrained_clip
-    from facelab.diffusion.model import load_quick_model
+    from facelab.diffusion.model import QUICK_CHECKPOINT, QUICK_VAE_CHECKPOINT, load_quick_model
     from facelab.models.synthetic import load_synth_facenet
     from facelab.privacy.makeup import load_makeup_classifier
 
@@ -198,17 +198,23 @@ def _loaders():
         "antispoof_clip": lambda p: load_pretrained_clip(p, train_if_missing=False),
         "makeup_classifier": lambda p: load_makeup_classifier(p, train_if_missing=False),
         "synth_facenets": lambda p: load_synth_facenet("synth-residual", p),
-        "face_diffusion_quick": lambda p: load_quick_model(p, text_encoder=_Text()),
+        # the latent quick model is two files: each is loaded with the committed (intact) other one
+        "face_vae_quick": lambda p: load_quick_model(QUICK_CHECKPOINT, vae_path=p, text_encoder=_Text()),
+        "face_ldm_quick": lambda p: load_quick_model(p, vae_path=QUICK_VAE_CHECKPOINT, text_encoder=_Text()),
     }
 
 
-COMMITTED = ["antispoof_clip", "makeup_classifier", "synth_facenets", "face_diffusion_quick"]
+COMMITTED = ["antispoof_clip", "makeup_classifier", "synth_facenets", "face_vae_quick", "face_ldm_quick"]
 
 
 def _copy(name: str, folder: Path) -> Path:
     src = checkpoints.checkpoint_path(name)
     if not src.is_file():
         pytest.skip(f"{src.name} is not in this checkout")
+    if name in ("face_vae_quick", "face_ldm_quick"):      # loaded as a pair: the other file must be there too
+        for other in ("face_vae_quick", "face_ldm_quick"):
+            if not checkpoints.checkpoint_path(other).is_file():
+                pytest.skip(f"{other}.safetensors is not in this checkout")
     shutil.copy(src, folder / src.name)
     shutil.copy(src.with_suffix(".json"), folder / src.with_suffix(".json").name)
     return folder / src.name
@@ -318,7 +324,7 @@ def test_committed_checkpoints_are_verified_and_up_to_date():
     """Each committed checkpoint verifies and was trained with the settings its package expects, so no chapter
     retrains by accident."""
     from facelab.antispoof.pretrain import PRETRAIN_SETTINGS
-    from facelab.diffusion.model import QUICK_SETTINGS
+    from facelab.diffusion.model import QUICK_SETTINGS, QUICK_VAE_SETTINGS
     from facelab.models.synthetic import SYNTH_SETTINGS
     from facelab.privacy.makeup import makeup_settings
 
@@ -328,7 +334,8 @@ def test_committed_checkpoints_are_verified_and_up_to_date():
     from facelab.synth.appearance import SETTINGS as APPEARANCE_SETTINGS
 
     expected = {"antispoof_clip": PRETRAIN_SETTINGS, "makeup_classifier": makeup_settings(),
-                "synth_facenets": SYNTH_SETTINGS, "face_diffusion_quick": QUICK_SETTINGS,
+                "synth_facenets": SYNTH_SETTINGS, "face_vae_quick": QUICK_VAE_SETTINGS,
+                "face_ldm_quick": QUICK_SETTINGS,
                 "prompting_au_regressor": AU_SETTINGS, "tta_source_fer": SOURCE_SETTINGS,
                 "synth_appearance": APPEARANCE_SETTINGS, "affect_descriptors_quick": settings_for("quick")}
     for name, settings in expected.items():

@@ -52,7 +52,8 @@ RESTORE_COMMANDS = {
     "antispoof_clip": "python -m facelab.antispoof.pretrain",
     "makeup_classifier": "python -m facelab.privacy.makeup",
     "synth_facenets": "python -m facelab.synth.recognisers",
-    "face_diffusion_quick": "python -m facelab.diffusion.train",
+    "face_vae_quick": "python -m facelab.diffusion.train",
+    "face_ldm_quick": "python -m facelab.diffusion.train",
 }
 
 
