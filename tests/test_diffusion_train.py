@@ -1,0 +1,106 @@
+"""The quick latent diffusion model's training script (``python -m facelab.diffusion.train``): a tiny run in one
+process, and the same run under ``accelerate launch`` with two CPU processes that must train ONE model (data-parallel
+DDP over gloo: equal weights in both processes), whose checkpoints load.
+
+Note on the launch flags: accelerate 1.16's ``--cpu --num_processes 2`` starts a single process unless mpirun is
+used (its state only goes multi-CPU with ``LOCAL_RANK`` set), so the test launches with ``--multi_gpu`` (torchrun);
+on a machine without a GPU the script then trains on the CPU with gloo (``Accelerator(cpu=True)``).
+"""
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from facelab.diffusion import train as train_mod
+from facelab.diffusion.model import PaddingMaskAttnProcessor, load_quick_model, sha256_of
+
+TINY_STEPS = train_mod.TINY["steps"]
+
+
+class _Tokens:
+    """A stand-in for MiniLMTokenEncoder (no MiniLM load): a fixed vector per word, zero rows at padding."""
+
+    dim = 384
+
+    def __init__(self, *args, max_length=24, **kwargs):
+        self.L = max_length
+
+    def __call__(self, prompts):
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        out = torch.zeros(len(prompts), self.L, self.dim)
+        for i, p in enumerate(prompts):
+            for j, w in enumerate(["<s>"] + p.split()[: self.L - 2] + ["</s>"]):
+                out[i, j] = torch.randn(self.dim, generator=torch.Generator().manual_seed(sum(map(ord, w))))
+        return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _check_outputs(out, summary, n_processes):
+    vae_p, unet_p = out / "face_vae_quick.safetensors", out / "face_ldm_quick.safetensors"
+    assert vae_p.is_file() and unet_p.is_file()
+    for stage in ("vae", "unet"):
+        log = summary[stage]
+        assert log["num_processes"] == n_processes and log["steps"] == TINY_STEPS, (stage, log)
+        digests = log["weights_sha256_per_process"]
+        assert len(digests) == n_processes and len(set(digests)) == 1, (stage, digests)   # one model
+    side = json.loads(unet_p.with_suffix(".json").read_text())
+    assert side["restore"] == "python -m facelab.diffusion.train" and side["sha256"] == sha256_of(unet_p)
+    assert side["log"]["num_processes"] == n_processes
+    m = load_quick_model(unet_p, vae_path=vae_p, text_encoder=_Tokens())
+    assert m.info["vae_sha256"] == sha256_of(vae_p)
+    assert m.image_size == 64 and m.unet.config.sample_size == 16 and m.unet.config.in_channels == 4
+    assert all(isinstance(p, PaddingMaskAttnProcessor) for p in m.unet.attn_processors.values())
+    assert m.vae.config.scaling_factor == pytest.approx(summary["vae"]["scaling_factor"], rel=1e-3)
+    return m
+
+
+def test_tiny_training_in_one_process_writes_loadable_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod, "MiniLMTokenEncoder", _Tokens)
+    out = tmp_path / "m"
+    train_mod.main(["--tiny", "--threads", "1", "--out-dir", str(out), "--summary", str(tmp_path / "s.json")])
+    summary = json.loads((tmp_path / "s.json").read_text())
+    m = _check_outputs(out, summary, 1)
+    side = json.loads((out / "face_vae_quick.json").read_text())
+    assert side["settings"]["steps"] == TINY_STEPS and side["log"]["loss_curve"][0]["step"] == 1
+    z = m.encode(torch.rand(1, 3, 64, 64))
+    assert z.shape == (1, 4, 16, 16) and torch.isfinite(z).all()
+
+
+def test_a_run_with_other_settings_must_name_an_output_folder():
+    with pytest.raises(SystemExit):          # argparse: data/models keeps the committed model
+        train_mod.main(["--tiny"])
+    with pytest.raises(ValueError, match="stage must be"):
+        train_mod.train(stage="everything")
+
+
+def test_accelerate_launch_with_two_cpu_processes_trains_one_model(tmp_path):
+    if importlib.util.find_spec("accelerate") is None:
+        pytest.skip("Hugging Face accelerate is not installed (pip install accelerate)")
+    out = tmp_path / "d"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--num_cpu_threads_per_process", "1", "--main_process_port", str(_free_port()),
+           "-m", "facelab.diffusion.train", "--tiny", "--threads", "1", "--out-dir", str(out),
+           "--summary", str(out / "s.json")]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "FACELAB_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "CUDA_VISIBLE_DEVICES": ""}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-4000:])
+    summary = json.loads((out / "s.json").read_text())
+    _check_outputs(out, summary, 2)
+    # only the main process wrote: one checkpoint pair, no leftovers of the periodic EMA save
+    assert sorted(p.name for p in out.iterdir()) == ["face_ldm_quick.json", "face_ldm_quick.safetensors",
+                                                     "face_vae_quick.json", "face_vae_quick.safetensors", "s.json"]
