@@ -39,6 +39,7 @@ the UNet's processors are restored.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -462,15 +463,21 @@ def quality_gates(model, n_faces: int = 32, seed: int = 0, *, num_steps: int = 5
     _check_count(n_faces, "n_faces")
     _check_count(ddpm_faces, "ddpm_faces")
     size = int(model.image_size)
+    seconds = {}
+    t0 = time.perf_counter()
     faces = unseen_faces(n_faces, seed=seed, size=size)
     captions = faces.labels["caption"].astype(str).tolist()
     ddim = ddim_inversion_psnr(model, faces.images, captions, num_steps=num_steps)
+    seconds["ddim"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     k = min(ddpm_faces, n_faces)
     ddpm = ddpm_exactness(model, faces.images[:k], captions[:k], num_steps=ddpm_steps, seed=seed)
-
+    seconds["ddpm"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     mk = makeup_faces(n_faces, seed=seed, size=size)
     mk_captions = mk.labels["caption"].astype(str).tolist()
     maps = token_attention_maps(model, mk.images, mk_captions, list(words), timesteps=timesteps, seed=seed)
+    seconds["attention"] = time.perf_counter() - t0
     grid = maps.shape[-1]
     att_rows, masks = [], []
     for j, w in enumerate(words):
@@ -501,6 +508,7 @@ def quality_gates(model, n_faces: int = 32, seed: int = 0, *, num_steps: int = 5
     table = pd.DataFrame(rows, columns=["gate", "measured", "ci_low", "ci_high", "target", "passed", "n",
                                         "statistic"])
     settings = {"n_faces": n_faces, "seed": seed, "num_steps": num_steps, "ddpm_faces": k, "ddpm_steps": ddpm_steps,
-                "timesteps": list(timesteps), "words": list(words), "identities_from": UNSEEN_OFFSET}
+                "timesteps": list(timesteps), "words": list(words), "identities_from": UNSEEN_OFFSET,
+                "seconds": {k_: round(v, 2) for k_, v in seconds.items()}}
     return QualityGates(table=table, ddim=ddim, ddpm=ddpm, attention=attention, maps=maps, words=tuple(words),
                         images=mk.images, masks=torch.cat(masks, 1), prompts=mk_captions, settings=settings)
