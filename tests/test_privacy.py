@@ -101,8 +101,17 @@ def test_same_identity_target_and_bad_configs_are_rejected(faces):
         pgd_protect(x, x, [_surrogate()], landmarks=lm, source_ids=ids, target_ids=ids)
     with pytest.raises(ValueError, match="manipulated_steps must lie in"):
         DiffAIMConfig(num_steps=5, manipulated_steps=6)
-    with pytest.raises(ValueError, match="guidance_scale_target must be 1"):
-        DiffAIMConfig(guidance_scale_target=7.5)
+    for bad in (float("nan"), -1.0, float("inf")):
+        with pytest.raises(ValueError, match="guidance_scale_target must be a finite number >= 0"):
+            DiffAIMConfig(guidance_scale_target=bad)
+        with pytest.raises(ValueError, match="guidance_scale_source must be a finite number >= 0"):
+            DiffAIMConfig(guidance_scale_source=bad)
+    with pytest.raises(ValueError, match="epsilon must be a finite number > 0"):
+        DiffAIMConfig(epsilon=float("nan"))
+    with pytest.raises(ValueError, match="perceptual_reference must be"):
+        DiffAIMConfig(perceptual_reference="lpips")
+    with pytest.raises(ValueError, match="need epsilon > 0"):
+        pgd_protect(x, x.roll(1, 0), [_surrogate()], landmarks=lm, epsilon=float("nan"))
     with pytest.raises(ValueError, match="takes 32x32 images; got 16x16"):
         diffaim_protect(model, x[..., ::2, ::2], x.roll(1, 0)[..., ::2, ::2], [_surrogate()], landmarks=lm / 2)
     blackbox = _surrogate()
@@ -122,6 +131,16 @@ def test_non_faces_are_rejected(faces):
         check_faces(x, upside_down)
     with pytest.raises(NotAFaceError, match="outside the image"):
         check_faces(x, lm + 100)
+    one_out = lm.clone()
+    one_out[2, 8] = torch.tensor([16.0, 40.0])      # the chin of face 2 below a 32 px image (beyond the 10 % margin)
+    with pytest.raises(NotAFaceError, match=r"image 2: landmarks outside the image: 1 of 68 points, e.g. point 8 "
+                                            r"at \(16.0, 40.0\)"):
+        check_faces(x, one_out)
+    with pytest.raises(NotAFaceError, match="not finite"):
+        check_faces(x, torch.where(torch.arange(68).view(1, 68, 1) == 3, float("nan"), lm))
+    model = _small_quick_model()
+    with pytest.raises(NotAFaceError, match="outside the image"):
+        diffaim_protect(model, x, x.roll(1, 0), [_surrogate()], landmarks=one_out)
     # the attacks run the check themselves
     with pytest.raises(NotAFaceError, match="not in face order"):
         pgd_protect(x, x.roll(1, 0), [_surrogate()], landmarks=upside_down)
@@ -228,3 +247,156 @@ def test_success_table_has_wilson_intervals_and_paired_tests(faces):
     with pytest.raises(ValueError, match="same faces"):
         bad = {**outcomes, ("short", "x", "synth-plain"): {"FAR=0.01": np.ones(2, bool), "score": np.ones(2)}}
         paired_tests(bad, [(("short", "x", "synth-plain"), ("clean", "no attack", "synth-plain"))])
+
+
+# ------------------------------------------------------------------------------------ DiffAIM on a latent model
+def _token_context(n=2, k=6, d=32, used=3, seed=0):
+    """Token states with exact zero rows at the padding (as MiniLMTokenEncoder writes them)."""
+    g = torch.Generator().manual_seed(seed)
+    c = torch.randn(n, k, d, generator=g)
+    c[:, used:] = 0
+    return c
+
+
+def test_probe_masks_padding_and_reads_the_last_down_block_with_a_per_channel_cosine():
+    from facelab.diffusion import UNetProbe
+    from facelab.diffusion.hooks import per_channel_cosine
+    from facelab.diffusion.model import build_quick_unet
+
+    torch.manual_seed(0)
+    unet = build_quick_unet(latent_size=8, cross_attention_dim=32).eval().requires_grad_(False)
+    x = torch.randn(2, 4, 8, 8)
+    c = _token_context()
+    ref = unet(x, 500, encoder_hidden_states=c).sample                 # the model's own masked processor
+    c_junk = c.clone()
+    c_junk[:, 3:] = 5.0 * torch.randn_like(c_junk[:, 3:])                   # not padding any more: output changes
+    assert not torch.allclose(unet(x, 500, encoder_hidden_states=c_junk).sample, ref, atol=1e-4)
+    with UNetProbe(unet) as probe:
+        assert probe.block is unet.down_blocks[-1]
+        probe.reset()
+        out = unet(torch.cat([x, x]), 500, encoder_hidden_states=torch.cat([c, c])).sample
+        # the recording processor computes the same masked attention: no padding leaks into the output
+        assert torch.allclose(out[:2], ref, atol=1e-4) and torch.allclose(out[2:], ref, atol=1e-4)
+        assert torch.allclose(probe.semantic_divergence(), torch.zeros(2), atol=1e-5)
+        assert torch.allclose(probe.structure, torch.zeros(2), atol=1e-10)
+        probe.reset()
+        unet(torch.cat([x, x + torch.randn_like(x)]), 500, encoder_hidden_states=torch.cat([c, c]))
+        f = probe.features
+        assert f.shape[0] == 4 and f.dim() == 4
+        a, b = f[:2].reshape(2, f.shape[1], -1), f[2:].reshape(2, f.shape[1], -1)
+        manual = 1 - torch.stack([torch.nn.functional.cosine_similarity(a[i], b[i], dim=1).mean() for i in range(2)])
+        assert torch.allclose(probe.semantic_divergence(), manual, atol=1e-5)
+        assert (probe.structure > 0).all()
+    # per-channel cosine differs from the flattened cosine of earlier versions
+    p, q = torch.randn(1, 3, 4, 4), torch.randn(1, 3, 4, 4)
+    p[:, 0] += 10
+    q[:, 0] += 10
+    flat = torch.nn.functional.cosine_similarity(p.flatten(1), q.flatten(1))
+    assert not torch.allclose(per_channel_cosine(p, q), flat, atol=1e-2)
+    with pytest.raises(ValueError, match="same shape"):
+        per_channel_cosine(p, q[:, :2])
+    with pytest.raises(ValueError, match="unknown feature block"):
+        UNetProbe(unet, where="up_blocks[0]")
+
+
+def test_augmentations_are_five_random_copies():
+    from facelab.privacy.diffaim import augment_chips
+
+    x = torch.rand(3, 3, 32, 32)
+    assert augment_chips(x, 1) is x
+    out = augment_chips(x, 5, torch.Generator().manual_seed(0))
+    assert out.shape == (15, 3, 32, 32)
+    again = augment_chips(x, 5, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+
+
+def test_margin_calibration_and_gradient_norm_logging_on_a_latent_model(faces):
+    from facelab.diffusion import tiny_stable_diffusion
+    from facelab.privacy.diffaim import calibrate_perceptual_margin
+
+    x, lm, ids = faces
+    noisy = (x + 4 / 255 * torch.sign(torch.randn_like(x))).clamp(0, 1)
+    m = calibrate_perceptual_margin(noisy, x)
+    assert m == pytest.approx(float((1 - ssim(noisy, x)).mean()), abs=1e-6) and 0 < m < 0.5
+    with pytest.raises(ValueError, match="same shape"):
+        calibrate_perceptual_margin(noisy[:2], x)
+    sd = tiny_stable_diffusion(32)
+    sur = _surrogate()
+    cfg = DiffAIMConfig(num_steps=4, manipulated_steps=2, inner_steps=2, n_augment=2, perceptual_margin=m,
+                        guidance_scale_target=2.0)                     # CFG: two UNet calls per inner step
+    res = diffaim_protect(sd, x, x.roll(1, 0), [sur], landmarks=lm, target_landmarks=lm.roll(1, 0), config=cfg,
+                          batch_size=2)
+    assert res.images.shape == x.shape and torch.isfinite(res.images).all()
+    h = pd.DataFrame(res.history)
+    assert len(h) == 2 * 2 * 2                                          # 2 chunks x 2 steps x 2 inner steps
+    for k in ("grad identity", "grad perceptual", "grad latent", "at clamp", "1 - SSIM", "semantic", "structure"):
+        assert k in h and np.isfinite(h[k]).all()
+    assert (h["grad identity"] > 0).all() and (h["at clamp"] <= 1).all()
+
+
+def test_a_chunk_gives_the_same_result_alone_or_with_others(faces):
+    from facelab.studies.privacy_diffaim import invert_in_chunks
+
+    x, lm, ids = faces
+    model = _small_quick_model()
+    sur = _surrogate()
+    cfg = DiffAIMConfig(num_steps=4, manipulated_steps=1, inner_steps=1, n_augment=2, prompt="")
+    kw = dict(target_landmarks=lm.roll(1, 0), config=cfg, batch_size=2)
+    all4 = diffaim_protect(model, x, x.roll(1, 0), [sur], landmarks=lm,
+                           inversion=invert_in_chunks(model, x, cfg, batch_size=2), **kw)
+    first = diffaim_protect(model, x[:2], x.roll(1, 0)[:2], [sur], landmarks=lm[:2],
+                            inversion=invert_in_chunks(model, x[:2], cfg, batch_size=2),
+                            **{**kw, "target_landmarks": lm.roll(1, 0)[:2]})
+    assert torch.allclose(all4.images[:2], first.images, atol=1e-5)
+    p4 = pgd_protect(x, x.roll(1, 0), [sur], landmarks=lm, target_landmarks=lm.roll(1, 0), steps=2, batch_size=2)
+    p2 = pgd_protect(x[:2], x.roll(1, 0)[:2], [sur], landmarks=lm[:2], target_landmarks=lm.roll(1, 0)[:2], steps=2,
+                     batch_size=2)
+    assert torch.allclose(p4.images[:2], p2.images, atol=1e-6)
+
+
+def test_the_stored_experiment_round_trip_and_its_tables(faces, tmp_path, monkeypatch):
+    from facelab import checkpoints
+    from facelab.studies import privacy_diffaim as st
+
+    x, lm, ids = faces
+    model = _small_quick_model()
+    model.info = {"sha256": "test-model"}
+    models = {"synth-plain": _surrogate("synth-plain", 0), "synth-residual": _surrogate("synth-residual", 1)}
+    data = {"sources": x, "source_landmarks": lm, "source_ids": ids, "targets": x.roll(1, 0),
+            "target_landmarks": lm.roll(1, 0), "target_ids": np.roll(ids, 1)}
+    cfg = DiffAIMConfig(num_steps=3, manipulated_steps=1, inner_steps=1, n_augment=1)
+    settings = st.experiment_settings(model, cfg, n_faces=4, victims=("synth-plain",),
+                                      surrogate_pool=("synth-plain", "synth-residual"), sweep_victim="synth-plain",
+                                      diffaim_multipliers=(1.0, 2.0), pgd_multipliers=(0.5, 1.0, 2.0), batch_size=2)
+    monkeypatch.setattr(st, "QUICK_RUNS", str(tmp_path / "runs"))
+    exp = st.load_or_run_experiment(model, models, settings, data=data, progress=None)
+    assert 0 < exp.margin < 1 and exp.config.perceptual_margin == exp.margin
+    pgd_white = exp.white_box("PGD")
+    assert exp.margin == pytest.approx(float((1 - exp.values(pgd_white, "ssim")).mean()), abs=1e-5)
+    # stored and read back: a second call loads instead of running
+    again = st.load_or_run_experiment(model, models, settings, data=data, allow_run=False)
+    assert np.allclose(again.scores(pgd_white, "synth-plain"), exp.scores(pgd_white, "synth-plain"))
+    thr = pd.DataFrame({"FAR=0.1": [0.0], "FAR=0.01": [0.5], "FAR=0.001": [0.9]}, index=["synth-plain"])
+    out = st.experiment_outcomes(exp, thr)
+    assert set(out) == {("DiffAIM", "white-box", "synth-plain"), ("DiffAIM", "black-box", "synth-plain"),
+                        ("PGD", "white-box", "synth-plain"), ("PGD", "black-box", "synth-plain"),
+                        ("reconstruction", "no attack", "synth-plain")}
+    table = st.success_table(out)
+    assert (table["n"] == 4).all() and {"FAR=0.01 lo", "FAR=0.01 hi"} <= set(table.columns)
+    curve = st.sweep_table(exp, thr)
+    assert list(curve["method"]) == ["DiffAIM"] * 2 + ["PGD"] * 3
+    assert curve[curve.method == "PGD"]["SSIM"].is_monotonic_decreasing
+    matched = st.matched_ssim_table(curve)
+    assert len(matched) == 2 and "nearest PGD point" in matched
+    h = st.gradient_norms(exp, exp.black_box("DiffAIM", "synth-plain"))
+    assert {"grad identity", "grad perceptual", "perceptual / identity"} <= set(h.columns) and len(h) == 1
+    q = st.quality_from_experiment(exp)
+    assert set(q["method"]) == {"reconstruction", "DiffAIM", "PGD"}
+    live = st.live_check(model, models, exp, data, victim="synth-plain")
+    assert (live["max |live - stored| similarity"] < 1e-4).all()
+    # a changed setting is not silently loaded
+    with pytest.raises(checkpoints.CheckpointError):
+        st.load_or_run_experiment(model, models, {**settings, "pgd_epsilon": 1 / 255}, data=data, allow_run=False)
+    scale = st.scale_table(st.quick_config(), n_faces=64, published_faces=1000)
+    assert scale.loc["gradient steps per face (K x inner)", "published"] == 200
+    assert scale.loc["augmentations per gradient step", "scale (this / published)"] == 1.0

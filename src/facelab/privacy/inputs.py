@@ -19,8 +19,8 @@ def check_faces(images: torch.Tensor, landmarks: torch.Tensor, reference=None,
                 reference_embeddings: torch.Tensor | None = None, min_similarity: float | None = None) -> None:
     """Reject inputs that are not faces.
 
-    Checks that ``images`` is a float (N, 3, H, W) batch in [0, 1], that ``landmarks`` is (N, 68, 2) inside the
-    image with a plausible face layout (eyes above the nose tip above the mouth, inter-ocular distance at least
+    Checks that ``images`` is a float (N, 3, H, W) batch in [0, 1], that ``landmarks`` is (N, 68, 2), finite and
+    inside the image (up to 10 % of its side beyond the border, where a jaw line may run) with a plausible face layout (eyes above the nose tip above the mouth, inter-ocular distance at least
     8 % of the width), and, when a ``reference`` recogniser (:class:`facelab.models.FaceModel`) and embeddings of
     known faces are given, that every image's best cosine similarity to those faces reaches ``min_similarity``.
 
@@ -41,9 +41,14 @@ def check_faces(images: torch.Tensor, landmarks: torch.Tensor, reference=None,
         eye_r, eye_l = group_mean(p, "eye_right"), group_mean(p, "eye_left")
         nose, mouth = group_mean(p, "nose_tip"), group_mean(p, "mouth")
         why = None
-        if not torch.isfinite(p).all() or (p[:, 0] < -0.1 * W).any() or (p[:, 0] > 1.1 * W).any() \
-                or (p[:, 1] < -0.1 * H).any() or (p[:, 1] > 1.1 * H).any():
-            why = "landmarks outside the image"
+        out = (p[:, 0] < -0.1 * W) | (p[:, 0] > 1.1 * W) | (p[:, 1] < -0.1 * H) | (p[:, 1] > 1.1 * H)
+        if not torch.isfinite(p).all():
+            why = "landmarks are not finite (NaN or inf)"
+        elif out.any():
+            k = int(torch.nonzero(out)[0])
+            why = (f"landmarks outside the image: {int(out.sum())} of 68 points, e.g. point {k} at "
+                   f"({float(p[k, 0]):.1f}, {float(p[k, 1]):.1f}), lie more than 10% outside the {W}x{H} image "
+                   f"(landmarks are pixel coordinates of this image)")
         elif (eye_l - eye_r).norm() < 0.08 * W:
             why = "eyes closer than 8% of the image width"
         elif not (max(eye_r[1], eye_l[1]) < nose[1] < mouth[1]):
