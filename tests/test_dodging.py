@@ -13,7 +13,7 @@ from facelab.models import FaceModel
 from facelab.privacy.diffaim import DiffAIMConfig, diffaim_protect, identity_score
 from facelab.privacy.masque import MasqueConfig, null_text_inversion
 from facelab.studies.privacy_masque import (compare_dodging, dodging_data, dodging_results, dodging_tests,
-                                            makeup_prompt, similarity_to_references, victim_thresholds)
+                                            locality_at_equal_success, makeup_prompt, similarity_to_references, victim_thresholds)
 from test_masque import _quick, _StubEmbedder
 
 
@@ -93,7 +93,7 @@ def test_compare_dodging_runs_every_method_and_tabulates(data):
     models = {"a": _stub("a", 1), "b": _stub("b", 2)}
     cfg = MasqueConfig(num_steps=3, null_inner_steps=1, adv_start=0.0, adv_step=0.5)
     inv = null_text_inversion(model, data["images"], model.default_prompt, num_steps=3, guidance_scale=3.0,
-                              inner_steps=1)
+                              inner_steps=1, record_attention=True)
     res = compare_dodging(model, data, models, ["red lipstick", "blue eyeshadow"], config=cfg, inversion=inv,
                           black_box_victims=["a"], black_box_phrases=["red lipstick"], pgd_epsilons=(8 / 255,),
                           pgd_steps=2, diffaim_config=DiffAIMConfig(num_steps=3, manipulated_steps=1, inner_steps=1))
@@ -132,8 +132,33 @@ def test_compare_dodging_runs_every_method_and_tabulates(data):
     sims = similarity_to_references([models["a"]], {"clean": X, "MASQUE": res.runs[("MASQUE", "red lipstick",
                                                                                     "white-box", "a")]}, data)
     assert sims.shape == (3, 2) and sims["clean"].between(-1, 1).all()
+    assert list(t["colour"].index.get_level_values("method").unique()) == ["makeup, no guidance", "MASQUE"]
+    assert t["colour"]["share closer"].between(0, 1).all() and t["colour"].loc[("red lipstick", "MASQUE"),
+                                                                                  "target RGB"] == (0.72, 0.06, 0.1)
+    assert t["attention"].loc["red lipstick", "map"] == "noise-difference"      # the stand-in has no tokenizer
+    table, at = locality_at_equal_success(t, "red lipstick", far=0.1)
+    assert {"MASQUE", "global PGD 8/255", "makeup, no guidance"} <= set(table.index)
+    assert at["MASQUE change outside (/255)"] == 0.0 and at["PGD change outside at equal success (/255)"] > 0
     with pytest.raises(ValueError, match="not among"):
         compare_dodging(model, data, models, ["red lipstick"], config=cfg, inversion=inv, black_box_victims=["zz"])
+    with pytest.raises(ValueError, match="not among the models"):
+        compare_dodging(model, data, models, ["red lipstick"], config=cfg, inversion=inv, surrogates=["zz"])
+
+
+def test_a_victim_outside_the_surrogates_is_black_box_for_free(data):
+    model = _quick()
+    models = {"a": _stub("a", 1), "b": _stub("b", 2)}
+    cfg = MasqueConfig(num_steps=2, null_inner_steps=0, adv_start=0.0, adv_step=0.5)
+    res = compare_dodging(model, data, models, ["red lipstick"], config=cfg, surrogates=["a"],
+                          black_box_victims=["b"], pgd_epsilons=(4 / 255, 8 / 255), pgd_steps=1)
+    assert ("MASQUE", "red lipstick", "white-box", "a") in res.runs and ("MASQUE", "red lipstick", "white-box",
+                                                                         "b") not in res.runs
+    assert res.runs[("MASQUE", "red lipstick", "black-box", "b")] is res.runs[("MASQUE", "red lipstick",
+                                                                               "white-box", "a")]
+    assert res.runs[("global PGD 4/255", "-", "black-box", "b")] is res.runs[("global PGD 4/255", "-",
+                                                                               "white-box", "a")]
+    assert (res.timing["held out"] == "-").all() and res.surrogates == ["a"]
+    assert res.masque["red lipstick"].map_kind == "noise-difference"
 
 
 def test_makeup_classifier_cache_round_trip(tmp_path):

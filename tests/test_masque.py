@@ -12,9 +12,10 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from facelab.diffusion import DiffusionModel, PatchAutoencoder, make_scheduler, tiny_stable_diffusion
-from facelab.privacy.attention import AttentionEditor, PromptError, align_prompts
+from facelab.privacy.attention import AttentionEditor, PromptError, SourceAttention, align_prompts
 from facelab.models import FaceModel
 from facelab.core.regions import EmptyMaskError, face_region_masks, latent_mask, region_for_word
+from facelab.privacy.masks import LandmarksOutsideError, makeup_word
 from facelab.privacy.masque import (MasqueConfig, NoReferencesError, build_references, guided_reconstruction,
                                     masque_protect, null_text_inversion, pairwise_similarity, pgd_dodge)
 from facelab.studies.privacy_masque import dodging_rates, locality
@@ -135,6 +136,19 @@ def test_latent_mask_covers_pixel_mask(faces):
 
 
 # ----------------------------------------------------------------------------------------------- prompts
+def _record_then_edit(model, al, x_src, c_src, x_edit, c_edit, hw, **kw):
+    """Record the source pass's maps, then run an edit batch [uncond; cond] with them; returns (editor, output)."""
+    src = SourceAttention()
+    n = x_src.shape[0]
+    with AttentionEditor(model.unet, None, n, hw, 10, source=src, mode="record", self_replace=0.5) as rec:
+        rec.begin_step(0)
+        model.unet(x_src, 500, encoder_hidden_states=c_src)
+    with AttentionEditor(model.unet, al, n, hw, 10, source=src, mode="edit", self_replace=0.5, **kw) as ed:
+        ed.begin_step(0)
+        out = model.unet(x_edit, 500, encoder_hidden_states=c_edit).sample
+    return ed, out, src
+
+
 def test_prompt_alignment_names_the_word():
     model = tiny_stable_diffusion(32)
     al = align_prompts(model, SRC, EDIT, "lipstick")
@@ -146,13 +160,13 @@ def test_prompt_alignment_names_the_word():
         align_prompts(model, SRC, "a face of a person with blue eyeshadow", "lipstick")
     with pytest.raises(PromptError, match="already contains"):
         align_prompts(model, "a face with lipstick", "a face with red lipstick", "lipstick")
-    # the word's cross-attention is recorded on the latent grid (edit branch, conditional group)
-    c = model.encode_prompt([SRC, EDIT])
-    x = torch.randn(2, 4, 16, 16)
-    with AttentionEditor(model.unet, al, 1, (16, 16), 10) as ed:
-        model.unet(x, 500, encoder_hidden_states=c)
-        m = ed.word_map()
+    # the word's cross-attention is recorded on the latent grid (edit, conditional group)
+    x = torch.randn(1, 4, 16, 16)
+    ed, _, src = _record_then_edit(model, al, x, model.encode_prompt([SRC]), torch.cat([x, x]),
+                                   model.encode_prompt(["", EDIT]), (16, 16))
+    m = ed.word_map()
     assert m.shape == (1, 16, 16) and float(m.std()) > 0 and float(m.min()) >= 0
+    assert src.n_tokens == 77 and len(src.probs) > 0 and src.nbytes() > 0
     single = align_prompts(_quick(tokens=1), SRC, EDIT, "lipstick")
     assert single.n_tokens == 1 and not single.informative
 
@@ -160,19 +174,97 @@ def test_prompt_alignment_names_the_word():
 def test_edit_processor_matches_default_attention_when_inactive():
     model = _quick()
     x = torch.randn(4, 48, 8, 8)
-    c = model.encode_prompt([SRC, SRC, EDIT, EDIT])
+    c = model.encode_prompt(["", "", EDIT, EDIT])                  # [uncond (2 faces); cond edit (2 faces)]
     ref = model.unet(x, 500, encoder_hidden_states=c).sample
     al = align_prompts(model, SRC, EDIT, "lipstick")
-    with AttentionEditor(model.unet, al, 2, (8, 8), 10) as ed:
+    src = SourceAttention()
+    with AttentionEditor(model.unet, None, 2, (8, 8), 10, source=src, mode="record") as rec:
+        rec.begin_step(0)
+        model.unet(torch.randn(2, 48, 8, 8), 500, encoder_hidden_states=model.encode_prompt([SRC, SRC]))
+    with AttentionEditor(model.unet, al, 2, (8, 8), 10, source=src, mode="edit") as ed:
         ed.active = False
+        ed.begin_step(0)
         out = model.unet(x, 500, encoder_hidden_states=c).sample
-        ed.active, ed.step = True, 0
+        ed.active = True
+        ed.begin_step(0)
         edited = model.unet(x, 500, encoder_hidden_states=c).sample
     assert torch.allclose(out, ref, atol=1e-5)
-    assert torch.allclose(edited[:2], ref[:2], atol=1e-5)            # the source branch is never changed
-    assert not torch.allclose(edited[2:], ref[2:], atol=1e-4)        # the edit branch is
+    assert torch.allclose(edited[:2], ref[:2], atol=1e-5)            # the unconditional group is never changed
+    assert not torch.allclose(edited[2:], ref[2:], atol=1e-4)        # the conditional edit is
     assert model.unet.attn_processors != {} and all(type(p).__name__ != "EditAttnProcessor"
                                                     for p in model.unet.attn_processors.values())
+    with pytest.raises(ValueError, match="TokenAlignment"):
+        AttentionEditor(model.unet, None, 2, (8, 8), 10, source=src, mode="edit")
+
+
+def _padded_model():
+    """A tiny UNet with the quick model's padding mask and a prompt encoder that writes zero rows at padding."""
+    from facelab.diffusion.model import install_padding_mask
+
+    model = _quick()
+    install_padding_mask(model.unet)
+
+    class _Padded(_Text):
+        def __call__(self, prompts):
+            out = super().__call__(prompts)
+            out[:, 5:] = 0                                         # 5 tokens, then padding
+            return out
+
+    model.text_encoder = _Padded(8)
+    return model
+
+
+def test_edit_processor_masks_the_padding():
+    from diffusers.models.attention_processor import AttnProcessor
+
+    model = _padded_model()
+    x = torch.randn(2, 48, 8, 8)
+    c = model.encode_prompt([SRC, EDIT])
+    masked = model.unet(x, 500, encoder_hidden_states=c).sample          # the quick UNet's own processor
+    saved = model.unet.attn_processors
+    model.unet.set_attn_processor(AttnProcessor())
+    unmasked = model.unet(x, 500, encoder_hidden_states=c).sample
+    model.unet.set_attn_processor(saved)
+    assert not torch.allclose(masked, unmasked, atol=1e-4)               # padding would take attention
+    al = align_prompts(model, SRC, EDIT, "lipstick")
+    with AttentionEditor(model.unet, al, 2, (8, 8), 10, source=SourceAttention(), mode="edit") as ed:
+        ed.active = False
+        ed.begin_step(0)
+        same = model.unet(x, 500, encoder_hidden_states=c).sample
+    assert torch.allclose(same, masked, atol=1e-5)
+    # recorded source maps put (almost) no mass on padded keys
+    src = SourceAttention()
+    with AttentionEditor(model.unet, None, 2, (8, 8), 10, source=src, mode="record") as rec:
+        rec.begin_step(0)
+        model.unet(x, 500, encoder_hidden_states=c)
+    cross = [p for p in src.probs.values() if p.shape[-1] == 8]
+    assert cross and all(float(p[..., 5:].sum(-1).max()) < 1e-3 for p in cross)
+
+
+def test_minilm_word_pieces_align():
+    """The quick model's tokenizer splits 'eyeshadow' into three pieces; the alignment names all of them."""
+    from transformers import AutoTokenizer
+
+    from facelab.diffusion.model import TOKEN_LENGTH, _PaddedTokenizer, minilm_path
+
+    try:
+        tok = _PaddedTokenizer(AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True), TOKEN_LENGTH)
+    except (OSError, ModuleNotFoundError) as exc:   # pragma: no cover - the package is a dependency
+        pytest.skip(f"MiniLM tokenizer not available: {exc}")
+
+    class _Enc:
+        tokenizer = tok
+
+        def __call__(self, prompts):
+            return torch.zeros(len(prompts), TOKEN_LENGTH, 4)
+
+    model = DiffusionModel(unet=None, scheduler=None, text_encoder=_Enc())
+    al = align_prompts(model, SRC, "a face of a person with blue eyeshadow", "eyeshadow")
+    assert al.pieces == ["eyes", "##had", "##ow"] and al.word_indices == [8, 9, 10]
+    assert al.alpha[al.word_indices].tolist() == [0.0] * 3 and al.n_tokens == TOKEN_LENGTH
+    assert al.mapper[11].item() == 6                                      # [SEP] -> the source's [SEP]
+    al2 = align_prompts(model, SRC, EDIT, "lipstick")
+    assert al2.pieces == ["lipstick"] and al2.word_indices == [8]
 
 
 # ----------------------------------------------------------------------------------------------- inversion
@@ -244,6 +336,31 @@ def test_masque_bad_input(faces, stub):
     with pytest.raises(ValueError, match="surrogate"):
         masque_protect(model, images, lm, ids, edit_prompt=EDIT, word="lipstick",
                        config=MasqueConfig(num_steps=2, null_inner_steps=0))
+    # a prompt with no word of the vocabulary of regions: says which words there are
+    with pytest.raises(PromptError, match="names no makeup.*lipstick -> lips"):
+        masque_protect(model, images, lm, ids, edit_prompt="a face of a person with a green hat", **kw)
+    # landmarks outside the image: says which faces and where
+    out = lm.clone()
+    out[1, 48:68, 0] += 40
+    with pytest.raises(LandmarksOutsideError, match=r"face\(s\) \[1\].*outside the 32x32 image"):
+        masque_protect(model, images, out, ids, edit_prompt=EDIT, **kw)
+    assert issubclass(LandmarksOutsideError, EmptyMaskError)
+
+
+def test_masque_word_comes_from_the_prompt(faces):
+    images, lm, ids = faces
+    r = masque_protect(_quick(), images[:2], lm[:2], ids[:2], edit_prompt="a face of a person with blue eyeshadow",
+                       config=MasqueConfig(num_steps=2, null_inner_steps=0, adversarial=False))
+    assert r.word == "eyeshadow" and r.region == "eyeshadow"
+    assert makeup_word("a face of a person with red lipstick and pink blush") == ("blush", "cheeks")
+
+
+@pytest.mark.parametrize("bad", [dict(adv_step=-0.1), dict(adv_step=float("nan")), dict(guidance_scale=float("nan")),
+                                 dict(guidance_scale=0.5), dict(word_weight=0), dict(adv_step="x"),
+                                 dict(cross_replace=1.5), dict(num_steps=0)])
+def test_masque_config_rejects_bad_weights(bad):
+    with pytest.raises(ValueError, match="must be|fraction|integer"):
+        MasqueConfig(**bad)
 
 
 def test_references_exclude_self_and_fall_back_to_source(faces, stub):

@@ -44,6 +44,7 @@ evaluation (dodging success at measured thresholds, locality) are in :mod:`facel
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -55,9 +56,10 @@ import torch.nn.functional as F
 from facelab.core.regions import face_region_masks, latent_mask, region_for_word
 from facelab.diffusion.inversion import ddim_inversion, noise_prediction, step_terms
 from facelab.models.face_model import FaceModel
-from facelab.privacy.attention import AttentionEditor, align_prompts, check_prompts
+from facelab.privacy.attention import AttentionEditor, SourceAttention, align_prompts, check_prompts
+from facelab.privacy.masks import check_landmarks_inside, makeup_word
 
-__all__ = ["NullTextInversion", "null_text_inversion", "guided_reconstruction", "MasqueConfig", "MasqueResult",
+__all__ = ["NullTextInversion", "null_text_inversion", "record_source_attention", "guided_reconstruction", "MasqueConfig", "MasqueResult",
            "NoReferencesError", "References", "build_references", "pairwise_similarity", "masque_protect",
            "pgd_dodge"]
 
@@ -65,7 +67,7 @@ __all__ = ["NullTextInversion", "null_text_inversion", "guided_reconstruction", 
 # ============================================================================================ 1. null-text inversion
 @dataclass
 class NullTextInversion:
-    """A source batch inverted for guided editing.
+    r"""A source batch inverted for guided editing.
 
     Attributes
     ----------
@@ -81,6 +83,14 @@ class NullTextInversion:
     guidance_scale : float
     losses : list of float
         Final per-step reconstruction loss (mean over images).
+    trajectory : torch.Tensor
+        (S + 1, N, C, h, w) the guided source trajectory :math:`\bar x_T, \dots, \bar x_0` with the optimised
+        embeddings (what :func:`guided_reconstruction` replays): the source branch of every edit.
+    source_eps : torch.Tensor
+        (S, N, C, h, w) conditional noise prediction of the source prompt along ``trajectory`` (for the
+        noise-difference map of single-token models).
+    attention : SourceAttention or None
+        The source branch's attention maps (``record_attention=True``), replayed into every edit.
     """
 
     timesteps: torch.Tensor
@@ -89,6 +99,9 @@ class NullTextInversion:
     uncond: torch.Tensor
     guidance_scale: float
     losses: list = field(default_factory=list)
+    trajectory: torch.Tensor | None = None
+    source_eps: torch.Tensor | None = None
+    attention: SourceAttention | None = None
 
     @property
     def num_steps(self) -> int:
@@ -100,9 +113,22 @@ def _ddim_step(model, x, t, eps):
     return mu, x0
 
 
+def _alpha_prev(model, t, device) -> torch.Tensor:
+    """:math:`\\bar\\alpha_s` of the timestep the reverse step from ``t`` lands on."""
+    sch = model.scheduler
+    s = int(t) - sch.config.num_train_timesteps // sch.num_inference_steps
+    return sch.alphas_cumprod.to(device)[s] if s >= 0 else sch.final_alpha_cumprod.to(device)
+
+
+def _self_tokens(cfg_value, latent_hw) -> int:
+    h, w = latent_hw
+    return int(cfg_value) if cfg_value is not None else max(1, (h * w) // 4)
+
+
 def null_text_inversion(model, images: torch.Tensor, prompts=None, *, num_steps: int = 20,
                         guidance_scale: float = 3.0, inner_steps: int = 10, lr: float = 1e-2, tol: float = 1e-5,
-                        progress: Callable | None = None) -> NullTextInversion:
+                        record_attention: bool = False, self_replace: float = 0.4,
+                        max_self_tokens: int | None = None, progress: Callable | None = None) -> NullTextInversion:
     """Null-text inversion of a batch (Mokady et al. 2023; see the module docstring).
 
     Parameters
@@ -118,15 +144,22 @@ def null_text_inversion(model, images: torch.Tensor, prompts=None, *, num_steps:
         The classifier-free guidance scale the edit will use (> 1).
     inner_steps : int
         Adam iterations per step on the unconditional embedding (0 = plain DDIM inversion, no optimisation).
+        Only the rows of the empty prompt's embedding that are not padding are optimised: padded rows stay exact
+        zeros, so the padding mask of a token-sequence model keeps masking them.
     lr : float
         Adam learning rate (decays linearly over the steps, as in the paper).
     tol : float
         Early stop of a step's iterations once every image's loss is below ``tol`` (+ a small per-step slack).
+    record_attention : bool
+        Also record the source branch's attention (:class:`facelab.privacy.attention.SourceAttention`) for
+        prompt-to-prompt edits; ``self_replace`` and ``max_self_tokens`` say which self-attention maps are kept
+        (see :class:`MasqueConfig`).
 
     Returns
     -------
     NullTextInversion
     """
+    guidance_scale = _finite(guidance_scale, "guidance_scale")
     if guidance_scale <= 1.0:
         raise ValueError(f"null-text inversion is for guided sampling: guidance_scale must be > 1, got "
                          f"{guidance_scale} (with no guidance use facelab.diffusion.ddim_inversion)")
@@ -134,13 +167,26 @@ def null_text_inversion(model, images: torch.Tensor, prompts=None, *, num_steps:
     cond, ts, xts = pivot.cond, pivot.timesteps, pivot.xts
     N, S = xts.shape[1], len(ts)
     u = model.encode_prompt([""]).expand(N, -1, -1).clone()
-    unconds, losses = [], []
+    keep = (u.abs().amax(-1, keepdim=True) > 0).to(u.dtype)           # padded rows stay zero (masked)
+    if keep.sum() == 0:
+        keep = torch.ones_like(keep)
+    source = SourceAttention() if record_attention else None
+    editor = (AttentionEditor(model.unet, None, N, tuple(xts.shape[-2:]), S, source=source, mode="record",
+                              self_replace=self_replace,
+                              max_self_tokens=_self_tokens(max_self_tokens, xts.shape[-2:]))
+              if record_attention else None)
+    unconds, losses, traj, src_eps = [], [], [xts[0]], []
     x = xts[0]
     steps = range(S) if progress is None else progress(range(S), desc="null-text inversion")
     for i in steps:
         t = ts[i]
         with torch.no_grad():
-            eps_c = noise_prediction(model, x, t, cond)
+            if editor is not None:
+                with editor:
+                    editor.begin_step(i)
+                    eps_c = noise_prediction(model, x, t, cond)
+            else:
+                eps_c = noise_prediction(model, x, t, cond)
         if inner_steps > 0:
             u = u.detach().requires_grad_(True)
             opt = torch.optim.Adam([u], lr=lr * (1.0 - i / (2.0 * S)))
@@ -152,15 +198,41 @@ def null_text_inversion(model, images: torch.Tensor, prompts=None, *, num_steps:
                     opt.zero_grad(set_to_none=True)
                     per_image.sum().backward()
                 opt.step()
+                with torch.no_grad():
+                    u.mul_(keep)
                 if float(per_image.detach().max()) < tol + 2e-5 * i:
                     break
             u = u.detach()
         with torch.no_grad():
-            x, _ = _ddim_step(model, x, t, noise_prediction(model, x, t, cond, guidance_scale, u))
+            eps_u = model.unet(x, t, encoder_hidden_states=u).sample
+            x, _ = _ddim_step(model, x, t, eps_u + guidance_scale * (eps_c - eps_u))
             losses.append(float((x - xts[i + 1]).pow(2).mean()))
         unconds.append(u.clone())
+        traj.append(x)
+        src_eps.append(eps_c)
     return NullTextInversion(timesteps=ts, xts=xts, cond=cond, uncond=torch.stack(unconds),
-                             guidance_scale=float(guidance_scale), losses=losses)
+                             guidance_scale=float(guidance_scale), losses=losses, trajectory=torch.stack(traj),
+                             source_eps=torch.stack(src_eps), attention=source)
+
+
+@torch.no_grad()
+def record_source_attention(model, inversion: NullTextInversion, *, self_replace: float = 0.4,
+                            max_self_tokens: int | None = None) -> NullTextInversion:
+    """Record the source branch's attention of an inversion made without ``record_attention`` (one conditional
+    UNet pass per step along its guided trajectory); returns the inversion with ``attention`` set."""
+    if inversion.trajectory is None:
+        raise ValueError("this inversion has no guided trajectory; make it with null_text_inversion")
+    model.scheduler.set_timesteps(inversion.num_steps, device=model.device)
+    N, hw = inversion.xts.shape[1], tuple(inversion.xts.shape[-2:])
+    source = SourceAttention()
+    editor = AttentionEditor(model.unet, None, N, hw, inversion.num_steps, source=source, mode="record",
+                             self_replace=self_replace, max_self_tokens=_self_tokens(max_self_tokens, hw))
+    with editor:
+        for i, t in enumerate(inversion.timesteps):
+            editor.begin_step(i)
+            noise_prediction(model, inversion.trajectory[i], t, inversion.cond)
+    inversion.attention = source
+    return inversion
 
 
 @torch.no_grad()
@@ -172,6 +244,16 @@ def guided_reconstruction(model, inversion: NullTextInversion) -> torch.Tensor:
         eps = noise_prediction(model, x, t, inversion.cond, inversion.guidance_scale, inversion.uncond[i])
         x, _ = _ddim_step(model, x, t, eps)
     return model.decode(x)
+
+
+def _finite(value, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return v
 
 
 # ============================================================================================ 3. pairwise guidance
@@ -277,13 +359,15 @@ def pairwise_similarity(models: Sequence[FaceModel], images, landmarks, refs: Re
 class MasqueConfig:
     """Every knob of MASQUE here (defaults: quick profile on the small face model).
 
-    ``guidance_scale``: classifier-free guidance of inversion and edit; ``null_inner_steps`` / ``null_lr``: null-text
-    optimisation; ``cross_replace`` / ``self_replace``: fractions of steps with attention fusion / injection;
-    ``word_weight``: re-weighting of the named word; ``blend_threshold``: the word map (normalised to its maximum
-    inside the region) is thresholded here and intersected with the region mask (0 = region mask only);
-    ``adversarial``: pairwise guidance on or off; ``adv_start``: fraction of steps after which guidance acts;
-    ``adv_step``: guidance step on the latent per reverse step, in units of the latent's RMS-normalised gradient;
-    ``soften``: mask edge width (fraction of the inter-ocular distance); ``paste``: final pixel composite.
+    ``guidance_scale``: classifier-free guidance of inversion and edit (finite, > 1); ``null_inner_steps`` /
+    ``null_lr``: null-text optimisation; ``cross_replace`` / ``self_replace``: fractions of steps with attention
+    fusion / injection; ``max_self_tokens``: self-attention injection only at layers with at most this many
+    positions (None: a quarter of the latent grid, i.e. below the finest level); ``word_weight``: re-weighting of
+    the named word (> 0); ``blend_threshold``: the word map (normalised to its maximum inside the region) is
+    thresholded here and intersected with the region mask (0 = region mask only); ``adversarial``: pairwise guidance
+    on or off; ``adv_start``: fraction of steps after which guidance acts; ``adv_step``: guidance step (finite,
+    >= 0) on the predicted clean latent per reverse step, in units of its RMS-normalised gradient inside the
+    region; ``soften``: mask edge width (fraction of the inter-ocular distance); ``paste``: final pixel composite.
     """
 
     num_steps: int = 20
@@ -292,6 +376,7 @@ class MasqueConfig:
     null_lr: float = 1e-2
     cross_replace: float = 0.8
     self_replace: float = 0.4
+    max_self_tokens: int | None = None
     word_weight: float = 1.0
     blend_threshold: float = 0.2
     adversarial: bool = True
@@ -301,12 +386,25 @@ class MasqueConfig:
     paste: bool = True
 
     def __post_init__(self):
-        if self.num_steps < 1 or self.guidance_scale <= 1.0:
-            raise ValueError(f"need num_steps >= 1 and guidance_scale > 1, got {self.num_steps}, "
-                             f"{self.guidance_scale}")
+        if int(self.num_steps) != self.num_steps or self.num_steps < 1:
+            raise ValueError(f"num_steps must be an integer >= 1, got {self.num_steps!r}")
+        g = _finite(self.guidance_scale, "guidance_scale")
+        if g <= 1.0:
+            raise ValueError(f"guidance_scale is the classifier-free guidance of the edit and must be > 1, got "
+                             f"{self.guidance_scale!r}")
+        a = _finite(self.adv_step, "adv_step (the adversarial guidance weight)")
+        if a < 0:
+            raise ValueError(f"adv_step (the adversarial guidance weight) must be >= 0 (0 = no guidance), got "
+                             f"{self.adv_step!r}")
+        if _finite(self.word_weight, "word_weight") <= 0:
+            raise ValueError(f"word_weight multiplies the word's attention and must be > 0, got {self.word_weight!r}")
         for k in ("cross_replace", "self_replace", "adv_start", "blend_threshold"):
-            if not 0.0 <= getattr(self, k) <= 1.0:
-                raise ValueError(f"{k} is a fraction in [0, 1], got {getattr(self, k)}")
+            v = _finite(getattr(self, k), k)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{k} is a fraction in [0, 1], got {getattr(self, k)!r}")
+        if self.null_inner_steps < 0 or _finite(self.null_lr, "null_lr") <= 0:
+            raise ValueError(f"need null_inner_steps >= 0 and null_lr > 0, got {self.null_inner_steps}, "
+                             f"{self.null_lr}")
 
 
 @dataclass
@@ -321,12 +419,20 @@ class MasqueResult:
         The source branch decoded (null-text reconstruction of the sources).
     mask : torch.Tensor
         (N, 1, S, S) soft face-region mask of the makeup word.
+    latent_mask : torch.Tensor
+        (N, 1, h, w) the region on the latent grid.
     blend_mask : torch.Tensor
         (N, 1, h, w) final latent blend mask (region x thresholded word map).
     word_map : torch.Tensor
-        (N, h, w) map of the edited word, normalised to [0, 1] per image.
+        (N, h, w) map of the edited word inside the region, normalised to [0, 1] per image.
+    attention_map : torch.Tensor or None
+        (N, h, w) the edited word's raw cross-attention (mean over layers, heads and steps), None for single-token
+        models.
     map_kind : str
         ``"cross-attention"`` or ``"noise-difference"`` (single-token prompt encoders).
+    word, region : str
+    pieces : list of str
+        The word's tokens.
     fallback : list of int
         Faces whose guidance used their own image (no other image of the person).
     history : list of dict
@@ -338,9 +444,14 @@ class MasqueResult:
     images: torch.Tensor
     reconstruction: torch.Tensor
     mask: torch.Tensor
+    latent_mask: torch.Tensor
     blend_mask: torch.Tensor
     word_map: torch.Tensor
+    attention_map: torch.Tensor | None
     map_kind: str
+    word: str
+    region: object
+    pieces: list
     fallback: list
     history: list
     seconds: float
@@ -354,12 +465,23 @@ def _normalise_map(m: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
 
 
 def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identities, *, edit_prompt: str,
-                   word: str, models: Mapping[str, FaceModel] | Sequence[FaceModel] = (),
+                   word: str | None = None, models: Mapping[str, FaceModel] | Sequence[FaceModel] = (),
                    source_prompt: str | None = None, region=None, config: MasqueConfig | None = None,
                    inversion: NullTextInversion | None = None, references=None, reference_landmarks=None,
                    reference_identities=None, on_missing_references: str = "source",
                    progress: Callable | None = None) -> MasqueResult:
-    """Put the makeup of ``edit_prompt`` on each face, inside its face region, adversarially for dodging.
+    r"""Put the makeup of ``edit_prompt`` on each face, inside its face region, adversarially for dodging.
+
+    The source branch is the null-text inversion's guided trajectory, with its attention recorded once
+    (:class:`facelab.privacy.attention.SourceAttention`); each reverse step denoises only the edit branch
+    (unconditional + makeup prompt), with the source's cross-attention for shared tokens and its self-attention
+    early on, records the named word's cross-attention, and blends the edit back to the source outside
+    region x word map. With guidance, from step ``adv_start`` on the predicted clean latent :math:`\hat z_0` of the
+    edit is decoded, pasted into the photo inside the region, embedded by every surrogate, and moved against the
+    gradient of the pairwise similarity (:func:`pairwise_similarity`) before the DDIM step
+    (:math:`x_{t-1} = \sqrt{\bar\alpha_{t-1}}\,(\hat z_0 - \eta\,\tilde g) + \sqrt{1-\bar\alpha_{t-1}}\,\epsilon`,
+    :math:`\tilde g` the gradient inside the region over its RMS): the gradient does not go back through the UNet,
+    which halves the cost of a guided step (as manifold-preserving guidance does, He et al. 2024).
 
     Parameters
     ----------
@@ -367,13 +489,14 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
     images : torch.Tensor
         (N, 3, S, S) in [0, 1], S = ``model.image_size``.
     landmarks : torch.Tensor
-        (N, 68, 2) pixel landmarks (for the mask and the recognisers' alignment).
+        (N, 68, 2) pixel landmarks (for the mask and the recognisers' alignment), inside the image.
     identities : sequence
         N identity labels (whose other images the guidance pushes away from).
     edit_prompt : str
         The makeup prompt, e.g. ``"a face of a person with red lipstick"``.
-    word : str
-        The edited word of the prompt (``"lipstick"``); it picks the face region unless ``region`` is given.
+    word : str, optional
+        The edited word of the prompt (``"lipstick"``); default: the prompt's word of the vocabulary of regions
+        (:func:`facelab.privacy.masks.makeup_word`). It picks the face region unless ``region`` is given.
     models : FaceModels
         Surrogate ensemble (needed when ``config.adversarial``).
     source_prompt : str, optional
@@ -382,7 +505,8 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
         Face region(s) of :mod:`facelab.core.regions` (default: the word's region).
     config : MasqueConfig
     inversion : NullTextInversion, optional
-        Reuse an inversion of ``images`` (same steps and guidance scale).
+        Reuse an inversion of ``images`` (same steps and guidance scale); its source attention is recorded here if
+        it was made without ``record_attention``.
     references, reference_landmarks, reference_identities, on_missing_references
         See :func:`build_references`.
 
@@ -393,7 +517,9 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
     Raises
     ------
     PromptError
-        ``word`` not in ``edit_prompt`` or already in the source prompt.
+        No word of the vocabulary of regions in ``edit_prompt``, ``word`` not in it, or already in the source prompt.
+    LandmarksOutsideError
+        Landmarks of the region lie outside the image.
     EmptyMaskError
         No usable landmarks, so no region.
     NoReferencesError
@@ -401,87 +527,107 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
     """
     cfg = config or MasqueConfig()
     source_prompt = model.default_prompt if source_prompt is None else source_prompt
+    if word is None:
+        word, default_region = makeup_word(edit_prompt)
+    else:
+        default_region = None
     check_prompts(source_prompt, edit_prompt, word)
-    region = region_for_word(word) if region is None else region
+    if region is None:
+        region = default_region or region_for_word(word)
     x_images = model.check_images(images)
     N, S_img = x_images.shape[0], x_images.shape[-1]
     dev = model.device
+    check_landmarks_inside(landmarks, S_img, region)
     pmask = face_region_masks(landmarks, S_img, region, soften=cfg.soften).to(dev)   # EmptyMaskError early
     models = list(models.values()) if isinstance(models, Mapping) else list(models)
-    if cfg.adversarial and not models:
+    if cfg.adversarial and cfg.adv_step > 0 and not models:
         raise ValueError("adversarial guidance needs at least one surrogate FaceModel (models=...); "
                          "use MasqueConfig(adversarial=False) for makeup without guidance")
+    guide = cfg.adversarial and cfg.adv_step > 0
     lm = torch.as_tensor(landmarks, dtype=torch.float32).to(dev)
     refs = (build_references(models, x_images, lm, identities, references=references,
                              reference_landmarks=reference_landmarks, reference_identities=reference_identities,
-                             on_missing=on_missing_references) if cfg.adversarial else None)
+                             on_missing=on_missing_references) if guide else None)
     alignment = align_prompts(model, source_prompt, edit_prompt, word)
     t0 = time.perf_counter()
     if inversion is None:
         inversion = null_text_inversion(model, x_images, source_prompt, num_steps=cfg.num_steps,
                                         guidance_scale=cfg.guidance_scale, inner_steps=cfg.null_inner_steps,
-                                        lr=cfg.null_lr)
+                                        lr=cfg.null_lr, record_attention=True, self_replace=cfg.self_replace,
+                                        max_self_tokens=cfg.max_self_tokens)
     elif inversion.num_steps != cfg.num_steps or inversion.xts.shape[1] != N:
         raise ValueError(f"the inversion has {inversion.num_steps} steps for {inversion.xts.shape[1]} images; "
                          f"this edit needs {cfg.num_steps} steps for {N} images")
+    if inversion.trajectory is None:
+        raise ValueError("the inversion has no guided source trajectory; make it with null_text_inversion")
+    if inversion.attention is None:
+        record_source_attention(model, inversion, self_replace=cfg.self_replace, max_self_tokens=cfg.max_self_tokens)
     model.scheduler.set_timesteps(cfg.num_steps, device=dev)
     h, w = inversion.xts.shape[-2:]
     lmask = latent_mask(pmask, (h, w))
-    cond_src = inversion.cond
     cond_edit = model.encode_prompt([edit_prompt] * N)
-    if cond_edit.shape != cond_src.shape:
-        raise ValueError(f"source and edit conditioning differ in shape: {tuple(cond_src.shape)} vs "
+    if cond_edit.shape != inversion.cond.shape:
+        raise ValueError(f"source and edit conditioning differ in shape: {tuple(inversion.cond.shape)} vs "
                          f"{tuple(cond_edit.shape)}")
-    x_src = x_edit = inversion.xts[0]
+    w_cfg = cfg.guidance_scale
+    x_edit = inversion.trajectory[0]
     noise_diff = torch.zeros(N, h, w, device=dev)
     blend = lmask
+    wmap = lmask[:, 0]
     history = []
     adv_from = int(round(cfg.adv_start * cfg.num_steps))
     steps = range(cfg.num_steps) if progress is None else progress(range(cfg.num_steps), desc="MASQUE")
-    with AttentionEditor(model.unet, alignment, N, (h, w), cfg.num_steps, cross_replace=cfg.cross_replace,
-                         self_replace=cfg.self_replace, word_weight=cfg.word_weight) as editor:
+    with AttentionEditor(model.unet, alignment, N, (h, w), cfg.num_steps, source=inversion.attention, mode="edit",
+                         cross_replace=cfg.cross_replace, self_replace=cfg.self_replace,
+                         word_weight=cfg.word_weight) as editor:
         for i in steps:
             t = inversion.timesteps[i]
-            editor.step = i
-            guided = cfg.adversarial and i >= adv_from
-            u = inversion.uncond[i]
-            with torch.set_grad_enabled(guided):
-                xe = x_edit.detach().requires_grad_(guided)
-                eps = noise_prediction(model, torch.cat([x_src, xe]), t, torch.cat([cond_src, cond_edit]),
-                                       cfg.guidance_scale, torch.cat([u, u]))
-                eps_s, eps_e = eps.chunk(2)
-                mu_e, x0_e = _ddim_step(model, xe, t, eps_e)
-                step_log = {"step": i}
-                if guided:
-                    img = model.decode(x0_e)
+            editor.begin_step(i)
+            step_log = {"step": i}
+            with torch.no_grad():
+                eps_u, eps_e = model.unet(torch.cat([x_edit, x_edit]), t,
+                                          encoder_hidden_states=torch.cat([inversion.uncond[i], cond_edit])
+                                          ).sample.chunk(2)
+                eps = eps_u + w_cfg * (eps_e - eps_u)
+                mu_e, x0_e = _ddim_step(model, x_edit, t, eps)
+            if guide and i >= adv_from:
+                with torch.enable_grad():
+                    z0 = x0_e.detach().requires_grad_(True)
+                    img = model.decode(z0)
                     if cfg.paste:
                         img = x_images + pmask * (img - x_images)
                     sim = pairwise_similarity(models, img, lm, refs)
-                    grad, = torch.autograd.grad(sim.sum(), xe)
+                    grad, = torch.autograd.grad(sim.sum(), z0)
+                with torch.no_grad():
                     grad = grad * lmask
                     rms = grad.pow(2).flatten(1).sum(1).div(lmask.flatten(1).sum(1).clamp_min(1) * grad.shape[1])
-                    mu_e = mu_e - cfg.adv_step * grad / rms.sqrt().clamp_min(1e-12).view(-1, 1, 1, 1)
-                    step_log["pairwise similarity"] = float(sim.detach().mean())
+                    mu_e = mu_e - _alpha_prev(model, t, dev).sqrt() * cfg.adv_step * grad / \
+                        rms.sqrt().clamp_min(1e-12).view(-1, 1, 1, 1)
+                step_log["pairwise similarity"] = float(sim.detach().mean())
             with torch.no_grad():
-                x_src, _ = _ddim_step(model, x_src, t, eps_s.detach())
-                noise_diff += (eps_e.detach() - eps_s.detach()).abs().mean(1)
-                wmap = editor.word_map()
-                wmap = _normalise_map(noise_diff if wmap is None else wmap, lmask)
+                x_src = inversion.trajectory[i + 1]
+                if inversion.source_eps is not None:
+                    noise_diff += (eps_e - inversion.source_eps[i]).abs().mean(1)
+                wm = editor.word_map()
+                wmap = _normalise_map(noise_diff if wm is None else wm, lmask)
                 if cfg.blend_threshold > 0:
                     blend = lmask * (wmap > cfg.blend_threshold).float().unsqueeze(1)
                     empty = blend.flatten(1).sum(1) == 0
                     blend[empty] = lmask[empty]
-                x_edit = x_src + blend * (mu_e.detach() - x_src)
+                x_edit = x_src + blend * (mu_e - x_src)
             history.append(step_log)
-        map_kind = "cross-attention" if editor.word_map() is not None else "noise-difference"
+        attention_map = editor.word_map()
+    map_kind = "cross-attention" if attention_map is not None else "noise-difference"
     with torch.no_grad():
         edited = model.decode(x_edit)
-        recon = model.decode(x_src)
+        recon = model.decode(inversion.trajectory[-1])
         if cfg.paste:
             edited = x_images + pmask * (edited - x_images)
     secs = time.perf_counter() - t0
-    return MasqueResult(images=edited.detach(), reconstruction=recon.detach(), mask=pmask, blend_mask=blend,
-                        word_map=wmap, map_kind=map_kind, fallback=[] if refs is None else list(refs.fallback),
+    return MasqueResult(images=edited.detach(), reconstruction=recon.detach(), mask=pmask, latent_mask=lmask,
+                        blend_mask=blend, word_map=wmap, attention_map=attention_map, map_kind=map_kind, word=word,
+                        region=region, pieces=list(alignment.pieces or []),
+                        fallback=[] if refs is None else list(refs.fallback),
                         history=history, seconds=secs, seconds_per_image=secs / N,
                         config={**asdict(cfg), "edit_prompt": edit_prompt, "word": word, "region": region,
                                 "source_prompt": source_prompt, "surrogates": [m.name for m in models]})

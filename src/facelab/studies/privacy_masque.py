@@ -33,13 +33,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facelab.studies._privacy_protocol import (FARS, leave_one_out, outcome_table, paired_tests, pooled_summary,
+from facelab.studies._privacy_protocol import (FARS, far_key, leave_one_out, outcome_table, paired_tests, pooled_summary,
                                                quality_table, rates_of, real_photos_of, runs_outcomes,
                                                verification_outcomes, victim_thresholds)
 
 __all__ = ["FARS", "victim_thresholds", "leave_one_out", "real_photos_of", "dodging_data", "makeup_prompt",
            "similarity_to_references", "DodgingRuns", "compare_dodging", "dodging_outcomes", "dodging_rates",
-           "dodging_table", "dodging_results", "dodging_tests", "locality", "locality_table",
+           "dodging_table", "dodging_results", "dodging_tests", "locality", "locality_table", "adherence_table",
+           "region_colour", "colour_table", "attention_table", "locality_at_equal_success",
            "plot_guidance"]
 
 
@@ -114,14 +115,19 @@ class DodgingRuns:
     Attributes
     ----------
     runs : dict
-        ``(method, prompt, setting, victim) -> images``; setting ``"white-box"``, ``"black-box"`` (victim held out)
-        or ``"no guidance"``; prompt ``"-"`` for methods that put on no makeup.
+        ``(method, prompt, setting, victim) -> images``; setting ``"white-box"`` (the victim is a surrogate),
+        ``"black-box"`` (held out: not among the surrogates of that run) or ``"no guidance"``; prompt ``"-"`` for
+        methods that put on no makeup.
     masks : dict
         Prompt -> (N, 1, S, S) face-region mask of its word (where MASQUE may change pixels).
     masque : dict
         Prompt -> the white-box :class:`facelab.privacy.masque.MasqueResult` (word maps, guidance history).
+    plain : dict
+        Prompt -> the :class:`~facelab.privacy.masque.MasqueResult` of the makeup without guidance.
     timing : pandas.DataFrame
         One row per run: method, prompt, setting, held-out victim, seconds per face.
+    surrogates : list of str
+        The white-box surrogate ensemble.
     """
 
     runs: dict
@@ -129,12 +135,15 @@ class DodgingRuns:
     masque: dict
     timing: pd.DataFrame
     originals: torch.Tensor = field(repr=False, default=None)
+    plain: dict = field(default_factory=dict)
+    surrogates: list = field(default_factory=list)
 
 
 def compare_dodging(model, data: Mapping, models: Mapping, phrases: Sequence[str], *,
-                    config=None, inversion=None, pgd_epsilons: Sequence[float] = (4 / 255, 8 / 255),
+                    config=None, inversion=None, surrogates: Sequence[str] | None = None,
+                    pgd_epsilons: Sequence[float] = (2 / 255, 4 / 255, 8 / 255), masked_pgd_epsilons=None,
                     pgd_steps: int = 10, black_box_victims: Sequence[str] | None = None,
-                    black_box_phrases: Sequence[str] | None = None, diffaim_config=None, seed: int = 0,
+                    black_box_phrases: Sequence[str] | None = None, diffaim_config=False, seed: int = 0,
                     progress: Callable | None = None) -> DodgingRuns:
     """Run every method of the chapter on ``data`` (from :func:`dodging_data`).
 
@@ -144,31 +153,41 @@ def compare_dodging(model, data: Mapping, models: Mapping, phrases: Sequence[str
     data : mapping
         :func:`dodging_data`'s dict.
     models : mapping
-        Name -> FaceModel; every differentiable one is a surrogate in the white box, victims are all of them.
+        Name -> FaceModel; all of them are victims.
     phrases : sequence of str
         Makeup phrases (``"red lipstick"``, ...).
     config : MasqueConfig, optional
     inversion : NullTextInversion, optional
-        A null-text inversion of ``data["images"]`` with ``config``'s steps (reused for every phrase).
+        A null-text inversion of ``data["images"]`` with ``config``'s steps (reused for every phrase; its source
+        attention is recorded once).
+    surrogates : sequence of str, optional
+        The white-box ensemble (default: every differentiable model). A victim outside it is attacked in the
+        black box by the white-box runs themselves (no extra run).
     pgd_epsilons : sequence of float
-        L-inf budgets of the PGD baselines (each run global and masked).
+        L-inf budgets of global PGD (the sweep that locality is compared at equal success with).
+    masked_pgd_epsilons : sequence of float, optional
+        Budgets of PGD inside MASQUE's region (default: the largest global budget).
     black_box_victims : sequence of str, optional
-        Victims held out in turn for the black-box runs of MASQUE, global PGD and DiffAIM (default: all).
+        Victims held out in turn (leave one out) for MASQUE and global PGD (default: all). A surrogate held out
+        costs one more run of each; a non-surrogate reuses the white-box runs.
     black_box_phrases : sequence of str, optional
-        Phrases with black-box MASQUE runs (default: all; each costs one MASQUE run per victim).
-    diffaim_config : DiffAIMConfig, optional
-        Settings of DiffAIM used for dodging (default :class:`DiffAIMConfig`); None of it runs when False.
+        Phrases with black-box MASQUE runs (default: all).
+    diffaim_config : DiffAIMConfig, None or False
+        DiffAIM used for dodging (None: its defaults; False: not run).
     seed : int
         Seed of the PGD baselines' random start.
     """
-    from facelab.privacy.diffaim import DiffAIMConfig, diffaim_protect
     from facelab.privacy.masque import MasqueConfig, masque_protect, null_text_inversion, pgd_dodge
 
     cfg = config or MasqueConfig()
     X, L, ids = data["images"], data["landmarks"], np.asarray(data["identities"])
     refkw = dict(references=data["references"], reference_landmarks=data["reference_landmarks"],
                  reference_identities=data["reference_identities"])
-    surrogates = {n: m for n, m in models.items() if m.differentiable}
+    names = [n for n, m in models.items() if m.differentiable] if surrogates is None else list(surrogates)
+    unknown = sorted(set(names) - set(models))
+    if unknown or not names:
+        raise ValueError(f"surrogates {unknown or names} are not among the models {list(models)}")
+    sur = {n: models[n] for n in names}
     victims = list(models)
     bb_victims = victims if black_box_victims is None else list(black_box_victims)
     bb_phrases = list(phrases) if black_box_phrases is None else list(black_box_phrases)
@@ -176,61 +195,73 @@ def compare_dodging(model, data: Mapping, models: Mapping, phrases: Sequence[str
     if unknown:
         raise ValueError(f"black-box phrases/victims {unknown} are not among the phrases {list(phrases)} / "
                          f"victims {victims}")
-    bb_victims = [v for v in bb_victims if leave_one_out(models, v)]   # held out, something must remain
+    held_out = {v: {n: m for n, m in sur.items() if n != v} for v in bb_victims}
+    held_out = {v: s for v, s in held_out.items() if s}                 # something must remain
+    extra = [v for v in held_out if v in sur]                           # held out surrogates need their own run
+    free = [v for v in held_out if v not in sur]                        # the white-box run is black box for them
+    white = [v for v in victims if v in sur]
     if inversion is None:
         inversion = null_text_inversion(model, X, model.default_prompt, num_steps=cfg.num_steps,
                                         guidance_scale=cfg.guidance_scale, inner_steps=cfg.null_inner_steps,
-                                        lr=cfg.null_lr)
-    runs, masks, masque, timing = {}, {}, {}, []
+                                        lr=cfg.null_lr, record_attention=True, self_replace=cfg.self_replace,
+                                        max_self_tokens=cfg.max_self_tokens)
+    runs, masks, masque, plain, timing = {}, {}, {}, {}, []
     N = X.shape[0]
 
-    def record(method, prompt, setting, images, seconds, held_out="-"):
-        for v in (victims if setting != "black-box" else [held_out]):
+    def record(method, prompt, setting, images, seconds, on, held="-"):
+        for v in on:
             runs[(method, prompt, setting, v)] = images
-        timing.append({"method": method, "prompt": prompt, "setting": setting, "held out": held_out,
+        timing.append({"method": method, "prompt": prompt, "setting": setting, "held out": held,
                        "s/face": seconds / N})
 
-    def pgd(name, mask, sur, eps):
+    def pgd(mask, surr, eps):
         t0 = time.perf_counter()
-        x = pgd_dodge(X, L, ids, sur, epsilon=eps, steps=pgd_steps, mask=mask, seed=seed, **refkw)
+        x = pgd_dodge(X, L, ids, surr, epsilon=eps, steps=pgd_steps, mask=mask, seed=seed, **refkw)
         return x, time.perf_counter() - t0
 
     for phrase in phrases:
         prompt, word = makeup_prompt(model, phrase)
         kw = dict(edit_prompt=prompt, word=word, inversion=inversion, **refkw)
-        plain = masque_protect(model, X, L, ids, config=replace(cfg, adversarial=False), **kw)
-        record("makeup, no guidance", phrase, "no guidance", plain.images, plain.seconds)
-        wb = masque_protect(model, X, L, ids, models=surrogates, config=cfg, **kw)
-        record("MASQUE", phrase, "white-box", wb.images, wb.seconds)
-        masks[phrase], masque[phrase] = wb.mask, wb
-        for eps in pgd_epsilons:
-            x, s = pgd("masked PGD", wb.mask, surrogates, eps)
-            record(f"masked PGD {eps * 255:.0f}/255", phrase, "white-box", x, s)
+        r0 = masque_protect(model, X, L, ids, config=replace(cfg, adversarial=False), **kw)
+        record("makeup, no guidance", phrase, "no guidance", r0.images, r0.seconds, victims)
+        wb = masque_protect(model, X, L, ids, models=sur, config=cfg, **kw)
+        record("MASQUE", phrase, "white-box", wb.images, wb.seconds, white)
+        masks[phrase], masque[phrase], plain[phrase] = wb.mask, wb, r0
         if phrase in bb_phrases:
-            for v in bb_victims:
-                sur = {n: surrogates[n] for n in leave_one_out(models, v) if n in surrogates}
-                r = masque_protect(model, X, L, ids, models=sur, config=cfg, **kw)
-                record("MASQUE", phrase, "black-box", r.images, r.seconds, held_out=v)
+            for v in free:
+                runs[("MASQUE", phrase, "black-box", v)] = wb.images
+            for v in extra:
+                r = masque_protect(model, X, L, ids, models=held_out[v], config=cfg, **kw)
+                record("MASQUE", phrase, "black-box", r.images, r.seconds, [v], held=v)
+        for eps in (masked_pgd_epsilons if masked_pgd_epsilons is not None else [max(pgd_epsilons)]):
+            x, s = pgd(wb.mask, sur, eps)
+            record(f"masked PGD {eps * 255:.0f}/255", phrase, "white-box", x, s, white)
         if progress is not None:
             progress(phrase)
     for eps in pgd_epsilons:
         name = f"global PGD {eps * 255:.0f}/255"
-        x, s = pgd(name, None, surrogates, eps)
-        record(name, "-", "white-box", x, s)
-        for v in bb_victims:
-            x, s = pgd(name, None, {n: surrogates[n] for n in leave_one_out(models, v) if n in surrogates}, eps)
-            record(name, "-", "black-box", x, s, held_out=v)
+        x, s = pgd(None, sur, eps)
+        record(name, "-", "white-box", x, s, white)
+        for v in free:
+            runs[(name, "-", "black-box", v)] = x
+        for v in extra:
+            xb, sb = pgd(None, held_out[v], eps)
+            record(name, "-", "black-box", xb, sb, [v], held=v)
     if diffaim_config is not False:
+        from facelab.privacy.diffaim import DiffAIMConfig, diffaim_protect
+
         dcfg = diffaim_config or DiffAIMConfig(seed=seed)
-        r = diffaim_protect(model, X, None, surrogates, landmarks=L, config=dcfg)
-        record("DiffAIM (dodging)", "-", "white-box", r.images, r.seconds)
-        for v in bb_victims:
-            sur = [surrogates[n] for n in leave_one_out(models, v) if n in surrogates]
-            r = diffaim_protect(model, X, None, sur, landmarks=L, config=dcfg)
-            record("DiffAIM (dodging)", "-", "black-box", r.images, r.seconds, held_out=v)
+        r = diffaim_protect(model, X, None, list(sur.values()), landmarks=L, config=dcfg)
+        record("DiffAIM (dodging)", "-", "white-box", r.images, r.seconds, white)
+        for v in free:
+            runs[("DiffAIM (dodging)", "-", "black-box", v)] = r.images
+        for v in extra:
+            rb = diffaim_protect(model, X, None, list(held_out[v].values()), landmarks=L, config=dcfg)
+            record("DiffAIM (dodging)", "-", "black-box", rb.images, rb.seconds, [v], held=v)
     for v in victims:
         runs[("clean", "-", "no attack", v)] = X
-    return DodgingRuns(runs=runs, masks=masks, masque=masque, timing=pd.DataFrame(timing), originals=X)
+    return DodgingRuns(runs=runs, masks=masks, masque=masque, timing=pd.DataFrame(timing), originals=X,
+                       plain=plain, surrogates=names)
 
 
 # --------------------------------------------------------------------------------------------- success
@@ -297,8 +328,6 @@ def dodging_results(result: DodgingRuns, data: Mapping, models: Mapping, thresho
     (fraction of faces showing the prompt's makeup), and ``outcomes`` (pair-by-pair outcomes per run, for
     :func:`dodging_tests`).
     """
-    from facelab.privacy.makeup import prompt_adherence
-
     X = result.originals
     outcomes = dodging_outcomes(result.runs, models, thresholds, data["landmarks"], data["gallery"],
                                 data["gallery_landmarks"], data["gallery_owner"], fars)
@@ -314,14 +343,119 @@ def dodging_results(result: DodgingRuns, data: Mapping, models: Mapping, thresho
         loc.append(locality_table(mine, X, mask).assign(prompt=phrase))
         qual.append(quality_table(mine, X).assign(prompt=phrase))
         if classifier is not None:
-            adh.append(pd.DataFrame({"prompt": phrase, "method": list(mine),
-                                     "adherence": [prompt_adherence(classifier, x, phrase) for x in mine.values()]}))
+            adh.append(adherence_table(classifier, mine, phrase))
     out = {"success": table, "summary": summary, "outcomes": outcomes,
            "locality": pd.concat(loc).reset_index().set_index(["prompt", "method"]),
-           "quality": pd.concat(qual).reset_index().set_index(["prompt", "method"])}
+           "quality": pd.concat(qual).reset_index().set_index(["prompt", "method"]),
+           "colour": colour_table(result), "attention": attention_table(result)}
     if adh:
-        out["adherence"] = pd.concat(adh).pivot(index="method", columns="prompt", values="adherence")
+        out["adherence"] = pd.concat(adh)
     return out
+
+
+def adherence_table(classifier, runs: Mapping[str, torch.Tensor], phrase: str, *, alpha: float = 0.05
+                    ) -> pd.DataFrame:
+    """Prompt adherence of each run (method -> images): the fraction of faces on which the makeup classifier
+    recognises the phrase's makeup (kind and colour), with its Wilson interval; one row per method."""
+    from facelab.metrics import wilson_interval
+    from facelab.privacy.makeup import parse_makeup
+
+    kind, colour = parse_makeup(phrase)
+    rows = []
+    for method, x in runs.items():
+        pred = classifier.predict(x)[kind]
+        k, n = sum(p == colour for p in pred), len(pred)
+        lo, hi = wilson_interval(k, n, alpha=alpha)
+        rows.append({"prompt": phrase, "method": method, "adherence": k / max(1, n), "adherence lo": float(lo),
+                     "adherence hi": float(hi), "n": n})
+    return pd.DataFrame(rows).set_index(["prompt", "method"])
+
+
+def region_colour(images: torch.Tensor, mask: torch.Tensor, *, inside: float = 0.5) -> torch.Tensor:
+    """Mean RGB (N, 3) of each image inside its region (mask > ``inside``)."""
+    m = (mask.to(images.device) > inside).float()
+    return (images * m).flatten(2).sum(2) / m.flatten(2).sum(2).clamp_min(1)
+
+
+@torch.no_grad()
+def colour_table(result: DodgingRuns) -> pd.DataFrame:
+    """Does the edit move the region's colour towards the prompt's? Per prompt and MASQUE run (without guidance,
+    white box): the region's mean RGB before and after, its distance to the synthetic world's colour of the
+    phrase (:data:`facelab.synth.world.MAKEUP_COLOURS`) before and after, and the share of faces whose region
+    moved closer to it."""
+    from facelab.privacy.makeup import parse_makeup
+    from facelab.synth.world import MAKEUP_COLOURS
+
+    X = result.originals
+    rows = []
+    for phrase, mask in result.masks.items():
+        kind, colour = parse_makeup(phrase)
+        target = torch.tensor(MAKEUP_COLOURS[kind][colour])
+        before = region_colour(X, mask).cpu()
+        for method, r in (("makeup, no guidance", result.plain.get(phrase)), ("MASQUE", result.masque.get(phrase))):
+            if r is None:
+                continue
+            after = region_colour(r.images, mask).cpu()
+            d0, d1 = (before - target).norm(dim=1), (after - target).norm(dim=1)
+            rows.append({"prompt": phrase, "method": method, "target RGB": tuple(round(v, 2) for v in target.tolist()),
+                         "RGB before": tuple(round(v, 2) for v in before.mean(0).tolist()),
+                         "RGB after": tuple(round(v, 2) for v in after.mean(0).tolist()),
+                         "distance before": float(d0.mean()), "distance after": float(d1.mean()),
+                         "share closer": float((d1 < d0).float().mean())})
+    return pd.DataFrame(rows).set_index(["prompt", "method"])
+
+
+@torch.no_grad()
+def attention_table(result: DodgingRuns) -> pd.DataFrame:
+    """Where the edited word looks: per prompt, the word's pieces and the share of its cross-attention (mean over
+    layers, heads, steps and faces of MASQUE's white-box edit) that falls inside the word's landmark region on
+    the latent grid, next to the region's share of the grid (what a uniform map would put there)."""
+    rows = []
+    for phrase, r in result.masque.items():
+        row = {"prompt": phrase, "word": r.word, "pieces": " ".join(r.pieces) or "-", "region": str(r.region),
+               "map": r.map_kind, "region share of grid": float(r.latent_mask.float().mean())}
+        if r.attention_map is not None:
+            m, reg = r.attention_map, r.latent_mask[:, 0].to(r.attention_map)
+            share = (m * reg).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1e-12)
+            row.update({"attention mass in region": float(share.mean()),
+                        "faces with >= half inside": float((share >= 0.5).float().mean())})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("prompt")
+
+
+def locality_at_equal_success(tables: Mapping, phrase: str, *, far: float = 0.01, setting: str = "white-box"
+                              ) -> tuple[pd.DataFrame, dict]:
+    """Locality against success for one prompt: each method's dodging success (pooled over the victims of
+    ``setting``) next to its change outside the prompt's region, and global PGD's change outside interpolated
+    (linearly in success, over its budget sweep) at MASQUE's success.
+
+    Returns ``(table, at_equal)``; ``at_equal`` has MASQUE's success and change outside, PGD's interpolated change
+    outside at that success, and ``"within sweep"`` (False when MASQUE's success lies outside PGD's range: then the
+    nearest PGD budget is used and the comparison is not at equal success)."""
+    key = far_key(far)
+    summ = tables["summary"][key]
+    loc = tables["locality"].xs(phrase, level="prompt")
+    rows = []
+    for method in loc.index:
+        for p_ in (phrase, "-"):
+            for st in (setting, "no guidance"):
+                if (method, p_, st) in summ.index:
+                    rows.append({"method": method, "success": float(summ[(method, p_, st)]),
+                                 "success lo": float(tables["summary"][f"{key} lo"][(method, p_, st)]),
+                                 "success hi": float(tables["summary"][f"{key} hi"][(method, p_, st)]),
+                                 "change outside (/255)": float(loc.loc[method, "change outside (/255)"]),
+                                 "share of change outside": float(loc.loc[method, "share of change outside"])})
+    t = pd.DataFrame(rows).drop_duplicates("method").set_index("method")
+    pgd = t[t.index.str.startswith("global PGD")].sort_values("success")
+    out = {}
+    if "MASQUE" in t.index and len(pgd):
+        s = float(t.loc["MASQUE", "success"])
+        xs, ys = pgd["success"].to_numpy(), pgd["change outside (/255)"].to_numpy()
+        out = {"MASQUE success": s, "MASQUE change outside (/255)": float(t.loc["MASQUE", "change outside (/255)"]),
+               "PGD change outside at equal success (/255)": float(np.interp(s, xs, ys)),
+               "within sweep": bool(xs.min() <= s <= xs.max()), "PGD success range": (float(xs.min()),
+                                                                                      float(xs.max()))}
+    return t, out
 
 
 def dodging_tests(outcomes: Mapping, phrases: Sequence[str], victims: Sequence[str], *, far: float = 0.01,
