@@ -108,3 +108,35 @@ def test_photo_video_and_stream():
     open_ = world.sample(identities=[2]).images
     assert float((blink - open_).abs().sum()) > 1.0                      # the lids close over the photo's eyes
     assert np.isfinite(blink.numpy()).all()
+
+
+def test_photo_head_modes_are_symmetric_deterministic_and_checked():
+    from facelab.synth import head
+    from facelab.synth.fields import Face
+    from facelab.synth.landmarks import MIRROR
+
+    z = torch.randn(5, head.N_HEAD, generator=torch.Generator().manual_seed(0))
+    face = torch.full((5, 6), 0.5)
+    off, new = head.photo_head(z, face)
+    off2, _ = head.photo_head(z.clone(), face)
+    assert off.shape == (5, 68, 2) and torch.equal(off, off2) and float(off.abs().max()) < 0.2
+    mirrored = off[:, torch.as_tensor(MIRROR)] * torch.tensor([-1.0, 1.0])
+    assert torch.allclose(off, mirrored, atol=1e-6)                         # left-right symmetric
+    assert float(off[:, :17].abs().mean()) > 1e-3                            # the jaw moves too
+    for col, (lo, hi) in head.FACE_RANGES.items():
+        assert lo <= float(new[:, col].min()) and float(new[:, col].max()) <= hi
+    assert torch.equal(new[:, Face.AGE], face[:, Face.AGE]) and torch.equal(face, torch.full((5, 6), 0.5))
+    with pytest.raises(ValueError, match="numbers"):
+        head.photo_head(torch.zeros(2, 3), face[:2])
+
+
+def test_photo_head_leaves_the_rest_of_the_person():
+    cartoon = make_identities(5, [0, 1, 2])
+    photo = make_identities(5, [0, 1, 2], style="photo")
+    from facelab.synth import head
+    from facelab.synth.fields import Face
+
+    kept = [c for c in range(6) if c not in head.FACE_RANGES]
+    assert torch.equal(cartoon.face[:, kept], photo.face[:, kept])          # age and nose depth as in the cartoon
+    assert torch.equal(cartoon.brow, photo.brow) and torch.equal(cartoon.hair_shape, photo.hair_shape)
+    assert not torch.equal(cartoon.face[:, Face.EARS], photo.face[:, Face.EARS])

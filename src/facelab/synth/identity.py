@@ -195,17 +195,21 @@ def make_identities(seed: int, ids, strength: float = 1.0, device=None, style: s
 
         from facelab.synth.appearance import shape_offsets
 
-        appearance, zs = torch.empty(n, n_components()), torch.empty(n, 16)
+        from facelab.synth.head import N_HEAD, photo_head
+
+        appearance, zs, zh = torch.empty(n, n_components()), torch.empty(n, 16), torch.empty(n, N_HEAD)
         for j, k in enumerate(ids):
             g = torch.Generator().manual_seed((int(seed) * 1_000_003 + k * 7919 + 777_767) % (2**63 - 1))
             torch.rand(n_components(), generator=g, out=appearance[j])
             torch.randn(16, generator=g, out=zs[j])
+            torch.randn(N_HEAD, generator=g, out=zh[j])             # drawn last: the numbers above are unchanged
         photo_shape = shape_offsets(zs)
+        head_shape, face = photo_head(zh, face, strength)           # facelab.synth.head: head and feature modes
     elif style not in STYLES:
         raise ValueError(f"unknown style {style!r}: expected one of {', '.join(STYLES)}")
     landmarks = _geometry(z, strength)
     if style == "photo":
-        landmarks = _geometry(z, strength * PHOTO_SPREAD) + strength * photo_shape
+        landmarks = _geometry(z, strength * PHOTO_SPREAD) + strength * photo_shape + head_shape
     ident = Identity(landmarks=landmarks, skin=skin, lip=lip, hair=hair, eye=eye,
                      hair_style=torch.tensor(style_i), hair_shape=u[:, 1:5].clone(),
                      brow=torch.stack([0.7 + 0.6 * u[:, 5], 0.5 + 0.5 * u[:, 6]], 1), face=face,
