@@ -510,9 +510,11 @@ def test_quality_gates_table_on_a_tiny_model(monkeypatch):
     g = quality.quality_gates(model, n_faces=3, num_steps=2, ddpm_faces=2, ddpm_steps=3, timesteps=(300,))
     t = g.table
     assert list(t.columns) == ["gate", "measured", "ci_low", "ci_high", "target", "passed", "n", "statistic"]
-    assert len(t) == 5 and t["n"].tolist() == [3, 3, 2, 3, 3]
+    assert len(t) == 7 and t["n"].tolist() == [3, 3, 2, 3, 3, 3, 3]
     att = t[t.gate.str.contains("attention")]
-    assert ((att.measured >= 0) & (att.measured <= 1)).all() and att.target.tolist() == [0.5, 0.5]
+    assert ((att.measured >= 0) & (att.measured <= 1)).all() and att.target.tolist()[::2] == [0.5, 0.5]
+    a = g.attention
+    assert (a.mass_cells >= a.mass - 1e-6).all() and (a.chance_cells >= a.chance).all()   # cells cover the region
     assert g.maps.shape == (3, 2, 16, 16) and g.masks.shape == (3, 2, 16, 16)
     assert all("lipstick" in p and "eyeshadow" in p for p in g.prompts)
     assert bool(t.loc[t.gate.str.startswith("DDPM"), "passed"].item())

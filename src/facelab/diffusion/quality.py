@@ -454,8 +454,11 @@ def quality_gates(model, n_faces: int = 32, seed: int = 0, *, num_steps: int = 5
     * Edit-friendly DDPM exactness on the first ``ddpm_faces`` of them (``ddpm_steps`` steps): the largest absolute
       pixel difference to the autoencoder's reconstruction, target < 0.5 / 255 (the same 8-bit image).
     * Attention: on ``n_faces`` faces wearing lipstick and eyeshadow (:func:`makeup_faces`, captions as prompts), the
-      mass of each word's map inside its region (:data:`WORD_REGIONS`), target >= 0.5; ``chance`` is the mean area
-      fraction of the region on the latent grid (what a uniform map would score).
+      mass of each word's map inside its region (:data:`WORD_REGIONS`, the mask averaged by area onto the latent
+      grid), target >= 0.5; ``chance`` is the mean area fraction of the region (what a uniform map would score). For
+      information (no target) also the mass inside every latent cell the region touches
+      (:func:`facelab.core.regions.latent_mask`, the mask MASQUE blends latents with): a map on the 16 x 16 grid
+      cannot put all its mass inside a region a few cells wide when measured by area.
 
     Returns a :class:`QualityGates`; ``.table`` has columns gate, measured, ci_low, ci_high, target, passed, n,
     statistic; ``.maps`` (n_faces, W, h, w) and ``.images``/``.masks`` are for a figure.
@@ -480,14 +483,19 @@ def quality_gates(model, n_faces: int = 32, seed: int = 0, *, num_steps: int = 5
     seconds["attention"] = time.perf_counter() - t0
     grid = maps.shape[-1]
     att_rows, masks = [], []
+    from facelab.core.regions import latent_mask
+
     for j, w in enumerate(words):
-        m = word_region_masks(mk.landmarks, size, w, grid=grid)
+        px = word_region_masks(mk.landmarks, size, w)
+        m = F.adaptive_avg_pool2d(px, (grid, grid))
+        cells = latent_mask(px, grid)          # every latent cell the region touches (MASQUE's latent blend mask)
         masks.append(m)
-        mass = region_mass(maps[:, j], m)
-        area = m.flatten(1).mean(1)
+        mass, mass_cells = region_mass(maps[:, j], m), region_mass(maps[:, j], cells)
+        area, area_cells = m.flatten(1).mean(1), cells.flatten(1).mean(1)
         for i in range(n_faces):
             att_rows.append({"face": i, "word": w, "region": "+".join(WORD_REGIONS[w]), "mass": float(mass[i]),
-                             "chance": float(area[i]), "caption": mk_captions[i]})
+                             "chance": float(area[i]), "mass_cells": float(mass_cells[i]),
+                             "chance_cells": float(area_cells[i]), "caption": mk_captions[i]})
     attention = pd.DataFrame(att_rows)
 
     rows = [_mean_row("DDIM inversion PSNR (dB)", ddim["psnr_ddim_db"], TARGETS["ddim_psnr_db"],
@@ -505,6 +513,9 @@ def quality_gates(model, n_faces: int = 32, seed: int = 0, *, num_steps: int = 5
         row = _mean_row(f"'{w}' attention mass in {'+'.join(WORD_REGIONS[w])}", sub["mass"], target,
                         what=f"mean over faces (chance {sub['chance'].mean():.3f})")
         rows.append(row)
+        rows.append({**_mean_row(f"'{w}' attention mass in the latent cells touching {'+'.join(WORD_REGIONS[w])}",
+                                 sub["mass_cells"], float("nan")), "passed": None,
+                     "statistic": f"mean over faces (chance {sub['chance_cells'].mean():.3f}; no target)"})
     table = pd.DataFrame(rows, columns=["gate", "measured", "ci_low", "ci_high", "target", "passed", "n",
                                         "statistic"])
     settings = {"n_faces": n_faces, "seed": seed, "num_steps": num_steps, "ddpm_faces": k, "ddpm_steps": ddpm_steps,
