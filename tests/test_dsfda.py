@@ -272,3 +272,18 @@ def test_finetune_head_only_keeps_features():
     assert not torch.equal(m.head.weight, clf.head.weight)
     with pytest.raises(ValueError, match="'all' or 'head'"):
         M.finetune(clf, x, y, train="bn")
+
+
+def test_shared_loop_early_stops_after_patience_and_keeps_the_best_state():
+    """train_classifier, finetune and shot_im share one epoch loop (dsfda._fit): with a zero learning rate the
+    validation loss never improves after epoch 1, so training stops after 1 + patience epochs; the kept state is
+    the (unchanged) model."""
+    x, y = _tiny_data()
+    clf, log = M.train_classifier(x, y, 2, epochs=3, c=4)
+    assert len(log["loss"]) == 3 and all(np.isfinite(log["loss"]))
+    m, flog = M.finetune(clf, x, y, epochs=10, lr=0.0, val=(x[:8], y[:8]), patience=2, train="head")
+    assert flog["epochs_run"] == 3 and flog["best_epoch"] == 1 and len(flog["val_ce"]) == 3
+    for k, v in clf.state_dict().items():
+        torch.testing.assert_close(m.state_dict()[k], v)
+    m, flog = M.finetune(clf, x, y, epochs=2, lr=0.0)                     # no validation: every epoch runs
+    assert flog == {"val_ce": [], "epochs_run": 2, "best_epoch": 2}

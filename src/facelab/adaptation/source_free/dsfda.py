@@ -28,6 +28,9 @@ discriminator over all of them + fake) where the official code trains one per ta
 Classifier adaptation (:func:`adapt_dsfda`): each control frame of the target is paired with source expression
 exemplars; the generated frames carry the exemplars' labels; the source classifier is fine-tuned on them with early
 stopping (patience 5) on the cross-entropy of frames generated from the control video's validation split.
+
+The classifier's three trainings (source training, this fine-tuning, the SHOT-IM baseline) run through one epoch
+loop, ``_fit``; the generator's adversarial steps (two optimisers, random batches by step, no epochs) have their own.
 """
 
 from __future__ import annotations
@@ -85,6 +88,53 @@ def _check_xy(x, y=None, name="x"):
         raise ValueError(f"labels must be a tensor of shape ({x.shape[0]},), got {getattr(y, 'shape', y)}")
 
 
+def _fit(model, x, y, opt, g: torch.Generator, *, epochs: int, batch: int, loss_fn, mode: bool = True,
+         sched=None, val: tuple | None = None, patience: int = 5, progress=None) -> tuple[list, dict]:
+    """The training loop shared by :func:`train_classifier`, :func:`finetune` and :func:`shot_im`.
+
+    Each epoch: ``model.train(mode)``, a random order of ``x`` from ``g``, then per batch ``loss_fn(logits of the
+    augmented batch, its labels or None)``, an optimiser step and, with ``sched``, a scheduler step. With
+    ``val = (x_val, y_val)``: after each epoch the validation cross-entropy; the state of the lowest one is kept
+    (and restored at the end) and training stops after ``patience`` epochs without an improvement of 1e-4.
+    Returns (mean training loss per epoch, {"val_ce", "epochs_run", "best_epoch"}).
+    """
+    losses, curve = [], []
+    best, best_state, wait, stopped = np.inf, copy.deepcopy(model.state_dict()), 0, epochs
+    for e in range(epochs):
+        model.train(mode)
+        perm = torch.randperm(len(x), generator=g)
+        tot = 0.0
+        for i in range(0, len(x), batch):
+            idx = perm[i:i + batch]
+            loss = loss_fn(model.logits(augment(x[idx], g)), None if y is None else y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            tot += float(loss.detach()) * len(idx)
+        losses.append(tot / len(x))
+        if progress:
+            progress(f"classifier epoch {e + 1}/{epochs}: loss {losses[-1]:.3f}")
+        if val is not None:
+            with torch.no_grad():
+                p = predict(model, val[0])
+                ce = float(F.nll_loss(p.clamp_min(1e-8).log(), val[1]))
+            curve.append(ce)
+            if ce < best - 1e-4:
+                best, best_state, wait = ce, copy.deepcopy(model.state_dict()), 0
+            else:
+                wait += 1
+                if wait >= patience:
+                    stopped = e + 1
+                    break
+    if val is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return losses, {"val_ce": curve, "epochs_run": stopped,
+                    "best_epoch": int(np.argmin(curve)) + 1 if curve else epochs}
+
+
 def train_classifier(x, y, n_classes: int, *, epochs: int = 12, batch: int = 64, lr: float = 2e-3, c: int = 16,
                      seed: int = 0, progress=None) -> tuple[ExpressionClassifier, dict]:
     """Train the source expression classifier (Adam, cosine schedule, augmentation); returns (model, log)."""
@@ -95,23 +145,9 @@ def train_classifier(x, y, n_classes: int, *, epochs: int = 12, batch: int = 64,
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * int(np.ceil(len(x) / batch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
-    losses, t0 = [], time.time()
-    model.train()
-    for e in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        tot = 0.0
-        for i in range(0, len(x), batch):
-            idx = perm[i:i + batch]
-            loss = F.cross_entropy(model.logits(augment(x[idx], g)), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += float(loss.detach()) * len(idx)
-        losses.append(tot / len(x))
-        if progress:
-            progress(f"classifier epoch {e + 1}/{epochs}: loss {losses[-1]:.3f}")
-    model.eval()
+    t0 = time.time()
+    losses, _ = _fit(model, x, y, opt, g, epochs=epochs, batch=batch, loss_fn=F.cross_entropy, sched=sched,
+                     progress=progress)
     return model, {"loss": losses, "seconds": time.time() - t0}
 
 
@@ -249,33 +285,9 @@ def finetune(model: ExpressionClassifier, x, y, *, epochs: int = 15, batch: int 
     for p in m.head.parameters():
         p.requires_grad_(True)
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=lr)
-    best, best_state, wait, curve = np.inf, copy.deepcopy(m.state_dict()), 0, []
-    stopped = epochs
-    for e in range(epochs):
-        m.train(train == "all")
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), batch):
-            idx = perm[i:i + batch]
-            loss = F.cross_entropy(m.logits(augment(x[idx], g)), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        if val is not None:
-            with torch.no_grad():
-                p = predict(m, val[0])
-                ce = float(F.nll_loss(p.clamp_min(1e-8).log(), val[1]))
-            curve.append(ce)
-            if ce < best - 1e-4:
-                best, best_state, wait = ce, copy.deepcopy(m.state_dict()), 0
-            else:
-                wait += 1
-                if wait >= patience:
-                    stopped = e + 1
-                    break
-    if val is not None:
-        m.load_state_dict(best_state)
-    m.eval()
-    return m, {"val_ce": curve, "epochs_run": stopped, "best_epoch": int(np.argmin(curve)) + 1 if curve else epochs}
+    _, log = _fit(m, x, y, opt, g, epochs=epochs, batch=batch, loss_fn=F.cross_entropy, mode=train == "all",
+                  val=val, patience=patience)
+    return m, log
 
 
 @dataclass
@@ -330,20 +342,17 @@ def shot_im(classifier: ExpressionClassifier, x, *, epochs: int = 10, batch: int
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=lr)
-    for _ in range(epochs):
-        m.train()
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), batch):
-            p = F.softmax(m.logits(augment(x[perm[i:i + batch]], g)), 1)
-            ent = -(p * p.clamp_min(1e-8).log()).sum(1).mean()
-            pm = p.mean(0)
-            div = -(pm * pm.clamp_min(1e-8).log()).sum()
-            loss = ent - div
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    m.eval()
+    _fit(m, x, None, opt, g, epochs=epochs, batch=batch, loss_fn=_information_maximisation)
     return m
+
+
+def _information_maximisation(logits, _labels=None):
+    """SHOT-IM's loss: mean prediction entropy minus the entropy of the batch's mean prediction."""
+    p = F.softmax(logits, 1)
+    ent = -(p * p.clamp_min(1e-8).log()).sum(1).mean()
+    pm = p.mean(0)
+    div = -(pm * pm.clamp_min(1e-8).log()).sum()
+    return ent - div
 
 
 @torch.no_grad()
