@@ -1,9 +1,12 @@
 """Seconds per protected image: DiffAIM (quick profile) and pixel PGD with the same gradient budget.
 
-Times, on synthetic 64 px faces with the four-model surrogate ensemble (dlib ResNet, SFace, the two synthetic
-recognisers), the DDPM inversion, the DiffAIM guidance (default :class:`facelab.privacy.DiffAIMConfig`) and PGD
-(``manipulated_steps x inner_steps`` steps). With ``--sd-path`` and a CUDA GPU the full profile (Stable Diffusion 1.5,
-published settings, 256 px) is timed as well. Writes ``_build/benchmarks/privacy.json``.
+Times, on synthetic 64 px faces, the DDPM inversion, the DiffAIM guidance (chapter 05's quick settings,
+:func:`facelab.studies.privacy_diffaim.quick_config`: 20 steps, last 4 manipulated x 3 inner steps, 5 augmentations)
+and PGD (``manipulated_steps x inner_steps`` steps, 5 augmentations) with the quick profile's surrogate pool (dlib
+ResNet and the two synthetic recognisers), and one forward + backward pass of each recogniser on 5 augmented copies
+(why SFace is a victim only in the quick profile). With ``--sd-path`` and a CUDA GPU the full profile (Stable
+Diffusion 1.5, published settings, 256 px, all four recognisers) is timed as well. Writes
+``_build/benchmarks/privacy.json``.
 
 Run: ``.venv/bin/python benchmarks/bench_privacy.py [--faces 8] [--repeats 1] [--sd-path PATH]``
 """
@@ -23,8 +26,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from facelab import REPO_ROOT
 from facelab.diffusion import ddpm_inversion, load_quick_model, load_stable_diffusion
 from facelab.models import load_face_models
-from facelab.privacy import PUBLISHED_DEFAULTS, DiffAIMConfig, diffaim_protect, pgd_protect
-from facelab.studies.privacy_diffaim import protection_data
+from facelab.privacy import PUBLISHED_DEFAULTS, diffaim_protect, pgd_protect
+from facelab.studies.privacy_diffaim import protection_data, quick_config
+
+
+def time_backward(models, n_faces, n_augment=5):
+    """Seconds per face of one forward + backward pass of each recogniser on ``n_augment`` copies."""
+    from facelab.privacy.diffaim import identity_score
+
+    data = protection_data(64, n_faces, n_threshold_identities=2, per_identity=1)
+    x, lm = data["sources"], data["source_landmarks"]
+    out = {}
+    for name, m in models.items():
+        with torch.no_grad():
+            e = m.embed(x, lm)
+        xx = x.clone().requires_grad_(True)
+        t0 = time.perf_counter()
+        identity_score([m], xx, lm, [e], [e.roll(1, 0)], n_augment=n_augment).sum().backward()
+        out[name] = (time.perf_counter() - t0) / n_faces
+    return out
 
 
 def time_profile(model, models, cfg, n_faces, repeats, device):
@@ -37,8 +57,8 @@ def time_profile(model, models, cfg, n_faces, repeats, device):
         t0 = time.perf_counter()
         inv = ddpm_inversion(model, S, num_steps=cfg.num_steps)
         t_inv = time.perf_counter() - t0
-        r = diffaim_protect(model, S, T, sur, config=cfg, inversion=inv, **kw)
-        p = pgd_protect(S, T, sur, steps=cfg.manipulated_steps * cfg.inner_steps, n_augment=cfg.n_augment, **kw)
+        r = diffaim_protect(model, S, T, sur, config=cfg, inversion=inv, batch_size=4, **kw)
+        p = pgd_protect(S, T, sur, steps=cfg.gradient_steps, n_augment=cfg.n_augment, batch_size=4, **kw)
         for k, v in (("inversion", t_inv / n_faces), ("DiffAIM guidance", r.seconds_per_image),
                      ("DiffAIM total", t_inv / n_faces + r.seconds_per_image), ("PGD", p.seconds_per_image)):
             rows[k] = min(rows.get(k, float("inf")), v)
@@ -58,9 +78,11 @@ def main() -> None:
            "faces": a.faces, "profiles": {}}
     cpu = torch.device("cpu")
     models = load_face_models(device=cpu)
-    cfg = DiffAIMConfig()
+    cfg = quick_config()
+    pool = {n: models[n] for n in ("dlib-resnet", "synth-plain", "synth-residual")}
+    out["recogniser forward+backward x5 (s/face)"] = time_backward(models, a.faces)
     out["profiles"]["quick (CPU, 64 px)"] = {"config": vars(cfg) | {}, "seconds_per_image":
-                                             time_profile(load_quick_model(device=cpu), models, cfg, a.faces,
+                                             time_profile(load_quick_model(device=cpu), pool, cfg, a.faces,
                                                           a.repeats, cpu)}
     if a.sd_path and torch.cuda.is_available():
         gpu = torch.device("cuda")
@@ -69,6 +91,8 @@ def main() -> None:
             "config": vars(PUBLISHED_DEFAULTS),
             "seconds_per_image": time_profile(load_stable_diffusion(a.sd_path, device=gpu), gmodels,
                                               PUBLISHED_DEFAULTS, a.faces, a.repeats, gpu)}
+    for name, sec in out["recogniser forward+backward x5 (s/face)"].items():
+        print(f"{'recogniser fwd+bwd x5':28s} {name:18s} {sec:9.3f}")
     print(f"{'profile':28s} {'stage':18s} {'s/image':>9s}")
     for prof, d in out["profiles"].items():
         for stage, s in d["seconds_per_image"].items():

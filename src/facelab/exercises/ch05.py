@@ -1,5 +1,5 @@
 """Exercises of chapter 05, *Hiding in plain sight I* (DiffAIM): the predicted clean image, the adaptive ensemble
-weights, success at a fixed FAR and its interval."""
+weights, success at a fixed FAR and its interval, and the public code's semantic similarity (per-channel cosine)."""
 
 from __future__ import annotations
 
@@ -79,24 +79,24 @@ def solution_2():
 def _wilson_low() -> float:
     from facelab import metrics
 
-    return float(metrics.wilson_interval(9, 16)[0])
+    return float(metrics.wilson_interval(12, 64)[0])
 
 
-@exercise("05.3", kind="compute", title="An interval for 16 faces",
+@exercise("05.3", kind="compute", title="An interval for 64 faces",
           statement="""
-          Against a held-out victim, DiffAIM makes 9 of 16 protected faces match their target at FAR 1 %. Report the
-          **lower** end of the 95 % Wilson interval of that success rate (`facelab.metrics.wilson_interval`). Is a
-          method with 5 of 16 clearly worse?""",
+          Against a held-out victim, DiffAIM makes 12 of the chapter's 64 protected faces match their target at
+          FAR 1 %. Report the **lower** end of the 95 % Wilson interval of that success rate
+          (`facelab.metrics.wilson_interval`). Is a method with 5 of 64 clearly worse?""",
           answer="a fraction between 0 and 1 (the lower end of the interval)",
           check=checks.number(_wilson_low, atol=0.005, example="0.2"),
           hints=["wilson_interval(k, n) returns (low, high).",
                  "The normal approximation p - 1.96 sqrt(p(1-p)/n) is not the Wilson interval."],
-          wrong=[9 / 16, 9 / 16 - 1.96 * np.sqrt(9 / 16 * 7 / 16 / 16), 0.5])
+          wrong=[12 / 64, 12 / 64 - 1.96 * np.sqrt(12 / 64 * 52 / 64 / 64), 0.5])
 def solution_3():
     from facelab import metrics
 
-    low, high = metrics.wilson_interval(9, 16)
-    answer = low  # about 0.33; 5/16 = 0.31 lies just below it, but the paired test decides, not overlapping bars
+    low, high = metrics.wilson_interval(12, 64)
+    answer = low  # about 0.11; 5/64 = 0.08 lies below it, but the paired test decides, not overlapping bars
     return answer
 
 
@@ -112,4 +112,46 @@ def solution_3():
           wrong=["rise", "anything"])
 def solution_4():
     answer = "fall or stay"  # the threshold rises with a lower FAR; the similarities do not change
+    return answer
+
+
+def _semantic(a, b):
+    a = np.asarray(a, float).reshape(np.shape(a)[0], -1)
+    b = np.asarray(b, float).reshape(np.shape(b)[0], -1)
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-8)
+    return float(cos.mean())
+
+
+def _cases_5():
+    rng = np.random.default_rng(55)
+    out = []
+    for c, h in [(3, 4), (8, 2), (1, 5), (16, 4)]:
+        a = rng.normal(size=(c, h, h))
+        out.append((a, a + rng.normal(scale=0.7, size=a.shape) + rng.normal(size=(c, 1, 1))))
+    return out
+
+
+@exercise("05.5", kind="implement", title="The semantic similarity of the public code",
+          statement="""
+          DiffAIM's semantic term compares the UNet's features of the adversarial and the benign latent at the end
+          of the encoder (`unet.down_blocks[-1]`), shape (C, h, w) per image. The public code does not flatten them
+          into one vector: it takes, for each channel, the cosine similarity of its h x w map in the two latents, and
+          averages over the channels. Write `semantic_similarity(a, b)` for two (C, h, w) arrays (the semantic
+          *divergence* is one minus it; `facelab.diffusion.hooks.per_channel_cosine` is the batched version).""",
+          answer="a function semantic_similarity(a, b) -> float",
+          check=checks.function(_semantic, _cases_5, signature="semantic_similarity(a, b)"),
+          hints=["Reshape each to (C, h * w); one cosine per row.",
+                 "cos_c = <a_c, b_c> / (|a_c| |b_c|), then the mean over c; not the cosine of the flattened arrays."],
+          wrong=[lambda a, b: float((np.ravel(a) @ np.ravel(b)) / (np.linalg.norm(a) * np.linalg.norm(b))),
+                 lambda a, b: float(np.mean(np.asarray(a) * np.asarray(b))), 1.0])
+def solution_5():
+    import numpy as np
+
+    def semantic_similarity(a, b):
+        a = np.asarray(a, float).reshape(len(a), -1)
+        b = np.asarray(b, float).reshape(len(b), -1)
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        return float(cos.mean())
+
+    answer = semantic_similarity
     return answer

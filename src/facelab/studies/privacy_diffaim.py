@@ -695,10 +695,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def chapter_settings(model, *, seed: int = 0, n_faces: int = 64, pgd_epsilon: float = 4 / 255) -> tuple[dict, dict]:
     """The quick profile's experiment settings and data, exactly as chapter 05 builds them: 64 faces,
-    :func:`quick_config`, the perceptual margin calibrated on PGD at ``pgd_epsilon``."""
+    :func:`quick_config`, the perceptual margin calibrated on PGD at ``pgd_epsilon``, the sweep at DiffAIM clamps
+    x0.5 / x1 / x2 and PGD budgets x1 / x2 / x4 against SFace (black box)."""
     data = protection_data(model.image_size, n_faces, n_threshold_identities=40, seed=seed)
     config = quick_config(seed, perceptual_margin=0.0)
-    return experiment_settings(model, config, n_faces=n_faces, seed=seed, pgd_epsilon=pgd_epsilon), data
+    return experiment_settings(model, config, n_faces=n_faces, seed=seed, pgd_epsilon=pgd_epsilon,
+                               pgd_multipliers=(1.0, 2.0, 4.0)), data
 
 
 if __name__ == "__main__":
