@@ -53,10 +53,10 @@ QUICK_COMMAND = "python -m facelab.diffusion.train"
 #: Word pieces (with [CLS] and [SEP]) in the quick model's conditioning sequence; the world's longest caption has 22.
 TOKEN_LENGTH = 24
 #: Training arguments of the committed autoencoder (:func:`facelab.diffusion.train.train_vae`'s defaults).
-QUICK_VAE_SETTINGS = {"steps": 6000, "minutes": 20.0, "batch_size": 16, "lr": 1e-3, "seed": 0, "n_identities": 1536,
-                      "per_identity": 4, "size": 64, "kl_weight": 1e-6, "threads": 2}
+QUICK_VAE_SETTINGS = {"steps": 2600, "minutes": 30.0, "batch_size": 16, "lr": 1e-3, "seed": 0, "n_identities": 1536,
+                      "per_identity": 4, "size": 64, "kl_weight": 1e-6, "threads": 2, "crop": 32, "full_steps": 150}
 #: Training arguments of the committed UNet (:func:`facelab.diffusion.train.train_unet`'s defaults).
-QUICK_SETTINGS = {"steps": 30000, "minutes": 50.0, "batch_size": 16, "lr": 1e-3, "seed": 0, "n_identities": 1536,
+QUICK_SETTINGS = {"steps": 12000, "minutes": 45.0, "batch_size": 16, "lr": 1e-3, "seed": 0, "n_identities": 1536,
                   "per_identity": 4, "size": 64, "ema_decay": 0.999, "p_uncond": 0.1, "threads": 1}
 
 SD_EXPECTED_LAYOUT = ("unet/config.json + unet/diffusion_pytorch_model.safetensors (or .bin)",
