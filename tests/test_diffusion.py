@@ -510,7 +510,7 @@ def test_quality_gates_table_on_a_tiny_model(monkeypatch):
     g = quality.quality_gates(model, n_faces=3, num_steps=2, ddpm_faces=2, ddpm_steps=3, timesteps=(300,))
     t = g.table
     assert list(t.columns) == ["gate", "measured", "ci_low", "ci_high", "target", "passed", "n", "statistic"]
-    assert len(t) == 7 and t["n"].tolist() == [3, 3, 2, 3, 3, 3, 3]
+    assert len(t) == 8 and t["n"].tolist() == [3, 3, 3, 2, 3, 3, 3, 3]
     att = t[t.gate.str.contains("attention")]
     assert ((att.measured >= 0) & (att.measured <= 1)).all() and att.target.tolist()[::2] == [0.5, 0.5]
     a = g.attention
