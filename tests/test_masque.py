@@ -426,3 +426,38 @@ def test_makeup_classifier_heads_and_phrases():
     pred = net.predict(x)
     assert all(p in net.classes["lipstick"] for p in pred["lipstick"])
     assert prompt_adherence(net, x, "red lipstick") == sum(p == "red" for p in pred["lipstick"]) / 3
+
+
+def test_decode_region_matches_a_full_decode_inside_its_window(faces):
+    from facelab.privacy.masque import decode_region, region_boxes
+
+    images, lm, _ = faces
+    model = _quick()                                     # space-to-depth: decoding is local, so a window is exact
+    z = model.encode(images) + 0.1 * torch.randn(4, 48, 8, 8, generator=torch.Generator().manual_seed(0))
+    pm = face_region_masks(lm, 32, "lips")
+    lmask = latent_mask(pm, 8)
+    boxes, (hc, wc) = region_boxes(lmask, 1)
+    assert boxes.shape == (4, 2) and hc <= 8 and wc <= 8
+    for i, (y, x) in enumerate(boxes.tolist()):          # the window holds the whole region
+        on = lmask[i, 0].nonzero()
+        assert on[:, 0].min() >= y and on[:, 0].max() < y + hc and on[:, 1].min() >= x and on[:, 1].max() < x + wc
+    zz = z.clone().requires_grad_(True)
+    part = decode_region(model, zz, images, boxes, (hc, wc))
+    full = model.decode(z)
+    inside = (pm > 0).expand_as(images)
+    assert torch.allclose(part.masked_select(inside), full.masked_select(inside), atol=1e-6)
+    part.sum().backward()
+    assert float(zz.grad.abs().sum()) > 0
+
+
+def test_negative_prompt_inversion_replays_ddim_without_optimisation(faces):
+    images = faces[0][:2]
+    model = _quick()
+    neg = null_text_inversion(model, images, SRC, num_steps=6, guidance_scale=3.0, inner_steps=0, null_init="source")
+    plain = null_text_inversion(model, images, SRC, num_steps=6, guidance_scale=3.0, inner_steps=0)
+    assert torch.allclose(neg.uncond[0], neg.cond)
+    err = lambda inv: float((guided_reconstruction(model, inv) - images).pow(2).mean())
+    assert err(neg) < err(plain)
+    assert torch.allclose(model.decode(neg.trajectory[-1]), guided_reconstruction(model, neg), atol=1e-5)
+    with pytest.raises(ValueError, match="null_init"):
+        null_text_inversion(model, images, SRC, num_steps=2, guidance_scale=3.0, null_init="zeros")

@@ -59,7 +59,8 @@ from facelab.models.face_model import FaceModel
 from facelab.privacy.attention import AttentionEditor, SourceAttention, align_prompts, check_prompts
 from facelab.privacy.masks import check_landmarks_inside, makeup_word
 
-__all__ = ["NullTextInversion", "null_text_inversion", "record_source_attention", "guided_reconstruction", "MasqueConfig", "MasqueResult",
+__all__ = ["NullTextInversion", "null_text_inversion", "record_source_attention", "guided_reconstruction",
+           "region_boxes", "decode_region", "MasqueConfig", "MasqueResult",
            "NoReferencesError", "References", "build_references", "pairwise_similarity", "masque_protect",
            "pgd_dodge"]
 
@@ -127,7 +128,7 @@ def _self_tokens(cfg_value, latent_hw) -> int:
 
 def null_text_inversion(model, images: torch.Tensor, prompts=None, *, num_steps: int = 20,
                         guidance_scale: float = 3.0, inner_steps: int = 10, lr: float = 1e-2, tol: float = 1e-5,
-                        record_attention: bool = False, self_replace: float = 0.4,
+                        null_init: str = "empty", record_attention: bool = False, self_replace: float = 0.4,
                         max_self_tokens: int | None = None, progress: Callable | None = None) -> NullTextInversion:
     """Null-text inversion of a batch (Mokady et al. 2023; see the module docstring).
 
@@ -150,6 +151,11 @@ def null_text_inversion(model, images: torch.Tensor, prompts=None, *, num_steps:
         Adam learning rate (decays linearly over the steps, as in the paper).
     tol : float
         Early stop of a step's iterations once every image's loss is below ``tol`` (+ a small per-step slack).
+    null_init : {"empty", "source"}
+        Starting point of the unconditional embedding: the empty prompt's (Mokady et al.), or the source prompt's
+        own conditioning: *negative-prompt inversion* (Miyake et al. 2023). With :math:`\\varnothing_t = c` the
+        guided prediction equals the conditional one, so the guided loop replays the DDIM inversion without any
+        optimisation (``inner_steps=0``), and an edit is guided from the source prompt towards the makeup prompt.
     record_attention : bool
         Also record the source branch's attention (:class:`facelab.privacy.attention.SourceAttention`) for
         prompt-to-prompt edits; ``self_replace`` and ``max_self_tokens`` say which self-attention maps are kept
@@ -166,7 +172,10 @@ def null_text_inversion(model, images: torch.Tensor, prompts=None, *, num_steps:
     pivot = ddim_inversion(model, images, prompts, num_steps=num_steps, guidance_scale=1.0)
     cond, ts, xts = pivot.cond, pivot.timesteps, pivot.xts
     N, S = xts.shape[1], len(ts)
-    u = model.encode_prompt([""]).expand(N, -1, -1).clone()
+    if null_init not in ("empty", "source"):
+        raise ValueError(f"null_init must be 'empty' (null-text inversion) or 'source' (negative-prompt inversion), "
+                         f"got {null_init!r}")
+    u = (model.encode_prompt([""]).expand(N, -1, -1) if null_init == "empty" else cond.expand(N, -1, -1)).clone()
     keep = (u.abs().amax(-1, keepdim=True) > 0).to(u.dtype)           # padded rows stay zero (masked)
     if keep.sum() == 0:
         keep = torch.ones_like(keep)
@@ -204,7 +213,8 @@ def null_text_inversion(model, images: torch.Tensor, prompts=None, *, num_steps:
                     break
             u = u.detach()
         with torch.no_grad():
-            eps_u = model.unet(x, t, encoder_hidden_states=u).sample
+            eps_u = eps_c if (inner_steps == 0 and null_init == "source") else \
+                model.unet(x, t, encoder_hidden_states=u).sample
             x, _ = _ddim_step(model, x, t, eps_u + guidance_scale * (eps_c - eps_u))
             losses.append(float((x - xts[i + 1]).pow(2).mean()))
         unconds.append(u.clone())
@@ -244,6 +254,46 @@ def guided_reconstruction(model, inversion: NullTextInversion) -> torch.Tensor:
         eps = noise_prediction(model, x, t, inversion.cond, inversion.guidance_scale, inversion.uncond[i])
         x, _ = _ddim_step(model, x, t, eps)
     return model.decode(x)
+
+
+def region_boxes(lmask: torch.Tensor, margin: int = 2) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Per-face latent windows around a region: (N, 2) top-left corners (y, x) and one window size (hc, wc) for the
+    batch (the largest region box plus ``margin`` cells on each side, clipped to the grid)."""
+    N, _, h, w = lmask.shape
+    on = lmask[:, 0] > 0
+    rows, cols = on.any(2), on.any(1)
+    idx_h, idx_w = torch.arange(h, device=lmask.device), torch.arange(w, device=lmask.device)
+    big = torch.tensor(10 ** 6, device=lmask.device)
+    y0 = torch.where(rows, idx_h, big).amin(1)
+    y1 = torch.where(rows, idx_h, -big).amax(1)
+    x0 = torch.where(cols, idx_w, big).amin(1)
+    x1 = torch.where(cols, idx_w, -big).amax(1)
+    empty = ~rows.any(1)
+    y0, y1, x0, x1 = [torch.where(empty, d, v) for v, d in ((y0, 0), (y1, h - 1), (x0, 0), (x1, w - 1))]
+    hc = min(h, int((y1 - y0).max()) + 1 + 2 * margin)
+    wc = min(w, int((x1 - x0).max()) + 1 + 2 * margin)
+    cy, cx = (y0 + y1 + 1) // 2, (x0 + x1 + 1) // 2
+    top = (cy - hc // 2).clamp(0, h - hc)
+    left = (cx - wc // 2).clamp(0, w - wc)
+    return torch.stack([top, left], 1).cpu(), (hc, wc)
+
+
+def decode_region(model, latents: torch.Tensor, images: torch.Tensor, boxes: torch.Tensor, size) -> torch.Tensor:
+    """Decode only a window of each latent and put it into ``images`` (the rest of each image is ``images``):
+    the decoder's cost scales with the window, so guidance through the decoder costs a fraction of a full decode.
+    Differentiable in ``latents``. The window's border sees zero padding instead of its neighbours, so pixels near
+    it differ from a full decode; :func:`masque_protect` keeps the region ``margin`` cells inside it."""
+    hc, wc = size
+    f = model.latent_scale
+    crops = torch.stack([latents[i, :, int(y):int(y) + hc, int(x):int(x) + wc] for i, (y, x) in enumerate(boxes)])
+    dec = model.decode(crops)                                                  # (N, 3, hc f, wc f)
+    H, W = images.shape[-2:]
+    out = []
+    for i, (y, x) in enumerate(boxes):
+        py, px = int(y) * f, int(x) * f
+        base = images[i, :, py:py + hc * f, px:px + wc * f]
+        out.append(images[i] + F.pad(dec[i] - base, (px, W - px - wc * f, py, H - py - hc * f)))
+    return torch.stack(out)
 
 
 def _finite(value, name: str) -> float:
@@ -367,13 +417,17 @@ class MasqueConfig:
     thresholded here and intersected with the region mask (0 = region mask only); ``adversarial``: pairwise guidance
     on or off; ``adv_start``: fraction of steps after which guidance acts; ``adv_step``: guidance step (finite,
     >= 0) on the predicted clean latent per reverse step, in units of its RMS-normalised gradient inside the
-    region; ``soften``: mask edge width (fraction of the inter-ocular distance); ``paste``: final pixel composite.
+    region; ``soften``: mask edge width (fraction of the inter-ocular distance); ``paste``: final pixel composite;
+    ``null_init``: ``"empty"`` (null-text inversion) or ``"source"`` (negative-prompt inversion, see
+    :func:`null_text_inversion`); ``guide_window``: the guidance decodes only a window of the latent around the
+    region, this many latent cells wider on each side (None: the whole latent; the output is always decoded whole).
     """
 
     num_steps: int = 20
     guidance_scale: float = 3.0
     null_inner_steps: int = 5
     null_lr: float = 1e-2
+    null_init: str = "empty"
     cross_replace: float = 0.8
     self_replace: float = 0.4
     max_self_tokens: int | None = None
@@ -384,6 +438,7 @@ class MasqueConfig:
     adv_step: float = 0.08
     soften: float = 0.05
     paste: bool = True
+    guide_window: int | None = 2
 
     def __post_init__(self):
         if int(self.num_steps) != self.num_steps or self.num_steps < 1:
@@ -402,6 +457,10 @@ class MasqueConfig:
             v = _finite(getattr(self, k), k)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{k} is a fraction in [0, 1], got {getattr(self, k)!r}")
+        if self.guide_window is not None and (int(self.guide_window) != self.guide_window or self.guide_window < 0):
+            raise ValueError(f"guide_window is a number of latent cells >= 0 (or None), got {self.guide_window!r}")
+        if self.null_init not in ("empty", "source"):
+            raise ValueError(f"null_init must be 'empty' or 'source', got {self.null_init!r}")
         if self.null_inner_steps < 0 or _finite(self.null_lr, "null_lr") <= 0:
             raise ValueError(f"need null_inner_steps >= 0 and null_lr > 0, got {self.null_inner_steps}, "
                              f"{self.null_lr}")
@@ -553,8 +612,8 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
     if inversion is None:
         inversion = null_text_inversion(model, x_images, source_prompt, num_steps=cfg.num_steps,
                                         guidance_scale=cfg.guidance_scale, inner_steps=cfg.null_inner_steps,
-                                        lr=cfg.null_lr, record_attention=True, self_replace=cfg.self_replace,
-                                        max_self_tokens=cfg.max_self_tokens)
+                                        lr=cfg.null_lr, null_init=cfg.null_init, record_attention=True,
+                                        self_replace=cfg.self_replace, max_self_tokens=cfg.max_self_tokens)
     elif inversion.num_steps != cfg.num_steps or inversion.xts.shape[1] != N:
         raise ValueError(f"the inversion has {inversion.num_steps} steps for {inversion.xts.shape[1]} images; "
                          f"this edit needs {cfg.num_steps} steps for {N} images")
@@ -565,6 +624,7 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
     model.scheduler.set_timesteps(cfg.num_steps, device=dev)
     h, w = inversion.xts.shape[-2:]
     lmask = latent_mask(pmask, (h, w))
+    boxes, window = region_boxes(lmask, cfg.guide_window) if cfg.guide_window is not None else (None, None)
     cond_edit = model.encode_prompt([edit_prompt] * N)
     if cond_edit.shape != inversion.cond.shape:
         raise ValueError(f"source and edit conditioning differ in shape: {tuple(inversion.cond.shape)} vs "
@@ -593,7 +653,7 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
             if guide and i >= adv_from:
                 with torch.enable_grad():
                     z0 = x0_e.detach().requires_grad_(True)
-                    img = model.decode(z0)
+                    img = model.decode(z0) if boxes is None else decode_region(model, z0, x_images, boxes, window)
                     if cfg.paste:
                         img = x_images + pmask * (img - x_images)
                     sim = pairwise_similarity(models, img, lm, refs)

@@ -203,8 +203,8 @@ def compare_dodging(model, data: Mapping, models: Mapping, phrases: Sequence[str
     if inversion is None:
         inversion = null_text_inversion(model, X, model.default_prompt, num_steps=cfg.num_steps,
                                         guidance_scale=cfg.guidance_scale, inner_steps=cfg.null_inner_steps,
-                                        lr=cfg.null_lr, record_attention=True, self_replace=cfg.self_replace,
-                                        max_self_tokens=cfg.max_self_tokens)
+                                        lr=cfg.null_lr, null_init=cfg.null_init, record_attention=True,
+                                        self_replace=cfg.self_replace, max_self_tokens=cfg.max_self_tokens)
     runs, masks, masque, plain, timing = {}, {}, {}, {}, []
     N = X.shape[0]
 
