@@ -140,3 +140,14 @@ def test_photo_head_leaves_the_rest_of_the_person():
     assert torch.equal(cartoon.face[:, kept], photo.face[:, kept])          # age and nose depth as in the cartoon
     assert torch.equal(cartoon.brow, photo.brow) and torch.equal(cartoon.hair_shape, photo.hair_shape)
     assert not torch.equal(cartoon.face[:, Face.EARS], photo.face[:, Face.EARS])
+
+
+def test_upper_skin_comes_from_its_own_face():
+    coef = torch.rand(6, A.n_components(), generator=torch.Generator().manual_seed(2))
+    split, whole = A.sample_textures(coef), A.sample_textures(coef[:, :A.N_COEF])
+    R = split.shape[-1]
+    diff = (split - whole).abs().amax((0, 1, 3))                           # per texture row
+    cut = int((float(mean_shape()[36:48, 1].mean()) + A.UPPER_CUT + 1) * R / 2)
+    assert float(diff[:cut - 8].max()) > 0.05                              # forehead and eyes' surround differ
+    assert float(diff[cut + 16:].max()) < 1e-3                             # cheeks, mouth and chin as before
+    assert make_identities(5, [0, 1], style="photo").appearance.shape == (2, A.N_COEF + A.N_EXTRA)

@@ -191,18 +191,17 @@ def make_identities(seed: int, ids, strength: float = 1.0, device=None, style: s
                         0.8 + 0.3 * u[:, 12], u[:, 7]], 1)                  # the columns of fields.Face
     appearance = None
     if style == "photo":
-        from facelab.synth.appearance import n_components
-
-        from facelab.synth.appearance import shape_offsets
+        from facelab.synth.appearance import N_COEF, N_EXTRA, shape_offsets
 
         from facelab.synth.head import N_HEAD, photo_head
 
-        appearance, zs, zh = torch.empty(n, n_components()), torch.empty(n, 16), torch.empty(n, N_HEAD)
+        appearance, zs, zh = torch.empty(n, N_COEF + N_EXTRA), torch.empty(n, 16), torch.empty(n, N_HEAD)
         for j, k in enumerate(ids):
             g = torch.Generator().manual_seed((int(seed) * 1_000_003 + k * 7919 + 777_767) % (2**63 - 1))
-            torch.rand(n_components(), generator=g, out=appearance[j])
+            torch.rand(N_COEF, generator=g, out=appearance[j, :N_COEF])
             torch.randn(16, generator=g, out=zs[j])
-            torch.randn(N_HEAD, generator=g, out=zh[j])             # drawn last: the numbers above are unchanged
+            torch.randn(N_HEAD, generator=g, out=zh[j])             # drawn later: the numbers above are unchanged
+            torch.rand(N_EXTRA, generator=g, out=appearance[j, N_COEF:])
         photo_shape = shape_offsets(zs)
         head_shape, face = photo_head(zh, face, strength)           # facelab.synth.head: head and feature modes
     elif style not in STYLES:
