@@ -48,7 +48,7 @@ def main(argv=None) -> None:
                       ddpm_steps=a.ddpm_steps)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 60):
         print(g.table.to_string(index=False))
-        print(g.attention.groupby("word")[["mass", "chance"]].describe().round(3).to_string())
+        print(g.attention.drop(columns=["face"]).groupby("word").mean(numeric_only=True).round(3).to_string())
         print(g.ddim.describe().round(2).to_string())
     print(f"load {load_s:.1f} s, gates {g.settings['seconds']}")
     write_result("diffusion_quality", {

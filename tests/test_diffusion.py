@@ -455,6 +455,12 @@ def test_token_attention_maps_shapes_and_normalisation():
     ones = quality.token_attention_maps(model, x, prompts, ["lipstick", "eyeshadow"], timesteps=(200, 600),
                                         batch_size=1)
     assert torch.allclose(ones[ok], maps[ok], atol=1e-6)
+    fine = quality.token_attention_maps(model, x, prompts, ["lipstick"], timesteps=(200,), resolutions=(8,))
+    coarse = quality.token_attention_maps(model, x, prompts, ["lipstick"], timesteps=(200,), resolutions=(4,))
+    assert fine.shape == coarse.shape == (3, 1, 8, 8) and not torch.allclose(fine[:2], coarse[:2])
+    assert (coarse[0, 0].view(4, 2, 4, 2) == coarse[0, 0].view(4, 2, 4, 2)[:, :1, :, :1]).all()   # 4x4 upsampled
+    with pytest.raises(ValueError, match=r"this UNet's maps are \[4, 8\] on a side"):
+        quality.token_attention_maps(model, x, prompts, ["lipstick"], resolutions=(16,))
     with pytest.raises(ValueError, match=r"no prompt contains \['blush'\]"):
         quality.token_attention_maps(model, x, prompts, ["blush"])
     with pytest.raises(ValueError, match="timesteps must be in"):
@@ -515,6 +521,7 @@ def test_quality_gates_table_on_a_tiny_model(monkeypatch):
     assert ((att.measured >= 0) & (att.measured <= 1)).all() and att.target.tolist()[::2] == [0.5, 0.5]
     a = g.attention
     assert (a.mass_cells >= a.mass - 1e-6).all() and (a.chance_cells >= a.chance).all()   # cells cover the region
+    assert {"mass_16x16_layers", "mass_8x8_layers"} <= set(a.columns)
     assert g.maps.shape == (3, 2, 16, 16) and g.masks.shape == (3, 2, 16, 16)
     assert all("lipstick" in p and "eyeshadow" in p for p in g.prompts)
     assert bool(t.loc[t.gate.str.startswith("DDPM"), "passed"].item())

@@ -293,7 +293,7 @@ def _grid_maps(probs: torch.Tensor, positions: Sequence[int], grid: int) -> torc
 @torch.no_grad()
 def token_attention_maps(model, images: torch.Tensor, prompts, words: Sequence[str] | str, *,
                          timesteps: Sequence[int] = (200, 400, 600), seed: int = 0, batch_size: int = 16,
-                         min_side: int | None = None) -> torch.Tensor:
+                         min_side: int | None = None, resolutions: Sequence[int] | None = None) -> torch.Tensor:
     """Cross-attention maps of ``words`` on the latent grid, per image: (N, W, h, w), each map summing to 1.
 
     Parameters
@@ -311,6 +311,9 @@ def token_attention_maps(model, images: torch.Tensor, prompts, words: Sequence[s
     min_side : int, optional
         Layers whose maps are coarser than ``min_side`` x ``min_side`` are left out (default: half the latent side,
         so the quick UNet's 16 x 16 and 8 x 8 layers count and its 4 x 4 mid block does not).
+    resolutions : sequence of int, optional
+        Use only the layers whose maps have these sides (e.g. ``(16,)``: the full-resolution layers alone), to see
+        which layers localise a word; overrides ``min_side``.
 
     Returns
     -------
@@ -356,9 +359,14 @@ def token_attention_maps(model, images: torch.Tensor, prompts, words: Sequence[s
                 zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
                 rec.reset()
                 model.unet(zt, t, encoder_hidden_states=cond)
-                used = [p for p in rec.probs if p.shape[1] >= min_side ** 2]
+                if resolutions is not None:
+                    used = [p for p in rec.probs if int(round(math.sqrt(p.shape[1]))) in set(map(int, resolutions))]
+                else:
+                    used = [p for p in rec.probs if p.shape[1] >= min_side ** 2]
                 if not used:
-                    raise ValueError(f"no cross-attention layer has maps of at least {min_side} x {min_side}")
+                    sides = sorted({int(round(math.sqrt(p.shape[1]))) for p in rec.probs})
+                    raise ValueError(f"no cross-attention layer with the requested map sides (min_side {min_side}, "
+                                     f"resolutions {resolutions}); this UNet's maps are {sides} on a side")
                 for p in used:
                     for bi in range(z0.shape[0]):
                         for j in range(len(words)):
@@ -480,8 +488,15 @@ def quality_gates(model, n_faces: int = 32, seed: int = 0, *, num_steps: int = 5
     mk = makeup_faces(n_faces, seed=seed, size=size)
     mk_captions = mk.labels["caption"].astype(str).tolist()
     maps = token_attention_maps(model, mk.images, mk_captions, list(words), timesteps=timesteps, seed=seed)
-    seconds["attention"] = time.perf_counter() - t0
     grid = maps.shape[-1]
+    by_side = {}               # the same maps from one resolution of layers at a time (which layers localise?)
+    for side in (grid, grid // 2):
+        try:
+            by_side[side] = token_attention_maps(model, mk.images, mk_captions, list(words), timesteps=timesteps,
+                                                 seed=seed, resolutions=(side,))
+        except ValueError:     # a UNet without layers at this resolution
+            pass
+    seconds["attention"] = time.perf_counter() - t0
     att_rows, masks = [], []
     from facelab.core.regions import latent_mask
 
@@ -492,10 +507,12 @@ def quality_gates(model, n_faces: int = 32, seed: int = 0, *, num_steps: int = 5
         masks.append(m)
         mass, mass_cells = region_mass(maps[:, j], m), region_mass(maps[:, j], cells)
         area, area_cells = m.flatten(1).mean(1), cells.flatten(1).mean(1)
+        per_side = {f"mass_{sd}x{sd}_layers": region_mass(mp[:, j], m) for sd, mp in by_side.items()}
         for i in range(n_faces):
             att_rows.append({"face": i, "word": w, "region": "+".join(WORD_REGIONS[w]), "mass": float(mass[i]),
                              "chance": float(area[i]), "mass_cells": float(mass_cells[i]),
-                             "chance_cells": float(area_cells[i]), "caption": mk_captions[i]})
+                             "chance_cells": float(area_cells[i]),
+                             **{k_: float(v[i]) for k_, v in per_side.items()}, "caption": mk_captions[i]})
     attention = pd.DataFrame(att_rows)
 
     rows = [_mean_row("DDIM inversion PSNR (dB)", ddim["psnr_ddim_db"], TARGETS["ddim_psnr_db"],
