@@ -521,7 +521,8 @@ def test_quality_gates_table_on_a_tiny_model(monkeypatch):
     assert ((att.measured >= 0) & (att.measured <= 1)).all() and att.target.tolist()[::2] == [0.5, 0.5]
     a = g.attention
     assert (a.mass_cells >= a.mass - 1e-6).all() and (a.chance_cells >= a.chance).all()   # cells cover the region
-    assert {"mass_16x16_layers", "mass_8x8_layers"} <= set(a.columns)
+    assert {"mass_16x16_layers", "mass_8x8_layers", "best_cell_16x16", "best_cell_8x8"} <= set(a.columns)
+    assert (a.best_cell_16x16 >= a.best_cell_8x8 - 1e-6).all() and (a.best_cell_8x8 >= a.mass_8x8_layers - 1e-6).all()
     assert g.maps.shape == (3, 2, 16, 16) and g.masks.shape == (3, 2, 16, 16)
     assert all("lipstick" in p and "eyeshadow" in p for p in g.prompts)
     assert bool(t.loc[t.gate.str.startswith("DDPM"), "passed"].item())

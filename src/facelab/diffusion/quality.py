@@ -466,7 +466,9 @@ def quality_gates(model, n_faces: int = 32, seed: int = 0, *, num_steps: int = 5
       grid), target >= 0.5; ``chance`` is the mean area fraction of the region (what a uniform map would score). For
       information (no target) also the mass inside every latent cell the region touches
       (:func:`facelab.core.regions.latent_mask`, the mask MASQUE blends latents with): a map on the 16 x 16 grid
-      cannot put all its mass inside a region a few cells wide when measured by area.
+      cannot put all its mass inside a region a few cells wide when measured by area. ``.attention`` also has the
+      mass of the 16 x 16 and of the 8 x 8 layers alone and ``best_cell_*``, the most a map of that resolution can
+      score (all its mass on the cell most covered by the region).
 
     Returns a :class:`QualityGates`; ``.table`` has columns gate, measured, ci_low, ci_high, target, passed, n,
     statistic; ``.maps`` (n_faces, W, h, w) and ``.images``/``.masks`` are for a figure.
@@ -508,6 +510,9 @@ def quality_gates(model, n_faces: int = 32, seed: int = 0, *, num_steps: int = 5
         mass, mass_cells = region_mass(maps[:, j], m), region_mass(maps[:, j], cells)
         area, area_cells = m.flatten(1).mean(1), cells.flatten(1).mean(1)
         per_side = {f"mass_{sd}x{sd}_layers": region_mass(mp[:, j], m) for sd, mp in by_side.items()}
+        # the best a map of one resolution can score: all its mass on the cell most covered by the region
+        per_side.update({f"best_cell_{sd}x{sd}": F.adaptive_avg_pool2d(px, (sd, sd)).flatten(1).amax(1)
+                         for sd in by_side})
         for i in range(n_faces):
             att_rows.append({"face": i, "word": w, "region": "+".join(WORD_REGIONS[w]), "mass": float(mass[i]),
                              "chance": float(area[i]), "mass_cells": float(mass_cells[i]),
