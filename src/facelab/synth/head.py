@@ -16,11 +16,12 @@ What was measured (world seed 101, 100 identities x 4 images, mild nuisance; dli
 impostor-pair acceptance 0.176 before this module): giving every identity the same *inner* landmarks (brows, eyes,
 nose, mouth) raises it to 0.62, the same brows alone to 0.28, while the same jaw contour leaves it at 0.18, the same
 ``face`` columns (forehead, nose depth, cheeks, ears, neck, age) at 0.17 and the same hair at 0.19 (no hair at all:
-0.22). dlib's aligned chip is the inner face: the head outline, ears and neck barely count. With this module the
-acceptance is 0.163 (the symmetric detail alone, without the modes, 0.164 at spread 0.015; on top of the modes it
-adds nothing measurable; twice the spreads 0.159, a wider :data:`facelab.synth.identity.PHOTO_SPREAD` 0.158); the
-larger step came from the shading (:data:`facelab.synth.render.PHOTO_RELIEF`). The ``face`` ranges are kept for the
-look (measured neutral).
+0.22). dlib's aligned chip is the inner face: the head outline, ears and neck barely count. With this module alone
+the acceptance is 0.163 (twice the spreads 0.159, a wider :data:`facelab.synth.identity.PHOTO_SPREAD` 0.158). Next to
+the half relief of :data:`facelab.synth.render.PHOTO_RELIEF` and the split skin of :mod:`facelab.synth.appearance`
+the modes no longer move dlib (FAR on world seeds 101, 202, 303, 404 without them 0.153, 0.174, 0.192, 0.143; with
+them 0.149, 0.175, 0.187, 0.150), but they lower SFace's FAR (seeds 101, 202: 0.224, 0.179 -> 0.204, 0.154), so they
+stay; ``benchmarks/bench_synth_realism.py`` reruns these ablations. The ``face`` ranges are measured neutral.
 """
 
 from __future__ import annotations
