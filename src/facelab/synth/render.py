@@ -45,7 +45,8 @@ from facelab.synth.landmarks import (ALAR, BROWS, CHIN, EYE_LEFT_OUTER, EYE_RIGH
 PHOTO_WRINKLE_GAIN = 1.6
 #: style "photo": the light's relief (the analytic head's depth in the shading) at this share: the real-photo detail
 #: maps carry their own shading, and the shared analytic head drawn at full relief made different people alike to
-#: the real networks (world seed 101, 100 identities: SFace FAR 0.29 -> 0.22, dlib 0.16 -> 0.14 at half relief)
+#: the real networks (100 identities x 4, mild nuisance; dlib FAR on world seeds 101, 202, 303, 404 at full relief
+#: 0.176, 0.202, 0.228, 0.180, at half 0.149, 0.175, 0.187, 0.150; SFace on seed 101 0.29 -> 0.22)
 PHOTO_RELIEF = 0.5
 OCCLUSIONS = ("none", "sunglasses", "scarf", "mask", "hand", "block", "pixels")
 _AU = _AU_INDEX
