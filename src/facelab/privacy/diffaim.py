@@ -49,9 +49,11 @@ scales have no effect; the unconditional prediction (scale 1 on the empty prompt
 **Perceptual term.** LPIPS's network weights cannot be had offline, so :math:`D = 1-\mathrm{SSIM}`. A margin of 0.01
 means something else on that scale than on LPIPS's, so it is *calibrated*
 (:func:`calibrate_perceptual_margin`): the mean 1 - SSIM that pixel PGD at its budget costs on the faces at hand, so
-the guidance may change as much structure as the pixel baseline does before the term pushes back. :math:`x_{ref}` is the image the unguided replay
-returns (``perceptual_reference="reconstruction"``: the autoencoder's own reconstruction error is not charged to
-the guidance) or the source (``"source"``, the public code). Both terms' gradients are logged per inner step
+the guidance may change as much structure as the pixel baseline does before the term pushes back. :math:`x_{ref}` is the decoded prediction of the *benign*
+latent at the same step (``perceptual_reference="benign"``: the term then charges only the change the guidance made,
+not the blur of a prediction from a noisy latent nor the autoencoder's reconstruction error), the image the unguided
+replay returns (``"reconstruction"``) or the source (``"source"``, the public code, where the last 20 of 100 steps
+are nearly noise-free). Both terms' gradients are logged per inner step
 (``history``: ``grad identity`` and ``grad perceptual``, L2 norms with respect to the decoded image), so the chapter
 can show whether one swamps the other.
 
@@ -90,7 +92,7 @@ class DiffAIMConfig:
     manipulated_steps: int = 4
     inner_steps: int = 3
     epsilon: float = 0.05
-    step_size: float = 0.5
+    step_size: float = 1.0
     normalize_gradient: bool = True
     n_augment: int = 5
     id_weight: float = 1.0
@@ -98,7 +100,7 @@ class DiffAIMConfig:
     structure_weight: float = 0.1
     perceptual_weight: float = 8.0
     perceptual_margin: float = 0.01
-    perceptual_reference: str = "reconstruction"
+    perceptual_reference: str = "benign"
     feature_block: str = "down_blocks[-1]"
     guidance_scale_source: float = 1.0
     guidance_scale_target: float = 1.0
@@ -122,8 +124,8 @@ class DiffAIMConfig:
             v = getattr(self, k)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
-        if self.perceptual_reference not in ("reconstruction", "source"):
-            raise ValueError(f"perceptual_reference must be 'reconstruction' or 'source', got "
+        if self.perceptual_reference not in ("benign", "reconstruction", "source"):
+            raise ValueError(f"perceptual_reference must be 'benign', 'reconstruction' or 'source', got "
                              f"{self.perceptual_reference!r}")
         if self.feature_block not in ("down_blocks[-1]", "mid_block"):
             raise ValueError(f"feature_block must be 'down_blocks[-1]' (the public code) or 'mid_block', got "
@@ -252,12 +254,16 @@ def guidance_step(model, x_t, x_benign, t, cond, uncond, *, models, landmarks, s
     the loss terms per image, including the L2 norms of the identity and perceptual terms' gradients with respect to
     the decoded image (``grad identity``, ``grad perceptual``) and of the whole gradient on the latent
     (``grad latent``)."""
-    reference = sources if reference is None else reference
     x_adv = x_t.detach().requires_grad_(True)
     probe.reset()
     eps = _eps_pair(model, x_benign, x_adv, t, cond, uncond, cfg.guidance_scale_target)
     _, x0_hat, _ = step_terms(model.scheduler, x_adv, t, eps.chunk(2)[1], 1.0)
     img = model.decode(x0_hat)
+    if cfg.perceptual_reference == "benign":     # the benign latent's own prediction at this step
+        with torch.no_grad():
+            _, x0_benign, _ = step_terms(model.scheduler, x_benign, t, eps.chunk(2)[0].detach(), 1.0)
+            reference = model.decode(x0_benign)
+    reference = sources if reference is None else reference
     img_leaf = img.detach().requires_grad_(True)
     scores = identity_score(models, img_leaf, landmarks, source_emb, target_emb, n_augment=cfg.n_augment,
                             generator=generator)                                     # (N, M)

@@ -58,13 +58,15 @@ def quick_config(seed: int = 0, perceptual_margin: float = 0.0):
     """The quick profile's DiffAIM settings: the published ones (:data:`facelab.privacy.PUBLISHED_DEFAULTS`) with
     the step counts scaled down for the CPU budget (20 inference steps of which the last 4 are manipulated, the
     paper's 20 of 100: the same fraction of the trajectory; 3 inner steps instead of 10), the gradient step
-    RMS-normalised (the raw step of 3 is tuned to SD's latent) and the perceptual margin given (calibrated on
-    1 - SSIM, :func:`facelab.privacy.diffaim.calibrate_perceptual_margin`); everything else as published."""
+    RMS-normalised to one clamp width per inner step (the raw step of 3 is tuned to SD's latent; with 3 inner steps
+    instead of 10 the step must reach the clamp sooner), the perceptual term measured against the benign latent's
+    prediction at the same step and its margin given (calibrated on 1 - SSIM,
+    :func:`facelab.privacy.diffaim.calibrate_perceptual_margin`); everything else as published."""
     from facelab.privacy.diffaim import PUBLISHED_DEFAULTS
 
     return dataclasses.replace(PUBLISHED_DEFAULTS, num_steps=20, manipulated_steps=4, inner_steps=3,
-                               step_size=0.5, normalize_gradient=True, perceptual_margin=float(perceptual_margin),
-                               perceptual_reference="reconstruction", seed=int(seed))
+                               step_size=1.0, normalize_gradient=True, perceptual_margin=float(perceptual_margin),
+                               perceptual_reference="benign", seed=int(seed))
 
 
 def scale_table(config, published=None, *, n_faces: int | None = None, published_faces: int | None = None
@@ -696,11 +698,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def chapter_settings(model, *, seed: int = 0, n_faces: int = 64, pgd_epsilon: float = 4 / 255) -> tuple[dict, dict]:
     """The quick profile's experiment settings and data, exactly as chapter 05 builds them: 64 faces,
     :func:`quick_config`, the perceptual margin calibrated on PGD at ``pgd_epsilon``, the sweep at DiffAIM clamps
-    x0.5 / x1 / x2 and PGD budgets x1 / x2 / x4 against SFace (black box)."""
+    x1 / x4 and PGD budgets x1 / x2 / x4 against SFace (black box)."""
     data = protection_data(model.image_size, n_faces, n_threshold_identities=40, seed=seed)
     config = quick_config(seed, perceptual_margin=0.0)
     return experiment_settings(model, config, n_faces=n_faces, seed=seed, pgd_epsilon=pgd_epsilon,
-                               pgd_multipliers=(1.0, 2.0, 4.0)), data
+                               diffaim_multipliers=(1.0, 4.0), pgd_multipliers=(1.0, 2.0, 4.0)), data
 
 
 if __name__ == "__main__":
