@@ -26,7 +26,6 @@ re-exported here.
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -253,7 +252,8 @@ def _mean_history(history: list) -> list:
         return []
     df = pd.DataFrame(history).drop(columns=["chunk"], errors="ignore")
     keys = [k for k in ("step", "inner") if k in df]
-    return json.loads(df.groupby(keys, sort=True).mean(numeric_only=True).reset_index().to_json(orient="records"))
+    rows = df.groupby(keys, sort=True).mean(numeric_only=True).reset_index().to_dict(orient="records")
+    return [{k: (int(v) if k in keys else float(v)) for k, v in r.items()} for r in rows]
 
 
 def run_experiment(model, models: Mapping, settings: dict, *, data: dict | None = None,
