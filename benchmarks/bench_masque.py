@@ -3,13 +3,14 @@
 Protocol: :func:`facelab.studies.privacy_masque.dodging_data` (synthetic identities from 100000 on, never seen by the
 diffusion model; per person 1 protected face, 2 references for the pairwise guidance, 2 held-out gallery images the
 victims compare the protected face with; thresholds at FAR 0.1/0.01/0.001 from 40 other people) and
-:func:`facelab.studies.privacy_masque.compare_dodging` (makeup without guidance, MASQUE, global and masked PGD at 4 and 8/255,
-DiffAIM used for dodging; white box, and leave-one-out black box for the victims named by ``--black-box``).
+:func:`facelab.studies.privacy_masque.compare_dodging` (makeup without guidance, MASQUE, global PGD over a budget sweep
+and masked PGD, optionally DiffAIM used for dodging; white box on ``--surrogates``, black box for every victim outside
+them and, held out in turn, for the surrogates named by ``--black-box``).
 Prints the success, locality, quality, prompt-adherence and timing tables and writes ``_build/benchmarks/masque.json``.
 
-Run: ``.venv/bin/python benchmarks/bench_masque.py [--faces 8] [--steps 10] [--prompts "red lipstick" ...]
-[--black-box dlib-resnet sface]``
-Needs the quick diffusion checkpoint (``python -m facelab.diffusion.train``).
+Run: ``.venv/bin/python benchmarks/bench_masque.py [--faces 64] [--steps 8] [--prompts "red lipstick" ...]
+[--surrogates synth-plain synth-residual] [--black-box dlib-resnet synth-plain] [--diffaim]``
+Needs the quick latent diffusion checkpoints (``python -m facelab.diffusion.train``).
 """
 
 from __future__ import annotations
@@ -37,12 +38,16 @@ def main() -> None:
     from facelab.studies.privacy_masque import compare_dodging, dodging_data, dodging_results, victim_thresholds
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--faces", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--null-steps", type=int, default=3)
-    ap.add_argument("--adv-step", type=float, default=0.08)
-    ap.add_argument("--prompts", nargs="+", default=["red lipstick"])
-    ap.add_argument("--victims", nargs="+", default=["dlib-resnet", "sface", "synth-plain", "synth-residual"])
+    ap.add_argument("--faces", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--null-steps", type=int, default=0, help="null-text iterations per step (0 with --null-init "
+                    "source = negative-prompt inversion, the quick chapter's setting)")
+    ap.add_argument("--null-init", choices=("empty", "source"), default="source")
+    ap.add_argument("--adv-step", type=float, default=0.3)
+    ap.add_argument("--prompts", nargs="+", default=["red lipstick", "blue eyeshadow"])
+    ap.add_argument("--victims", nargs="+", default=["dlib-resnet", "synth-plain", "synth-residual"])
+    ap.add_argument("--surrogates", nargs="+", default=["synth-plain", "synth-residual"])
+    ap.add_argument("--diffaim", action="store_true", help="also run DiffAIM used for dodging")
     ap.add_argument("--black-box", nargs="*", default=[], metavar="VICTIM",
                     help="victims held out in turn for black-box runs (default none)")
     ap.add_argument("--threads", type=int, default=1)
@@ -53,21 +58,24 @@ def main() -> None:
     data = dodging_data(model.image_size, a.faces)
     models = load_face_models(a.victims)
     thr = victim_thresholds(models, data["threshold_images"], data["threshold_landmarks"], data["threshold_ids"])
-    cfg = MasqueConfig(num_steps=a.steps, null_inner_steps=a.null_steps, adv_step=a.adv_step)
+    cfg = MasqueConfig(num_steps=a.steps, guidance_scale=5.0, null_inner_steps=a.null_steps, null_init=a.null_init,
+                       adv_start=0.5, adv_step=a.adv_step)
     t0 = time.perf_counter()
     inv = null_text_inversion(model, data["images"], model.default_prompt, num_steps=a.steps,
-                              guidance_scale=cfg.guidance_scale, inner_steps=a.null_steps)
+                              guidance_scale=cfg.guidance_scale, inner_steps=a.null_steps, null_init=a.null_init,
+                              record_attention=True, self_replace=cfg.self_replace)
     t_inv = time.perf_counter() - t0
     recon = guided_reconstruction(model, inv)
-    result = compare_dodging(model, data, models, a.prompts, config=cfg, inversion=inv,
-                             black_box_victims=a.black_box, pgd_epsilons=(4 / 255, 8 / 255),
-                             diffaim_config=DiffAIMConfig())
+    result = compare_dodging(model, data, models, a.prompts, config=cfg, inversion=inv, surrogates=a.surrogates,
+                             black_box_victims=a.black_box, pgd_epsilons=(2 / 255, 4 / 255, 8 / 255, 16 / 255),
+                             pgd_steps=a.steps - int(round(cfg.adv_start * a.steps)),
+                             diffaim_config=DiffAIMConfig() if a.diffaim else False)
     classifier, _ = load_makeup_classifier()
     tables = dodging_results(result, data, models, thr, classifier=classifier)
     timing = result.timing.groupby(["method", "setting"], sort=False)["s/face"].mean().rename("s/face").to_frame()
     pd.set_option("display.width", 200)
     print(thr.to_string(), "\n")
-    for name in ("summary", "locality", "quality", "adherence"):
+    for name in ("summary", "locality", "quality", "adherence", "colour", "attention"):
         print(tables[name].round(3).to_string(), "\n")
     print(timing.round(3).to_string())
     X = data["images"]
@@ -78,6 +86,8 @@ def main() -> None:
            "locality": tables["locality"].reset_index().to_dict("records"),
            "quality": tables["quality"].reset_index().to_dict("records"),
            "adherence": tables["adherence"].reset_index().to_dict("records"),
+           "colour": tables["colour"].reset_index().to_dict("records"),
+           "attention": tables["attention"].reset_index().to_dict("records"),
            "timing": timing.reset_index().to_dict("records"),
            "wall_seconds": time.perf_counter() - t_all, "load_average": os.getloadavg()[0], "model": model.info}
     path = REPO_ROOT / "_build" / "benchmarks" / "masque.json"

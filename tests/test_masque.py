@@ -461,3 +461,21 @@ def test_negative_prompt_inversion_replays_ddim_without_optimisation(faces):
     assert torch.allclose(model.decode(neg.trajectory[-1]), guided_reconstruction(model, neg), atol=1e-5)
     with pytest.raises(ValueError, match="null_init"):
         null_text_inversion(model, images, SRC, num_steps=2, guidance_scale=3.0, null_init="zeros")
+
+
+def test_masque_resumes_from_the_unguided_edit(faces, stub):
+    images, lm, ids = faces
+    model = _quick()
+    cfg = dict(num_steps=6, guidance_scale=3.0, null_inner_steps=0, adv_start=0.5)
+    inv = null_text_inversion(model, images, SRC, num_steps=6, guidance_scale=3.0, inner_steps=0,
+                              record_attention=True)
+    kw = dict(edit_prompt=EDIT, models=[stub], inversion=inv)
+    plain = masque_protect(model, images, lm, ids, config=MasqueConfig(adversarial=False, **cfg), **kw)
+    full = masque_protect(model, images, lm, ids, config=MasqueConfig(adv_step=0.5, **cfg), **kw)
+    resumed = masque_protect(model, images, lm, ids, config=MasqueConfig(adv_step=0.5, **cfg), resume=plain, **kw)
+    assert torch.allclose(full.images, resumed.images, atol=1e-5)
+    sims = lambda r: [h["pairwise similarity"] for h in r.history if "pairwise similarity" in h]
+    assert len(sims(resumed)) == len(sims(full)) == 3 and sims(resumed) == pytest.approx(sims(full), abs=1e-5)
+    with pytest.raises(ValueError, match="resume"):
+        masque_protect(model, images, lm, ids, config=MasqueConfig(adv_step=0.5, **{**cfg, "adv_start": 0.0}),
+                       resume=plain, **kw)

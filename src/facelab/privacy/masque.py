@@ -497,6 +497,7 @@ class MasqueResult:
     history : list of dict
         Per reverse step: mean pairwise similarity (when guided).
     seconds, seconds_per_image : float
+        Time of the edit (a resumed edit counts the steps it took over, too).
     config : dict
     """
 
@@ -528,7 +529,7 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
                    source_prompt: str | None = None, region=None, config: MasqueConfig | None = None,
                    inversion: NullTextInversion | None = None, references=None, reference_landmarks=None,
                    reference_identities=None, on_missing_references: str = "source",
-                   progress: Callable | None = None) -> MasqueResult:
+                   resume: MasqueResult | None = None, progress: Callable | None = None) -> MasqueResult:
     r"""Put the makeup of ``edit_prompt`` on each face, inside its face region, adversarially for dodging.
 
     The source branch is the null-text inversion's guided trajectory, with its attention recorded once
@@ -568,6 +569,10 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
         it was made without ``record_attention``.
     references, reference_landmarks, reference_identities, on_missing_references
         See :func:`build_references`.
+    resume : MasqueResult, optional
+        A result of the same edit (images, inversion, prompt and settings up to ``adv_start``; e.g. the makeup
+        without guidance): this edit starts from its state at step ``adv_start`` instead of step 0, since the steps
+        before the guidance are the same.
 
     Returns
     -------
@@ -636,11 +641,30 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
     wmap = lmask[:, 0]
     history = []
     adv_from = int(round(cfg.adv_start * cfg.num_steps))
-    steps = range(cfg.num_steps) if progress is None else progress(range(cfg.num_steps), desc="MASQUE")
+    first = 0
+    key = (edit_prompt, word, str(region), id(inversion), cfg.num_steps, cfg.guidance_scale, cfg.cross_replace,
+           cfg.self_replace, cfg.word_weight, cfg.blend_threshold, cfg.soften, adv_from)
+    if resume is not None:
+        state = resume.config.get("_state")
+        if state is None or state["key"] != key:
+            raise ValueError("resume= needs a MasqueResult of the same images, inversion, prompt and settings up to "
+                             "adv_start (only the guidance may differ)")
+        first, x_edit, noise_diff = adv_from, state["x_edit"], state["noise_diff"].clone()
+        history = [dict(h_) for h_ in resume.history[:adv_from]]
+    saved = None
+    t_loop = time.perf_counter()
+    steps = range(first, cfg.num_steps)
+    steps = steps if progress is None else progress(steps, desc="MASQUE")
     with AttentionEditor(model.unet, alignment, N, (h, w), cfg.num_steps, source=inversion.attention, mode="edit",
                          cross_replace=cfg.cross_replace, self_replace=cfg.self_replace,
                          word_weight=cfg.word_weight) as editor:
+        if resume is not None:
+            editor.word_maps = None if state["word_maps"] is None else state["word_maps"].clone()
+            editor.n_recorded = state["n_recorded"]
         for i in steps:
+            if i == adv_from:
+                saved = {"key": key, "seconds": time.perf_counter() - t_loop, "x_edit": x_edit, "noise_diff": noise_diff.clone(), "n_recorded": editor.n_recorded,
+                         "word_maps": None if editor.word_maps is None else editor.word_maps.clone()}
             t = inversion.timesteps[i]
             editor.begin_step(i)
             step_log = {"step": i}
@@ -683,14 +707,16 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
         recon = model.decode(inversion.trajectory[-1])
         if cfg.paste:
             edited = x_images + pmask * (edited - x_images)
-    secs = time.perf_counter() - t0
+    secs = time.perf_counter() - t0 + (state["seconds"] if resume is not None else 0.0)
     return MasqueResult(images=edited.detach(), reconstruction=recon.detach(), mask=pmask, latent_mask=lmask,
                         blend_mask=blend, word_map=wmap, attention_map=attention_map, map_kind=map_kind, word=word,
                         region=region, pieces=list(alignment.pieces or []),
                         fallback=[] if refs is None else list(refs.fallback),
                         history=history, seconds=secs, seconds_per_image=secs / N,
                         config={**asdict(cfg), "edit_prompt": edit_prompt, "word": word, "region": region,
-                                "source_prompt": source_prompt, "surrogates": [m.name for m in models]})
+                                "source_prompt": source_prompt, "surrogates": [m.name for m in models],
+                                "_state": saved if saved is not None else (resume.config.get("_state")
+                                                                           if resume is not None else None)})
 
 
 # ============================================================================================ baselines

@@ -224,14 +224,14 @@ def compare_dodging(model, data: Mapping, models: Mapping, phrases: Sequence[str
         kw = dict(edit_prompt=prompt, word=word, inversion=inversion, **refkw)
         r0 = masque_protect(model, X, L, ids, config=replace(cfg, adversarial=False), **kw)
         record("makeup, no guidance", phrase, "no guidance", r0.images, r0.seconds, victims)
-        wb = masque_protect(model, X, L, ids, models=sur, config=cfg, **kw)
+        wb = masque_protect(model, X, L, ids, models=sur, config=cfg, resume=r0, **kw)
         record("MASQUE", phrase, "white-box", wb.images, wb.seconds, white)
         masks[phrase], masque[phrase], plain[phrase] = wb.mask, wb, r0
         if phrase in bb_phrases:
             for v in free:
                 runs[("MASQUE", phrase, "black-box", v)] = wb.images
             for v in extra:
-                r = masque_protect(model, X, L, ids, models=held_out[v], config=cfg, **kw)
+                r = masque_protect(model, X, L, ids, models=held_out[v], config=cfg, resume=r0, **kw)
                 record("MASQUE", phrase, "black-box", r.images, r.seconds, [v], held=v)
         for eps in (masked_pgd_epsilons if masked_pgd_epsilons is not None else [max(pgd_epsilons)]):
             x, s = pgd(wb.mask, sur, eps)
