@@ -184,3 +184,17 @@ def test_source_code_hides_the_docstring():
     assert src.startswith("def makeup_prompt(") and "docstring: help(makeup_prompt)" in src
     assert "edited word" not in src and "return f\"" in src
     assert "edited word" in source_code(makeup_prompt, docstring=True)
+
+
+def test_makeup_ceiling_classifies_rendered_and_autoencoded_faces():
+    from facelab.privacy.makeup import MakeupClassifier
+    from facelab.studies.privacy_masque import makeup_ceiling
+
+    torch.manual_seed(0)
+    t = makeup_ceiling(_quick(), MakeupClassifier().eval(), ["red lipstick", "blue eyeshadow"], n_faces=4)
+    assert list(t.index) == [("red lipstick", "rendered"), ("red lipstick", "through the autoencoder"),
+                             ("blue eyeshadow", "rendered"), ("blue eyeshadow", "through the autoencoder")]
+    assert t["adherence"].between(0, 1).all() and (t["n"] == 4).all()
+    assert (t["adherence lo"] <= t["adherence"]).all() and (t["adherence"] <= t["adherence hi"]).all()
+    with pytest.raises(ValueError, match="no makeup kind"):
+        makeup_ceiling(_quick(), MakeupClassifier().eval(), ["a hat"], n_faces=2)

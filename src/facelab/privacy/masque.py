@@ -15,24 +15,34 @@ implementation over any diffusers ``UNet2DConditionModel`` + ``DDIMScheduler`` +
    :math:`\varnothing_t` is optimised (Adam, a few iterations) to minimise
    :math:`\|x^*_{t-1} - \mathrm{DDIM}(\bar x_t, t, c, \varnothing_t)\|^2` and the guided step with the optimised
    embedding gives :math:`\bar x_{t-1}`. Replaying the guided loop with the stored :math:`\varnothing_t` reconstructs
-   the source; editing replays it with a new prompt.
-2. **Attention control with a face mask**, :mod:`facelab.privacy.attention` and :mod:`facelab.core.regions`: the
-   source branch (source prompt) and the edit branch (makeup prompt) are denoised in one batch; the edit branch takes
-   the source's cross-attention maps for shared tokens and its self-attention maps early on (prompt-to-prompt), and
-   after every step its latent is blended back to the source's outside a mask :math:`M`,
-   :math:`x^{edit}_{t-1} \leftarrow x^{src}_{t-1} + M \odot (x^{edit}_{t-1} - x^{src}_{t-1})`. :math:`M` is the
+   the source; editing replays it with a new prompt. Only the empty prompt's real tokens are optimised: padded
+   positions stay exact zeros, so the quick model's padding mask keeps masking them. ``null_init="source"`` starts
+   from the source prompt's own embedding instead (*negative-prompt inversion*, Miyake et al. 2023): the guided
+   prediction then equals the conditional one and the guided loop replays the DDIM inversion with no optimisation.
+   The inversion also records the source branch: its guided trajectory :math:`\bar x_t`, its conditional noise
+   predictions and (``record_attention=True``) its attention maps.
+2. **Attention control with a face mask**, :mod:`facelab.privacy.attention` and :mod:`facelab.privacy.masks`:
+   prompt-to-prompt with the source branch recorded once: each edit denoises only the edit branch (makeup prompt,
+   with the inversion's :math:`\varnothing_t`), whose conditional pass takes the source's cross-attention maps for
+   shared tokens and its self-attention maps early on, and records the makeup word's own cross-attention (all its
+   word pieces). After every step the edit latent is blended back to the source's outside a mask :math:`M`,
+   :math:`x^{edit}_{t-1} \leftarrow \bar x_{t-1} + M \odot (x^{edit}_{t-1} - \bar x_{t-1})`. :math:`M` is the
    landmark face-region mask of the makeup word (lips for lipstick, ...) intersected with the thresholded map of
-   the edited word (its cross-attention, or where the two branches' noise predictions differ when the prompt
-   encoder gives a single token). A final pixel composite with the soft region mask makes the change outside the
-   region exactly zero.
+   the word (its cross-attention, or where the source and edit noise predictions differ when the prompt encoder
+   gives a single token). A final pixel composite with the soft region mask makes the change outside the region
+   exactly zero.
 3. **Pairwise adversarial guidance** for dodging, :func:`pairwise_similarity`: no target identity; the edited
-   face :math:`\hat x_0` (predicted clean image of the edit branch, composited into the source) is pushed away from
-   the *other* images :math:`r \in R_i` of the same person over an ensemble of surrogate recognisers :math:`f_m`,
+   face (the edit's predicted clean latent :math:`\hat z_0` decoded and composited into the source) is pushed away
+   from the *other* images :math:`r \in R_i` of the same person over an ensemble of surrogate recognisers
+   :math:`f_m`,
 
    .. math:: \mathcal L_{pair}(x_i) = \frac1M\sum_m \frac{1}{|R_i|}\sum_{r\in R_i}
-             \cos\big(f_m(\hat x_0(x^{edit}_t)), f_m(r)\big),\qquad
-             x^{edit}_{t-1} \leftarrow x^{edit}_{t-1} - \eta\,\frac{M\odot\nabla_{x_t}\mathcal L_{pair}}
-             {\mathrm{rms}(M\odot\nabla_{x_t}\mathcal L_{pair})} .
+             \cos\big(f_m(D(\hat z_0)), f_m(r)\big),\qquad
+             \hat z_0 \leftarrow \hat z_0 - \eta\,\frac{M\odot\nabla_{\hat z_0}\mathcal L_{pair}}
+             {\mathrm{rms}(M\odot\nabla_{\hat z_0}\mathcal L_{pair})}
+
+   before the DDIM step. The gradient is taken on :math:`\hat z_0` (not back through the UNet) and through a window
+   of the decoder around the region (:func:`decode_region`): a guided step costs a fraction of the full chain.
 
    When a person has no other image the guidance falls back to the source image itself (push away from one's own
    clean embedding) and the result lists those faces; ``on_missing_references="error"`` raises instead.

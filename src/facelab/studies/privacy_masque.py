@@ -40,6 +40,7 @@ from facelab.studies._privacy_protocol import (FARS, far_key, leave_one_out, out
 __all__ = ["FARS", "victim_thresholds", "leave_one_out", "real_photos_of", "dodging_data", "makeup_prompt",
            "similarity_to_references", "DodgingRuns", "compare_dodging", "dodging_outcomes", "dodging_rates",
            "dodging_table", "dodging_results", "dodging_tests", "locality", "locality_table", "adherence_table",
+           "makeup_ceiling",
            "region_colour", "colour_table", "attention_table", "locality_at_equal_success",
            "plot_guidance"]
 
@@ -369,6 +370,34 @@ def adherence_table(classifier, runs: Mapping[str, torch.Tensor], phrase: str, *
         rows.append({"prompt": phrase, "method": method, "adherence": k / max(1, n), "adherence lo": float(lo),
                      "adherence hi": float(hi), "n": n})
     return pd.DataFrame(rows).set_index(["prompt", "method"])
+
+
+@torch.no_grad()
+def makeup_ceiling(model, classifier, phrases: Sequence[str], *, n_faces: int = 32, seed: int = 0,
+                   alpha: float = 0.05) -> pd.DataFrame:
+    """What any edit through ``model`` can reach in prompt adherence: faces *rendered* by the synthetic world with
+    each phrase's makeup (identities from 400000 on), classified as they are and after the model's autoencoder
+    (encode, decode). An edit is decoded by the same autoencoder, so the second column bounds MASQUE's adherence;
+    the first is the classifier's own recall on that makeup. Wilson intervals."""
+    from facelab.metrics import wilson_interval
+    from facelab.privacy.makeup import parse_makeup
+    from facelab.synth import FaceWorld
+
+    world = FaceWorld(seed=0, size=model.image_size)
+    rows = []
+    for phrase in phrases:
+        kind, colour = parse_makeup(phrase)
+        b = world.sample(n_identities=n_faces, per_identity=1, identity_offset=400000, nuisance="mild",
+                         makeup={kind: colour}, expression="random", generator=torch.Generator().manual_seed(seed))
+        x = b.images.to(model.device)
+        for name, imgs in (("rendered", x), ("through the autoencoder", model.decode(model.encode(x)))):
+            pred = classifier.predict(imgs)[kind]
+            k = sum(p_ == colour for p_ in pred)
+            lo, hi = wilson_interval(k, len(pred), alpha=alpha)
+            top = max(set(pred), key=pred.count)
+            rows.append({"prompt": phrase, "faces": name, "adherence": k / len(pred), "adherence lo": float(lo),
+                         "adherence hi": float(hi), "most frequent prediction": top, "n": len(pred)})
+    return pd.DataFrame(rows).set_index(["prompt", "faces"])
 
 
 def region_colour(images: torch.Tensor, mask: torch.Tensor, *, inside: float = 0.5) -> torch.Tensor:
