@@ -198,3 +198,21 @@ def test_makeup_ceiling_classifies_rendered_and_autoencoded_faces():
     assert (t["adherence lo"] <= t["adherence"]).all() and (t["adherence"] <= t["adherence hi"]).all()
     with pytest.raises(ValueError, match="no makeup kind"):
         makeup_ceiling(_quick(), MakeupClassifier().eval(), ["a hat"], n_faces=2)
+
+
+def test_guidance_sweep_trades_success_for_colour(data):
+    from facelab.studies.privacy_masque import guidance_sweep
+
+    model = _quick()
+    models = {"a": _stub("a", 1), "b": _stub("b", 2)}
+    cfg = MasqueConfig(num_steps=2, null_inner_steps=0, adv_start=0.5, adv_step=0.5)
+    inv = null_text_inversion(model, data["images"], model.default_prompt, num_steps=2, guidance_scale=3.0,
+                              inner_steps=0, record_attention=True)
+    res = compare_dodging(model, data, models, ["red lipstick"], config=cfg, inversion=inv, surrogates=["a"],
+                          black_box_victims=[], pgd_epsilons=(8 / 255,), pgd_steps=1)
+    thr = victim_thresholds(models, data["threshold_images"], data["threshold_landmarks"], data["threshold_ids"],
+                            fars=(0.1,))
+    t = guidance_sweep(model, res, data, models, thr, "red lipstick", [0.25], inversion=inv, far=0.1)
+    assert list(t.index) == [0.0, 0.25, 0.5]
+    assert {"success white box", "success black box", "colour: share closer"} <= set(t.columns)
+    assert t["success white box"].between(0, 1).all() and (t["success white box lo"] <= t["success white box"]).all()

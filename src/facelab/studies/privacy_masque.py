@@ -40,7 +40,7 @@ from facelab.studies._privacy_protocol import (FARS, far_key, leave_one_out, out
 __all__ = ["FARS", "victim_thresholds", "leave_one_out", "real_photos_of", "dodging_data", "makeup_prompt",
            "similarity_to_references", "DodgingRuns", "compare_dodging", "dodging_outcomes", "dodging_rates",
            "dodging_table", "dodging_results", "dodging_tests", "locality", "locality_table", "adherence_table",
-           "makeup_ceiling",
+           "makeup_ceiling", "guidance_sweep",
            "region_colour", "colour_table", "attention_table", "locality_at_equal_success",
            "plot_guidance"]
 
@@ -485,6 +485,68 @@ def locality_at_equal_success(tables: Mapping, phrase: str, *, far: float = 0.01
                "within sweep": bool(xs.min() <= s <= xs.max()), "PGD success range": (float(xs.min()),
                                                                                       float(xs.max()))}
     return t, out
+
+
+def guidance_sweep(model, result: DodgingRuns, data: Mapping, models: Mapping, thresholds: pd.DataFrame, phrase: str,
+                   adv_steps: Sequence[float], *, inversion, classifier=None, far: float = 0.01, config=None
+                   ) -> pd.DataFrame:
+    """What the adversarial guidance trades: MASQUE on ``phrase`` at several guidance weights ``adv_steps`` (each
+    run resumed from the unguided edit, so it costs only the guided steps), next to the unguided edit (weight 0)
+    and the chapter's run. Per weight: dodging success at ``far`` pooled over the white-box victims (the
+    surrogates) and over the others (black box), with Wilson intervals; the share of faces whose region colour moved
+    towards the prompt's colour (:func:`colour_table`'s measure); and, with a ``classifier``, prompt adherence.
+    ``inversion`` is the one :func:`compare_dodging` used."""
+    from facelab.metrics import wilson_interval
+    from facelab.privacy.makeup import parse_makeup
+    from facelab.privacy.masque import masque_protect
+    from facelab.synth.world import MAKEUP_COLOURS
+
+    X, L, ids = result.originals, data["landmarks"], np.asarray(data["identities"])
+    plain, main = result.plain[phrase], result.masque[phrase]
+    cfg = config or _config_of(main)
+    sur = {n: models[n] for n in result.surrogates}
+    prompt, word = makeup_prompt(model, phrase)
+    runs = {0.0: plain.images, float(cfg.adv_step): main.images}
+    for a in adv_steps:
+        if float(a) not in runs:
+            runs[float(a)] = masque_protect(model, X, L, ids, edit_prompt=prompt, word=word, models=sur,
+                                            config=replace(cfg, adv_step=float(a), adversarial=a > 0),
+                                            inversion=inversion, resume=plain, references=data["references"],
+                                            reference_landmarks=data["reference_landmarks"],
+                                            reference_identities=data["reference_identities"]).images
+    kind, colour = parse_makeup(phrase)
+    target = torch.tensor(MAKEUP_COLOURS[kind][colour])
+    mask = result.masks[phrase]
+    d0 = (region_colour(X, mask).cpu() - target).norm(dim=1)
+    key = far_key(far)
+    rows = []
+    for a in sorted(runs):
+        x = runs[a]
+        row = {"adv_step": a}
+        for label, names in (("white box", list(sur)), ("black box", [v for v in models if v not in sur])):
+            if not names:
+                continue
+            out = runs_outcomes({(v,): x for v in names}, models, thresholds, L, data["gallery"],
+                                data["gallery_landmarks"], (far,), owner=data["gallery_owner"], accept=False)
+            ok = np.concatenate([o[key] for o in out.values()])
+            lo, hi = wilson_interval(int(ok.sum()), ok.size)
+            row.update({f"success {label}": float(ok.mean()), f"success {label} lo": float(lo),
+                        f"success {label} hi": float(hi)})
+        d1 = (region_colour(x, mask).cpu() - target).norm(dim=1)
+        row["colour: share closer"] = float((d1 < d0).float().mean())
+        if classifier is not None:
+            pred = classifier.predict(x)[kind]
+            row["adherence"] = sum(p_ == colour for p_ in pred) / len(pred)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("adv_step")
+
+
+def _config_of(r):
+    from facelab.privacy.masque import MasqueConfig
+    from dataclasses import fields
+
+    names = {f.name for f in fields(MasqueConfig)}
+    return MasqueConfig(**{k: v for k, v in r.config.items() if k in names})
 
 
 def dodging_tests(outcomes: Mapping, phrases: Sequence[str], victims: Sequence[str], *, far: float = 0.01,
