@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from facelab.diffusion.model import padding_bias
+from facelab.diffusion.attention import explicit_attention
 
 __all__ = ["UNetProbe", "RecordingAttnProcessor", "per_channel_cosine", "feature_block"]
 
@@ -44,38 +44,29 @@ def feature_block(unet, where: str = "down_blocks[-1]"):
 
 
 class RecordingAttnProcessor:
-    """Attention computed explicitly; for self-attention with at most ``max_tokens`` queries on a batch of
-    2N (benign first half, adversarial second half) it adds the MSE between the two halves' similarity maps
-    (pre-softmax :math:`QK^T/\\sqrt d`, as in DiffAIM) to ``probe.structure``. Cross-attention adds the padding
-    bias of the conditioning (:func:`facelab.diffusion.model.padding_bias`) to its logits, as the quick UNet's own
-    processor does."""
+    """Attention computed explicitly (:func:`facelab.diffusion.attention.explicit_attention`); for self-attention
+    with at most ``max_tokens`` queries on a batch of 2N (benign first half, adversarial second half) it adds the MSE
+    between the two halves' similarity maps (pre-softmax :math:`QK^T/\\sqrt d`, as in DiffAIM) to
+    ``probe.structure``. Cross-attention adds the padding bias of the conditioning
+    (:func:`facelab.diffusion.model.padding_bias`) to its logits, as the quick UNet's own processor does."""
 
     def __init__(self, probe: "UNetProbe", max_tokens: int = 32 * 32):
         self.probe = probe
         self.max_tokens = max_tokens
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        is_cross = encoder_hidden_states is not None
-        context = encoder_hidden_states if is_cross else hidden_states
-        q = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        k = attn.head_to_batch_dim(attn.to_k(context))
-        v = attn.head_to_batch_dim(attn.to_v(context))
-        sim = torch.baddbmm(torch.empty(q.shape[0], q.shape[1], k.shape[1], dtype=q.dtype, device=q.device), q,
-                            k.transpose(-1, -2), beta=0, alpha=attn.scale)
-        if is_cross:
-            bias = padding_bias(encoder_hidden_states) if attention_mask is None else attention_mask
-            if bias is not None:                       # (B, 1, K) -> (B * heads, 1, K)
-                sim = sim + bias.to(sim.dtype).repeat_interleave(attn.heads, dim=0)
-        elif self.probe.active and sim.shape[1] <= self.max_tokens and sim.shape[0] % 2 == 0:
+        structure = None
+        if encoder_hidden_states is None and self.probe.active:
+            structure = lambda sim: self._structure(sim, attn.heads)
+        return explicit_attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb,
+                                  on_scores=structure)
+
+    def _structure(self, sim: torch.Tensor, heads: int) -> torch.Tensor:
+        """Add the halves' per-image MSE of the (2N * heads, T, T) self-attention scores; ``sim`` passes unchanged."""
+        if sim.shape[1] <= self.max_tokens and (sim.shape[0] // heads) % 2 == 0:
             a, b = sim.chunk(2)
-            self.probe.structure = self.probe.structure + _per_image_mse(a, b, attn.heads)
-        out = torch.bmm(sim.softmax(dim=-1), v)
-        out = attn.batch_to_head_dim(out)
-        out = attn.to_out[0](out)
-        out = attn.to_out[1](out)
-        if attn.residual_connection:
-            out = out + hidden_states
-        return out / attn.rescale_output_factor
+            self.probe.structure = self.probe.structure + _per_image_mse(a, b, heads)
+        return sim
 
 
 def _per_image_mse(a: torch.Tensor, b: torch.Tensor, heads: int) -> torch.Tensor:

@@ -27,8 +27,9 @@ and :func:`region_mass` (the fraction of it inside a region mask, masks averaged
 
 :class:`AttentionRecorder` is a diffusers attention processor installed on the cross-attention modules for the
 duration of a ``with`` block: it computes the same masked attention as the model's own processor
-(:func:`facelab.diffusion.model.padding_bias`, explicit softmax) and keeps the head-averaged probabilities; on exit
-the UNet's processors are restored.
+(:func:`facelab.diffusion.model.padding_bias`, explicit softmax:
+:func:`facelab.diffusion.attention.explicit_attention`) and keeps the head-averaged probabilities; on exit the UNet's
+processors are restored.
 
 >>> from facelab.diffusion import quick_model                      # doctest: +SKIP
 >>> from facelab.diffusion.quality import quality_gates
@@ -205,9 +206,9 @@ def word_token_positions(tokenizer, prompt: str, word: str) -> list:
 
 
 class _RecordingProcessor:
-    """Cross-attention with the padding masked (as :class:`facelab.diffusion.model.PaddingMaskAttnProcessor`), with
-    the softmax written out so the head-averaged probabilities (B, Q, K) can be kept; self-attention is passed on to
-    the module's own processor."""
+    """Cross-attention with the padding masked (as :class:`facelab.diffusion.model.PaddingMaskAttnProcessor`),
+    computed explicitly (:func:`facelab.diffusion.attention.explicit_attention`) so the head-averaged probabilities
+    (B, Q, K) can be kept; self-attention is passed on to the module's own processor."""
 
     def __init__(self, recorder: "AttentionRecorder", own):
         self.recorder, self.own = recorder, own
@@ -215,34 +216,14 @@ class _RecordingProcessor:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         if encoder_hidden_states is None:
             return self.own(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        from facelab.diffusion.model import padding_bias
+        from facelab.diffusion.attention import explicit_attention
 
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        batch, K, _ = encoder_hidden_states.shape
-        if attention_mask is None:
-            attention_mask = padding_bias(encoder_hidden_states)
-        attention_mask = attn.prepare_attention_mask(attention_mask, K, batch)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        query = attn.to_q(hidden_states)
-        context = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
-        key, value = attn.to_k(context), attn.to_v(context)
-        query, key, value = (attn.head_to_batch_dim(t) for t in (query, key, value))
-        probs = attn.get_attention_scores(query, key, attention_mask)          # (B * heads, Q, K)
-        self.recorder._add(probs.detach().view(batch, attn.heads, probs.shape[1], K).mean(1).float().cpu())
-        out = attn.batch_to_head_dim(torch.bmm(probs, value))
-        out = attn.to_out[1](attn.to_out[0](out))
-        if input_ndim == 4:
-            out = out.transpose(-1, -2).reshape(b, c, h, w)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        def keep(probs):                                                       # (B * heads, Q, K)
+            B, Q, K = probs.shape[0] // attn.heads, probs.shape[1], probs.shape[2]
+            self.recorder._add(probs.detach().view(B, attn.heads, Q, K).mean(1).float().cpu())
+            return probs
+
+        return explicit_attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb, on_probs=keep)
 
 
 class AttentionRecorder:

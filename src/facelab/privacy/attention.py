@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from facelab.diffusion.model import padding_bias
+from facelab.diffusion.attention import explicit_attention
 
 __all__ = ["PromptError", "TokenAlignment", "align_prompts", "check_prompts", "word_pieces", "SourceAttention",
            "AttentionEditor", "EditAttnProcessor"]
@@ -324,7 +324,8 @@ class AttentionEditor:
 
 
 class EditAttnProcessor:
-    """Attention computed explicitly (so its probabilities can be edited) with an :class:`AttentionEditor`.
+    """Attention computed explicitly (:func:`facelab.diffusion.attention.explicit_attention`, so its probabilities
+    can be edited) with an :class:`AttentionEditor`.
 
     Cross-attention logits get the padding bias of the conditioning (:func:`facelab.diffusion.model.padding_bias`),
     as the quick UNet's own processor does, so edited and unedited passes attend to the same tokens."""
@@ -333,31 +334,6 @@ class EditAttnProcessor:
         self.editor = editor
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        residual = hidden_states
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            b, c, hh, ww = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, hh * ww).transpose(1, 2)
-        batch = hidden_states.shape[0]
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         is_cross = encoder_hidden_states is not None
-        context = encoder_hidden_states if is_cross else hidden_states
-        if is_cross and attention_mask is None:
-            attention_mask = padding_bias(encoder_hidden_states)
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
-        if is_cross and attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        q = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        k = attn.head_to_batch_dim(attn.to_k(context))
-        v = attn.head_to_batch_dim(attn.to_v(context))
-        probs = attn.get_attention_scores(q, k, attention_mask)
-        probs = self.editor(probs, is_cross, attn.heads)
-        out = attn.batch_to_head_dim(torch.bmm(probs, v))
-        out = attn.to_out[1](attn.to_out[0](out))
-        if input_ndim == 4:
-            out = out.transpose(-1, -2).reshape(b, c, hh, ww)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        return explicit_attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb,
+                                  on_probs=lambda probs: self.editor(probs, is_cross, attn.heads))
