@@ -615,3 +615,42 @@ def test_run_protocol_pools_seeds_with_intervals_and_reports_convergence():
     assert conv.loc["WWCSC", "stopped: iteration cap"] + conv.loc["WWCSC", "stopped: tolerance"] == len(P)
     assert (conv["converged (every round)"] <= conv["converged (last round)"]).all()
     assert conv.loc["SRC", "converged (last round)"] == 1.0
+
+
+def _reference_robust(D, Y, lam, fidelity, weights, rho, mu, iters, growth, w=1.0, epsilon=0.3):
+    """The split-residual ADMM written out with four dictionary products per iteration (the textbook form)."""
+    from facelab.sparse.solvers import _fidelity_prox, soft_threshold
+
+    m, n = D.shape
+    lam_s, rho_s, mu_s = lam * m, rho * m, mu
+    F = torch.linalg.inv(D.T @ D + (rho_s / mu_s) * torch.eye(n, dtype=D.dtype))
+    x = z = p = torch.zeros(n, Y.shape[1], dtype=D.dtype)
+    e = u = torch.zeros_like(Y)
+    for _ in range(iters):
+        t = 1.0 / mu_s if weights is None else weights / mu_s
+        x = F @ (D.T @ (Y - e + u) + (rho_s / mu_s) * (z - p))
+        e = _fidelity_prox(Y - D @ x + u, t, fidelity, w, epsilon)
+        z = soft_threshold(x + p, lam_s / rho_s)
+        u, p = u + Y - D @ x - e, p + x - z
+        if growth > 1:
+            mu_s, rho_s, u, p = mu_s * growth, rho_s * growth, u / growth, p / growth
+    return z
+
+
+@pytest.mark.parametrize("fidelity,growth,weighted", [("square", 1.0, True), ("l1", 1.0, False),
+                                                      ("wing", 1.0, False), ("wing", 1.05, True)])
+def test_robust_admm_two_product_iteration_matches_textbook_form(fidelity, growth, weighted):
+    # the solver keeps D^T e, D^T u and x^T D^T D x from the Gram matrix instead of two more (m, n) products per
+    # iteration: the iterates must be those of the plain iteration, to rounding
+    g = torch.Generator().manual_seed(3)
+    D = torch.randn(120, 30, generator=g, dtype=torch.float64)
+    Y = D[:, :6] @ torch.rand(6, 8, generator=g, dtype=torch.float64) + 0.1 * torch.randn(120, 8, generator=g,
+                                                                                           dtype=torch.float64)
+    Y[:20] += 3.0  # an occluder
+    v = torch.rand(120, 8, generator=g, dtype=torch.float64) if weighted else None
+    res = robust_admm(D, Y, 0.01, fidelity=fidelity, weights=v, w=1.0, epsilon=0.3, rho=0.1, mu=10.0, max_iter=40,
+                      abs_tol=1e-300,
+                      rel_tol=0.0, growth=growth, max_growth=1e6, record=False)
+    assert res.n_iter == 40
+    ref = _reference_robust(D, Y, 0.01, fidelity, v, 0.1, 10.0, 40, growth)
+    torch.testing.assert_close(res.coef, ref, rtol=1e-7, atol=1e-9)

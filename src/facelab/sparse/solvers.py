@@ -126,6 +126,14 @@ class ShiftedGramFactor:
         # The inverse of the factorized (smaller) matrix, formed once from the Cholesky factor: applying it is a
         # single matrix product per iteration, several times faster than two triangular solves on a CPU.
         self.inverse = torch.cholesky_inverse(self.L)
+        self._gram = gram if method == "cholesky" else None
+
+    @property
+    def gram(self) -> torch.Tensor:
+        """The ``(n, n)`` Gram matrix ``D^T D`` (computed once, on first use for the Woodbury form)."""
+        if getattr(self, "_gram", None) is None:
+            self._gram = self.D.T @ self.D
+        return self._gram
 
     def solve(self, B: torch.Tensor) -> torch.Tensor:
         """Return ``(D^T D + c I)^{-1} B`` for ``B`` of shape ``(n, k)``."""
@@ -475,7 +483,7 @@ class _State:
 
 
 def _robust_iterations(D, Y, lam, fidelity, weights, w, epsilon, factor, state, max_iter, abs_tol, rel_tol,
-                       hist, record_objective, growth, max_penalty, l1_weights=None, round_=0):
+                       hist, record_objective, growth, max_penalty, l1_weights=None, round_=0, DtY=None):
     m, n = D.shape
     rho, mu = state.rho, state.mu
     ratio = rho / mu  # fixed: growing both penalties together keeps the cached factor valid
@@ -484,25 +492,40 @@ def _robust_iterations(D, Y, lam, fidelity, weights, w, epsilon, factor, state, 
     ynorm = _norm(Y)
     converged = torch.zeros(Y.shape[1], dtype=torch.bool, device=D.device)
     lam_t = lam if l1_weights is None else lam * l1_weights  # per-entry l1 weight (RSC's re-normalised atoms)
+    # Two products with the (m, n) dictionary per iteration instead of four, and few passes over the (m, k) arrays
+    # (on a CPU those passes cost as much as the products): D^T y is fixed; D^T e is needed for the dual residual
+    # anyway; D^T u follows from u <- u + y - Dx - e as D^T u + D^T y - (D^T D) x - D^T e, and ||D x||^2 as
+    # x^T (D^T D) x, with the small (n, n) Gram matrix.
+    gram = factor.gram
+    DtY = D.T @ Y if DtY is None else DtY
+    DtE = D.T @ e
+    DtU = D.T @ u
+    step, step_mu = None, None
     it = 0
     for it in range(1, max_iter + 1):
-        t = (1.0 / mu) if weights is None else weights / mu
-        x = factor.solve(D.T @ (Y - e + u) + ratio * (z - p))
-        Dx = D @ x
-        e_old, z_old = e, z
-        e = _fidelity_prox(Y - Dx + u, t, fidelity, w, epsilon)
+        if step_mu != mu:  # the prox step v / mu changes only when the penalties grow
+            step, step_mu = ((1.0 / mu) if weights is None else weights / mu), mu
+            denom = 1.0 + step if fidelity == "square" else None
+        x = factor.solve(DtY - DtE + DtU + ratio * (z - p))
+        Gx = gram @ x
+        YmDx = Y - D @ x
+        e_old, z_old, DtE_old = e, z, DtE
+        a = YmDx + u
+        e = a / denom if denom is not None else _fidelity_prox(a, step, fidelity, w, epsilon)
+        DtE = D.T @ e
         z = soft_threshold(x + p, lam_t / rho)
-        r1 = Y - Dx - e
+        r1 = YmDx - e
         r2 = x - z
         u = u + r1
+        DtU = DtU + (DtY - Gx - DtE)
         p = p + r2
         # residuals of the scaled constraint [sqrt(mu) (Dx + e - y); sqrt(rho) (x - z)] (Boyd et al. 3.3)
-        r = torch.sqrt(mu * (r1 * r1).sum(0) + rho * (r2 * r2).sum(0))
-        s = _norm(mu * (D.T @ (e - e_old)) - rho * (z - z_old))
-        ax = torch.sqrt(mu * (Dx * Dx).sum(0) + rho * (x * x).sum(0))
-        bz = torch.sqrt(mu * (e * e).sum(0) + rho * (z * z).sum(0))
+        r = torch.sqrt(mu * _norm(r1) ** 2 + rho * (r2 * r2).sum(0))
+        s = _norm(mu * (DtE - DtE_old) - rho * (z - z_old))
+        ax = torch.sqrt(mu * (x * Gx).sum(0).clamp_min(0.0) + rho * (x * x).sum(0))
+        bz = torch.sqrt(mu * _norm(e) ** 2 + rho * (z * z).sum(0))
         eps_p = sqrt_mn * abs_tol + rel_tol * torch.maximum(torch.maximum(ax, bz), math.sqrt(mu) * ynorm)
-        eps_d = sqrt_n * abs_tol + rel_tol * _norm(mu * (D.T @ u) + rho * p)
+        eps_d = sqrt_n * abs_tol + rel_tol * _norm(mu * DtU + rho * p)
         converged = (r <= eps_p) & (s <= eps_d)
         hist.add(primal=r, dual=s, eps_primal=eps_p, eps_dual=eps_d,
                  objective=robust_objective(D, Y, z, lam / m, fidelity, weights, w, epsilon, l1_weights)
@@ -514,7 +537,7 @@ def _robust_iterations(D, Y, lam, fidelity, weights, w, epsilon, factor, state, 
             # inexact augmented Lagrangian: grow both penalties (the Wing loss is not convex, and a growing
             # penalty makes ADMM settle); the scaled duals shrink by the same factor
             mu, rho = mu * growth, rho * growth
-            u, p = u / growth, p / growth
+            u, p, DtU = u / growth, p / growth, DtU / growth
     return _State(x, z, e, u, p, rho, mu), it, converged
 
 
@@ -651,6 +674,7 @@ def robust_admm(D, Y, lam: float, *, fidelity: str = "wing", weights=None, w: fl
     hist = _History(record)
     total = 0
     converged = None
+    DtY = D.T @ Y  # shared by every round
     rounds_w, rounds_c, rounds_i, rounds_z = [], [], [], []
     for round_ in range(reweight + 1):
         if round_ > 0:
@@ -663,7 +687,7 @@ def robust_admm(D, Y, lam: float, *, fidelity: str = "wing", weights=None, w: fl
             state = _State(state.x, state.z, state.e, state.u * g, state.p * g, rho_s, mu_s)
         state, it, converged = _robust_iterations(D, Y, lam_s, fidelity, weights, w, epsilon, factor, state, max_iter,
                                                   abs_tol, rel_tol, hist, record_objective, growth, mu_s * max_growth,
-                                                  l1_weights, round_)
+                                                  l1_weights, round_, DtY)
         total += it
         rounds_w.append(weights)
         rounds_c.append(converged)
