@@ -463,6 +463,19 @@ def _fake_set_of(n_identities):
     return A.AttackSet(x.clamp(0, 1), pd.DataFrame(rows))
 
 
+def test_ablation_scores_from_cached_test_tokens_equal_the_full_forward():
+    # run_ablation scores the CLIP variants from the frozen blocks' tokens of the test images, computed once per
+    # protocol: the scores must be exactly those of predict_live on the images
+    res = _tiny_ablation()
+    for p in ("P1", "P2.2"):
+        test = res.splits[p][1]
+        for v in ("CLIP fine-tune", "CLIP + FG-MoE"):
+            np.testing.assert_array_equal(res.scores[p, v], A.predict_live(res.models[p, v], test.images))
+    model, test = res.models["P1", "CLIP + FG-MoE"], res.splits["P1"][1]
+    with pytest.raises(ValueError, match="tokens hold"):
+        S.evaluate(model, test, tokens=torch.zeros(1, 5, 8), finetune_last=1)
+
+
 def test_ablation_tables_carry_bootstrap_intervals():
     res = _tiny_ablation(seeds=(0, 1))
     assert res.seed_scores["P1", "CNN baseline"].shape[0] == 2

@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from facelab.antispoof.losses import centre_distance, cluster_distillation_loss, disentanglement_loss
-from facelab.antispoof.moe import check_finite_routing
+from facelab.antispoof.moe import _routing_parameters, check_finite_routing
 from facelab.antispoof.vit import VisionTransformer, check_images
 
 __all__ = ["CLASS_PROMPTS", "AttackDetector", "CNNBaseline", "LinearProbe", "TrainConfig", "train_detector",
@@ -338,8 +338,9 @@ def train_detector(model: nn.Module, images: torch.Tensor, live, config: TrainCo
     model.train()
     rows = []
     it = range(cfg.steps) if progress is None else progress(range(cfg.steps), desc="fine-tuning")
+    routing = _routing_parameters(model)           # the module tree walked once, the scalars checked every step
     for step in it:
-        check_finite_routing(model, step)          # the state this step starts from (cheap: a few scalars)
+        check_finite_routing(model, step, routing)  # the state this step starts from (cheap: a few scalars)
         idx = _balanced_batch(live_idx, fake_idx, cfg.batch_size, g)
         yb = y[idx].to(dev)
         logits, emb = forward(idx)
@@ -356,7 +357,7 @@ def train_detector(model: nn.Module, images: torch.Tensor, live, config: TrainCo
             rows.append({"step": step, "loss": loss.item(), "ce": ce.item(), "dm": dm.item(), "cdm": cdm.item(),
                          "accuracy": float((logits.argmax(1) == yb).float().mean()),
                          "centre_distance": centre_distance(emb, yb)})
-    check_finite_routing(model, cfg.steps)
+    check_finite_routing(model, cfg.steps, routing)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(True)

@@ -208,18 +208,27 @@ class ParallelMoE(nn.Module):
         return f"skip_tokens={self.skip_tokens}"
 
 
-def check_finite_routing(model: nn.Module, step: int | None = None) -> None:
-    """Raise :class:`FloatingPointError` when the gate or the routing scale of any Soft MoE inside ``model`` is
-    NaN or infinite (training diverged; the message names the module and, when given, the step)."""
-    at = "" if step is None else f" at training step {step}"
+def _routing_parameters(model: nn.Module) -> list:
+    """``(module name, what, parameter)`` of every routing scale and gate inside ``model`` (the scale first: a NaN
+    scale makes the gate NaN next)."""
+    out = []
     for name, m in model.named_modules():
-        checks = []
-        if isinstance(m, ParallelMoE):                 # the scale first: a NaN scale makes the gate NaN next
-            checks += [("routing scale", m.moe.scale), ("gate", m.gate)]
+        if isinstance(m, ParallelMoE):
+            out += [(name, "routing scale", m.moe.scale), (name, "gate", m.gate)]
         elif isinstance(m, SoftMoE):
-            checks.append(("routing scale", m.scale))
-        for what, p in checks:
-            if not bool(torch.isfinite(p.detach()).all()):
-                raise FloatingPointError(
-                    f"the {what} of the Soft MoE {name or 'module'} became {float(p.detach().flatten()[0])}{at}: "
-                    "training diverged; lower the learning rate or the loss weights")
+            out.append((name, "routing scale", m.scale))
+    return out
+
+
+def check_finite_routing(model: nn.Module, step: int | None = None, params: list | None = None) -> None:
+    """Raise :class:`FloatingPointError` when the gate or the routing scale of any Soft MoE inside ``model`` is
+    NaN or infinite (training diverged; the message names the module and, when given, the step).
+
+    ``params``: the model's :func:`_routing_parameters`, when a training loop checks every step (walking the
+    module tree once instead of at every step)."""
+    at = "" if step is None else f" at training step {step}"
+    for name, what, p in (_routing_parameters(model) if params is None else params):
+        if not bool(torch.isfinite(p.detach()).all()):
+            raise FloatingPointError(
+                f"the {what} of the Soft MoE {name or 'module'} became {float(p.detach().flatten()[0])}{at}: "
+                "training diverged; lower the learning rate or the loss weights")

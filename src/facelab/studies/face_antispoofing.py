@@ -278,11 +278,27 @@ def fit_variant(name: str, clip, train: AttackSet, config: TrainConfig | None = 
                                   tokens=tokens if spec["kind"] == "clip" else None)
 
 
-def evaluate(model, test: AttackSet, threshold: float = 0.5) -> tuple[dict, np.ndarray]:
-    """PAD metrics of a trained model on a test set (:func:`facelab.metrics.pad_report`), and its ``p(live)``."""
+def evaluate(model, test: AttackSet, threshold: float = 0.5, tokens: torch.Tensor | None = None,
+             finetune_last: int = 2) -> tuple[dict, np.ndarray]:
+    """PAD metrics of a trained model on a test set (:func:`facelab.metrics.pad_report`), and its ``p(live)``.
+
+    ``tokens``: optional :func:`~facelab.antispoof.detector.frozen_tokens` of ``test.images`` (computed with the
+    same ``finetune_last``) for an :class:`AttackDetector` whose first blocks were frozen in training: the scores
+    are then computed from the cached tokens, in the same batches of 256 as :func:`predict_live`, so they are the
+    same numbers without running the frozen blocks again for every variant and seed."""
     from facelab.metrics import pad_report
 
-    scores = predict_live(model, test.images)
+    if tokens is not None and isinstance(model, AttackDetector):
+        if tokens.shape[0] != len(test.images):
+            raise ValueError(f"tokens hold {tokens.shape[0]} images, but the test set has {len(test.images)}")
+        start = model.visual.n_layers - int(finetune_last)
+        dev = next(model.parameters()).device
+        model.eval()
+        with torch.no_grad():
+            scores = torch.cat([model._logits(model.embed_tokens(tokens[i:i + 256].to(dev), start)).softmax(-1)[:, 1]
+                                .float().cpu() for i in range(0, tokens.shape[0], 256)]).numpy()
+    else:
+        scores = predict_live(model, test.images)
     return pad_report(test.live, scores, threshold, attack_types=test.attack), scores
 
 
@@ -396,6 +412,7 @@ def run_ablation(clip, data: AttackSet, protocols: Sequence[str] = ("P1", "P2.1"
     res.splits = splits
     cfg = config or TrainConfig()
     tokens = {p: frozen_tokens(clip.visual, splits[p][0].images, cfg.finetune_last) for p in protocols}
+    test_tokens = {p: frozen_tokens(clip.visual, splits[p][1].images, cfg.finetune_last) for p in protocols}
     for p, v in it:
         train, test = splits[p]
         run_seeds = list(seeds[:1] if v in single_seed else seeds)
@@ -409,7 +426,8 @@ def run_ablation(clip, data: AttackSet, protocols: Sequence[str] = ("P1", "P2.1"
                 torch.manual_seed(int(seed))
                 model, hist = fit_variant(v, clip, train, cfg, moe=moe, generator=g, tokens=tokens[p],
                                           seed=int(seed), cnn_batch_size=cnn_batch_size)
-                metrics, scores = evaluate(model, test, threshold)
+                metrics, scores = evaluate(model, test, threshold, tokens=test_tokens[p],
+                                           finetune_last=cfg.finetune_last)
                 if k == 0:
                     res.scores[p, v], res.histories[p, v], res.models[p, v] = scores, hist, model
             metrics["seconds"] = time.perf_counter() - ts
