@@ -15,6 +15,25 @@ for ablations that give every identity the same value of one factor or switch on
 
 Prints one line per (seed, setting) and writes ``_build/benchmarks/synth_realism.json``. The world's rendering is
 restored after each setting (the ablations patch module attributes in this process only).
+
+``--expressions`` measures instead how often face-api's expression net and the FER2013 mini-Xception agree with the
+photo-style world's label on full-intensity prototypes (:func:`facelab.studies.synthetic_faces.expression_agreement`,
+``--per-emotion`` people per emotion, mild nuisance, identities from 5000, sampling seed = world seed + 22, as in
+chapter 02), per emotion with 95% Wilson intervals, for the expression settings of :data:`EXPRESSION_SETTINGS`:
+
+* ``current``: the photo style's expressions as they are;
+* ``before``: as in commit edc831a (the cartoon's smooth expression warp, no photo folds, the earlier AU gains,
+  every lip gap drawn open, teeth at 0.45 everywhere);
+* ``smooth warp`` / ``no folds`` / ``earlier gains`` / ``earlier mouth``: one of those parts as before (the mouth:
+  every lip gap drawn open, the teeth's share the same for every AU).
+
+It also times rendering (CPU seconds of this process, 1 thread unless ``FACELAB_THREADS``) of ``--speed-n`` new
+photo-style faces at 112 px with all factors on, for ``current`` and ``before``. Choose settings on world seeds other
+than 0 (101, 202, 303 were used); seed 0 is chapter 02's held-out seed::
+
+    .venv/bin/python benchmarks/bench_synth_realism.py --expressions --seeds 0 --per-emotion 30
+
+writes ``_build/benchmarks/synth_expressions.json``.
 """
 
 from __future__ import annotations
@@ -32,6 +51,7 @@ from facelab.models import load_embedder
 from facelab.studies import synthetic_faces as study
 from facelab.synth import FaceWorld
 from facelab.synth import appearance as A
+from facelab.synth import facs as F
 from facelab.synth import head as Hd
 from facelab.synth import identity as Id
 from facelab.synth import render as R
@@ -104,14 +124,83 @@ SETTINGS = {
 }
 
 
+#: the photo style's AU gains before issue 26's expression work (commit edc831a)
+EARLIER_GAINS = {"AU01": 1.6, "AU02": 1.5, "AU04": 2.0, "AU05": 1.8, "AU07": 1.4, "AU09": 1.8, "AU10": 1.6,
+                 "AU12": 1.2, "AU15": 1.9, "AU17": 1.5, "AU20": 1.6, "AU23": 1.5, "AU25": 1.2, "AU26": 1.2}
+SMOOTH_WARP = [_set(R, "PHOTO_WARP", None)]
+NO_FOLDS = [_set(R, "PHOTO_FOLDS", {k: 0.0 for k in R.PHOTO_FOLDS})]
+OLD_GAINS = [_set(F, "PHOTO_AU_GAIN", EARLIER_GAINS), _set(R, "PHOTO_TEMPLATE_GAIN", False)]
+NO_GATE = [_set(R, "PHOTO_MOUTH_GATE", False), _set(R, "PHOTO_TEETH_AU", {})]
+EXPRESSION_SETTINGS = {
+    "current": [],
+    "before": SMOOTH_WARP + NO_FOLDS + OLD_GAINS + NO_GATE,
+    "smooth warp": SMOOTH_WARP,
+    "no folds": NO_FOLDS,
+    "earlier gains": OLD_GAINS,
+    "earlier mouth": NO_GATE,
+}
+
+
+def render_speed(n: int, seed: int = 0) -> dict:
+    """CPU seconds and faces per CPU second to render ``n`` new photo-style identities at 112 px, all factors on."""
+    world = FaceWorld(seed=seed, size=112, style="photo")
+    g = torch.Generator().manual_seed(seed)
+    t, c = time.perf_counter(), time.process_time()
+    for s0 in range(0, n, 100):
+        world.sample(identities=list(range(10_000 + s0, 10_000 + min(n, s0 + 100))), nuisance="full",
+                     expression="random", occlusion="random", makeup="random", generator=g)
+    cpu, wall = time.process_time() - c, time.perf_counter() - t
+    return {"n": n, "cpu_s": cpu, "wall_s": wall, "faces_per_cpu_s": n / cpu, "load": os.getloadavg()[0]}
+
+
+def expressions(args):
+    from facelab.models.expression import EXPRESSIONS
+
+    rows, speed = [], {}
+    for name in args.only or EXPRESSION_SETTINGS:
+        if name not in EXPRESSION_SETTINGS:
+            raise SystemExit(f"--only with --expressions takes {', '.join(EXPRESSION_SETTINGS)}, got {name!r}")
+        with patched(EXPRESSION_SETTINGS[name]):
+            R._TEMPLATES.clear()
+            for seed in args.seeds:
+                world = FaceWorld(seed=seed, size=112, style="photo")
+                tab, _ = study.expression_agreement(world, args.per_emotion, nuisance="mild", identity_offset=5000,
+                                                    seed=seed + 22)
+                cells = study.agreement_cells(tab)
+                for emo in list(EXPRESSIONS) + ["all"]:
+                    r = tab.loc[emo]
+                    rows.append({"seed": seed, "setting": name, "emotion": emo, "n": int(r.n),
+                                 **{k: float(r[k]) for k in ("face-api", "face-api_lo", "face-api_hi", "FER2013",
+                                                             "FER2013_lo", "FER2013_hi")}})
+                    print(f"seed {seed:4d} {name:14s} {emo:9s} n {int(r.n):3d}  "
+                          f"face-api {cells.loc[emo, 'face-api']:18s}  FER2013 {cells.loc[emo, 'FER2013']}", flush=True)
+            if args.speed_n and name in ("current", "before"):
+                speed[name] = render_speed(args.speed_n)
+                print(f"speed {name:14s} {speed[name]['faces_per_cpu_s']:.0f} faces per CPU second "
+                      f"({args.speed_n} new faces, 112 px, all factors, load {speed[name]['load']:.1f})", flush=True)
+        R._TEMPLATES.clear()
+    out = Path("_build/benchmarks")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "synth_expressions.json").write_text(json.dumps({"rows": rows, "speed": speed,
+                                                             "threads": torch.get_num_threads()}, indent=1))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[101, 202])
     ap.add_argument("--n", type=int, default=100, help="identities (4 images each)")
     ap.add_argument("--sface", action="store_true", help="SFace too (several times slower than dlib)")
-    ap.add_argument("--only", nargs="+", default=None, choices=list(SETTINGS), metavar="SETTING")
+    ap.add_argument("--only", nargs="+", default=None, metavar="SETTING")
+    ap.add_argument("--expressions", action="store_true", help="expression agreement instead of FAR/FRR")
+    ap.add_argument("--per-emotion", type=int, default=30, help="people per emotion (--expressions)")
+    ap.add_argument("--speed-n", type=int, default=300, help="faces timed per setting (--expressions; 0: none)")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("FACELAB_THREADS", "1")))
+    if args.expressions:
+        return expressions(args)
+    for name in args.only or ():
+        if name not in SETTINGS:
+            raise SystemExit(f"--only takes {', '.join(SETTINGS)}, got {name!r}")
     nets = ["dlib-resnet"] + (["sface"] if args.sface else [])
     embedders = {k: load_embedder(k) for k in nets}
     rows = []

@@ -9,9 +9,12 @@ The stages of :func:`render` (each a function below, in this order):
 
 1. **identity layer** -- :func:`draw_identity` draws each identity once (head, skin and texture, hair, neck and ears,
    brows, nostrils, age lines, beard) into a cached frontal layer; per image, :func:`_expression_layer` warps it
-   along the expression's landmark displacements;
-2. **expression** -- :func:`draw_expression` draws on the warped layer: PPG skin colour, AU wrinkles, blush, eyes,
-   mouth, glasses and the frontal occluders (scarf, medical mask, hand);
+   along the expression's landmark displacements (style "photo": :func:`_photo_expression_grid`, which moves the
+   photo texture as far as the landmarks);
+2. **expression** -- :func:`draw_expression` draws on the warped layer: PPG skin colour, AU wrinkles (style "photo":
+   plus the broad folds of :func:`_photo_folds`), blush, eyes, mouth (style "photo": opened only by the jaw and the
+   upper lip, teeth bared by a smile, a raised or a stretched lip), glasses and the frontal occluders (scarf,
+   medical mask, hand);
 3. **light** -- :func:`_shade`: an analytic depth (:class:`DepthModel`) gives normals, lit at half resolution;
 4. **pose** -- :func:`_pose`: one backward warp turns the frontal stack to the head pose and placement;
 5. **background** -- :func:`_composite` over :func:`_background`;
@@ -48,6 +51,16 @@ PHOTO_WRINKLE_GAIN = 1.6
 #: the real networks (100 identities x 4, mild nuisance; dlib FAR on world seeds 101, 202, 303, 404 at full relief
 #: 0.176, 0.202, 0.228, 0.180, at half 0.149, 0.175, 0.187, 0.150; SFace on seed 101 0.29 -> 0.22)
 PHOTO_RELIEF = 0.5
+#: style "photo": share of the teeth drawn in an open mouth (the rest is the mouth's shadow), raised towards all of
+#: them by the AUs of :data:`PHOTO_TEETH_AU`
+PHOTO_TEETH = 0.45
+#: style "photo": AUs that bare the teeth (raised upper lip, smile, stretched lips) or darken the open mouth (jaw
+#: drop), as weights on the teeth's share above :data:`PHOTO_TEETH` (the sum clamped to [0, 1])
+PHOTO_TEETH_AU = {"AU10": 1.0, "AU12": 1.0, "AU20": 0.6, "AU26": -0.6}
+#: style "photo": an open mouth shows its inside only where the jaw (AU25, AU26) or the upper lip (AU10) opened it
+PHOTO_MOUTH_GATE = True
+#: style "photo": the AU shading templates are drawn on the mean face moved by the style's AU gains
+PHOTO_TEMPLATE_GAIN = True
 OCCLUSIONS = ("none", "sunglasses", "scarf", "mask", "hand", "block", "pixels")
 _AU = _AU_INDEX
 LAYER_CHANNELS = Layer.NAMES
@@ -791,14 +804,88 @@ def _chin_wrinkles(sh: _Shading, L, a, cx):
            sh.at(chin[:, 0], chin[:, 1] - 0.05), 0.3, 0.172)
 
 
+def _photo_folds(L, aus, X, Y, H):
+    """Style "photo": the broad shading of expression that photographs show and a network sees at 48-112 pixels
+    (the cartoon's lines are a pixel wide there), darkening (N, 1, H, W) linear in each AU: the knitted brows' bulge
+    and the shadow they cast on the upper lids (AU4), the raised inner brows' bulge (AU1), the nose's side folds
+    (AU9), the deep upper nasolabial fold and the raised cheek above it (AU10), the lowered corners' folds (AU15),
+    the chin boss and the fold above it (AU17), the stretched corners' dimple lines (AU20), pressed lips (AU23)."""
+    sh = _Shading(L, X, Y, H)
+    cx = (L[:, JAW_RIGHT, 0] + L[:, JAW_LEFT, 0]) * 0.5
+    a = lambda name, s=None: (aus[:, _AU[name]].mean(1) if s is None else aus[:, _AU[name], s])  # noqa: E731
+    pk = PHOTO_FOLDS
+    inner_y = 0.5 * (L[:, 21, 1] + L[:, 22, 1])
+    # AU4: glabella bulge between the knitted brows (two soft vertical furrows), the brows' shadow over the lids
+    sh.add(pk["AU04"] * 0.6 * a("AU04"), lambda X, Y: (_gauss((X - _s(cx) - 0.028) / 0.014)
+                                                       + _gauss((X - _s(cx) + 0.028) / 0.014))
+           * _gauss((Y - _s(inner_y) - 0.01) / 0.035), sh.at(cx, inner_y + 0.01), 0.1, 0.15)
+    for s, sign in _SIDES:
+        eye, brow = EYES[s], BROWS[s]
+        ex, ey = L[:, eye.group, 0].mean(1), L[:, eye.upper, 1].mean(1)
+        by = L[:, brow, 1].mean(1)
+        mid = 0.5 * (ey + by)
+        sh.add(pk["AU04"] * a("AU04", s), lambda X, Y: _gauss((X - _s(ex)) / 0.07) * _gauss((Y - _s(mid)) / 0.022),
+               sh.at(ex, mid), 0.3, 0.095)
+        ib = L[:, brow[-1] if s == 0 else brow[0]]
+        sh.add(pk["AU04"] * 0.8 * a("AU04", s), lambda X, Y: _gauss((X - _s(ib[:, 0] + sign * 0.01)) / 0.03)
+               * _gauss((Y - _s(ib[:, 1])) / 0.018), ib[:, None], 0.13, 0.08)
+        # AU1: the inner brow's bulge lit from above, its shadow below (a lighter band above the inner brow)
+        sh.add(-pk["AU01"] * a("AU01", s), lambda X, Y: _gauss((X - _s(ib[:, 0])) / 0.035)
+               * _gauss((Y - _s(ib[:, 1] - 0.03)) / 0.018), (ib + torch.tensor([0.0, -0.03], device=L.device))[:, None],
+               0.15, 0.08)
+        # AU9: folds on the nose's sides, below the inner eye corners
+        nx = L[:, 27, 0] + sign * 0.045
+        ny = 0.5 * (L[:, 28, 1] + L[:, 29, 1])
+        sh.add(pk["AU09"] * a("AU09", s), lambda X, Y: _gauss((X - _s(nx)) / 0.016) * _gauss((Y - _s(ny)) / 0.035),
+               sh.at(nx, ny), 0.07, 0.15)
+        # AU10: the upper nasolabial fold deepened, the cheek above it raised (lighter)
+        wing = L[:, (NOSTRIL_RIGHT, NOSTRIL_LEFT)[s]]
+        mouth = L[:, (MOUTH_RIGHT, MOUTH_LEFT)[s]]
+        pa = wing + torch.tensor([sign * 0.03, -0.01], device=L.device)
+        pb = 0.5 * (wing + mouth) + torch.tensor([sign * 0.05, 0.0], device=L.device)
+        sh.add(pk["AU10"] * a("AU10", s), lambda X, Y: _gauss(_seg_dist(X, Y, pa, pb) / 0.013),
+               torch.stack([pa, pb], 1), 0.06)
+        ch = pa + torch.tensor([sign * 0.06, -0.03], device=L.device)
+        sh.add(-0.5 * pk["AU10"] * a("AU10", s), lambda X, Y: _gauss(((X - _s(ch[:, 0])) ** 2
+                                                                      + (Y - _s(ch[:, 1])) ** 2).sqrt() / 0.04),
+               ch[:, None], 0.17)
+        # AU15: the fold from the lowered corner down and out
+        pm = mouth + torch.tensor([sign * 0.005, 0.01], device=L.device)
+        pn = mouth + torch.tensor([sign * 0.03, 0.09], device=L.device)
+        sh.add(pk["AU15"] * a("AU15", s), lambda X, Y: _gauss(_seg_dist(X, Y, pm, pn) / 0.014),
+               torch.stack([pm, pn], 1), 0.06)
+        # AU20: shadows at the stretched corners
+        sc_ = mouth + torch.tensor([sign * 0.02, 0.0], device=L.device)
+        sh.add(pk["AU20"] * a("AU20", s), lambda X, Y: _gauss((X - _s(sc_[:, 0])) / 0.015)
+               * _gauss((Y - _s(sc_[:, 1])) / 0.03), sc_[:, None], 0.07, 0.13)
+    # AU17: the fold above the chin boss and the boss's highlight; AU23: the pressed lips' line
+    fold_y = L[:, LOWER_LIP_BOTTOM, 1] + 0.03
+    sh.add(pk["AU17"] * a("AU17"), lambda X, Y: _gauss((Y - _s(fold_y)) / 0.014) * _gauss((X - _s(cx)) / 0.07),
+           sh.at(cx, fold_y), 0.3, 0.06)
+    boss_y = fold_y + 0.07
+    sh.add(-0.6 * pk["AU17"] * a("AU17"), lambda X, Y: _gauss((Y - _s(boss_y)) / 0.03) * _gauss((X - _s(cx)) / 0.06),
+           sh.at(cx, boss_y), 0.26, 0.13)
+    ly = 0.5 * (L[:, 62, 1] + L[:, 66, 1])
+    mw = 0.5 * (L[:, MOUTH_LEFT, 0] - L[:, MOUTH_RIGHT, 0])
+    sh.add(pk["AU23"] * a("AU23"), lambda X, Y: _gauss((Y - _s(ly)) / 0.01) * _gauss((X - _s(cx)) / _s(mw)),
+           sh.at(cx, ly), 0.35, 0.05)
+    return sh.out
+
+
+#: style "photo": weights of :func:`_photo_folds`' shading per AU at intensity 1 (chosen with the AU gains, see
+#: :data:`facelab.synth.facs.PHOTO_AU_GAIN`)
+PHOTO_FOLDS = {"AU01": 0.04, "AU04": 0.58, "AU09": 0.3, "AU10": 0.11, "AU15": 0.28, "AU17": 0.22, "AU20": 0.15,
+               "AU23": 0.05}
+
 _TEMPLATES = {}
 
 
-def au_templates(H: int, device) -> torch.Tensor:
-    """(A * 2, H * W) shading of each AU on each side (subject right, left) at intensity 1, on the mean face."""
-    key = (H, str(device))
+def au_templates(H: int, device, style: str = "cartoon") -> torch.Tensor:
+    """(A * 2, H * W) shading of each AU on each side (subject right, left) at intensity 1, on the mean face (in
+    style "photo" the cartoon's lines times :data:`PHOTO_WRINKLE_GAIN` plus :func:`_photo_folds`)."""
+    key = (H, str(device), style, PHOTO_TEMPLATE_GAIN, tuple(sorted(PHOTO_FOLDS.items())))
     if key not in _TEMPLATES:
-        from facelab.synth.facs import apply_aus
+        from facelab.synth.facs import apply_aus, au_gain
         from facelab.synth.landmarks import mean_shape
 
         A = len(_AU)
@@ -806,17 +893,22 @@ def au_templates(H: int, device) -> torch.Tensor:
         for k in range(A):
             aus[2 * k, k, 0] = 1.0
             aus[2 * k + 1, k, 1] = 1.0
-        L = apply_aus(mean_shape()[None].expand(A * 2, -1, -1).contiguous(), aus)
         X, Y = _grid(H, "cpu")
         age = torch.zeros(A * 2)
         base = _wrinkles(mean_shape()[None], torch.zeros(1, A, 2), torch.zeros(1), X, Y, H)
-        t = _wrinkles(L, aus, age, X, Y, H) - base
+        if style == "cartoon":
+            L = apply_aus(mean_shape()[None].expand(A * 2, -1, -1).contiguous(), aus)
+            t = _wrinkles(L, aus, age, X, Y, H) - base
+        else:
+            L = apply_aus(mean_shape()[None].expand(A * 2, -1, -1).contiguous(), aus,
+                          gain=au_gain(style) if PHOTO_TEMPLATE_GAIN else None)
+            t = (_wrinkles(L, aus, age, X, Y, H) - base) * PHOTO_WRINKLE_GAIN + _photo_folds(L, aus, X, Y, H)
         _TEMPLATES[key] = t.reshape(A * 2, H * H).to(device)
     return _TEMPLATES[key]
 
 
 # ---------------------------------------------------------------- 2. expression: per-image drawing on the layer
-def _expression_layer(sc: Scene, H: int) -> torch.Tensor:
+def _expression_layer(sc: Scene, H: int, style: str = "cartoon") -> torch.Tensor:
     """Each image's identity layer (a view when the images' layers are consecutive rows, as for new identities),
     following the expression: a smooth warp of the neutral frontal frame. Always a tensor that may be drawn on."""
     dev = sc.landmarks.device
@@ -824,7 +916,9 @@ def _expression_layer(sc: Scene, H: int) -> torch.Tensor:
     consecutive = bool((sc.layer_index == torch.arange(first, first + sc.n, device=dev)).all())
     layer = sc.layers[first:first + sc.n] if consecutive else sc.layers[sc.layer_index]
     if bool(((sc.landmarks - sc.neutral).abs() > 1e-5).any()):
-        layer = F.grid_sample(layer, _expression_grid(sc.neutral, sc.landmarks, H), align_corners=False)
+        grid = _expression_grid(sc.neutral, sc.landmarks, H) if style != "photo" or PHOTO_WARP is None else \
+            _photo_expression_grid(sc.neutral, sc.landmarks, H)
+        layer = F.grid_sample(layer, grid, align_corners=False)
     elif consecutive:
         layer = layer.clone()                                       # it is drawn on below
     return layer
@@ -841,6 +935,28 @@ def _expression_grid(neutral, L, H, g=16):
     k = _gauss(torch.cdist(P.expand(L.shape[0], -1, -1), L) / (math.sqrt(2) * 0.06))   # (N, g*g, 68)
     disp = (k @ d) / (k.sum(-1, keepdim=True) + 0.15)
     return _identity_grid(H, dev) - _resize_grid(disp.view(-1, g, g, 2), H)
+
+
+#: style "photo": the expression warp's Gaussian radius, ridge and grid (see :func:`_photo_expression_grid`)
+PHOTO_WARP = {"sigma": 0.045, "ridge": 0.01, "g": 64}
+
+
+def _photo_expression_grid(neutral, L, H):
+    """Style "photo": as :func:`_expression_grid`, but the displacement field interpolates the landmarks' own
+    displacements (Gaussian radial basis functions solved for at the landmarks, with a small ridge, on a finer
+    grid), so that the skin, brows and lids of the photo texture move as far as the landmarks say; the smooth
+    average of the cartoon style moves a lowered brow about half as far and a tightened lid hardly at all."""
+    dev, p = L.device, PHOTO_WARP
+    g, r = p["g"], math.sqrt(2) * p["sigma"]
+    xs = _grid(g, dev)[0].view(1, g, 1)
+    d = L - neutral                                                 # (N, 68, 2)
+    K = _gauss(torch.cdist(L, L) / r) + p["ridge"] * torch.eye(L.shape[1], device=dev)
+    w = torch.linalg.solve(K, d)                                    # (N, 68, 2)
+    # the Gaussian on the regular grid is separable: disp[y, x] = sum_l ky[y, l] kx[x, l] w[l]
+    kx = _gauss((xs - L[:, None, :, 0]) / r)                        # (N, g, 68)
+    ky = _gauss((xs - L[:, None, :, 1]) / r)
+    disp = torch.stack([ky @ (kx * w[:, None, :, c]).transpose(1, 2) for c in range(2)], -1)   # (N, g, g, 2)
+    return _identity_grid(H, dev) - _resize_grid(disp, H)
 
 
 def _identity_grid(H, device):
@@ -863,10 +979,8 @@ def draw_expression(sc: Scene, layer: torch.Tensor, H: int, style: str = "cartoo
         col.mul_(1 + (_c(gain) - 1) * skin_m)
     # 2b. AU wrinkles and cheek shading from templates
     if bool(sc.aus.any()):
-        T = au_templates(H, L.device)
+        T = au_templates(H, L.device, style)
         dark = (sc.aus.reshape(N, -1) @ T).view(N, 1, H, H)
-        if style == "photo":
-            dark = dark * PHOTO_WRINKLE_GAIN
         col.mul_(1 - dark.clamp(-0.2, 0.6) * face_a)
     # 2c. blush, 2d. eyes (one window per eye; eyeshadow and eyeliner), 2e. mouth (lips, opening, lipstick)
     if bool((mk[:, Makeup.BLUSH_ALPHA] > 0).any()):
@@ -997,6 +1111,14 @@ def _draw_mouth(col, X, Y, sc: Scene, pix, H, photo: bool = False):
     # photo: the lips of the appearance model are closed at rest, so only a real opening (lips part, jaw drop) shows
     min_gap = 0.5 * pix if not photo else 0.5 * pix + 0.012
     open_a = in_iu * _ramp(v_iu - v, pix) * _ramp(v - v_il, pix) * (gap > min_gap).float()
+    if photo and PHOTO_MOUTH_GATE:    # only the jaw and the upper lip open the mouth wider than the identity's lips
+        jaw, lip_raise = _photo_mouth_opening(sc.aus)
+        n_iu, n_il = (_pl(u, *_frame_pts(sc.neutral[:, LIP_CONTOURS[name]], p0, p1))
+                      for name in ("inner_upper", "inner_lower"))
+        n_gap = (n_il - n_iu).amax((2, 3), keepdim=True)
+        own = open_a * _ramp(n_iu - v, pix) * _ramp(v - n_il, pix) * (n_gap > min_gap).float()
+        g = _s((4 * (jaw + lip_raise)).clamp(0, 1))
+        open_a = g * open_a + (1 - g) * own
     if bool((open_a > 0).any()):
         teeth_h = _s(0.028 * length / 0.37)
         teeth = _ramp(v - (v_iu + teeth_h), pix) * (0.8 + 0.2 * torch.cos((u - 0.5) * 40).abs())
@@ -1004,12 +1126,28 @@ def _draw_mouth(col, X, Y, sc: Scene, pix, H, photo: bool = False):
         mouth_in = torch.tensor([0.22, 0.05, 0.06], device=L.device).view(1, 3, 1, 1)
         tooth_c = torch.tensor([0.90, 0.87, 0.80], device=L.device).view(1, 3, 1, 1) * (1 - 0.4 * (2 * u - 1) ** 2)
         t_a = torch.maximum(teeth, lower_teeth)
-        if photo:                                       # a photograph's open mouth is mostly shadow
-            t_a = t_a * 0.45
+        if photo:                                       # a photograph's open mouth is mostly shadow, but a
+            t_a = t_a * _s(PHOTO_TEETH + (1 - PHOTO_TEETH) * _photo_bared(sc.aus))
             mouth_in = mouth_in * 0.5
         _lerp_(cl, mouth_in * (1 - t_a) + tooth_c * t_a, open_a)
     closed_line = in_iu * _gauss((v - 0.5 * (v_iu + v_il)) / 0.0035) * (gap <= 1.5 * pix).float()
     cl.mul_(1 - 0.55 * closed_line)
+
+
+def _photo_bared(aus):
+    """Style "photo": (N,) how far the AUs of :data:`PHOTO_TEETH_AU` bare the teeth of an open mouth, in [0, 1]."""
+    out = torch.zeros(aus.shape[0], device=aus.device)
+    for name, w in PHOTO_TEETH_AU.items():
+        out = out + w * aus[:, _AU[name]].amax(1)
+    return out.clamp(0, 1)
+
+
+def _photo_mouth_opening(aus):
+    """Style "photo": how far each face's mouth is opened (N,) by the jaw (lips part AU25, jaw drop AU26) and by
+    the upper lip's raise (AU10), the only AUs that open a photographed mouth; the lip corners' pull down (AU15) or
+    the chin's push (AU17) move the lip contours apart but do not show the mouth's inside."""
+    jaw = (aus[:, _AU["AU25"]].amax(1) + aus[:, _AU["AU26"]].amax(1)).clamp(0, 1)
+    return jaw, aus[:, _AU["AU10"]].amax(1)
 
 
 def _draw_glasses(layer, occ_mask, X, Y, sc: Scene, pix, H):
@@ -1438,7 +1576,7 @@ def chunk_slices(n: int, device) -> list[slice]:
 def _render(sc: Scene, H: int, style: str = "cartoon") -> Rendered:
     """Render all images of a scene in one batch: the numbered stages of the module docstring."""
     # 1. identity layers (drawn once per identity), warped to each image's expression
-    layer = _expression_layer(sc, H)
+    layer = _expression_layer(sc, H, style)
     # 2. per-image drawing on the frontal layer: AU shading, eyes, mouth, makeup, glasses, frontal occluders
     occ_mask = draw_expression(sc, layer, H, style)
     # 3. light
