@@ -615,6 +615,9 @@ def test_run_protocol_pools_seeds_with_intervals_and_reports_convergence():
     assert conv.loc["WWCSC", "stopped: iteration cap"] + conv.loc["WWCSC", "stopped: tolerance"] == len(P)
     assert (conv["converged (every round)"] <= conv["converged (last round)"]).all()
     assert conv.loc["SRC", "converged (last round)"] == 1.0
+    # codes computed once (with their history, for the convergence figure) give the same table
+    codes = {k: est.encode(P) for k, est in fitted.items()}
+    pd.testing.assert_frame_equal(study.convergence_table(fitted, P, results=codes).set_index("method"), conv)
 
 
 def _reference_robust(D, Y, lam, fidelity, weights, rho, mu, iters, growth, w=1.0, epsilon=0.3):

@@ -350,7 +350,7 @@ def curve_frame(pooled: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["kind", "fraction"], kind="stable").reset_index(drop=True)
 
 
-def convergence_table(fitted: dict, probe_features) -> pd.DataFrame:
+def convergence_table(fitted: dict, probe_features, results: dict | None = None) -> pd.DataFrame:
     """How each fitted iterative method stopped on the same probes: the share that converged, and why the rest stopped.
 
     ``fitted``: name -> fitted SRC / RSC / WCSC / WWCSC (anything with ``encode``). One row per method with
@@ -358,10 +358,12 @@ def convergence_table(fitted: dict, probe_features) -> pd.DataFrame:
     probe: the batch runs until every probe converged or the cap, so this is the batch's count), ``converged (last
     round)`` and ``converged (every round)`` (shares of probes meeting the primal/dual test), and ``stop reason``
     counts (``tolerance`` / ``iteration cap``, last round). CRC (closed form) and NN have nothing to converge.
+    ``results``: optional name -> ``est.encode(probe_features)`` already computed (e.g. kept for
+    :func:`plot_convergence`), used instead of coding the probes again.
     """
     rows = []
     for name, est in fitted.items():
-        res = est.encode(probe_features, record=False)
+        res = results[name] if results is not None and name in results else est.encode(probe_features, record=False)
         per_round = res.round_converged or [res.converged]
         iters = res.round_iterations or [res.n_iter]
         all_rounds = torch.stack([c.cpu() for c in per_round]).all(0).numpy()
