@@ -21,8 +21,8 @@ from facelab.diffusion import (QUICK_CHECKPOINT, QUICK_VAE_CHECKPOINT, Diffusion
 from facelab.diffusion import quality
 from facelab.diffusion.inversion import noise_prediction
 from facelab.diffusion.model import (QUICK_COMMAND, QUICK_SETTINGS, QUICK_VAE_SETTINGS, PaddingMaskAttnProcessor,
-                                     install_padding_mask, load_quick_model, save_quick_model, save_quick_vae,
-                                     sha256_of)
+                                     install_padding_mask, load_quick_model, quick_vae_config, save_quick_model,
+                                     save_quick_vae, sha256_of)
 
 
 # ------------------------------------------------------------------------------------------------ stand-ins
@@ -399,9 +399,10 @@ def test_committed_latent_checkpoints_load_and_match_their_logs():
 
     enc = _WordTokens(384, 24)
     m = load_quick_model(text_encoder=enc)
-    assert m.image_size == 64 and m.unet.config.in_channels == 4 and m.unet.config.cross_attention_dim == 384
+    c = quick_vae_config()["latent_channels"]
+    assert m.image_size == 64 and m.unet.config.in_channels == c and m.unet.config.cross_attention_dim == 384
     assert m.vae.config.scaling_factor == pytest.approx(m.info["vae_training"]["scaling_factor"], rel=1e-4)
-    assert m.encode(_faces(1, 64)).shape == (1, 4, 16, 16)
+    assert m.encode(_faces(1, 64)).shape == (1, c, 16, 16)
     m2 = quick_model(text_encoder=enc, allow_train=False)   # up to date: loads, never trains
     assert m2.info["sha256"] == sha256_of(QUICK_CHECKPOINT) and m2.info["vae_sha256"] == sha256_of(QUICK_VAE_CHECKPOINT)
     assert checkpoints.status(QUICK_CHECKPOINT, QUICK_SETTINGS) == "ok"

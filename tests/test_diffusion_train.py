@@ -20,7 +20,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from facelab.diffusion import train as train_mod
-from facelab.diffusion.model import PaddingMaskAttnProcessor, load_quick_model, sha256_of
+from facelab.diffusion.model import PaddingMaskAttnProcessor, load_quick_model, quick_vae_config, sha256_of
 
 TINY_STEPS = train_mod.TINY["steps"]
 
@@ -61,7 +61,7 @@ def _check_outputs(out, summary, n_processes):
     assert side["log"]["num_processes"] == n_processes
     m = load_quick_model(unet_p, vae_path=vae_p, text_encoder=_Tokens())
     assert m.info["vae_sha256"] == sha256_of(vae_p)
-    assert m.image_size == 64 and m.unet.config.sample_size == 16 and m.unet.config.in_channels == 4
+    assert m.image_size == 64 and m.unet.config.sample_size == 16 and m.unet.config.in_channels == quick_vae_config()["latent_channels"]
     assert all(isinstance(p, PaddingMaskAttnProcessor) for p in m.unet.attn_processors.values())
     assert m.vae.config.scaling_factor == pytest.approx(summary["vae"]["scaling_factor"], rel=1e-3)
     return m
@@ -76,7 +76,7 @@ def test_tiny_training_in_one_process_writes_loadable_checkpoints(tmp_path, monk
     side = json.loads((out / "face_vae_quick.json").read_text())
     assert side["settings"]["steps"] == TINY_STEPS and side["log"]["loss_curve"][0]["step"] == 1
     z = m.encode(torch.rand(1, 3, 64, 64))
-    assert z.shape == (1, 4, 16, 16) and torch.isfinite(z).all()
+    assert z.shape == (1, quick_vae_config()["latent_channels"], 16, 16) and torch.isfinite(z).all()
 
 
 def test_a_run_with_other_settings_must_name_an_output_folder():
@@ -104,3 +104,26 @@ def test_accelerate_launch_with_two_cpu_processes_trains_one_model(tmp_path):
     # only the main process wrote: one checkpoint pair, no leftovers of the periodic EMA save
     assert sorted(p.name for p in out.iterdir()) == ["face_ldm_quick.json", "face_ldm_quick.safetensors",
                                                      "face_vae_quick.json", "face_vae_quick.safetensors", "s.json"]
+
+
+def test_colour_loss_sees_chroma_not_brightness():
+    x = torch.full((2, 3, 16, 16), 0.5)
+    grey = x + 0.2                                   # brighter, same chroma
+    red = x.clone()
+    red[:, 0] += 0.2                                 # redder
+    assert train_mod.colour_loss(grey, x).item() == pytest.approx(0.0, abs=1e-6)
+    # Cb changes by -0.168736 * 0.2, Cr by 0.5 * 0.2: the mean of their absolute values
+    assert train_mod.colour_loss(red, x).item() == pytest.approx((0.168736 + 0.5) * 0.2 / 2, rel=1e-5)
+    # a pattern finer than the 4 x 4 blocks averages out: the term weighs colour per latent cell
+    checker = x.clone()
+    checker[:, 0, ::2, ::2] += 0.2
+    checker[:, 0, 1::2, 1::2] -= 0.2
+    assert train_mod.colour_loss(checker, x).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_makeup_share_chooses_which_chunks_wear_makeup():
+    assert [train_mod._worn(i, 0.5) for i in range(6)] == [True, False] * 3    # the committed UNet's data
+    assert all(train_mod._worn(i, 1.0) for i in range(5))
+    assert not any(train_mod._worn(i, 0.0) for i in range(5))
+    with pytest.raises(ValueError, match="makeup_share"):
+        train_mod.render_training_set(2, 1, 32, makeup_share=1.5)

@@ -44,15 +44,19 @@ from facelab.diffusion.model import (QUICK_CHECKPOINT, QUICK_SETTINGS, QUICK_VAE
                                      make_scheduler, quick_unet_config, quick_vae_config, save_quick_model,
                                      save_quick_vae)
 
-__all__ = ["render_training_set", "train_vae", "train_unet", "train", "main", "TINY"]
+__all__ = ["render_training_set", "colour_loss", "train_vae", "train_unet", "train", "main", "TINY"]
 
 #: A configuration small enough for tests (seconds on a CPU): 16 identities, a handful of steps.
 TINY = {"steps": 3, "batch_size": 4, "n_identities": 8, "per_identity": 2}
 
 
 def render_training_set(n_identities: int = 512, per_identity: int = 4, size: int = 64, seed: int = 0,
-                        chunk: int = 128):
-    """Images (N, 3, size, size) in [0, 1] and their captions from the synthetic world."""
+                        chunk: int = 128, makeup_share: float = 0.5):
+    """Images (N, 3, size, size) in [0, 1] and their captions from the synthetic world. Makeup is random
+    (:meth:`facelab.synth.FaceWorld.sample`'s ``makeup="random"``) on ``makeup_share`` of the chunks (0.5: every other
+    chunk; 1.0: all), none on the rest."""
+    if not 0.0 <= makeup_share <= 1.0:
+        raise ValueError(f"makeup_share must lie in [0, 1], got {makeup_share!r}")
     from facelab.synth import FaceWorld
 
     world = FaceWorld(seed=seed, size=size)
@@ -62,10 +66,28 @@ def render_training_set(n_identities: int = 512, per_identity: int = 4, size: in
     for i, start in enumerate(range(0, n_identities, ids_per_chunk)):
         n = min(ids_per_chunk, n_identities - start)
         b = world.sample(n_identities=n, per_identity=per_identity, identity_offset=start, nuisance="mild",
-                         expression="random", makeup="random" if i % 2 == 0 else None, generator=g)
+                         expression="random", makeup="random" if _worn(i, makeup_share) else None, generator=g)
         images.append(b.images.float())
         captions += b.labels["caption"].astype(str).tolist()
     return torch.cat(images), captions
+
+
+def _worn(chunk: int, share: float) -> bool:
+    """Whether chunk ``chunk`` wears random makeup: share 0.5 -> chunks 0, 2, 4, ...; 1.0 -> all; 0 -> none."""
+    return math.floor(chunk * share) != math.floor((chunk - 1) * share)
+
+
+#: Rows of the RGB -> YCbCr matrix (ITU-R BT.601) that give the two chroma channels.
+_CHROMA = torch.tensor([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+
+
+def colour_loss(rec: torch.Tensor, x: torch.Tensor, pool: int = 4) -> torch.Tensor:
+    """Mean absolute difference of the chroma (Cb, Cr) of ``rec`` and ``x`` averaged over ``pool`` x ``pool`` blocks
+    (one block per latent cell): the autoencoder's "colour term", which weights low-frequency colour errors (makeup,
+    skin tone) above what the pixel loss gives them."""
+    m = _CHROMA.to(x)
+    cr, cx = (torch.einsum("ij,njhw->nihw", m, v) for v in (rec, x))
+    return (F.avg_pool2d(cr, pool) - F.avg_pool2d(cx, pool)).abs().mean()
 
 
 def _accelerator(accelerator=None):
@@ -75,6 +97,17 @@ def _accelerator(accelerator=None):
 
     # without a GPU, processes started by `accelerate launch --multi_gpu` (torchrun) train on the CPU with gloo
     return Accelerator(cpu=not torch.cuda.is_available())
+
+
+def _prologue(accelerator, seed, threads, n_identities, per_identity, size, makeup_share=0.5):
+    """What both stages do first: the accelerator, the seed and thread count, and the rendered training set.
+    Returns ``(accelerator, images, captions, render_seconds)``."""
+    acc = _accelerator(accelerator)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    images, captions = render_training_set(n_identities, per_identity, size, seed, makeup_share=makeup_share)
+    return acc, images, captions, time.perf_counter() - t0
 
 
 def _digest(module) -> str:
@@ -158,20 +191,17 @@ def train_vae(*, steps: int = QUICK_VAE_SETTINGS["steps"], minutes: float = QUIC
               per_identity: int = QUICK_VAE_SETTINGS["per_identity"], size: int = QUICK_VAE_SETTINGS["size"],
               kl_weight: float = QUICK_VAE_SETTINGS["kl_weight"], threads: int = QUICK_VAE_SETTINGS["threads"],
               crop: int = QUICK_VAE_SETTINGS["crop"], full_steps: int = QUICK_VAE_SETTINGS["full_steps"],
-              log_every: int = 20, accelerator=None) -> tuple:
+              colour_weight: float = QUICK_VAE_SETTINGS["colour_weight"],
+              makeup_share: float = QUICK_VAE_SETTINGS["makeup_share"], log_every: int = 20, accelerator=None) -> tuple:
     """Train the quick ``AutoencoderKL``; returns ``(vae, log)`` (unwrapped, eval mode, ``scaling_factor`` set) without
     saving (:func:`train` saves). ``log["held_out_psnr_db"]``: reconstruction PSNR on 64 faces of unseen identities.
 
     The first ``steps - full_steps`` steps see random ``crop`` x ``crop`` crops (a convolutional autoencoder learns
     local detail from crops at a quarter of the cost; Stable Diffusion's was trained on 256-px crops), the last
-    ``full_steps`` whole faces."""
+    ``full_steps`` whole faces. Loss: L1 + L2 of the pixels, ``colour_weight`` x :func:`colour_loss`, and the KL
+    term at ``kl_weight``; makeup on ``makeup_share`` of the training faces."""
     t_start = time.perf_counter()
-    acc = _accelerator(accelerator)
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    images, _ = render_training_set(n_identities, per_identity, size, seed)
-    render_s = time.perf_counter() - t0
+    acc, images, _, render_s = _prologue(accelerator, seed, threads, n_identities, per_identity, size, makeup_share)
     vae = _VAEStep(build_quick_vae(size))
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
     vae, opt = acc.prepare(vae, opt)
@@ -188,7 +218,8 @@ def train_vae(*, steps: int = QUICK_VAE_SETTINGS["steps"], minutes: float = QUIC
         x = x.to(acc.device)
         rec, kl = vae(x, g)            # one forward through the (DDP-wrapped) model
         l1, l2 = (rec - x).abs().mean(), (rec - x).pow(2).mean()
-        return l1 + l2 + kl_weight * kl, {"l1": l1, "mse": l2, "kl": kl}
+        col = colour_loss(rec, x) if colour_weight else torch.zeros((), device=x.device)
+        return l1 + l2 + colour_weight * col + kl_weight * kl, {"l1": l1, "mse": l2, "colour": col, "kl": kl}
 
     curve, step, train_s = _loop(acc, vae, opt, loss_fn, steps=steps, minutes=minutes, base_lr=lr,
                                  log_every=log_every, what="vae")
@@ -205,7 +236,7 @@ def train_vae(*, steps: int = QUICK_VAE_SETTINGS["steps"], minutes: float = QUIC
     digests = acc.gather_for_metrics([_digest(vae)], use_gather_object=True) if acc.num_processes > 1 else [_digest(vae)]
     log = {**_common_log(acc, seed, step, batch_size, lr, size, n_identities, per_identity, images, threads, render_s,
                          train_s, curve, vae, t_start),
-           "kl_weight": kl_weight, "crop": crop, "full_steps": full_steps, "scaling_factor": scale, "latent_std": float(z.std()), "held_out_psnr_db": psnr,
+           "kl_weight": kl_weight, "colour_weight": colour_weight, "makeup_share": makeup_share, "crop": crop, "full_steps": full_steps, "scaling_factor": scale, "latent_std": float(z.std()), "held_out_psnr_db": psnr,
            "held_out": "16 identities x 4 of FaceWorld(seed=7) (not the training world's seed)",
            "vae_config": quick_vae_config(size), "weights_sha256_per_process": list(digests)}
     return vae, json.loads(json.dumps(log, default=str))
@@ -221,12 +252,7 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
     """Train the quick UNet on ``vae``'s latents; returns ``(ema_unet, log)`` without saving (:func:`train` saves;
     with ``checkpoint_every_minutes`` and ``out`` the main process also saves the EMA on the way)."""
     t_start = time.perf_counter()
-    acc = _accelerator(accelerator)
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    images, captions = render_training_set(n_identities, per_identity, size, seed)
-    render_s = time.perf_counter() - t0
+    acc, images, captions, render_s = _prologue(accelerator, seed, threads, n_identities, per_identity, size)
     vae = vae.to(acc.device).eval().requires_grad_(False)
     with torch.no_grad():   # the posterior of every image (and of its mirror image), once
         mean, std = [], []
