@@ -377,8 +377,9 @@ def makeup_ceiling(model, classifier, phrases: Sequence[str], *, n_faces: int = 
                    alpha: float = 0.05) -> pd.DataFrame:
     """What any edit through ``model`` can reach in prompt adherence: faces *rendered* by the synthetic world with
     each phrase's makeup (identities from 400000 on), classified as they are and after the model's autoencoder
-    (encode, decode). An edit is decoded by the same autoencoder, so the second column bounds MASQUE's adherence;
-    the first is the classifier's own recall on that makeup. Wilson intervals."""
+    (encode, decode). An edit is decoded by the same autoencoder, so the second shows how much of the world's own
+    makeup survives it (a reference for MASQUE's adherence, not a bound: an edit can paint stronger makeup than the
+    world renders); the first is the classifier's own recall on that makeup. Wilson intervals."""
     from facelab.metrics import wilson_interval
     from facelab.privacy.makeup import parse_makeup
     from facelab.synth import FaceWorld
