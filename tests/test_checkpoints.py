@@ -355,7 +355,9 @@ def test_committed_checkpoints_are_verified_and_up_to_date():
         checkpoints.verify(name)
         side = checkpoints.read_sidecar(name)
         assert side["restore"].startswith("python -m facelab."), name
-        assert checkpoints.checkpoint_path(name).stat().st_size < 5 * 2**20, name
+        # 5 MB each; the diffusion autoencoder 8 MB (3.8 M parameters in float16: its 8-channel latent keeps makeup)
+        limit = 8 * 2**20 if name == "face_vae_quick" else 5 * 2**20
+        assert checkpoints.checkpoint_path(name).stat().st_size < limit, name
 
 
 def test_chapter_functions_load_without_training():
