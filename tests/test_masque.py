@@ -479,3 +479,23 @@ def test_masque_resumes_from_the_unguided_edit(faces, stub):
     with pytest.raises(ValueError, match="resume"):
         masque_protect(model, images, lm, ids, config=MasqueConfig(adv_step=0.5, **{**cfg, "adv_start": 0.0}),
                        resume=plain, **kw)
+
+
+def test_inversion_reconstruction_is_decoded_once_and_equals_a_fresh_decode():
+    import facelab.privacy.masque as M
+
+    class Model:
+        calls = 0
+
+        def decode(self, z):
+            Model.calls += 1
+            return z.mean(1, keepdim=True).repeat(1, 3, 1, 1)
+
+    traj = torch.randn(3, 2, 4, 5, 5)
+    inv = M.NullTextInversion(timesteps=torch.arange(2), xts=traj, cond=torch.zeros(2, 1, 1),
+                              uncond=torch.zeros(2, 2, 1, 1), guidance_scale=3.0, trajectory=traj)
+    m = Model()
+    a, b = inv.reconstruction(m), inv.reconstruction(m)
+    assert Model.calls == 1 and a is b and torch.equal(a, m.decode(traj[-1]))
+    inv.trajectory = traj + 1                      # a new trajectory is decoded again
+    assert torch.allclose(inv.reconstruction(m), (traj[-1] + 1).mean(1, keepdim=True).repeat(1, 3, 1, 1))

@@ -118,6 +118,16 @@ class NullTextInversion:
     def num_steps(self) -> int:
         return int(self.timesteps.shape[0])
 
+    def reconstruction(self, model) -> torch.Tensor:
+        """The decoded end of ``trajectory`` (what every edit of this batch is compared with), decoded once per
+        model and trajectory and reused: a full decode of the batch costs seconds on a CPU."""
+        cached = getattr(self, "_decoded", None)       # (model, trajectory, images): identity, not equality
+        if cached is None or cached[0] is not model or cached[1] is not self.trajectory:
+            with torch.no_grad():
+                cached = (model, self.trajectory, model.decode(self.trajectory[-1]))
+            self._decoded = cached
+        return cached[2]
+
 
 def _ddim_step(model, x, t, eps):
     mu, x0, _ = step_terms(model.scheduler, x, t, eps, 0.0)
@@ -714,7 +724,7 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
     map_kind = "cross-attention" if attention_map is not None else "noise-difference"
     with torch.no_grad():
         edited = model.decode(x_edit)
-        recon = model.decode(inversion.trajectory[-1])
+        recon = inversion.reconstruction(model)
         if cfg.paste:
             edited = x_images + pmask * (edited - x_images)
     secs = time.perf_counter() - t0 + (state["seconds"] if resume is not None else 0.0)
