@@ -723,7 +723,9 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
         attention_map = editor.word_map()
     map_kind = "cross-attention" if attention_map is not None else "noise-difference"
     with torch.no_grad():
-        edited = model.decode(x_edit)
+        # pasted through the region, the edit needs only the window the guidance decodes (a fraction of the cost)
+        edited = (decode_region(model, x_edit, x_images, boxes, window) if cfg.paste and boxes is not None
+                  else model.decode(x_edit))
         recon = inversion.reconstruction(model)
         if cfg.paste:
             edited = x_images + pmask * (edited - x_images)
