@@ -213,6 +213,10 @@ def test_guidance_sweep_trades_success_for_colour(data):
     thr = victim_thresholds(models, data["threshold_images"], data["threshold_landmarks"], data["threshold_ids"],
                             fars=(0.1,))
     t = guidance_sweep(model, res, data, models, thr, "red lipstick", [0.25], inversion=inv, far=0.1)
-    assert list(t.index) == [0.0, 0.25, 0.5]
+    assert list(t.index) == [(0.0, False), (0.25, False), (0.5, False)]
+    both = guidance_sweep(model, res, data, models, thr, "red lipstick", [0.5], inversion=inv, far=0.1,
+                          keep_colour=[True, False])
+    assert list(both.index) == [(0.0, False), (0.5, False), (0.5, True)]       # the chapter's run is not redone
+    assert both.loc[(0.5, False), "success white box"] == t.loc[(0.5, False), "success white box"]
     assert {"success white box", "success black box", "colour: share closer"} <= set(t.columns)
     assert t["success white box"].between(0, 1).all() and (t["success white box lo"] <= t["success white box"]).all()

@@ -499,3 +499,66 @@ def test_inversion_reconstruction_is_decoded_once_and_equals_a_fresh_decode():
     assert Model.calls == 1 and a is b and torch.equal(a, m.decode(traj[-1]))
     inv.trajectory = traj + 1                      # a new trajectory is decoded again
     assert torch.allclose(inv.reconstruction(m), (traj[-1] + 1).mean(1, keepdim=True).repeat(1, 3, 1, 1))
+
+
+# ------------------------------------------------------------------------------------ colour-preserving guidance
+def test_region_parts_split_the_mask_into_vertical_strips(faces):
+    from facelab.privacy.masque import region_parts
+
+    _, lm, _ = faces
+    mask = face_region_masks(lm, 32, "eyeshadow", soften=0.05)
+    parts = region_parts(mask, 2)
+    assert parts.shape == (lm.shape[0], 2, 32, 32)
+    assert torch.allclose(parts.sum(1, keepdim=True), mask)
+    cols = torch.arange(32.0)
+    centre = lambda m: float((m.sum(0) * cols).sum() / m.sum())
+    for i in range(lm.shape[0]):      # the left strip holds one eye, the right strip the other
+        assert centre(parts[i, 0]) < centre(mask[i, 0]) < centre(parts[i, 1])
+        assert float(parts[i, 0].sum()) > 0.2 * float(mask[i].sum()) and float(parts[i, 1].sum()) > 0.2 * float(mask[i].sum())
+    assert torch.equal(region_parts(mask, 1)[:, :1], mask)
+
+
+def test_anchor_colour_moves_each_part_to_its_target_and_nothing_else(faces):
+    from facelab.privacy.masque import anchor_colour, region_parts
+
+    images, lm, _ = faces
+    mask = face_region_masks(lm, 32, "eyeshadow", soften=0.05)
+    parts = region_parts(mask, 2)
+    same, colours = anchor_colour(images, parts)
+    assert same is images and colours.shape == (images.shape[0], 2, 3)
+    w = parts[0, 1] / parts[0, 1].sum()
+    assert torch.allclose(colours[0, 1], (images[0] * w).sum((1, 2)), atol=1e-6)
+    target = colours + torch.tensor([-0.05, -0.03, -0.04])                        # no pixel is clipped
+    moved, _ = anchor_colour(images, parts, target)
+    assert torch.allclose(anchor_colour(moved, parts)[1], target, atol=1e-5)
+    assert float((moved - images).abs().masked_select(mask.expand_as(images) == 0).max()) == 0.0
+    # a gradient through the anchored image carries no change of the parts' mean colours
+    x = images.clone().requires_grad_(True)
+    g, = torch.autograd.grad((anchor_colour(x, parts, target)[0] * torch.randn_like(images)).sum(), x)
+    assert float(anchor_colour(g, parts)[1].abs().max()) < 1e-5
+
+
+def test_masque_with_kept_colour_logs_colours_and_stays_in_its_region(faces, stub):
+    images, lm, ids = faces
+    model = _quick()
+    cfg = dict(num_steps=6, guidance_scale=3.0, null_inner_steps=0, adv_start=0.5, adv_step=0.5)
+    inv = null_text_inversion(model, images, SRC, num_steps=6, guidance_scale=3.0, inner_steps=0,
+                              record_attention=True)
+    kw = dict(edit_prompt=EDIT, models=[stub], inversion=inv)
+    free = masque_protect(model, images, lm, ids, config=MasqueConfig(**cfg), **kw)
+    kept = masque_protect(model, images, lm, ids, config=MasqueConfig(keep_colour=True, **cfg), **kw)
+    logged = [h["colour"] for h in kept.history if "colour" in h]
+    assert len(logged) == 3 and np.asarray(logged).shape == (3, 1, 3)                # lips: one part
+    from facelab.privacy.masque import anchor_colour
+    first = torch.tensor(logged[0][0])
+    miss = lambda r: float((anchor_colour(r.images, r.mask)[1][:, 0].mean(0) - first).abs().max())
+    assert miss(kept) < 0.5 * miss(free)     # the output keeps the first colour (up to clipping of the random model)
+    assert not any("colour" in h for h in free.history)
+    assert float((kept.images - images).abs().masked_select(kept.mask == 0).max()) == 0.0
+    assert float((kept.images - free.images).abs().max()) > 1e-4
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "two", 2])
+def test_masque_config_rejects_bad_colour_parts(bad):
+    with pytest.raises(ValueError, match="keep_colour"):
+        MasqueConfig(keep_colour=bad)

@@ -440,7 +440,11 @@ class MasqueConfig:
     region; ``soften``: mask edge width (fraction of the inter-ocular distance); ``paste``: final pixel composite;
     ``null_init``: ``"empty"`` (null-text inversion) or ``"source"`` (negative-prompt inversion, see
     :func:`null_text_inversion`); ``guide_window``: the guidance decodes only a window of the latent around the
-    region, this many latent cells wider on each side (None: the whole latent; the output is always decoded whole).
+    region, this many latent cells wider on each side (None: the whole latent; the output is always decoded whole);
+    ``keep_colour``: colour-anchored guidance: the mean RGB of each part of the region (left and right for the
+    two-sided regions: eyeshadow, eyeliner, cheeks) is held at its value when the guidance starts, in the images the
+    surrogates see and in the output (:func:`anchor_colour`), so the guidance changes texture and shading inside
+    the makeup, not its colour (False: the guidance may recolour the region).
     """
 
     num_steps: int = 20
@@ -459,6 +463,7 @@ class MasqueConfig:
     soften: float = 0.05
     paste: bool = True
     guide_window: int | None = 2
+    keep_colour: bool = False
 
     def __post_init__(self):
         if int(self.num_steps) != self.num_steps or self.num_steps < 1:
@@ -479,6 +484,8 @@ class MasqueConfig:
                 raise ValueError(f"{k} is a fraction in [0, 1], got {getattr(self, k)!r}")
         if self.guide_window is not None and (int(self.guide_window) != self.guide_window or self.guide_window < 0):
             raise ValueError(f"guide_window is a number of latent cells >= 0 (or None), got {self.guide_window!r}")
+        if not isinstance(self.keep_colour, (bool, np.bool_)):
+            raise ValueError(f"keep_colour must be True or False, got {self.keep_colour!r}")
         if self.null_init not in ("empty", "source"):
             raise ValueError(f"null_init must be 'empty' or 'source', got {self.null_init!r}")
         if self.null_inner_steps < 0 or _finite(self.null_lr, "null_lr") <= 0:
@@ -537,6 +544,47 @@ class MasqueResult:
     seconds: float
     seconds_per_image: float
     config: dict
+
+
+def region_parts(mask: torch.Tensor, parts: int, *, inside: float = 0.5) -> torch.Tensor:
+    """Split each soft region mask (N, 1, S, S) into ``parts`` equal-width vertical strips of its extent (where
+    mask > ``inside``): (N, parts, S, S), the mask's weights in each strip (they sum to the mask)."""
+    N, _, S, W = mask.shape
+    on = (mask[:, 0] > inside).any(1)                                          # (N, W) columns of the region
+    xs = torch.arange(W, device=mask.device)
+    big = torch.tensor(10 ** 6, device=mask.device)
+    x0 = torch.where(on, xs, big).amin(1).clamp(max=W - 1)
+    x1 = torch.where(on, xs, -big).amax(1).clamp(min=0)
+    x1 = torch.maximum(x0, x1)
+    edges = x0.view(-1, 1).float() + (x1 - x0 + 1).view(-1, 1).float() * torch.linspace(0, 1, parts + 1,
+                                                                                         device=mask.device)
+    edges[:, 0], edges[:, -1] = -1.0, float(W)                                 # soft edges belong to the end strips
+    strip = (xs.view(1, 1, -1) >= edges[:, :-1, None]) & (xs.view(1, 1, -1) < edges[:, 1:, None])   # (N, parts, W)
+    return mask * strip[:, :, None, :].float()
+
+
+#: Face regions with a left and a right part (their colours are anchored per side)
+TWO_SIDED = ("eyeshadow", "eyeliner", "cheeks")
+
+
+def anchor_colour(images: torch.Tensor, weights: torch.Tensor, target: torch.Tensor | None = None):
+    r"""Mean RGB of each region part, and the images with those means moved to ``target``.
+
+    ``weights`` (N, K, S, S) are the parts' soft masks (:func:`region_parts`); the colour of part k is the weighted
+    mean :math:`c_k = \sum_x w_k(x)\, I(x) / \sum_x w_k(x)`. With ``target`` (N, K, 3), each part is shifted by
+    :math:`w_k(x)\, s_k\, (c^\ast_k - c_k)` with :math:`s_k = \sum w_k / \sum w_k^2`, so its weighted mean becomes
+    :math:`c^\ast_k` exactly (before clipping to [0, 1]) and nothing outside the weights moves. Differentiable: a
+    gradient through the anchored images has no component along the parts' mean colours.
+
+    Returns (images, colours (N, K, 3)); the images unchanged when ``target`` is None.
+    """
+    mass = weights.flatten(2).sum(2).clamp_min(1e-12)                          # (N, K)
+    colours = torch.einsum("nkhw,nchw->nkc", weights, images) / mass.unsqueeze(2)
+    if target is None:
+        return images, colours
+    scale = mass / weights.pow(2).flatten(2).sum(2).clamp_min(1e-12)           # (N, K)
+    shift = torch.einsum("nkhw,nkc->nchw", weights, (target - colours) * scale.unsqueeze(2))
+    return (images + shift).clamp(0, 1), colours
 
 
 def _normalise_map(m: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
@@ -650,6 +698,9 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
     h, w = inversion.xts.shape[-2:]
     lmask = latent_mask(pmask, (h, w))
     boxes, window = region_boxes(lmask, cfg.guide_window) if cfg.guide_window is not None else (None, None)
+    names = [region] if isinstance(region, str) else list(region)
+    parts = (region_parts(pmask, 2 if all(r in TWO_SIDED for r in names) else 1) if cfg.keep_colour else None)
+    anchor = None
     cond_edit = model.encode_prompt([edit_prompt] * N)
     if cond_edit.shape != inversion.cond.shape:
         raise ValueError(f"source and edit conditioning differ in shape: {tuple(inversion.cond.shape)} vs "
@@ -700,6 +751,11 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
                     img = model.decode(z0) if boxes is None else decode_region(model, z0, x_images, boxes, window)
                     if cfg.paste:
                         img = x_images + pmask * (img - x_images)
+                    if parts is not None:
+                        img, colours = anchor_colour(img, parts, anchor)
+                        if anchor is None:
+                            anchor = colours.detach()               # the region's colours when the guidance starts
+                        step_log["colour"] = colours.detach().mean(0).tolist()
                     sim = pairwise_similarity(models, img, lm, refs)
                     grad, = torch.autograd.grad(sim.sum(), z0)
                 with torch.no_grad():
@@ -729,6 +785,8 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
         recon = inversion.reconstruction(model)
         if cfg.paste:
             edited = x_images + pmask * (edited - x_images)
+        if anchor is not None:
+            edited = anchor_colour(edited, parts, anchor)[0]
     secs = time.perf_counter() - t0 + (state["seconds"] if resume is not None else 0.0)
     return MasqueResult(images=edited.detach(), reconstruction=recon.detach(), mask=pmask, latent_mask=lmask,
                         blend_mask=blend, word_map=wmap, attention_map=attention_map, map_kind=map_kind, word=word,

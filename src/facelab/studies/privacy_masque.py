@@ -47,8 +47,10 @@ __all__ = ["FARS", "victim_thresholds", "leave_one_out", "real_photos_of", "dodg
 
 # --------------------------------------------------------------------------------------------- data
 def dodging_data(size: int = 64, n_faces: int = 16, *, n_references: int = 2, n_gallery: int = 2,
-                 n_threshold_identities: int = 40, nuisance: str = "mild", seed: int = 0) -> dict:
-    """Synthetic faces for a dodging experiment (identities from 100000 on, never used in training).
+                 n_threshold_identities: int = 40, nuisance: str = "mild", seed: int = 0,
+                 identity_offset: int = 100000) -> dict:
+    """Synthetic faces for a dodging experiment (identities from ``identity_offset`` on, never used in training;
+    the chapter's test people start at 100000, settings are chosen on others, e.g. 500000).
 
     Each of ``n_faces`` people gets ``1 + n_references + n_gallery`` images: the face to protect, the references the
     pairwise guidance pushes away from, and the held-out gallery the victims compare the protected face with (the
@@ -66,9 +68,10 @@ def dodging_data(size: int = 64, n_faces: int = 16, *, n_references: int = 2, n_
                          f"{n_gallery}")
     world = FaceWorld(seed=0, size=size)
     per = 1 + n_references + n_gallery
-    b = world.sample(n_identities=n_faces, per_identity=per, identity_offset=100000, nuisance=nuisance,
+    b = world.sample(n_identities=n_faces, per_identity=per, identity_offset=identity_offset, nuisance=nuisance,
                      expression="random", generator=torch.Generator().manual_seed(seed + 1))
-    th = world.sample(n_identities=n_threshold_identities, per_identity=3, identity_offset=200000, nuisance=nuisance,
+    th = world.sample(n_identities=n_threshold_identities, per_identity=3, identity_offset=identity_offset + 100000,
+                      nuisance=nuisance,
                       expression="random", generator=torch.Generator().manual_seed(seed + 2))
     ids = b.labels["identity"].to_numpy()
     prot = [per * i for i in range(n_faces)]
@@ -489,14 +492,16 @@ def locality_at_equal_success(tables: Mapping, phrase: str, *, far: float = 0.01
 
 
 def guidance_sweep(model, result: DodgingRuns, data: Mapping, models: Mapping, thresholds: pd.DataFrame, phrase: str,
-                   adv_steps: Sequence[float], *, inversion, classifier=None, far: float = 0.01, config=None
-                   ) -> pd.DataFrame:
-    """What the adversarial guidance trades: MASQUE on ``phrase`` at several guidance weights ``adv_steps`` (each
-    run resumed from the unguided edit, so it costs only the guided steps), next to the unguided edit (weight 0)
-    and the chapter's run. Per weight: dodging success at ``far`` pooled over the white-box victims (the
-    surrogates) and over the others (black box), with Wilson intervals; the share of faces whose region colour moved
-    towards the prompt's colour (:func:`colour_table`'s measure); and, with a ``classifier``, prompt adherence.
-    ``inversion`` is the one :func:`compare_dodging` used."""
+                   adv_steps: Sequence[float], *, inversion, classifier=None, far: float = 0.01, config=None,
+                   keep_colour: Sequence[bool] | None = None) -> pd.DataFrame:
+    """What the adversarial guidance trades: MASQUE on ``phrase`` at several guidance weights ``adv_steps``, each
+    with the region's colour anchored or free for every value in ``keep_colour`` (default: the chapter's setting
+    only; see :class:`facelab.privacy.masque.MasqueConfig`), each run resumed from the unguided edit, so it costs
+    only the guided steps; next to the unguided edit (weight 0) and the chapter's run. Per run, indexed by
+    (``adv_step``, ``colour kept``): dodging success at ``far`` pooled over the white-box victims (the surrogates)
+    and over the others (black box), with Wilson intervals; the share of faces whose region colour moved towards the
+    prompt's colour (:func:`colour_table`'s measure); and, with a ``classifier``, prompt adherence. ``inversion`` is
+    the one :func:`compare_dodging` used."""
     from facelab.metrics import wilson_interval
     from facelab.privacy.makeup import parse_makeup
     from facelab.privacy.masque import masque_protect
@@ -507,23 +512,25 @@ def guidance_sweep(model, result: DodgingRuns, data: Mapping, models: Mapping, t
     cfg = config or _config_of(main)
     sur = {n: models[n] for n in result.surrogates}
     prompt, word = makeup_prompt(model, phrase)
-    runs = {0.0: plain.images, float(cfg.adv_step): main.images}
+    runs = {(0.0, False): plain.images, (float(cfg.adv_step), bool(cfg.keep_colour)): main.images}
     for a in adv_steps:
-        if float(a) not in runs:
-            runs[float(a)] = masque_protect(model, X, L, ids, edit_prompt=prompt, word=word, models=sur,
-                                            config=replace(cfg, adv_step=float(a), adversarial=a > 0),
-                                            inversion=inversion, resume=plain, references=data["references"],
-                                            reference_landmarks=data["reference_landmarks"],
-                                            reference_identities=data["reference_identities"]).images
+        for kc in ([cfg.keep_colour] if keep_colour is None else keep_colour):
+            if float(a) == 0 or (float(a), bool(kc)) in runs:
+                continue
+            runs[(float(a), bool(kc))] = masque_protect(
+                model, X, L, ids, edit_prompt=prompt, word=word, models=sur,
+                config=replace(cfg, adv_step=float(a), keep_colour=bool(kc)), inversion=inversion, resume=plain,
+                references=data["references"], reference_landmarks=data["reference_landmarks"],
+                reference_identities=data["reference_identities"]).images
     kind, colour = parse_makeup(phrase)
     target = torch.tensor(MAKEUP_COLOURS[kind][colour])
     mask = result.masks[phrase]
     d0 = (region_colour(X, mask).cpu() - target).norm(dim=1)
     key = far_key(far)
     rows = []
-    for a in sorted(runs):
-        x = runs[a]
-        row = {"adv_step": a}
+    for a, kc in sorted(runs):
+        x = runs[(a, kc)]
+        row = {"adv_step": a, "colour kept": kc}
         for label, names in (("white box", list(sur)), ("black box", [v for v in models if v not in sur])):
             if not names:
                 continue
@@ -539,7 +546,7 @@ def guidance_sweep(model, result: DodgingRuns, data: Mapping, models: Mapping, t
             pred = classifier.predict(x)[kind]
             row["adherence"] = sum(p_ == colour for p_ in pred) / len(pred)
         rows.append(row)
-    return pd.DataFrame(rows).set_index("adv_step")
+    return pd.DataFrame(rows).set_index(["adv_step", "colour kept"])
 
 
 def _config_of(r):
