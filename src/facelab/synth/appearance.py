@@ -7,7 +7,10 @@ landmark shapes; a synthetic person's appearance is then a *photofit*: its skin,
 from at least :data:`MIN_SOURCES` different real people (each mirrored or not), with soft seams and a second face
 blended in, so that nobody is a copy of one real person. The skin and the mouth come only from faces that face-api
 does not read as happy (most demo photos smile, and a smiling cheek would make a neutral face look happy). The
-landmark shape gets offsets from a PCA of the real faces' shapes (:func:`shape_offsets`). (A PCA of the detail maps,
+landmark shape gets offsets from a PCA of the real faces' shapes (:func:`shape_offsets`). The photofit's
+low-frequency luminance (eye sockets, cheek and nose shading, the layout of dark and light) is replaced by that of
+one more real person, a face of Labeled Faces in the Wild (:func:`extract_lfw`, :data:`LFW_RELIEF`): 71 such people
+behind the 22, so that two identities rarely share a source for it. (A PCA of the detail maps,
 sampled as Gaussian coefficient vectors, was tried first; on the tuning seed it gave dlib a FAR of 0.28 against
 0.32 for the first photofits, before the shape offsets and the other changes, which were tried on photofits only.)
 
@@ -19,13 +22,18 @@ The photos (all offline assets, :mod:`facelab.assets`; licences from ``data/asse
 
 Grace Hopper's portrait is left out: her glasses would become part of the skin texture.
 
+The low-frequency relief comes from scikit-image's ``lfw_subset`` (``skimage.data``, shipped with the package; 25 x 25
+grey crops of Labeled Faces in the Wild, Huang et al. 2007: news photos of public figures collected from the web for
+research use, people not named here), the 71 of its 100 face crops where dlib finds a face that face-api does not
+read as happy.
+
 Each face is found with dlib's HOG detector and its 68 landmarks with dlib's shape predictor; a piecewise-affine
 warp on the landmarks' triangulation carries the photo onto the world's mean shape
 (:func:`facelab.synth.landmarks.mean_shape`) on an ``R x R`` grid over the frontal frame (a smiling mouth closes onto
 the mean lips; the teeth left between them are in-painted); the colour is divided by the face's own median skin
 colour, so that the maps hold *relative* detail (eyes, brows, lips, nostrils, skin texture, shading) and the world's
 own skin-tone parameter keeps its meaning. The model is saved as the checkpoint ``synth_appearance``
-(``data/models/``, about 2.4 MB) and rebuilt by ``python -m facelab.synth.appearance`` (about a minute).
+(``data/models/``, about 2.7 MB) and rebuilt by ``python -m facelab.synth.appearance`` (about a minute).
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from facelab.synth.landmarks import mean_shape
 NAME = "synth_appearance"
 RESTORE = "python -m facelab.synth.appearance"
 #: texture resolution over the whole frontal frame [-1, 1]^2, and the number of principal components kept
-SETTINGS = {"resolution": 128, "kernel": 0.08, "version": 6, "shape_components": 12}
+SETTINGS = {"resolution": 128, "kernel": 0.08, "version": 7, "shape_components": 12, "lfw_resolution": 48}
 
 #: (asset, file, keep the first face only) of the photos used
 PHOTOS = [("face-recognition-test-images", "obama.jpg", True), ("face-recognition-test-images", "biden.jpg", True),
@@ -158,6 +166,64 @@ def extract_faces(resolution: int = 128, kernel: float = 0.08) -> tuple[np.ndarr
     return np.stack(out), names, np.stack(shapes).astype(np.float32)
 
 
+#: scikit-image's ``lfw_subset``: each 25 x 25 crop is enlarged this many times, with a border of this many pixels
+LFW_UPSCALE, LFW_PAD = 8, 40
+
+
+def extract_lfw(resolution: int = 48) -> tuple[np.ndarray, list]:
+    """The low-frequency luminance relief of the faces of scikit-image's ``lfw_subset`` in the frontal frame:
+    ((n, R, R) ratio to the face's own skin luminance, 1 outside the face region and outside the crop; indices of
+    the kept crops in ``lfw_subset()``).
+
+    ``lfw_subset`` (scikit-image 0.26, ``skimage.data``; BSD-3 package) holds 100 grey 25 x 25 face crops from Labeled
+    Faces in the Wild (Huang et al. 2007: photos of public figures from news sites, collected for research) and 100
+    non-face crops. Each face crop is enlarged 8 times (bicubic) with a replicated border, so that dlib's HOG
+    detector and 68-point shape predictor find it (95 of 100), and carried onto the mean shape as in
+    :func:`extract_faces`; crops where no face is found, or that face-api reads as happy (a smiling cheek would make
+    a neutral face look happy), are left out."""
+    import cv2
+    from skimage.data import lfw_subset
+
+    from facelab.detect import detect_faces
+    from facelab.models import load_expression_model
+    from facelab.models.expression import EXPRESSIONS, expression_crops
+
+    R, S, P = resolution, LFW_UPSCALE, LFW_PAD
+    xs = (np.arange(R) + 0.5) * 2 / R - 1
+    X, Y = np.meshgrid(xs, xs)
+    grid = np.stack([X.ravel(), Y.ravel()], 1)
+    m = mean_shape().numpy()
+    ref_pts = np.array([[m[36, 0], 0.5 * (m[41, 1] + m[31, 1]) + 0.03], [m[45, 0], 0.5 * (m[46, 1] + m[35, 1]) + 0.03],
+                        [0.0, 0.5 * (m[27, 1] + m[17:27, 1].min())]])
+    region = face_region(R)
+    net = load_expression_model()
+    relief, kept = [], []
+    for i, crop in enumerate(lfw_subset()[:100]):
+        g = (crop * 255).round().astype(np.uint8)
+        big = cv2.resize(g, (g.shape[1] * S, g.shape[0] * S), interpolation=cv2.INTER_CUBIC)
+        big = cv2.copyMakeBorder(big, P, P, P, P, cv2.BORDER_REPLICATE)
+        rgb = np.repeat(big[..., None], 3, 2)
+        faces = detect_faces(rgb, "dlib-hog", min_size=40, landmarks="68")[:1]
+        if not faces or float(net.predict(expression_crops(rgb, faces)).numpy()[0, EXPRESSIONS.index("happy")]) >= 0.5:
+            continue
+        f, _ = _frame_to_photo(np.asarray(faces[0].landmarks68, np.float64))
+        p = f(grid)
+        smooth = cv2.GaussianBlur(big.astype(np.float32) / 255, (0, 0), S * 0.7)
+        lum = cv2.remap(smooth, p[:, 0].reshape(R, R).astype(np.float32), p[:, 1].reshape(R, R).astype(np.float32),
+                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        inside = (p[:, 0] > P + S) & (p[:, 0] < P + (g.shape[1] - 1) * S) & (p[:, 1] > P + S) & \
+            (p[:, 1] < P + (g.shape[0] - 1) * S)
+        inside = cv2.GaussianBlur(inside.reshape(R, R).astype(np.float32), (0, 0), R / 32)
+        refs = []
+        for q in ref_pts:
+            j = np.round((q + 1) * R / 2 - 0.5).astype(int)
+            refs.append(lum[j[1] - 1:j[1] + 2, j[0] - 1:j[0] + 2].ravel())
+        ref = max(float(np.median(np.concatenate(refs))), 0.05)
+        relief.append(1 + (np.clip(lum / ref, 0.3, 1.8) - 1) * region * inside)
+        kept.append(i)
+    return np.stack(relief).astype(np.float32), kept
+
+
 def _happiness(R: int) -> np.ndarray:
     """face-api's probability of "happy" for each real face (in :func:`extract_faces` order): smiling faces give
     eyes, brows and noses, not the skin and mouth of a neutral face."""
@@ -224,7 +290,9 @@ def build(settings: dict) -> tuple[dict, dict]:
              "happy": torch.tensor(happy, dtype=torch.float32),
              "shape_components": torch.tensor(Vt[:K].reshape(K, 68, 2), dtype=torch.float32),
              "shape_std": torch.tensor(S[:K] / math.sqrt(len(D) - 1), dtype=torch.float32)}
-    return state, {"faces": len(tex), "names": names}
+    relief, kept = extract_lfw(settings["lfw_resolution"])
+    state["lfw_relief"] = torch.tensor(relief, dtype=torch.float16)
+    return state, {"faces": len(tex), "names": names, "lfw_faces": len(kept), "lfw_kept": kept}
 
 
 _MODEL: dict = {}
@@ -308,15 +376,50 @@ def shape_offsets(z: torch.Tensor) -> torch.Tensor:
     return off
 
 
+#: strength of the LFW relief: the photofit's luminance blurred by LFW_SIGMA texture pixels (its low frequencies, at
+#: the LFW crops' resolution) is divided out at this power and the LFW face's relief multiplied in at the same power
+#: (0: the photofit as it was; 1: the low frequencies of the LFW face). dlib's FAR at 0.6 (100 identities x 4, mild
+#: nuisance; ``benchmarks/bench_synth_identity_pool.py``) on world seeds 101, 202: 0.150, 0.179 without the relief,
+#: 0.107, 0.130 with it (SFace 0.199, 0.148 -> 0.151, 0.112); strength 1.5 gave 0.102, 0.113 (no better beyond the
+#: noise, and an exaggerated real relief), keeping the photofit's own mouth 0.113, 0.139; the LFW people's landmark
+#: offsets (symmetric part, as shape offsets) gave nothing (0.152, 0.186 alone). FRR stays 0
+LFW_RELIEF = 1.0
+LFW_SIGMA = 3.0
+
+
+def pool_choice(coef: torch.Tensor, n_faces: int, n_pool: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index (n,), mirrored (n,) bool) of the LFW face that gives identities with appearance numbers ``coef``
+    their relief. The number is the fraction left over when column 10 picks the second of ``n_faces`` real faces
+    (:func:`sources`): uniform and independent of that pick, so no new number is drawn and every identity's other
+    numbers, and what they choose, stay as they were."""
+    v = ((coef[:, 10].double() * n_faces).frac() * 2 * n_pool).long().clamp_(0, 2 * n_pool - 1)
+    return v % n_pool, v >= n_pool
+
+
 def _bank(mdl: dict) -> dict:
     """What :func:`sample_textures` reads, derived once per model: the faces with :data:`CHROMA` of their colour
-    variation (desaturation is linear, so it commutes with the blending), stacked with their mirror images, and the
-    pixel window of each region's mask."""
-    key = ("bank", CHROMA)
+    variation (desaturation is linear, so it commutes with the blending) and their low-frequency luminance divided
+    out at :data:`LFW_RELIEF`'s power (blurring is linear too, so this is nearly the photofit's own low frequencies),
+    stacked with their mirror images; the LFW reliefs at the texture's size, with their mirror images; the pixel
+    window of each region's mask."""
+    use_lfw = LFW_RELIEF > 0 and "lfw_relief" in mdl
+    key = ("bank", CHROMA, LFW_RELIEF if use_lfw else 0.0, LFW_SIGMA)
     if key not in mdl:
         f = mdl["faces"]
         grey = f.mean(1, keepdim=True)
         f = grey + CHROMA * (f - grey)
+        relief = None
+        if use_lfw:
+            # the photofit's low-frequency luminance is divided out at LFW_RELIEF's strength; the LFW face's relief
+            # (enlarged to the texture's size, mirrored or not) comes in instead
+            import cv2
+            power = LFW_RELIEF
+            lum = f.mean(1).clamp_min(0.05).cpu().numpy()
+            low = np.stack([cv2.GaussianBlur(x, (0, 0), LFW_SIGMA) for x in lum])
+            f = f / torch.as_tensor(low, device=f.device).clamp_min(0.05)[:, None] ** power
+            r = torch.nn.functional.interpolate(mdl["lfw_relief"][:, None], size=f.shape[-1], mode="bilinear",
+                                                align_corners=False).clamp_min(0.05) ** power
+            relief = torch.cat([r, r.flip(-1)]).contiguous()
         windows = []
         for m in mdl["masks"]:
             rows, cols = torch.nonzero(m.amax(1) > 1e-3)[:, 0], torch.nonzero(m.amax(0) > 1e-3)[:, 0]
@@ -328,7 +431,7 @@ def _bank(mdl: dict) -> dict:
         rows = torch.nonzero(upper.amax(1) > 1e-3)[:, 0]
         upper_win = (slice(int(rows.min()), int(rows.max()) + 1), windows[0][1])
         mdl[key] = {"faces": torch.cat([f, f.flip(-1)]).contiguous(), "windows": windows, "upper": upper,
-                    "upper_window": upper_win}
+                    "upper_window": upper_win, "relief": relief}
     return mdl[key]
 
 
@@ -337,7 +440,8 @@ def sample_textures(coef: torch.Tensor, device=None) -> torch.Tensor:
     (n, :func:`n_components`; with only the first N_COEF the upper skin is not drawn apart): a photofit of real faces
     (lower and upper skin, brows, eyes, nose and mouth each from a real face, mirrored or not, with soft seams), with
     a second face blended in; the photos' colour casts (their lighting, not the people) keep
-    :data:`CHROMA` of their strength."""
+    :data:`CHROMA` of their strength; the low-frequency luminance is an LFW face's (:data:`LFW_RELIEF`,
+    :func:`pool_choice`)."""
     mdl = appearance_model(device)
     bank = _bank(mdl)
     faces, masks, windows = bank["faces"], mdl["masks"], bank["windows"]
@@ -358,6 +462,10 @@ def sample_textures(coef: torch.Tensor, device=None) -> torch.Tensor:
     rs, cs = windows[0]                                                 # outside the face region every map is 1
     other = faces[:, :, rs, cs][(second + n_faces * (~mirrored[:, 0]).long()).to(dev)]
     out[:, :, rs, cs].lerp_(other, beta.to(dev).view(-1, 1, 1, 1))
+    if bank["relief"] is not None:
+        n_pool = mdl["lfw_relief"].shape[0]
+        k, flip = pool_choice(coef.cpu(), n_faces, n_pool)
+        out[:, :, rs, cs].mul_(bank["relief"][:, :, rs, cs][(k + n_pool * flip.long()).to(dev)])
     return out
 
 
