@@ -23,17 +23,27 @@ chapter 02), per emotion with 95% Wilson intervals, for the expression settings 
 
 * ``current``: the photo style's expressions as they are;
 * ``before``: as in commit edc831a (the cartoon's smooth expression warp, no photo folds, the earlier AU gains,
-  every lip gap drawn open, teeth at 0.45 everywhere);
+  every lip gap drawn open, teeth at 0.45 everywhere, no learned shading, no eye whites);
+* ``05e0acc``: as in commit 05e0acc (no learned shading of :data:`facelab.synth.render.PHOTO_SHADING`, no eye
+  whites where the lids open wider);
+* ``no learned shading`` / ``no eye whites``: one of those two parts off;
 * ``smooth warp`` / ``no folds`` / ``earlier gains`` / ``earlier mouth``: one of those parts as before (the mouth:
   every lip gap drawn open, the teeth's share the same for every AU).
 
 It also times rendering (CPU seconds of this process, 1 thread unless ``FACELAB_THREADS``) of ``--speed-n`` new
-photo-style faces at 112 px with all factors on, for ``current`` and ``before``. Choose settings on world seeds other
-than 0 (101, 202, 303 were used); seed 0 is chapter 02's held-out seed::
+photo-style faces at 112 px with all factors on, for ``current``, ``05e0acc`` and ``before``. Choose settings on world
+seeds other than 0 (101, 202, 303 were used); seed 0 is chapter 02's held-out seed::
 
     .venv/bin/python benchmarks/bench_synth_realism.py --expressions --seeds 0 --per-emotion 30
 
 writes ``_build/benchmarks/synth_expressions.json``.
+
+``--learn-shading`` learns the photo style's per-AU shading (:data:`facelab.synth.render.PHOTO_SHADING`) from the
+gradients of face-api's expression net alone (the FER2013 net stays an independent judge) on the prototypes of
+``--seeds`` (``--per-emotion`` people each), rendered without it, and prints the codes::
+
+    .venv/bin/python benchmarks/bench_synth_realism.py --learn-shading --seeds 101 202 --per-emotion 20 \
+        --steps 120 --radius 0.15 --l2 1.0 --tv 6.0
 """
 
 from __future__ import annotations
@@ -131,9 +141,14 @@ SMOOTH_WARP = [_set(R, "PHOTO_WARP", None)]
 NO_FOLDS = [_set(R, "PHOTO_FOLDS", {k: 0.0 for k in R.PHOTO_FOLDS})]
 OLD_GAINS = [_set(F, "PHOTO_AU_GAIN", EARLIER_GAINS), _set(R, "PHOTO_TEMPLATE_GAIN", False)]
 NO_GATE = [_set(R, "PHOTO_MOUTH_GATE", False), _set(R, "PHOTO_TEETH_AU", {})]
+NO_LEARNED = [_set(R, "PHOTO_LEARNED", 0.0)]
+NO_SCLERA = [_set(R, "PHOTO_SCLERA", 0.0)]
 EXPRESSION_SETTINGS = {
     "current": [],
-    "before": SMOOTH_WARP + NO_FOLDS + OLD_GAINS + NO_GATE,
+    "before": SMOOTH_WARP + NO_FOLDS + OLD_GAINS + NO_GATE + NO_LEARNED + NO_SCLERA,
+    "05e0acc": NO_LEARNED + NO_SCLERA,
+    "no learned shading": NO_LEARNED,
+    "no eye whites": NO_SCLERA,
     "smooth warp": SMOOTH_WARP,
     "no folds": NO_FOLDS,
     "earlier gains": OLD_GAINS,
@@ -174,7 +189,7 @@ def expressions(args):
                                                              "FER2013_lo", "FER2013_hi")}})
                     print(f"seed {seed:4d} {name:14s} {emo:9s} n {int(r.n):3d}  "
                           f"face-api {cells.loc[emo, 'face-api']:18s}  FER2013 {cells.loc[emo, 'FER2013']}", flush=True)
-            if args.speed_n and name in ("current", "before"):
+            if args.speed_n and name in ("current", "before", "05e0acc"):
                 speed[name] = render_speed(args.speed_n)
                 print(f"speed {name:14s} {speed[name]['faces_per_cpu_s']:.0f} faces per CPU second "
                       f"({args.speed_n} new faces, 112 px, all factors, load {speed[name]['load']:.1f})", flush=True)
@@ -183,6 +198,112 @@ def expressions(args):
     out.mkdir(parents=True, exist_ok=True)
     (out / "synth_expressions.json").write_text(json.dumps({"rows": rows, "speed": speed,
                                                              "threads": torch.get_num_threads()}, indent=1))
+
+
+def _shading_batch(seed: int, per_emotion: int) -> dict:
+    """Full-intensity prototypes of face-api's seven emotions on world ``seed`` (identities from 5000, mild nuisance,
+    sampling seed = seed + 22, as :func:`expression_agreement`), their face-api crops, labels and AUs, and for each
+    crop pixel its point in the frontal frame (an affine fit from the image landmarks to the mean face moved by the
+    prototype's AUs in style photo)."""
+    from facelab.models.expression import EXPRESSIONS
+    from facelab.synth.landmarks import mean_shape
+
+    world = FaceWorld(seed=seed, size=112, style="photo")
+    labels = [e for e in EXPRESSIONS for _ in range(per_emotion)]
+    b = world.sample(identities=list(range(5000, 5000 + len(labels))), expression=labels, nuisance="mild",
+                     generator=torch.Generator().manual_seed(seed + 22))
+    n = len(labels)
+    aus = torch.stack([F.emotion_vector(e) for e in labels])
+    frontal = F.apply_aus(mean_shape()[None].expand(n, -1, -1).contiguous(), aus, gain=F.au_gain("photo"))
+    aff = torch.linalg.lstsq(torch.cat([b.landmarks, torch.ones(n, 68, 1)], -1), frontal).solution   # (n, 3, 2)
+    lo, hi = b.landmarks.min(1).values, b.landmarks.max(1).values
+    c, side = (lo + hi) / 2, (hi - lo).max(1).values
+    t = torch.linspace(-0.5, 0.5, 112)
+    gx, gy = c[:, 0, None] + side[:, None] * t, c[:, 1, None] + side[:, None] * t
+    px = torch.stack([gx[:, None, :].expand(n, 112, 112), gy[:, :, None].expand(n, 112, 112),
+                      torch.ones(n, 112, 112)], -1)
+    return {"y": torch.tensor([EXPRESSIONS.index(e) for e in labels]), "aus": aus,
+            "crops": study._landmark_crops(b.images, b.landmarks, 112, 1.0),
+            "grid": torch.einsum("nhwk,nkc->nhwc", px, aff)}
+
+
+#: AUs that get no learned shading: the blink, and the jaw's AUs whose look is the mouth opening the renderer draws
+#: (shading learned for them lightens the open mouth)
+UNSHADED = ("AU25", "AU26", "AU45")
+
+
+def learn_shading(args):
+    """Learn the photo style's per-AU shading (:data:`facelab.synth.render.PHOTO_SHADING`) from face-api's
+    expression net: the crops of the style without it are darkened by the shading that the prototypes' AUs call for
+    (mapped from the frontal frame to each crop), and the shading follows the gradient of face-api's cross-entropy
+    with the world's labels (Adam), under an L2 and a total-variation penalty, symmetric, confined to the face and
+    to near the landmarks each AU moves (none for :data:`UNSHADED`). Prints the codes and writes _build/benchmarks/synth_photo_shading.json."""
+    import torch.nn.functional as tf
+
+    from facelab.models import load_expression_model
+    from facelab.synth.landmarks import mean_shape
+
+    torch.manual_seed(0)
+    G, A = R.PHOTO_SHADING_GRID, len(F.AU_NAMES)
+    with patched([_set(R, "PHOTO_LEARNED", 0.0)]):
+        R._TEMPLATES.clear()
+        data = [_shading_batch(s, args.per_emotion) for s in args.seeds]
+    R._TEMPLATES.clear()
+    xs = (torch.arange(G, dtype=torch.float32) + 0.5) * (2.0 / G) - 1
+    m = mean_shape()
+    lo, hi = m.min(0).values, m.max(0).values
+    face = (torch.sigmoid((xs[None, :] - lo[0] + 0.05) / 0.03) * torch.sigmoid((hi[0] + 0.05 - xs[None, :]) / 0.03)
+            * torch.sigmoid((xs[:, None] - lo[1] + 0.25) / 0.03) * torch.sigmoid((hi[1] + 0.05 - xs[:, None]) / 0.03))
+    # support of each AU: within about args.radius of the points it moves (before and after, style photo)
+    one = torch.zeros(A, A, 2)
+    one[torch.arange(A), torch.arange(A)] = 1.0
+    moved_to = F.apply_aus(m[None].expand(A, -1, -1).contiguous(), one, gain=F.au_gain("photo"))
+    support = torch.zeros(A, G, G)
+    for a in range(A):
+        k = (moved_to[a] - m).norm(dim=-1) > 1e-6
+        if F.AU_NAMES[a] in UNSHADED or not bool(k.any()):
+            continue
+        pts = torch.cat([m[k], moved_to[a, k]])
+        d2 = ((xs[None, None, :] - pts[:, 0, None, None]) ** 2 + (xs[None, :, None] - pts[:, 1, None, None]) ** 2)
+        support[a] = torch.exp(-d2.min(0).values / (2 * args.radius ** 2))
+    mask = face[None] * support
+    side = torch.stack([torch.sigmoid(-xs / 0.05), torch.sigmoid(xs / 0.05)])
+    S = torch.zeros(A, G, G, requires_grad=True)
+    net = load_expression_model()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam([S], lr=args.lr)
+
+    def sym():
+        return 0.5 * (S + S.flip(-1)) * mask
+
+    for step in range(args.steps):
+        Ss = sym()
+        T = Ss[:, None] * side[None, :, None, :]                                   # (A, 2, G, G)
+        loss = 0.0
+        for d in data:
+            dark = tf.grid_sample(torch.einsum("nas,ashw->nhw", d["aus"], T)[:, None], d["grid"],
+                                  align_corners=False).clamp(-0.2, 0.6)
+            p = net.predict((d["crops"] * (1 - dark)).clamp(0, 1))
+            loss = loss - torch.log(p[torch.arange(len(d["y"])), d["y"]] + 1e-6).mean()
+        tv = ((Ss[:, 1:] - Ss[:, :-1]) ** 2).mean() + ((Ss[:, :, 1:] - Ss[:, :, :-1]) ** 2).mean()
+        loss = loss + args.l2 * (Ss ** 2).mean() + args.tv * tv
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            S.clamp_(-0.3, 0.6)
+        if step % 10 == 9:
+            print(f"step {step + 1:4d} loss {float(loss.detach()):.3f}", flush=True)
+    Ss = sym().detach()
+    codes = {F.AU_NAMES[a]: R.encode_photo_shading(Ss[a]) for a in range(A) if bool((Ss[a].abs() >= 0.0025).any())}
+    print("PHOTO_SHADING = {")
+    for k, v in codes.items():
+        print(f'    "{k}": "{v}",')
+    print("}")
+    out = Path("_build/benchmarks")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "synth_photo_shading.json").write_text(json.dumps({"codes": codes, "args": vars(args)}, indent=1))
 
 
 def main():
@@ -194,8 +315,16 @@ def main():
     ap.add_argument("--expressions", action="store_true", help="expression agreement instead of FAR/FRR")
     ap.add_argument("--per-emotion", type=int, default=30, help="people per emotion (--expressions)")
     ap.add_argument("--speed-n", type=int, default=300, help="faces timed per setting (--expressions; 0: none)")
+    ap.add_argument("--learn-shading", action="store_true", help="learn the photo style's per-AU shading")
+    ap.add_argument("--steps", type=int, default=60, help="Adam steps (--learn-shading)")
+    ap.add_argument("--lr", type=float, default=0.03, help="Adam learning rate (--learn-shading)")
+    ap.add_argument("--l2", type=float, default=2.0, help="L2 penalty (--learn-shading)")
+    ap.add_argument("--tv", type=float, default=10.0, help="total-variation penalty (--learn-shading)")
+    ap.add_argument("--radius", type=float, default=0.12, help="AU support radius, frontal units (--learn-shading)")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("FACELAB_THREADS", "1")))
+    if args.learn_shading:
+        return learn_shading(args)
     if args.expressions:
         return expressions(args)
     for name in args.only or ():

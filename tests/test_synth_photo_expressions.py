@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from facelab.synth import FaceWorld
 from facelab.synth import render as R
-from facelab.synth.facs import apply_aus, au_gain, au_vector, emotion_vector
+from facelab.synth.facs import AU_NAMES, apply_aus, au_gain, au_vector, emotion_vector
 from facelab.synth.landmarks import mean_shape
 
 
@@ -110,3 +110,80 @@ def test_photo_expressions_are_deterministic():
     a = world.sample(generator=torch.Generator().manual_seed(4), **kw).images
     b = FaceWorld(seed=9, size=64, style="photo").sample(generator=torch.Generator().manual_seed(4), **kw).images
     assert torch.equal(a, b)
+
+
+def test_photo_learned_shading_codes_round_trip():
+    G = R.PHOTO_SHADING_GRID
+    S = torch.linspace(-0.3, 0.6, G * G).view(G, G)
+    S = 0.5 * (S + S.flip(-1))
+    t = R.photo_shading_grid({"AU04": R.encode_photo_shading(S)})
+    k = AU_NAMES.index("AU04")
+    assert t.shape == (len(AU_NAMES), 2, G, G)
+    assert torch.allclose(t[k].sum(0), S, atol=R.PHOTO_SHADING_STEP / 2 + 1e-6)
+    assert float(t[torch.arange(len(AU_NAMES)) != k].abs().max()) == 0.0
+    # side 0 (the subject's right) lies in the image's left half, side 1 mirrors it
+    assert torch.allclose(t[k, 0], t[k, 1].flip(-1))
+    assert float(t[k, 0, :, :G // 2].abs().sum()) > 10 * float(t[k, 0, :, G // 2:].abs().sum())
+
+
+def test_photo_learned_shading_stays_on_the_face_and_off_the_cartoon():
+    t = R.photo_shading_grid()
+    assert R.PHOTO_SHADING and set(R.PHOTO_SHADING) <= set(AU_NAMES)
+    assert not {"AU25", "AU26", "AU45"} & set(R.PHOTO_SHADING)        # the mouth opening and the blink are drawn
+    assert float(t.abs().max()) <= 0.6 and torch.allclose(t[:, 0], t[:, 1].flip(-1))
+    # nothing on the grid's border (outside the face)
+    assert float(t[..., [0, -1], :].abs().max()) < 0.02 and float(t[..., :, [0, -1]].abs().max()) < 0.02
+    H = 32
+    old = R.PHOTO_LEARNED
+    try:
+        R._TEMPLATES.clear()
+        with_c, with_p = R.au_templates(H, "cpu", "cartoon").clone(), R.au_templates(H, "cpu", "photo").clone()
+        R.PHOTO_LEARNED = 0.0
+        without_c, without_p = R.au_templates(H, "cpu", "cartoon"), R.au_templates(H, "cpu", "photo")
+    finally:
+        R.PHOTO_LEARNED = old
+        R._TEMPLATES.clear()
+    assert torch.equal(with_c, without_c)
+    assert torch.allclose(with_p - without_p, old * R._photo_learned_shading(H), atol=1e-6)
+
+
+def test_photo_learned_shading_helps_face_api_read_the_prototypes():
+    from facelab.models import load_expression_model
+    from facelab.models.expression import EXPRESSIONS
+    from facelab.studies.synthetic_faces import _landmark_crops
+
+    labels = [e for e in EXPRESSIONS[2:6] for _ in range(6)]          # sad, angry, fearful, disgusted
+    world = FaceWorld(seed=11, size=112, style="photo")
+    y = torch.tensor([EXPRESSIONS.index(e) for e in labels])
+    logp = {}
+    old = R.PHOTO_LEARNED
+    try:
+        for w in (0.0, old):
+            R.PHOTO_LEARNED = w
+            b = world.sample(identities=list(range(900, 900 + len(labels))), expression=labels, nuisance="none",
+                             generator=torch.Generator().manual_seed(0))
+            p = load_expression_model().predict(_landmark_crops(b.images, b.landmarks, 112, 1.0))
+            logp[w] = float(torch.log(p[torch.arange(len(y)), y]).mean())
+    finally:
+        R.PHOTO_LEARNED = old
+        R._TEMPLATES.clear()
+    assert logp[old] > logp[0.0] + 0.3, logp
+
+
+def test_photo_eye_whites_where_the_lids_open_wider():
+    def eyes(sclera):
+        old = R.PHOTO_SCLERA
+        R.PHOTO_SCLERA = sclera
+        try:
+            b = FaceWorld(seed=5, size=112, style="photo").sample(
+                identities=list(range(6)), expression=[{"AU05": 1.0}] * 6, nuisance="none",
+                generator=torch.Generator().manual_seed(0))
+        finally:
+            R.PHOTO_SCLERA = old
+        out = []
+        for img, lm in zip(b.images, b.landmarks):
+            x0, y0 = (lm[36:48].min(0).values - 1).long()
+            x1, y1 = (lm[36:48].max(0).values + 2).long()
+            out.append(float(img[:, y0:y1, x0:x1].mean()))
+        return torch.tensor(out)
+    assert bool((eyes(1.0) > eyes(0.0) + 0.01).all())

@@ -12,7 +12,8 @@ The stages of :func:`render` (each a function below, in this order):
    along the expression's landmark displacements (style "photo": :func:`_photo_expression_grid`, which moves the
    photo texture as far as the landmarks);
 2. **expression** -- :func:`draw_expression` draws on the warped layer: PPG skin colour, AU wrinkles (style "photo":
-   plus the broad folds of :func:`_photo_folds`), blush, eyes, mouth (style "photo": opened only by the jaw and the
+   plus the broad folds of :func:`_photo_folds` and the learned shading of :data:`PHOTO_SHADING`), blush, eyes
+   (style "photo": eye whites where the lids open wider), mouth (style "photo": opened only by the jaw and the
    upper lip, teeth bared by a smile, a raised or a stretched lip), glasses and the frontal occluders (scarf,
    medical mask, hand);
 3. **light** -- :func:`_shade`: an analytic depth (:class:`DepthModel`) gives normals, lit at half resolution;
@@ -29,6 +30,7 @@ columns of :mod:`facelab.synth.fields`.
 
 from __future__ import annotations
 
+import base64
 import math
 from dataclasses import dataclass, fields
 
@@ -59,6 +61,8 @@ PHOTO_TEETH = 0.45
 PHOTO_TEETH_AU = {"AU10": 1.0, "AU12": 1.0, "AU20": 0.6, "AU26": -0.6}
 #: style "photo": an open mouth shows its inside only where the jaw (AU25, AU26) or the upper lip (AU10) opened it
 PHOTO_MOUTH_GATE = True
+#: style "photo": opacity of the eye white drawn where the lids open wider than the identity's (AU5)
+PHOTO_SCLERA = 1.0
 #: style "photo": the AU shading templates are drawn on the mean face moved by the style's AU gains
 PHOTO_TEMPLATE_GAIN = True
 OCCLUSIONS = ("none", "sunglasses", "scarf", "mask", "hand", "block", "pixels")
@@ -877,13 +881,86 @@ def _photo_folds(L, aus, X, Y, H):
 PHOTO_FOLDS = {"AU01": 0.04, "AU04": 0.58, "AU09": 0.3, "AU10": 0.11, "AU15": 0.28, "AU17": 0.22, "AU20": 0.15,
                "AU23": 0.05}
 
+#: style "photo": weight of the learned AU shading of :data:`PHOTO_SHADING` (0: none)
+PHOTO_LEARNED = 1.0
+#: style "photo": broad shading per AU that face-api's expression net reads, learned from its gradients (not the
+#: FER2013 net's, which judges it independently) on world seeds 101 and 202 (checked on 303) by
+#: ``benchmarks/bench_synth_realism.py --learn-shading``: a darkening (lightening where negative) of the frontal
+#: frame on a :data:`PHOTO_SHADING_GRID`-square grid, left-right symmetric, smooth (a total-variation penalty),
+#: confined to the face and to near the landmarks that the AU moves (none for the blink, nor for the jaw's AU25 and
+#: AU26, whose look is the drawn mouth opening); split between the face's halves for each side
+#: and bilinearly up-sampled. Stored per AU as the subject-right half (columns 0..G/2-1) in int8 steps of
+#: :data:`PHOTO_SHADING_STEP`, base64.
+PHOTO_SHADING_GRID = 16
+PHOTO_SHADING_STEP = 0.005
+PHOTO_SHADING: dict[str, str] = {
+    "AU01": ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAhMF6QAAAAAIOBrFAQAAAA8exGUXAAAA+QtfBdEAAAAC6urwIAAA"
+             "AAEK+wcFAAAAAP8BAAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+    "AU02": ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABBoC7xIAAAAGQPQU2AAAAA9HA1j8AAAA+dHWA9MAAAAG6ur0BgAA"
+             "AAEKAwcJAAAAAP//AAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+    "AU04": ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAQz+9/kAAAAI6P/WQwAAAA/N4NvGAAAA+RcgaDgAAAAAOAve8QAA"
+             "AAAQCfMFAAAAAP8EBAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+    "AU05": ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAUA+vwAAAABGwX7EQAAAAP/SA7TAAAA/+nMJtQAAAACBN757wAA"
+             "AAAKDfsRAAAAAP/+AQMAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+    "AU06": ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAH//v8AAAACA/v5+wAAAAQQ6uPhAAAABQ7FyhAAAAAEEA3o3wAA"
+             "AP//7RkPAAAAAP4IBQUAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+    "AU07": ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAL//v8AAAAB+f71GgAAAALuUfDdAAAA/ujLX0kAAAACKFEc4wAA"
+             "AAARJuoAAAAAAP4DAwcAAAAAAAABAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+    "AU09": ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/wEF9wcAAAD+O+HaDwAAAPncxMUVAAAADh9fXOEAAAD9JS0C9wAA"
+             "AP8IK+gfAAAAAAoE2RQAAAAAAzD2SwAAAAAF9A8SAAAAAAAG+gEAAAAAAAAA/wAAAAAAAAAAAAAAAAAAAAA="),
+    "AU10": ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAP8BAAAAAAAGDvgAAAAABBX++gAA"
+             "AAAGJ+scAAAAAAsF3hUAAAAAAzD7QQAAAAAF9A4SAAAAAAAG+gIAAAAAAAAA/wAAAAAAAAAAAAAAAAAAAAA="),
+    "AU12": ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAX8/QQAAAAECBH69QAA"
+             "APnu3SwiAAAA9NM7ISQAAAD2DQDs8wAAAP/w3tPZAAAABhrw+e0AAAAAAwIDAwAAAAAAAAAAAAAAAAAAAAA="),
+    "AU15": ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABAgAAAAAAAgf6CAAA"
+             "AAAKBDL8AAAAAQ5HRM0AAAD/8tfG7AAAAP/33TgbAAAAAPkwNkQAAAAAAgT8/AAAAAAAAAAAAAAAAAAAAAA="),
+    "AU17": ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAH+AgAA"
+             "AAABCA4FAAAAAAEUHPAAAAAB/iDYBgAAAP/00/4dAAAAAvpe9TQAAAAAAvoG7gAAAAAAAAAAAAAAAAAAAAA="),
+    "AU20": ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA//8AAAAA/vz++wAA"
+             "AAMY+CMiAAAABxL1TzYAAAD70sT4AAAAAAc/LGfNAAAA//r9LjcAAAAA/wP+/QAAAAAAAAAAAAAAAAAAAAA="),
+    "AU23": ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAgIAAAAAAgcI/AAA"
+             "AAD9H+cEAAAA//QU+nEAAAABFPNf9AAAAAD59tYLAAAAAAUDCOUAAAAAAP8DAgAAAAAAAAAAAAAAAAAAAAA="),
+}
+
+
+def photo_shading_grid(codes: dict | None = None) -> torch.Tensor:
+    """(A, 2, G, G) the learned shading of :data:`PHOTO_SHADING` (or ``codes``) per AU and side on its grid."""
+    G = PHOTO_SHADING_GRID
+    codes = PHOTO_SHADING if codes is None else codes
+    xs = (torch.arange(G, dtype=torch.float32) + 0.5) * (2.0 / G) - 1
+    side = torch.stack([torch.sigmoid(-xs / 0.05), torch.sigmoid(xs / 0.05)])        # (2, G): subject right, left
+    t = torch.zeros(len(_AU), 2, G, G)
+    for name, code in codes.items():
+        half = torch.frombuffer(bytearray(base64.b64decode(code)), dtype=torch.int8).float().view(G, G // 2)
+        S = torch.cat([half, half.flip(-1)], -1) * PHOTO_SHADING_STEP
+        t[_AU[name]] = S[None] * side[:, None, :]
+    return t
+
+
+def encode_photo_shading(S: torch.Tensor) -> str:
+    """The inverse of :func:`photo_shading_grid` for one AU's symmetric (G, G) shading: its base64 code."""
+    G = PHOTO_SHADING_GRID
+    q = (S[:, :G // 2] / PHOTO_SHADING_STEP).round().clamp(-127, 127).to(torch.int8)
+    return base64.b64encode(q.contiguous().numpy().tobytes()).decode()
+
+
+def _photo_learned_shading(H: int) -> torch.Tensor:
+    """(A * 2, H * W) :func:`photo_shading_grid` up-sampled to the image, rows ordered as in :func:`au_templates`."""
+    t = photo_shading_grid()
+    G = t.shape[-1]
+    up = F.interpolate(t.view(-1, 1, G, G), size=H, mode="bilinear", align_corners=False)
+    return up.reshape(t.shape[0] * 2, H * H)
+
+
 _TEMPLATES = {}
 
 
 def au_templates(H: int, device, style: str = "cartoon") -> torch.Tensor:
     """(A * 2, H * W) shading of each AU on each side (subject right, left) at intensity 1, on the mean face (in
-    style "photo" the cartoon's lines times :data:`PHOTO_WRINKLE_GAIN` plus :func:`_photo_folds`)."""
-    key = (H, str(device), style, PHOTO_TEMPLATE_GAIN, tuple(sorted(PHOTO_FOLDS.items())))
+    style "photo" the cartoon's lines times :data:`PHOTO_WRINKLE_GAIN` plus :func:`_photo_folds` plus
+    :data:`PHOTO_LEARNED` x the learned shading of :data:`PHOTO_SHADING`)."""
+    key = (H, str(device), style, PHOTO_TEMPLATE_GAIN, tuple(sorted(PHOTO_FOLDS.items())), PHOTO_LEARNED,
+           tuple(sorted(PHOTO_SHADING.items())))
     if key not in _TEMPLATES:
         from facelab.synth.facs import apply_aus, au_gain
         from facelab.synth.landmarks import mean_shape
@@ -903,6 +980,9 @@ def au_templates(H: int, device, style: str = "cartoon") -> torch.Tensor:
             L = apply_aus(mean_shape()[None].expand(A * 2, -1, -1).contiguous(), aus,
                           gain=au_gain(style) if PHOTO_TEMPLATE_GAIN else None)
             t = (_wrinkles(L, aus, age, X, Y, H) - base) * PHOTO_WRINKLE_GAIN + _photo_folds(L, aus, X, Y, H)
+            t = t.reshape(A * 2, H * H)
+            if PHOTO_LEARNED:
+                t = t + PHOTO_LEARNED * _photo_learned_shading(H)
         _TEMPLATES[key] = t.reshape(A * 2, H * H).to(device)
     return _TEMPLATES[key]
 
@@ -1054,7 +1134,14 @@ def _close_photo_eye(cb, u, v, v_up, v_lo, inside_u, eye, sc: Scene, p0, p1, pix
     n_up, n_lo = _eye_curves(u, [(uu[:, 0], vv[:, 0]), (uu[:, 1], vv[:, 1])],
                              [(uu[:, 2], vv[:, 2]), (uu[:, 3], vv[:, 3])])
     was_open = inside_u * _ramp(n_up - v - 0.006, pix) * _ramp(v - n_lo + 0.004, pix)
-    closed = was_open * (1 - _ramp(v_up - v, pix) * _ramp(v - v_lo, pix))
+    now_open = _ramp(v_up - v, pix) * _ramp(v - v_lo, pix)
+    if PHOTO_SCLERA > 0:        # lids opened wider than the identity's (AU5): white shows above and below the iris
+        opened = inside_u * now_open * (1 - _ramp(n_up - v, pix) * _ramp(v - n_lo, pix))
+        if bool((opened > 0.01).any()):
+            white = torch.tensor([0.86, 0.84, 0.80], device=cb.device).view(1, 3, 1, 1) * (
+                1 - 0.3 * ((2 * u - 1) ** 2) ** 2) * (1 - 0.3 * _gauss((v - v_up) / 0.008))
+            _lerp_(cb, white, opened * PHOTO_SCLERA)
+    closed = was_open * (1 - now_open)
     if not bool((closed > 0.01).any()):
         return
     lid = _c(sc.skin) * 0.78
