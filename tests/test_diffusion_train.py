@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -32,6 +33,7 @@ class _Tokens:
 
     def __init__(self, *args, max_length=24, **kwargs):
         self.L = max_length
+        self.tokenizer = _Words()
 
     def __call__(self, prompts):
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -40,6 +42,14 @@ class _Tokens:
             for j, w in enumerate(["<s>"] + p.split()[: self.L - 2] + ["</s>"]):
                 out[i, j] = torch.randn(self.dim, generator=torch.Generator().manual_seed(sum(map(ord, w))))
         return out
+
+
+class _Words:
+    """The stand-in's tokenizer: one piece per word (position 1 + i in the sequence, as _Tokens lays them out)."""
+
+    @staticmethod
+    def tokenize(text):
+        return text.split()
 
 
 def _free_port() -> int:
@@ -127,3 +137,79 @@ def test_makeup_share_chooses_which_chunks_wear_makeup():
     assert not any(train_mod._worn(i, 0.0) for i in range(5))
     with pytest.raises(ValueError, match="makeup_share"):
         train_mod.render_training_set(2, 1, 32, makeup_share=1.5)
+
+
+# ------------------------------------------------------------------------------------ the attention loss (experiment)
+def test_attention_loss_is_off_by_default_and_checks_its_weight():
+    import inspect
+
+    params = inspect.signature(train_mod.train_unet).parameters
+    assert params["attention_loss"].default == 0 and params["init_unet"].default is None
+    vae = _random_vae()
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="attention_loss"):
+            train_mod.train_unet(vae=vae, **train_mod.TINY, threads=1, attention_loss=bad, text_encoder=_Tokens())
+    with pytest.raises(ValueError, match="attention_kind"):
+        train_mod.train_unet(vae=vae, **train_mod.TINY, threads=1, attention_loss=1.0, attention_kind="l2",
+                             text_encoder=_Tokens())
+    # the default run: no attention terms logged, the model's own processors on the returned UNet
+    ema, log = train_mod.train_unet(vae=vae, **train_mod.TINY, threads=1, log_every=1, text_encoder=_Tokens())
+    assert "attention" not in log["loss_curve"][0] and "attention_loss" not in log
+    assert all(isinstance(p, PaddingMaskAttnProcessor) for p in ema.attn_processors.values())
+
+
+def _random_vae():
+    from facelab.diffusion.model import build_quick_vae
+
+    torch.manual_seed(5)
+    return build_quick_vae(64).eval().requires_grad_(False)
+
+
+def test_attention_region_mass_is_the_share_of_each_token_map_inside_the_region():
+    B, side, K = 2, 4, 6
+    mask = torch.zeros(B, 1, side * side)
+    mask[:, 0, :4] = 1.0                                   # the first row of the 4 x 4 grid: a quarter of the area
+    w = torch.zeros(B, 1, K)
+    w[:, 0, 2] = 1.0
+    uniform = torch.full((B, side * side, K), 1.0 / K)
+    assert train_mod.attention_region_mass([uniform], w, {side: mask}).flatten().tolist() == pytest.approx([0.25, 0.25])
+    inside = uniform.clone()
+    inside[:, 4:, 2] = 0.0                                 # token 2 is read only inside the region
+    m = train_mod.attention_region_mass([inside, uniform], w, {side: mask})
+    assert m.flatten().tolist() == pytest.approx([0.625, 0.625])  # layers averaged: (1 + 0.25) / 2
+
+
+def test_attention_loss_is_finite_and_falls_faster_with_weight_on_the_tiny_config():
+    """Same seed -> the same batches, timesteps and noise in both runs (the loss draws nothing); a near-zero weight
+    only measures the attention term, a large one trains it: after a few steps its attention term is lower."""
+    vae = _random_vae()
+    settings = {**train_mod.TINY, "steps": 16, "batch_size": 8, "lr": 3e-3, "threads": 1, "log_every": 1,
+                "p_uncond": 0.0}
+    curves = {}
+    for w in (1e-12, 1.0):
+        ema, log = train_mod.train_unet(vae=vae, **settings, attention_loss=w, text_encoder=_Tokens())
+        curves[w] = log["loss_curve"]
+        assert all(np.isfinite([r["loss"], r["attention"], r["attention_mass"]]).all() for r in curves[w])
+        assert log["attention_loss"] == w and log["attention_sides"] == [16, 8]
+        assert all(isinstance(p, PaddingMaskAttnProcessor) for p in ema.attn_processors.values())
+    seen = [r["attention"] for r in curves[1e-12]]
+    assert max(seen) > 0                                    # the tiny set's captions name the makeup words
+    late = slice(-6, None)
+    assert (np.mean([r["attention"] for r in curves[1.0][late]])
+            < np.mean([r["attention"] for r in curves[1e-12][late]]))
+    assert (np.mean([r["attention_mass"] for r in curves[1.0][late]])
+            > np.mean([r["attention_mass"] for r in curves[1e-12][late]]))
+
+
+def test_fine_tuning_starts_from_the_given_weights():
+    vae = _random_vae()
+    torch.manual_seed(9)
+    from facelab.diffusion.model import build_quick_unet
+
+    init = build_quick_unet(16, _Tokens.dim, vae.config.latent_channels)
+    ema, log = train_mod.train_unet(vae=vae, **{**train_mod.TINY, "steps": 1}, lr=0.0, threads=1,
+                                    init_unet=init, text_encoder=_Tokens())
+    for (k, a), b in zip(init.state_dict().items(), ema.state_dict().values()):
+        assert torch.equal(a, b), k                       # lr 0: the EMA is the initial weights
+    with pytest.raises(ValueError, match="init_unet"):
+        train_mod.train_unet(vae=vae, **train_mod.TINY, threads=1, init_unet=3.0, text_encoder=_Tokens())

