@@ -213,20 +213,3 @@ def test_fine_tuning_starts_from_the_given_weights():
         assert torch.equal(a, b), k                       # lr 0: the EMA is the initial weights
     with pytest.raises(ValueError, match="init_unet"):
         train_mod.train_unet(vae=vae, **train_mod.TINY, threads=1, init_unet=3.0, text_encoder=_Tokens())
-
-
-def test_quick_unet_runs_the_fine_tuning_stage_its_settings_name():
-    from facelab.diffusion.model import QUICK_FINETUNE_SETTINGS, QUICK_SETTINGS
-
-    assert QUICK_SETTINGS["fine_tune"] == QUICK_FINETUNE_SETTINGS and QUICK_FINETUNE_SETTINGS["attention_loss"] > 0
-    vae = _random_vae()
-    base = {**train_mod.TINY, "steps": 2, "threads": 1}
-    one, log1 = train_mod.train_quick_unet(vae=vae, settings={**base, "fine_tune": None}, text_encoder=_Tokens())
-    plain, _ = train_mod.train_unet(vae=vae, **base, text_encoder=_Tokens())
-    assert "base" not in log1 and train_mod._digest(one) == train_mod._digest(plain)   # no stage: train_unet itself
-    two, log2 = train_mod.train_quick_unet(vae=vae, settings={**base, "fine_tune": {"attention_loss": 0.05,
-                                                                                     "lr": 1e-4, "steps": 1}},
-                                           text_encoder=_Tokens())
-    assert log2["attention_loss"] == 0.05 and log2["lr"] == 1e-4 and log2["steps"] == 1
-    assert log2["base"]["steps"] == 2 and "loss_curve" not in log2["base"]
-    assert train_mod._digest(two) != train_mod._digest(one)

@@ -40,7 +40,6 @@ __all__ = ["DiffusionModel", "PatchAutoencoder", "MiniLMTextEncoder", "MiniLMTok
            "quick_vae_config", "build_quick_vae", "quick_unet_config", "build_quick_unet", "make_scheduler",
            "save_quick_vae", "save_quick_model", "vae_from_state", "unet_from_state", "load_quick_model", "quick_model",
            "QUICK_CHECKPOINT", "QUICK_LOG", "QUICK_VAE_CHECKPOINT", "QUICK_COMMAND", "QUICK_SETTINGS",
-           "QUICK_FINETUNE_SETTINGS",
            "QUICK_VAE_SETTINGS", "TOKEN_LENGTH", "load_stable_diffusion", "tiny_stable_diffusion",
            "StableDiffusionPathError", "sha256_of", "minilm_path"]
 
@@ -58,13 +57,8 @@ QUICK_VAE_SETTINGS = {"steps": 3000, "minutes": 28.0, "batch_size": 16, "lr": 1e
                       "per_identity": 4, "size": 64, "kl_weight": 1e-6, "threads": 2, "crop": 32, "full_steps": 150,
                       "colour_weight": 4.0, "makeup_share": 1.0}
 #: Training arguments of the committed UNet (:func:`facelab.diffusion.train.train_unet`'s defaults).
-#: The stage that follows the UNet's training (issue 20's word-localisation gate): the same data and settings, started
-#: from the trained EMA, with a cross-attention localisation loss of this weight (:func:`facelab.diffusion.train.
-#: train_unet`'s ``attention_loss``: each makeup word's map should fall in its landmark region) at a lower rate
-QUICK_FINETUNE_SETTINGS = {"attention_loss": 0.05, "attention_kind": "nll", "lr": 2e-4, "minutes": 20.0}
 QUICK_SETTINGS = {"steps": 12000, "minutes": 45.0, "batch_size": 16, "lr": 1e-3, "seed": 0, "n_identities": 1536,
-                  "per_identity": 4, "size": 64, "ema_decay": 0.999, "p_uncond": 0.1, "threads": 1,
-                  "fine_tune": QUICK_FINETUNE_SETTINGS}
+                  "per_identity": 4, "size": 64, "ema_decay": 0.999, "p_uncond": 0.1, "threads": 1}
 
 SD_EXPECTED_LAYOUT = ("unet/config.json + unet/diffusion_pytorch_model.safetensors (or .bin)",
                       "vae/config.json + vae/diffusion_pytorch_model.safetensors",
@@ -532,8 +526,8 @@ def load_quick_model(path=None, *, vae_path=None, device="cpu", text_encoder=Non
 def quick_model(device=None, *, text_encoder=None, allow_train: bool = True) -> DiffusionModel:
     """The chapters' quick latent diffusion model: :data:`QUICK_VAE_CHECKPOINT` and :data:`QUICK_CHECKPOINT` verified
     and loaded; a checkpoint that is missing, corrupt or was trained with other settings than
-    :data:`QUICK_VAE_SETTINGS` / :data:`QUICK_SETTINGS` is trained again (see their ``minutes``, and the UNet's
-    fine-tuning :data:`QUICK_FINETUNE_SETTINGS`, on one CPU thread, with progress; ``allow_train=False`` raises :class:`facelab.checkpoints.CheckpointError` instead)."""
+    :data:`QUICK_VAE_SETTINGS` / :data:`QUICK_SETTINGS` is trained again (see their ``minutes`` on one CPU thread, with
+    progress; ``allow_train=False`` raises :class:`facelab.checkpoints.CheckpointError` instead)."""
     from facelab.diffusion import train as tr
 
     def train_vae_fn(s):
@@ -544,7 +538,7 @@ def quick_model(device=None, *, text_encoder=None, allow_train: bool = True) -> 
                                                     restore=QUICK_COMMAND, allow_train=allow_train)
 
     def train_unet_fn(s):
-        ema, log = tr.train_quick_unet(vae=vae_from_state(vae_state, vae_meta), settings=s)
+        ema, log = tr.train_unet(vae=vae_from_state(vae_state, vae_meta), **s)
         return _fp16_state(ema), log, unet_header(ema, vae_sha256=vae_meta["sha256"], token_length=TOKEN_LENGTH)
 
     unet_state, unet_meta = checkpoints.load_or_train(QUICK_CHECKPOINT, train_unet_fn, settings=QUICK_SETTINGS,

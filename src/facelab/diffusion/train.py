@@ -47,7 +47,7 @@ from facelab.diffusion.model import (QUICK_CHECKPOINT, QUICK_SETTINGS, QUICK_VAE
                                      make_scheduler, quick_unet_config, quick_vae_config, save_quick_model,
                                      save_quick_vae)
 
-__all__ = ["render_training_set", "colour_loss", "train_vae", "train_unet", "train_quick_unet", "train", "main", "TINY",
+__all__ = ["render_training_set", "colour_loss", "train_vae", "train_unet", "train", "main", "TINY",
            "ATTENTION_WORDS", "install_attention_recorder", "attention_targets", "attention_region_mass"]
 
 #: A configuration small enough for tests (seconds on a CPU): 16 identities, a handful of steps.
@@ -483,23 +483,6 @@ def _unet_state(init) -> dict:
     return {k: v.detach().float().clone() for k, v in state.items()}
 
 
-def train_quick_unet(*, vae, settings: dict, **kwargs) -> tuple:
-    """The quick UNet as :data:`facelab.diffusion.model.QUICK_SETTINGS` describes it: :func:`train_unet` with
-    ``settings``, then, when ``settings["fine_tune"]`` holds settings (None or absent: no second stage), a second
-    :func:`train_unet` started from the first one's EMA with those settings over the first ones (the attention
-    localisation stage). ``kwargs`` (log_every, accelerator, ...) go to both. Returns ``(ema_unet, log)``; the log is
-    the last stage's, with the first one's (without its loss curve) under ``"base"``."""
-    s = dict(settings)
-    fine = s.pop("fine_tune", None)
-    ema, log = train_unet(vae=vae, **s, **kwargs)
-    if not fine:
-        return ema, log
-    ema2, log2 = train_unet(vae=vae, **{**s, **fine}, init_unet=ema, **kwargs)
-    log2 = {**log2, "init_unet": "the first stage's EMA (same run)",
-            "base": {k: v for k, v in log.items() if k != "loss_curve"}}
-    return ema2, log2
-
-
 def train(*, stage: str = "all", out_dir=None, vae_settings: dict | None = None, unet_settings: dict | None = None,
           log_every: int = 20, vae_path=None) -> dict:
     """Train the stage(s) and save them as :mod:`facelab.checkpoints` checkpoints (main process only); returns
@@ -528,8 +511,8 @@ def train(*, stage: str = "all", out_dir=None, vae_settings: dict | None = None,
         out["vae"] = log
     if stage in ("all", "unet"):
         vae_state, vae_meta = checkpoints.load(vae_path, restore="python -m facelab.diffusion.train --stage vae")
-        ema, log = train_quick_unet(vae=vae_from_state(vae_state, vae_meta), settings=us, log_every=log_every,
-                                    accelerator=acc, checkpoint_every_minutes=5.0, out=unet_path)
+        ema, log = train_unet(vae=vae_from_state(vae_state, vae_meta), **us, log_every=log_every, accelerator=acc,
+                              checkpoint_every_minutes=5.0, out=unet_path)
         if acc.is_main_process:
             save_quick_model(ema, unet_path, vae_sha256=vae_meta["sha256"], settings=us, log=log,
                              token_length=log["token_length"])
@@ -571,9 +554,7 @@ def main(argv=None):
     for k in ("minutes", "steps", "batch_size", "lr", "seed", "n_identities", "per_identity", "threads"):
         if getattr(a, k) is not None:
             over[k] = getattr(a, k)
-    # a tiny run or a single stage of one's own (--init-unet / --attention-loss ...) does not add the fine-tuning stage
-    single = {"fine_tune": None} if (a.tiny or extra) else {}
-    logs = train(stage=a.stage, out_dir=a.out_dir, vae_settings=over, unet_settings={**over, **extra, **single},
+    logs = train(stage=a.stage, out_dir=a.out_dir, vae_settings=over, unet_settings={**over, **extra},
                  log_every=1 if a.tiny else 20, vae_path=a.vae)
     short = {k: {kk: vv for kk, vv in v.items() if kk not in ("loss_curve", "unet_config", "scheduler", "vae_config")}
              for k, v in logs.items()}
