@@ -43,6 +43,8 @@ __all__ = ["REGIONS", "MAKEUP_REGIONS", "OUTLINES", "EmptyMaskError", "region_fo
            "latent_mask", "face_outline_mask", "polygon_mask", "ellipse_mask"]
 
 REGIONS = ("lips", "eyeshadow", "eyeliner", "cheeks", "face")
+#: The regions with a left and a right part (one on each side of the face)
+TWO_SIDED = ("eyeshadow", "eyeliner", "cheeks")
 #: The face region each makeup word of the synthetic world lives in.
 MAKEUP_REGIONS = {"lipstick": "lips", "lips": "lips", "eyeshadow": "eyeshadow", "eyeliner": "eyeliner",
                   "blush": "cheeks", "cheeks": "cheeks"}

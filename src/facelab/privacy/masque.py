@@ -63,7 +63,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facelab.core.regions import face_region_masks, latent_mask, region_for_word
+from facelab.core.regions import TWO_SIDED, face_region_masks, latent_mask, region_for_word
 from facelab.diffusion.inversion import ddim_inversion, noise_prediction, step_terms
 from facelab.models.face_model import FaceModel
 from facelab.privacy.attention import AttentionEditor, SourceAttention, align_prompts, check_prompts
@@ -276,18 +276,21 @@ def guided_reconstruction(model, inversion: NullTextInversion) -> torch.Tensor:
     return model.decode(x)
 
 
+def _span(on: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and last index where each row of ``on`` (N, L) is True (an empty row gives (10**6, -10**6))."""
+    idx = torch.arange(on.shape[1], device=on.device)
+    big = torch.tensor(10 ** 6, device=on.device)
+    return torch.where(on, idx, big).amin(1), torch.where(on, idx, -big).amax(1)
+
+
 def region_boxes(lmask: torch.Tensor, margin: int = 2) -> tuple[torch.Tensor, tuple[int, int]]:
     """Per-face latent windows around a region: (N, 2) top-left corners (y, x) and one window size (hc, wc) for the
     batch (the largest region box plus ``margin`` cells on each side, clipped to the grid)."""
     N, _, h, w = lmask.shape
     on = lmask[:, 0] > 0
     rows, cols = on.any(2), on.any(1)
-    idx_h, idx_w = torch.arange(h, device=lmask.device), torch.arange(w, device=lmask.device)
-    big = torch.tensor(10 ** 6, device=lmask.device)
-    y0 = torch.where(rows, idx_h, big).amin(1)
-    y1 = torch.where(rows, idx_h, -big).amax(1)
-    x0 = torch.where(cols, idx_w, big).amin(1)
-    x1 = torch.where(cols, idx_w, -big).amax(1)
+    y0, y1 = _span(rows)
+    x0, x1 = _span(cols)
     empty = ~rows.any(1)
     y0, y1, x0, x1 = [torch.where(empty, d, v) for v, d in ((y0, 0), (y1, h - 1), (x0, 0), (x1, w - 1))]
     hc = min(h, int((y1 - y0).max()) + 1 + 2 * margin)
@@ -552,19 +555,14 @@ def region_parts(mask: torch.Tensor, parts: int, *, inside: float = 0.5) -> torc
     N, _, S, W = mask.shape
     on = (mask[:, 0] > inside).any(1)                                          # (N, W) columns of the region
     xs = torch.arange(W, device=mask.device)
-    big = torch.tensor(10 ** 6, device=mask.device)
-    x0 = torch.where(on, xs, big).amin(1).clamp(max=W - 1)
-    x1 = torch.where(on, xs, -big).amax(1).clamp(min=0)
+    x0, x1 = _span(on)
+    x0, x1 = x0.clamp(max=W - 1), x1.clamp(min=0)
     x1 = torch.maximum(x0, x1)
     edges = x0.view(-1, 1).float() + (x1 - x0 + 1).view(-1, 1).float() * torch.linspace(0, 1, parts + 1,
                                                                                          device=mask.device)
     edges[:, 0], edges[:, -1] = -1.0, float(W)                                 # soft edges belong to the end strips
     strip = (xs.view(1, 1, -1) >= edges[:, :-1, None]) & (xs.view(1, 1, -1) < edges[:, 1:, None])   # (N, parts, W)
     return mask * strip[:, :, None, :].float()
-
-
-#: Face regions with a left and a right part (their colours are anchored per side)
-TWO_SIDED = ("eyeshadow", "eyeliner", "cheeks")
 
 
 def anchor_colour(images: torch.Tensor, weights: torch.Tensor, target: torch.Tensor | None = None):
