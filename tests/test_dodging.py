@@ -220,3 +220,30 @@ def test_guidance_sweep_trades_success_for_colour(data):
     assert both.loc[(0.5, False), "success white box"] == t.loc[(0.5, False), "success white box"]
     assert {"success white box", "success black box", "colour: share closer"} <= set(t.columns)
     assert t["success white box"].between(0, 1).all() and (t["success white box lo"] <= t["success white box"]).all()
+
+
+def test_guidance_sweep_tests_adherence_against_the_chapters_run(data):
+    """Adherence per run with its interval, and McNemar on the same faces against the chapter's run."""
+    from facelab.studies.privacy_masque import guidance_sweep
+
+    model = _quick()
+    models = {"a": _stub("a", 1), "b": _stub("b", 2)}
+    cfg = MasqueConfig(num_steps=2, null_inner_steps=0, adv_start=0.5, adv_step=0.5)
+    inv = null_text_inversion(model, data["images"], model.default_prompt, num_steps=2, guidance_scale=3.0,
+                              inner_steps=0, record_attention=True)
+    res = compare_dodging(model, data, models, ["red lipstick"], config=cfg, inversion=inv, surrogates=["a"],
+                          black_box_victims=[], pgd_epsilons=(8 / 255,), pgd_steps=1)
+    thr = victim_thresholds(models, data["threshold_images"], data["threshold_landmarks"], data["threshold_ids"],
+                            fars=(0.1,))
+    plain = res.plain["red lipstick"].images
+
+    class Judge:          # reads red lipstick on the unguided edit only
+        def predict(self, x):
+            return {"lipstick": ["red" if x is plain else "pink"] * len(x)}
+
+    t = guidance_sweep(model, res, data, models, thr, "red lipstick", [], inversion=inv, far=0.1, classifier=Judge())
+    n = len(plain)
+    assert t.loc[(0.0, False), "adherence"] == 1.0 and t.loc[(0.5, False), "adherence"] == 0.0
+    assert t.loc[(0.5, False), "adherence vs chapter's run: p"] == 1.0          # the chapter's own row
+    assert t.loc[(0.0, False), "adherence vs chapter's run: p"] == pytest.approx(2 * 0.5 ** n)   # exact, b = n, c = 0
+    assert (t["adherence lo"] <= t["adherence"]).all() and (t["adherence"] <= t["adherence hi"]).all()

@@ -500,9 +500,10 @@ def guidance_sweep(model, result: DodgingRuns, data: Mapping, models: Mapping, t
     only the guided steps; next to the unguided edit (weight 0) and the chapter's run. Per run, indexed by
     (``adv_step``, ``colour kept``): dodging success at ``far`` pooled over the white-box victims (the surrogates)
     and over the others (black box), with Wilson intervals; the share of faces whose region colour moved towards the
-    prompt's colour (:func:`colour_table`'s measure); and, with a ``classifier``, prompt adherence. ``inversion`` is
-    the one :func:`compare_dodging` used."""
-    from facelab.metrics import wilson_interval
+    prompt's colour (:func:`colour_table`'s measure); and, with a ``classifier``, prompt adherence with its Wilson
+    interval and McNemar's p-value against the chapter's run on the same faces (column "adherence vs chapter's run:
+    p"; 1 on the chapter's own row). ``inversion`` is the one :func:`compare_dodging` used."""
+    from facelab.metrics import mcnemar_test, wilson_interval
     from facelab.privacy.makeup import parse_makeup
     from facelab.privacy.masque import masque_protect
     from facelab.synth.world import MAKEUP_COLOURS
@@ -527,7 +528,8 @@ def guidance_sweep(model, result: DodgingRuns, data: Mapping, models: Mapping, t
     mask = result.masks[phrase]
     d0 = (region_colour(X, mask).cpu() - target).norm(dim=1)
     key = far_key(far)
-    rows = []
+    rows, pending, ref_ok = [], [], [None]
+    chapter = (float(cfg.adv_step), bool(cfg.keep_colour))
     for a, kc in sorted(runs):
         x = runs[(a, kc)]
         row = {"adv_step": a, "colour kept": kc}
@@ -543,9 +545,17 @@ def guidance_sweep(model, result: DodgingRuns, data: Mapping, models: Mapping, t
         d1 = (region_colour(x, mask).cpu() - target).norm(dim=1)
         row["colour: share closer"] = float((d1 < d0).float().mean())
         if classifier is not None:
-            pred = classifier.predict(x)[kind]
-            row["adherence"] = sum(p_ == colour for p_ in pred) / len(pred)
+            ok = np.array([p_ == colour for p_ in classifier.predict(x)[kind]], dtype=bool)
+            lo, hi = wilson_interval(int(ok.sum()), ok.size)
+            row.update({"adherence": float(ok.mean()), "adherence lo": float(lo), "adherence hi": float(hi)})
+            if (a, kc) == chapter:
+                row["adherence vs chapter's run: p"] = 1.0
+                ref_ok[0] = ok
+            else:
+                pending.append((len(rows), ok))
         rows.append(row)
+    for i, ok in pending:      # McNemar on the same faces against the chapter's run
+        rows[i]["adherence vs chapter's run: p"] = float(mcnemar_test(ok, ref_ok[0]).p_value)
     return pd.DataFrame(rows).set_index(["adv_step", "colour kept"])
 
 
