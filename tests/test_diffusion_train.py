@@ -213,3 +213,21 @@ def test_fine_tuning_starts_from_the_given_weights():
         assert torch.equal(a, b), k                       # lr 0: the EMA is the initial weights
     with pytest.raises(ValueError, match="init_unet"):
         train_mod.train_unet(vae=vae, **train_mod.TINY, threads=1, init_unet=3.0, text_encoder=_Tokens())
+
+
+def test_cross_qk_fine_tune_changes_only_the_cross_attention_queries_and_keys():
+    vae = _random_vae()
+    torch.manual_seed(9)
+    from facelab.diffusion.model import build_quick_unet
+
+    init = build_quick_unet(16, _Tokens.dim, vae.config.latent_channels)
+    ema, log = train_mod.train_unet(vae=vae, **{**train_mod.TINY, "steps": 4, "ema_decay": 0.0}, lr=1e-2, threads=1,
+                                    init_unet=init, trainable="cross_qk", attention_loss=1.0, text_encoder=_Tokens())
+    assert log["trainable"] == "cross_qk"
+    changed = {k for (k, a), b in zip(init.state_dict().items(), ema.state_dict().values()) if not torch.equal(a, b)}
+    assert changed and all(".attn2.to_q." in k or ".attn2.to_k." in k for k in changed), sorted(changed)[:5]
+    assert any(".attn2.to_k." in k for k in changed)
+    with pytest.raises(ValueError, match="trainable"):
+        train_mod.train_unet(vae=vae, **train_mod.TINY, threads=1, trainable="values", text_encoder=_Tokens())
+    assert len(train_mod.trainable_parameters(build_quick_unet(16, 384, 8), "all")) > len(
+        train_mod.trainable_parameters(build_quick_unet(16, 384, 8), "cross_qk")) > 0

