@@ -231,3 +231,17 @@ def test_cross_qk_fine_tune_changes_only_the_cross_attention_queries_and_keys():
         train_mod.train_unet(vae=vae, **train_mod.TINY, threads=1, trainable="values", text_encoder=_Tokens())
     assert len(train_mod.trainable_parameters(build_quick_unet(16, 384, 8), "all")) > len(
         train_mod.trainable_parameters(build_quick_unet(16, 384, 8), "cross_qk")) > 0
+
+
+def test_attention_targets_can_supervise_the_colour_that_names_the_makeup():
+    lms = torch.rand(1, 68, 2) * 48 + 8
+    prompts = ["a face with dark red lipstick and blue eyeshadow", "a face with red lipstick", "a face", ""]
+    w0, m0 = train_mod.attention_targets(_Words(), prompts, lms, 64, (16, 8))
+    w1, m1 = train_mod.attention_targets(_Words(), prompts, lms, 64, (16, 8), colour_words=True)
+    on = lambda w, i, j: (w[i, j] > 0).nonzero().flatten().tolist()
+    # positions: 1 + word index ("a"=1, "face"=2, "with"=3, "dark"=4, "red"=5, "lipstick"=6, "and"=7, "blue"=8, ...)
+    assert on(w0, 0, 0) == [6] and on(w0, 0, 1) == [9] and on(w0, 1, 0) == [5]
+    assert on(w1, 0, 0) == [4, 5, 6] and on(w1, 0, 1) == [8, 9] and on(w1, 1, 0) == [4, 5]
+    assert w1[0, 0].sum() == pytest.approx(1.0) and w1[0, 0, 4] == pytest.approx(1 / 3)
+    assert not w1[2:].any() and not w0[2:].any()                 # no makeup named: nothing to supervise
+    assert all(torch.equal(m0[k], m1[k]) for k in m0)            # the regions do not change

@@ -296,19 +296,29 @@ def install_attention_recorder(unet, sides) -> list:
     return store
 
 
-def attention_targets(tokenizer, prompts, landmarks, size: int, sides, words=ATTENTION_WORDS):
+def attention_targets(tokenizer, prompts, landmarks, size: int, sides, words=ATTENTION_WORDS, *,
+                      colour_words: bool = False):
     """What the localisation loss needs: token weights ``(P, W, K)`` per prompt (1 / number of word pieces at each
-    piece of the word, 0 elsewhere and for prompts without it; position 0 is the start token) and, per map side,
+    piece of the word, 0 elsewhere and for prompts without it; position 0 is the start token; with ``colour_words``
+    the pieces of the colour that names the makeup in the prompt, e.g. "dark red" in "dark red lipstick"
+    (:data:`facelab.synth.world.MAKEUP_COLOURS`), count as pieces of the word: the whole phrase's attention is
+    supervised, so the colour is read where the makeup is) and, per map side,
     region masks ``(2N, W, side * side)`` of the faces and of their mirror images (rows N..2N-1: the mask flipped
     with the image), averaged by area onto the side x side grid (as :func:`facelab.diffusion.quality.region_mass`
     measures the gate)."""
     from facelab.diffusion.model import TOKEN_LENGTH as K
     from facelab.diffusion.quality import word_region_masks, word_token_positions
 
+    from facelab.synth.world import MAKEUP_COLOURS
+
     weights = torch.zeros(len(prompts), len(words), K)
     for i, p in enumerate(prompts):
         for j, w in enumerate(words):
-            pos = [q for q in word_token_positions(tokenizer, p, w) if q < K] if p else []
+            pos = set(word_token_positions(tokenizer, p, w)) if p else set()
+            if pos and colour_words:
+                for colour in MAKEUP_COLOURS.get(w, ()):
+                    pos |= set(word_token_positions(tokenizer, p, f"{colour} {w}"))
+            pos = sorted(q for q in pos if q < K)
             if pos:
                 weights[i, j, pos] = 1.0 / len(pos)
     px = torch.stack([word_region_masks(landmarks, size, w)[:, 0] for w in words], 1)     # (N, W, S, S)
@@ -361,7 +371,7 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
                text_encoder=None, checkpoint_every_minutes: float | None = None, out=None,
                attention_loss: float = 0.0, attention_words=ATTENTION_WORDS, attention_sides=None,
                attention_kind: str = "nll", attention_max_t: int | None = None, init_unet=None,
-               trainable: str = "all") -> tuple:
+               trainable: str = "all", attention_colour_words: bool = False) -> tuple:
     """Train the quick UNet on ``vae``'s latents; returns ``(ema_unet, log)`` without saving (:func:`train` saves;
     with ``checkpoint_every_minutes`` and ``out`` the main process also saves the EMA on the way).
 
@@ -381,6 +391,8 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
       projections (``attn2.to_q``, ``attn2.to_k``), the weights that decide where each word's attention goes, with
       every value, output, convolution and self-attention weight frozen (a fine-tune that moves the maps, not what
       the words draw).
+    * ``attention_colour_words``: the localisation loss also supervises the colour naming the makeup ("red" in
+      "red lipstick"): the phrase's pieces share the word's region (:func:`attention_targets`).
 
     With both at their defaults the run is the committed model's, step for step (same random draws, same weights).
     """
@@ -421,7 +433,8 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
         sides = tuple(attention_sides) if attention_sides else (latent_size, latent_size // 2)
         words = tuple(attention_words)
         att_store = install_attention_recorder(unet, sides)
-        att_w, att_m = attention_targets(text.tokenizer, prompts, lms[0], size, sides, words)
+        att_w, att_m = attention_targets(text.tokenizer, prompts, lms[0], size, sides, words,
+                                         colour_words=attention_colour_words)
         if not att_w.any():
             raise ValueError(f"no training caption names any of {words}: nothing for the attention loss to supervise")
     sched = make_scheduler("ddpm")
@@ -490,7 +503,8 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
                            f"padded to {table.shape[1]} with the padding masked",
            "weights_sha256_per_process": list(digests)}
     if attention_loss or init_unet is not None or trainable != "all":
-        log.update({"trainable": trainable, "attention_loss": attention_loss, "attention_kind": attention_kind,
+        log.update({"trainable": trainable, "attention_colour_words": attention_colour_words,
+                    "attention_loss": attention_loss, "attention_kind": attention_kind,
                     "attention_words": list(attention_words), "attention_max_t": attention_max_t,
                     "attention_sides": list(sides) if attention_loss else None,
                     "init_unet": init_unet if isinstance(init_unet, (str, Path)) else
@@ -572,13 +586,16 @@ def main(argv=None):
     ap.add_argument("--attention-max-t", type=int, default=None,
                     help="UNet: the localisation loss only on samples noised to t below this")
     ap.add_argument("--init-unet", default=None, help="UNet: fine-tune from this quick UNet checkpoint")
+    ap.add_argument("--attention-colour-words", action="store_const", const=True, default=None,
+                    help="UNet: the localisation loss also supervises the colour word of each makeup phrase")
     ap.add_argument("--trainable", choices=TRAINABLE, default=None,
                     help="UNet: train every weight (all) or only the cross-attention query/key projections")
     ap.add_argument("--vae", default=None, help="--stage unet: the autoencoder checkpoint to train on "
                                                 "(default: the one in --out-dir, or data/models)")
     ap.add_argument("--summary", default=None, help="also write the logs (without curves) to this JSON file")
     a = ap.parse_args(argv)
-    extra = {k: getattr(a, k) for k in ("attention_loss", "attention_kind", "attention_max_t", "init_unet", "trainable")
+    extra = {k: getattr(a, k) for k in ("attention_loss", "attention_kind", "attention_max_t", "init_unet", "trainable",
+                                   "attention_colour_words")
              if getattr(a, k) is not None}
     if a.out_dir is None and (a.tiny or a.minutes is not None or a.steps is not None or extra or a.vae):
         ap.error("a run with other settings than the committed model's needs --out-dir (data/models is kept)")
