@@ -14,7 +14,10 @@ UNet checkpoint (trained on the committed autoencoder):
 * MASQUE on *validation* people (identities from 500000, never the chapter's test people 100000+), the quick profile's
   configuration (8 DDIM steps, negative-prompt inversion, colour-anchored guidance on the synthetic surrogates):
   prompt adherence of the unguided edit and of MASQUE, the classifier's most frequent readings and the region's mean
-  RGB of the unguided edit, for each ``--blend-thresholds`` value.
+  RGB of the unguided edit, for each ``--blend-thresholds`` value;
+* text to image: 32 faces sampled from "a face of a person with red lipstick" (and blue eyeshadow), 20 DDIM steps,
+  guidance 5, and how often the classifier reads the prompted makeup: whether the colour is lost in the model itself
+  or only in the edit.
 
 Run::
 
@@ -32,6 +35,9 @@ UNet unless said; ``--stage unet --vae data/models/face_vae_quick.safetensors --
 * then ``--attention-loss 0.3 --attention-max-t 700 --attention-colour-words`` (the colour word supervised too),
   12 min from the first: lipstick mass 0.54, eyeshadow 0.32; lipstick unguided 0.04, MASQUE 0.35; eyeshadow 0.92 /
   0.67: worse.
+* text to image, red lipstick / blue eyeshadow: committed 0.94 / 0.97, q/k fine-tune 0.72 / 0.94 (9 of 32 read
+  orange), with the colour word 0.62 / 0.59: the localising fine-tunes weaken the prompted colour in the model's
+  own generation too, not only in MASQUE's edit.
 * (stop 31) every weight, ``--attention-loss 0.05 --lr 2e-4 --minutes 20``: lipstick 0.68, eyeshadow 0.50; chapter 06
   adherence lipstick 0.86 -> 0.73, eyeshadow 0.84 -> 0.47 (the eyeshadow edit turns grey-blue).
 """
@@ -51,7 +57,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 PHRASES = ("red lipstick", "blue eyeshadow")
 
 
-def measure(path: str, *, n_faces: int = 48, blend_thresholds=(0.2, 0.0)) -> dict:
+def measure(path: str, *, n_faces: int = 48, blend_thresholds=(0.2, 0.0), n_generated: int = 32) -> dict:
     from facelab.diffusion.model import QUICK_VAE_CHECKPOINT, load_quick_model
     from facelab.diffusion.quality import quality_gates
     from facelab.models import load_face_models
@@ -98,6 +104,18 @@ def measure(path: str, *, n_faces: int = 48, blend_thresholds=(0.2, 0.0)) -> dic
                   f"{row['plain readings']}, MASQUE {row['MASQUE adherence']:.2f}; plain RGB {row['plain region RGB']}",
                   flush=True)
     out["masque"] = rows
+    from facelab.diffusion.inversion import sample
+
+    out["generation"] = {}
+    for phrase in PHRASES:          # text to image, no photo: is the prompted colour in the model itself?
+        kind, colour = parse_makeup(phrase)
+        torch.manual_seed(0)
+        x = sample(model, [f"a face of a person with {phrase}"] * n_generated, num_steps=20, guidance_scale=5.0)
+        pred = classifier.predict(x)[kind]
+        out["generation"][phrase] = {"adherence": sum(p == colour for p in pred) / len(pred),
+                                     "readings": collections.Counter(pred).most_common(3)}
+        print(f"  {path} generated '{phrase}': adherence {out['generation'][phrase]['adherence']:.2f} "
+              f"{out['generation'][phrase]['readings']}", flush=True)
     return out
 
 
