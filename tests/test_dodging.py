@@ -200,9 +200,8 @@ def test_makeup_ceiling_classifies_rendered_and_autoencoded_faces():
         makeup_ceiling(_quick(), MakeupClassifier().eval(), ["a hat"], n_faces=2)
 
 
-def test_guidance_sweep_trades_success_for_colour(data):
-    from facelab.studies.privacy_masque import guidance_sweep
-
+def _sweep_setup(data):
+    """A two-step MASQUE run on 'red lipstick' (surrogate 'a', victims 'a' and 'b') for guidance_sweep."""
     model = _quick()
     models = {"a": _stub("a", 1), "b": _stub("b", 2)}
     cfg = MasqueConfig(num_steps=2, null_inner_steps=0, adv_start=0.5, adv_step=0.5)
@@ -212,6 +211,13 @@ def test_guidance_sweep_trades_success_for_colour(data):
                           black_box_victims=[], pgd_epsilons=(8 / 255,), pgd_steps=1)
     thr = victim_thresholds(models, data["threshold_images"], data["threshold_landmarks"], data["threshold_ids"],
                             fars=(0.1,))
+    return model, models, inv, res, thr
+
+
+def test_guidance_sweep_trades_success_for_colour(data):
+    from facelab.studies.privacy_masque import guidance_sweep
+
+    model, models, inv, res, thr = _sweep_setup(data)
     t = guidance_sweep(model, res, data, models, thr, "red lipstick", [0.25], inversion=inv, far=0.1)
     assert list(t.index) == [(0.0, False), (0.25, False), (0.5, False)]
     both = guidance_sweep(model, res, data, models, thr, "red lipstick", [0.5], inversion=inv, far=0.1,
@@ -226,15 +232,7 @@ def test_guidance_sweep_tests_adherence_against_the_chapters_run(data):
     """Adherence per run with its interval, and McNemar on the same faces against the chapter's run."""
     from facelab.studies.privacy_masque import guidance_sweep
 
-    model = _quick()
-    models = {"a": _stub("a", 1), "b": _stub("b", 2)}
-    cfg = MasqueConfig(num_steps=2, null_inner_steps=0, adv_start=0.5, adv_step=0.5)
-    inv = null_text_inversion(model, data["images"], model.default_prompt, num_steps=2, guidance_scale=3.0,
-                              inner_steps=0, record_attention=True)
-    res = compare_dodging(model, data, models, ["red lipstick"], config=cfg, inversion=inv, surrogates=["a"],
-                          black_box_victims=[], pgd_epsilons=(8 / 255,), pgd_steps=1)
-    thr = victim_thresholds(models, data["threshold_images"], data["threshold_landmarks"], data["threshold_ids"],
-                            fars=(0.1,))
+    model, models, inv, res, thr = _sweep_setup(data)
     plain = res.plain["red lipstick"].images
 
     class Judge:          # reads red lipstick on the unguided edit only

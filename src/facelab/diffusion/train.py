@@ -308,7 +308,6 @@ def attention_targets(tokenizer, prompts, landmarks, size: int, sides, words=ATT
     measures the gate)."""
     from facelab.diffusion.model import TOKEN_LENGTH as K
     from facelab.diffusion.quality import word_region_masks, word_token_positions
-
     from facelab.synth.world import MAKEUP_COLOURS
 
     weights = torch.zeros(len(prompts), len(words), K)

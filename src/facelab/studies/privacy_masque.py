@@ -528,8 +528,7 @@ def guidance_sweep(model, result: DodgingRuns, data: Mapping, models: Mapping, t
     mask = result.masks[phrase]
     d0 = (region_colour(X, mask).cpu() - target).norm(dim=1)
     key = far_key(far)
-    rows, pending, ref_ok = [], [], [None]
-    chapter = (float(cfg.adv_step), bool(cfg.keep_colour))
+    rows, correct = [], {}
     for a, kc in sorted(runs):
         x = runs[(a, kc)]
         row = {"adv_step": a, "colour kept": kc}
@@ -545,17 +544,15 @@ def guidance_sweep(model, result: DodgingRuns, data: Mapping, models: Mapping, t
         d1 = (region_colour(x, mask).cpu() - target).norm(dim=1)
         row["colour: share closer"] = float((d1 < d0).float().mean())
         if classifier is not None:
-            ok = np.array([p_ == colour for p_ in classifier.predict(x)[kind]], dtype=bool)
+            ok = correct[(a, kc)] = np.array([p_ == colour for p_ in classifier.predict(x)[kind]], dtype=bool)
             lo, hi = wilson_interval(int(ok.sum()), ok.size)
             row.update({"adherence": float(ok.mean()), "adherence lo": float(lo), "adherence hi": float(hi)})
-            if (a, kc) == chapter:
-                row["adherence vs chapter's run: p"] = 1.0
-                ref_ok[0] = ok
-            else:
-                pending.append((len(rows), ok))
         rows.append(row)
-    for i, ok in pending:      # McNemar on the same faces against the chapter's run
-        rows[i]["adherence vs chapter's run: p"] = float(mcnemar_test(ok, ref_ok[0]).p_value)
+    if correct:                # McNemar on the same faces against the chapter's run (p = 1 on its own row)
+        chapter = correct[(float(cfg.adv_step), bool(cfg.keep_colour))]
+        for row in rows:
+            ok = correct[(row["adv_step"], row["colour kept"])]
+            row["adherence vs chapter's run: p"] = float(mcnemar_test(ok, chapter).p_value)
     return pd.DataFrame(rows).set_index(["adv_step", "colour kept"])
 
 
