@@ -286,4 +286,42 @@ def test_shared_loop_early_stops_after_patience_and_keeps_the_best_state():
     for k, v in clf.state_dict().items():
         torch.testing.assert_close(m.state_dict()[k], v)
     m, flog = M.finetune(clf, x, y, epochs=2, lr=0.0)                     # no validation: every epoch runs
-    assert flog == {"val_ce": [], "epochs_run": 2, "best_epoch": 2}
+    assert flog == {"val_ce": [], "epochs_run": 2, "best_epoch": 2, "stopped_early": False}
+
+
+def _pipeline(**kw):
+    x, y = _tiny_data()
+    clf, _ = M.train_classifier(x, y, 2, epochs=2, c=4, **kw)
+    arch = dict(c=4, hidden=16, nz=2, n_res=1, n_down=2)
+    G, _, log = M.train_generator(x[:8], torch.arange(8) % 2, 2, x, y, clf, steps=4, batch=4, arch=arch,
+                                  log_every=2, pairs=(torch.arange(24).roll(1), x.flip(0)), **kw)
+    val = np.zeros(8, bool)
+    val[6:] = True
+    res = M.adapt_dsfda(clf, G, x[:8], val, x, y, per_face=2, epochs=3, patience=1, **kw)
+    shot = M.shot_im(clf, x[:8], epochs=2, **kw)
+    bn = M.bn_adapt(clf, x[:8] + 0.1, **kw)
+    ft, _ = M.finetune(clf, x, y, epochs=2, **kw)
+    tensors = [p for m in (clf, G, res.model, shot, bn, ft) for p in m.state_dict().values()]
+    return tensors + [res.generated, res.labels, M.predict(res.model, x, **kw)], log
+
+
+def test_explicit_cpu_device_gives_the_same_results_as_the_default():
+    a, log_a = _pipeline()
+    b, log_b = _pipeline(device="cpu")
+    assert len(a) == len(b) and all(torch.equal(u, v) for u, v in zip(a, b))
+    assert {k: v for k, v in log_a.items() if k != "seconds"} == {k: v for k, v in log_b.items() if k != "seconds"}
+    assert log_a["steps_run"] == 4 and not log_a["stopped_early"]
+    assert all(t.device.type == "cpu" for t in a)
+
+
+def test_max_seconds_stops_the_generator_and_the_classifier_early():
+    x, y = _tiny_data()
+    clf, log_c = M.train_classifier(x, y, 2, epochs=50, c=4, max_seconds=0.0)
+    assert log_c["stopped_early"] and log_c["epochs_run"] == 1 and len(log_c["loss"]) == 1
+    arch = dict(c=4, hidden=16, nz=2, n_res=1, n_down=2)
+    _, _, log = M.train_generator(x[:8], torch.arange(8) % 2, 2, x, y, clf, steps=500, batch=4, arch=arch,
+                                  log_every=1, max_seconds=0.0)
+    assert log["stopped_early"] and log["steps_run"] == 1 and log["step"] == [1]
+    _, _, full = M.train_generator(x[:8], torch.arange(8) % 2, 2, x, y, clf, steps=3, batch=4, arch=arch,
+                                   log_every=1, max_seconds=1e6)
+    assert not full["stopped_early"] and full["steps_run"] == 3

@@ -41,21 +41,33 @@ _GEN_OF = {"DSFDA": "dsfda", "DSFDA, no dual consistency": "no dual consistency"
 
 
 def setup_experiment(profile: str = "quick", task: str = "pain", *, n_targets: int | None = None,
-                     variants=tuple(PT.GENERATOR_VARIANTS), allow_train: bool = True, progress=print) -> dict:
+                     variants=tuple(PT.GENERATOR_VARIANTS), allow_train: bool = True, progress=print,
+                     device=None) -> dict:
     """Settings, population, the source classifier and the generators of ``variants`` (loaded from
     ``data/models``, trained only where missing); in the quick profile, DSFDA's adaptation setting chosen on the
-    task's validation targets."""
+    task's validation targets. ``device``: a torch device or a name (``"auto"``, ``"cpu"``, ``"cuda"``, resolved by
+    :func:`facelab.runtime.resolve_device`) where the networks train and run (default the CPU); data stay on
+    the CPU."""
+    device = _resolve(device)
     s = PT.settings_for(profile, task)
     pop = PT.population(s, with_source=False, targets=n_targets)
-    clf, clf_meta = PT.source_classifier(s, None, allow_train=allow_train, progress=progress)
-    gens = PT.generators(s, None, variants=variants, allow_train=allow_train, progress=progress)
+    clf, clf_meta = PT.source_classifier(s, None, allow_train=allow_train, progress=progress, device=device)
+    gens = PT.generators(s, None, variants=variants, allow_train=allow_train, progress=progress, device=device)
     # the quick profile's adaptation setting is chosen on the validation targets (never on these test targets);
     # the full profile keeps the paper's whole-network fine-tuning
     selection = PT.select_adaptation(s, allow_train=allow_train, progress=progress) if profile == "quick" else None
     s["adapt"] = PT.adapt_settings(s, selection)
     return {"settings": s, "population": pop, "classifier": clf, "classifier_meta": clf_meta,
             "generators": {k: g for k, (g, _) in gens.items()}, "generator_meta": {k: m for k, (_, m) in gens.items()},
-            "selection": selection}
+            "selection": selection, "device": device}
+
+
+def _resolve(device):
+    if device is None or isinstance(device, torch.device):
+        return device
+    from facelab.runtime import resolve_device
+
+    return resolve_device(device)
 
 
 def selection_table(selection: dict) -> pd.DataFrame:
@@ -80,8 +92,11 @@ def _face_template(bank: D.SourceData) -> torch.Tensor:
     return bank.x.mean(0)
 
 
-def run_targets(exp: dict, *, methods=METHODS, seed: int = 0, progress=None) -> dict:
+def run_targets(exp: dict, *, methods=METHODS, seed: int = 0, progress=None, device=None, targets=None) -> dict:
     """Run ``methods`` on every target of ``exp`` (from :func:`setup_experiment`).
+
+    ``device``: where the networks adapt and predict (default ``exp["device"]``, else the classifier's device).
+    ``targets``: run only these target identities (default all).
 
     Returns ``{"predictions": DataFrame (target, frame, label, one column per method), "checks": {target:
     ControlCheck}, "dsfda": {target: AdaptResult of DSFDA}, "seconds": {method: total seconds}}``.
@@ -90,10 +105,13 @@ def run_targets(exp: dict, *, methods=METHODS, seed: int = 0, progress=None) -> 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}: expected some of {list(METHODS)}")
+    device = _resolve(device if device is not None else exp.get("device"))
     bank = pop.bank
     template = _face_template(bank)
     rows, checks, adapted, secs = [], {}, {}, {m: 0.0 for m in methods}
     for k, t in enumerate(pop.targets):
+        if targets is not None and t.identity not in set(targets):
+            continue
         check = D.check_control_video(t.control, face_template=template)
         checks[t.identity] = check
         ctrl = t.control[check.keep]
@@ -104,18 +122,19 @@ def run_targets(exp: dict, *, methods=METHODS, seed: int = 0, progress=None) -> 
             if m == "source only":
                 model = clf
             elif m == "BN statistics":
-                model = M.bn_adapt(clf, ctrl)
+                model = M.bn_adapt(clf, ctrl, device=device)
             elif m == "SHOT-IM":
-                model = M.shot_im(clf, ctrl, seed=seed + k, **s["shot"])
+                model = M.shot_im(clf, ctrl, seed=seed + k, device=device, **s["shot"])
             elif m in _GEN_OF:
                 res = M.adapt_dsfda(clf, exp["generators"][_GEN_OF[m]], ctrl, val, bank.x, bank.y,
-                                    seed=seed + k, **s["adapt"])
+                                    seed=seed + k, device=device, **s["adapt"])
                 model = res.model
                 if m == "DSFDA":
                     adapted[t.identity] = res
             else:
-                model, _ = M.finetune(clf, t.x[t.oracle_train], t.y[t.oracle_train], seed=seed + k, **s["oracle"])
-            pred[m] = M.predict(model, t.eval_x).argmax(1).numpy()
+                model, _ = M.finetune(clf, t.x[t.oracle_train], t.y[t.oracle_train], seed=seed + k, device=device,
+                                      **s["oracle"])
+            pred[m] = M.predict(model, t.eval_x, device=device).argmax(1).numpy()
             secs[m] += time.time() - t0
         y = t.eval_y.numpy()
         for i in range(len(y)):

@@ -139,12 +139,12 @@ def population(s: dict, *, with_source: bool = True, targets: int | None = None,
 
 
 def _state(module: torch.nn.Module) -> dict:
-    return {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
+    return {k: v.detach().cpu().clone().contiguous() for k, v in module.state_dict().items()}
 
 
-def source_classifier(s: dict, pop: Population | None = None, *, allow_train: bool = True, progress=print
-                      ) -> tuple[ExpressionClassifier, dict]:
-    """The source model (load_or_train ``dsfda_source``)."""
+def source_classifier(s: dict, pop: Population | None = None, *, allow_train: bool = True, progress=print,
+                      device=None) -> tuple[ExpressionClassifier, dict]:
+    """The source model (load_or_train ``dsfda_source``), trained on and returned on ``device`` (default the CPU)."""
     keys = ("world_seed", "render_size", "size", "grey", "n_source", "per_source", "task", "classifier")
     settings = {k: s[k] for k in keys}
     n_classes = len(D.TASKS[s["task"]])
@@ -152,14 +152,15 @@ def source_classifier(s: dict, pop: Population | None = None, *, allow_train: bo
 
     def train(_):
         p = pop or population(s, targets=0)
-        model, log = M.train_classifier(p.source.x, p.source.y, n_classes, progress=progress, **s["classifier"])
+        model, log = M.train_classifier(p.source.x, p.source.y, n_classes, progress=progress, device=device,
+                                        **s["classifier"])
         return _state(model), log
 
     state, meta = checkpoints.load_or_train(_name("dsfda_source", s), train, settings=settings, restore=RESTORE,
                                             allow_train=allow_train, announce=progress)
     model = ExpressionClassifier(n_classes, in_ch, s["classifier"]["c"])
     model.load_state_dict(state)
-    return model.eval(), meta
+    return model.to(device or "cpu").eval(), meta
 
 
 def _control_faces(pop: Population):
@@ -172,13 +173,14 @@ def _control_faces(pop: Population):
 
 
 def generators(s: dict, pop: Population | None = None, *, variants=tuple(GENERATOR_VARIANTS),
-               allow_train: bool = True, progress=print, split: str = "test") -> dict:
+               allow_train: bool = True, progress=print, split: str = "test", device=None) -> dict:
     """The target-stage generators of the requested variants (name -> (Generator, meta)); ``split="validation"``:
-    trained on the validation targets' control frames (``dsfda_gen_val``; the full DSFDA variant only)."""
+    trained on the validation targets' control frames (``dsfda_gen_val``; the full DSFDA variant only).
+    ``device``: where they train and are returned (default the CPU)."""
     sp = target_split(s, split)
     if split == "validation" and set(variants) - {"dsfda"}:
         raise ValueError("the validation targets have only the full DSFDA generator (variant 'dsfda')")
-    clf, _ = source_classifier(s, pop, allow_train=allow_train, progress=progress)
+    clf, _ = source_classifier(s, pop, allow_train=allow_train, progress=progress, device=device)
     in_ch = 1 if s["grey"] else 3
     base_keys = ("world_seed", "render_size", "size", "grey", "n_source", "per_source", "task", "classifier",
                  "arch", "gen_source")
@@ -199,13 +201,14 @@ def generators(s: dict, pop: Population | None = None, *, variants=tuple(GENERAT
                                       size=s["size"], grey=s["grey"])
         G, _, log = M.train_generator(p.source.x, torch.as_tensor(p.source.identity), s["n_source"], p.source.x,
                                       p.source.y, clf, arch=s["arch"], progress=progress, pairs=(partner, truth),
-                                      **s["gen_source"])
+                                      device=device, **s["gen_source"])
         return _state(G), log
 
     state, _ = checkpoints.load_or_train(_name("dsfda_gen_source", s), train_source, settings=src_settings,
                                          restore=RESTORE, allow_train=allow_train, announce=progress)
     G0 = Generator(in_ch, **s["arch"])
     G0.load_state_dict(state)
+    G0.to(device or "cpu")
     out = {}
     for v in variants:
         if v not in GENERATOR_VARIANTS:
@@ -220,7 +223,7 @@ def generators(s: dict, pop: Population | None = None, *, variants=tuple(GENERAT
             G, _, log = M.train_generator(faces, labels, len(p.targets), p.source.x, p.source.y, clf,
                                           generator=G0 if not GENERATOR_VARIANTS[v] else _source_stage_for(v, G0),
                                           weights=GENERATOR_VARIANTS[v], arch=s["arch"], progress=progress,
-                                          seed=1, **s["gen_target"])
+                                          seed=1, device=device, **s["gen_target"])
             return _state(G), log
 
         if split == "validation":
@@ -231,7 +234,7 @@ def generators(s: dict, pop: Population | None = None, *, variants=tuple(GENERAT
                                              announce=progress)
         G = Generator(in_ch, **s["arch"])
         G.load_state_dict(st)
-        out[v] = (G.eval(), meta)
+        out[v] = (G.to(device or "cpu").eval(), meta)
     return out
 
 
