@@ -235,7 +235,8 @@ def render_source(world, identities, per_identity: int, task: str, *, size: int,
     g = torch.Generator().manual_seed(seed)
     xs, lms = [], []
     for s in range(0, len(ids), chunk):
-        b = world.sample(identities=ids[s:s + chunk], nuisance=nuisance, expression=exprs[s:s + chunk], generator=g)
+        b = world.sample(identities=ids[s:s + chunk], nuisance=nuisance, expression=exprs[s:s + chunk],
+                         generator=g).to("cpu")                     # a world on a GPU renders; the data live here
         xs.append(to_model_input(b.images, size, grey=grey, landmarks=b.landmarks))
         lms.append(crop_landmarks(b.landmarks, size))
     return SourceData(torch.cat(xs), torch.as_tensor(y), ids, _au_table(exprs), task, torch.cat(lms))
@@ -313,7 +314,7 @@ def render_target(world, identity: int, style: SubjectStyle, task: str, *, size:
     exprs, y = draw_expressions(n_expressive, task, rng)
     shown = [style.shown(e) for e in exprs]
     b = world.sample(identities=[int(identity)] * n_expressive, nuisance="none", expression=shown, generator=g,
-                     yaw=(-6, 6), pitch=(-4, 4), roll=(-3, 3), **light)
+                     yaw=(-6, 6), pitch=(-4, 4), roll=(-3, 3), **light).to("cpu")
     T = ctrl_rgb.shape[0]
     val = np.zeros(T, dtype=bool)
     val[T - max(1, int(round(val_share * T))):] = True          # the end of the video validates
@@ -344,7 +345,7 @@ def _rerender_with_rest(world, vid, style: SubjectStyle, *, seed: int = 0, motio
     for t in range(len(exprs)):
         b = world.sample(identities=[vid.identity], nuisance="none", expression=[exprs[t]], generator=g,
                          yaw=float(pose["yaw"][t]), pitch=float(pose["pitch"][t]), roll=float(pose["roll"][t]),
-                         **light)
+                         **light).to("cpu")
         frames.append(b.images)
         lms.append(b.landmarks)
     return torch.cat(frames), torch.cat(lms)

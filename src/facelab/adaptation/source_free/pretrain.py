@@ -118,13 +118,15 @@ def target_split(s: dict, split: str = "test") -> dict:
     raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
 
 
-def population(s: dict, *, with_source: bool = True, targets: int | None = None, split: str = "test") -> Population:
+def population(s: dict, *, with_source: bool = True, targets: int | None = None, split: str = "test",
+               render_device="cpu") -> Population:
     """Render the experiment's population (deterministic in ``s``). ``targets``: render only the first few;
-    ``split``: the test targets or the validation targets (:func:`target_split`)."""
+    ``split``: the test targets or the validation targets (:func:`target_split`). ``render_device``: where the
+    face world renders (the data are returned on the CPU; a GPU's pixels differ from the CPU's by rounding)."""
     from facelab.synth import FaceWorld
 
     sp = target_split(s, split)
-    world = FaceWorld(seed=s["world_seed"], size=s["render_size"])
+    world = FaceWorld(seed=s["world_seed"], size=s["render_size"], device=render_device)
     src_ids = range(s["n_source"])
     src = D.render_source(world, src_ids, s["per_source"], s["task"], size=s["size"], grey=s["grey"], seed=1) \
         if with_source else None
