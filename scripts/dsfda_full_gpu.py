@@ -7,12 +7,12 @@ written: every network is trained here):
 
 1. render the population (:func:`pretrain.population`, on the CPU with every core) and the source stage's swap truths;
 2. the source classifier, the generator's source stage and DSFDA's target stage (:mod:`dsfda`);
-3. :func:`neutral_video_adaptation.run_targets` for source only, BN statistics, SHOT-IM, DSFDA and the oracle, one
-   target at a time, results written after each target;
-4. an ``.npz`` for the identity / expression judges (they need dlib's network, which runs on the CPU here):
+3. an ``.npz`` for the identity / expression judges (they need dlib's network, which runs on the CPU here):
    per target, DSFDA-generated frames (drawn as :func:`judge_generated` draws them) with their intended labels and
    the source classifier's verdict, a sample of the target's control frames and real expressive frames, and the
    bank frames the impostor threshold is measured on, all as uint8 with their landmarks;
+4. :func:`neutral_video_adaptation.run_targets` for source only, BN statistics, SHOT-IM, DSFDA and the oracle, one
+   target at a time, results written after each target;
 5. if time remains, the two ablation generators and their rows.
 
 Every stage gets a share of what is left of ``--minutes``; a training stage that reaches its share stops early and
@@ -299,8 +299,13 @@ def cmd_run(a) -> int:
     R.stage("generator target stage (dsfda)", max_seconds=round(cap, 1), **_gen_log(log, gt["steps"]))
     tau_tgt = log["seconds"] / max(1, log["steps_run"])
 
-    # 5. the core methods, one target at a time
     exp = {"settings": s, "population": pop, "classifier": clf, "generators": {"dsfda": G}, "device": dev}
+    # 5. the judges' input first: it needs only the generator, and exists whatever happens next
+    t0 = time.time()
+    info = save_judge_input(exp, dev, out / "judge_input.npz")
+    R.stage("judge input", seconds=round(time.time() - t0, 1), **info)
+
+    # 6. the core methods, one target at a time
     preds, secs, per_target_s, done = [], {}, [], []
 
     def write_tables(methods):
@@ -348,11 +353,6 @@ def cmd_run(a) -> int:
     R.stage("core methods", seconds=round(sum(per_target_s), 1), targets_run=done, targets_planned=s["n_targets"],
             method_seconds={m: round(v, 1) for m, v in secs.items()},
             per_target_s=[round(v, 1) for v in per_target_s], estimate_s=round(rt_est, 1))
-
-    # 6. the judges' input (before the ablations, so that it exists whatever happens next)
-    t0 = time.time()
-    info = save_judge_input(exp, dev, out / "judge_input.npz")
-    R.stage("judge input", seconds=round(time.time() - t0, 1), **info)
 
     # 7. ablations, each only if its generator and its adaptations fit whole
     methods = list(CORE)
