@@ -200,6 +200,8 @@ def cmd_run(a) -> int:
     dev = resolve_device(a.device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True     # TF32 tensor cores (convolutions use them by default)
+        torch.backends.cudnn.allow_tf32 = True
     s = PT.settings_for(a.profile, a.task)
     if a.tiny:
         s.update(TINY)
