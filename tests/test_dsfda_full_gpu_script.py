@@ -33,3 +33,24 @@ def test_tiny_run_writes_results_and_the_judge_reads_them(tmp_path):
     out = mod.judge(tmp_path / "judge_input.npz")
     assert out["n_generated"] == 48 and 0 <= out["identity_published"] <= 1
     assert out["thresholds"]["published"] == -0.6 and np.isfinite(out["thresholds"]["threshold"])
+
+
+def test_full_profile_record_reads_the_stored_gpu_run(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from facelab.studies import neutral_video_adaptation as NV
+
+    r = NV.full_profile_record()
+    sched = r["schedule"]
+    assert sched.loc["generator source stage", "planned"] == 7500
+    assert 0 < sched.loc["generator source stage", "share run"] < 1 and sched.loc["generator source stage", "stopped early"]
+    assert list(r["summary"].index) == ["source only", "BN statistics", "SHOT-IM", "DSFDA", "oracle (target labels)"]
+    assert ((r["summary"]["accuracy"] >= 0) & (r["summary"]["accuracy"] <= 1)).all()
+    assert isinstance(r["judges"], pd.DataFrame) and r["judges"].loc["dsfda", "n"] > 0
+    assert r["skipped"] == ["ablation no dual consistency", "ablation no perceptual"]
+    with pytest.raises(FileNotFoundError, match="results.json"):
+        NV.full_profile_record(tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"stages": {}}))
+    with pytest.raises(ValueError, match="summary"):
+        NV.full_profile_record(tmp_path)

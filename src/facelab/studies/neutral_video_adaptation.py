@@ -16,6 +16,7 @@ checkpoints); this module holds what only the chapter does with them.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["METHODS", "setup_experiment", "selection_table", "run_targets", "per_target_table", "summary_table", "judge_generated",
            "judge_table", "impostor_threshold", "plot_disentangling", "plot_generated_grid", "plot_per_target",
-           "plot_control_check"]
+           "plot_control_check", "FULL_PROFILE_RECORD", "full_profile_record"]
 
 METHODS = ("source only", "BN statistics", "SHOT-IM", "DSFDA", "DSFDA, no dual consistency", "DSFDA, no perceptual",
            "oracle (target labels)")
@@ -68,6 +69,53 @@ def _resolve(device):
     from facelab.runtime import resolve_device
 
     return resolve_device(device)
+
+
+#: The record of one full-profile run on a GPU (``scripts/dsfda_full_gpu.py``; its README says how it was made).
+FULL_PROFILE_RECORD = Path(__file__).resolve().parents[3] / "data" / "runs" / "dsfda_full_gpu"
+
+
+def full_profile_record(path=None) -> dict:
+    """Read the stored record of a full-profile run (``scripts/dsfda_full_gpu.py run`` and ``judge``) from the folder
+    ``path`` (default :data:`FULL_PROFILE_RECORD`). Returns ``{"device", "gpu", "minutes", "schedule" (DataFrame:
+    planned and run steps or epochs per training stage, the share run), "generator_minutes_at_full_schedule" (the
+    planned generator steps at the measured seconds per step), "summary" (DataFrame, as
+    :func:`summary_table`), "judges" (DataFrame, as :func:`judge_table`, or None without ``judge.json``),
+    "thresholds" (dict or None), "skipped" (stages that did not fit the budget)}``."""
+    import json
+
+    folder = Path(path) if path is not None else FULL_PROFILE_RECORD
+    res_file = folder / "results.json"
+    if not res_file.is_file():
+        raise FileNotFoundError(f"no full-profile record at {res_file}: expected the results.json that "
+                                f"`python scripts/dsfda_full_gpu.py run --out {folder}` writes")
+    res = json.loads(res_file.read_text())
+    for key in ("stages", "summary"):
+        if key not in res:
+            raise ValueError(f"{res_file} is not a dsfda_full_gpu record: it has no {key!r}")
+    rows = []
+    for name, st in res["stages"].items():
+        for unit in ("steps", "epochs"):
+            if f"{unit}_planned" in st:
+                run = st.get(f"{unit}_run", st[f"{unit}_planned"])
+                rows.append({"stage": name, "unit": unit, "planned": st[f"{unit}_planned"], "run": run,
+                             "share run": round(run / st[f"{unit}_planned"], 3),
+                             "seconds": st.get("seconds"), "stopped early": bool(st.get("stopped_early"))})
+    schedule = pd.DataFrame(rows).set_index("stage")
+    summary = pd.DataFrame(res["summary"]).set_index("method")
+    judge_file = folder / "judge.json"
+    judges = thresholds = None
+    if judge_file.is_file():
+        j = json.loads(judge_file.read_text())
+        judges = pd.DataFrame(j["table"]).set_index("faces")
+        thresholds = j.get("thresholds")
+    skipped = [k for k, v in res["stages"].items() if v.get("skipped")]
+    gen = schedule[(schedule["unit"] == "steps") & (schedule["run"] > 0)]
+    # what the whole planned generator schedule costs at the measured rate
+    full_minutes = float((gen["seconds"] / gen["run"] * gen["planned"]).sum() / 60) if len(gen) else None
+    return {"device": res.get("device"), "gpu": res.get("gpu"), "minutes": res.get("minutes"), "schedule": schedule,
+            "generator_minutes_at_full_schedule": full_minutes,
+            "summary": summary, "judges": judges, "thresholds": thresholds, "skipped": skipped}
 
 
 def selection_table(selection: dict) -> pd.DataFrame:

@@ -1,0 +1,42 @@
+"""scripts/ldm_attention_gpu.py: the token states prepared on the CPU stand in for the real MiniLM encoder."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ldm_attention_gpu.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("ldm_attention_gpu", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["ldm_attention_gpu"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_prepared_token_states_match_the_real_encoder_and_train_refuses_a_mismatch(tmp_path):
+    pytest.importorskip("sentence_transformers")
+    from facelab.diffusion.model import TOKEN_LENGTH, MiniLMTokenEncoder
+
+    mod = _module()
+    info = mod.prepare(tmp_path / "text.safetensors", n_identities=8, per_identity=2)
+    assert info["prompts"] >= 2 and info["max_abs_rounding"] < 5e-3
+    enc = mod.CachedTokenEncoder(tmp_path / "text.safetensors")
+    real = MiniLMTokenEncoder()
+    prompts = enc.meta["prompts"]
+    a, b = enc(prompts), real(prompts)
+    assert a.shape == b.shape == (len(prompts), TOKEN_LENGTH, 384)
+    assert (a - b).abs().max() < 5e-3                 # float16 rounding only
+    assert torch.equal(a == 0, b.abs() < 1e-20)       # padding stays exact zeros
+    for p in prompts[:5] + ["lipstick", "red lipstick", "eyeshadow"]:
+        assert enc.tokenizer.tokenize(p) == real.tokenizer.tokenize(p)
+    with pytest.raises(KeyError, match="prepared token file"):
+        enc(["a face of a person with plaid lipstick"])
+    with pytest.raises(KeyError, match="was not tokenized"):
+        enc.tokenizer.tokenize("plaid")
+    with pytest.raises(ValueError, match="differs from the prepared file"):
+        mod.train(tmp_path / "text.safetensors", tmp_path / "out", n_identities=9, per_identity=2, minutes=0.01)
