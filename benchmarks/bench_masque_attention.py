@@ -40,6 +40,11 @@ UNet unless said; ``--stage unet --vae data/models/face_vae_quick.safetensors --
   own generation too, not only in MASQUE's edit.
 * (stop 31) every weight, ``--attention-loss 0.05 --lr 2e-4 --minutes 20``: lipstick 0.68, eyeshadow 0.50; chapter 06
   adherence lipstick 0.86 -> 0.73, eyeshadow 0.84 -> 0.47 (the eyeshadow edit turns grey-blue).
+* trained from scratch WITH the loss on an H200 (``scripts/ldm_attention_gpu.py``, 6.8 min, ~4650 steps of batch 64,
+  4096 identities): loss 0.05 and 0.2 both pass the gate (lipstick 0.71, eyeshadow 0.51, PSNR 30.0 / 30.5 dB) but the
+  makeup is weak: generated red lipstick / blue eyeshadow 0.22 / 0.25 (0.2: 0.28 / 0.09), MASQUE 0.60 / 0.25
+  (0.54 / 0.02); 20 more CPU minutes on the 0.05 run, loss kept: gate kept, generated 0.25 / 0.31, MASQUE 0.69 / 0.46.
+  Outputs in ``data/runs/ldm_attention_gpu`` (``--name`` writes each run's own result file); chapter 05 shows them.
 """
 
 from __future__ import annotations
@@ -124,6 +129,8 @@ def main(argv=None):
     ap.add_argument("--unet", nargs="+", default=["committed"], help="'committed' or UNet checkpoint paths")
     ap.add_argument("--faces", type=int, default=48)
     ap.add_argument("--blend-thresholds", type=float, nargs="+", default=[0.2, 0.0])
+    ap.add_argument("--name", default="masque_attention",
+                    help="result file _build/benchmarks/NAME.json (runs side by side need their own names)")
     a = ap.parse_args(argv)
     results = []
     for path in a.unet:
@@ -134,7 +141,7 @@ def main(argv=None):
         results.append(r)
     from _results import write_result
 
-    write_result("masque_attention", results)
+    write_result(a.name, results)
 
 
 if __name__ == "__main__":

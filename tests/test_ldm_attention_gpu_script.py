@@ -40,3 +40,22 @@ def test_prepared_token_states_match_the_real_encoder_and_train_refuses_a_mismat
         enc.tokenizer.tokenize("plaid")
     with pytest.raises(ValueError, match="differs from the prepared file"):
         mod.train(tmp_path / "text.safetensors", tmp_path / "out", n_identities=9, per_identity=2, minutes=0.01)
+
+
+def test_attention_training_record_reads_every_run(tmp_path):
+    import json
+
+    from facelab.studies import privacy_diffaim as study
+
+    rec = study.attention_training_record()
+    assert rec.index[0] == "committed" and len(rec) >= 2
+    cols = ["lipstick mass", "eyeshadow mass", "red lipstick: MASQUE", "blue eyeshadow: MASQUE",
+            "red lipstick: generated", "blue eyeshadow: generated"]
+    assert ((rec[cols] >= 0) & (rec[cols] <= 1)).all().all()
+    assert rec.loc["committed", "lipstick mass"] < 0.5 and rec.loc["committed", "attention loss"] == 0
+    assert (rec["DDIM PSNR (dB)"] > 20).all()
+    with pytest.raises(FileNotFoundError, match="runs.json"):
+        study.attention_training_record(tmp_path)
+    (tmp_path / "runs.json").write_text(json.dumps([{"name": "x", "description": "", "bench": "missing.json"}]))
+    with pytest.raises(FileNotFoundError):
+        study.attention_training_record(tmp_path)

@@ -26,6 +26,8 @@ re-exported here.
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -44,7 +46,12 @@ __all__ = ["FARS", "victim_thresholds", "leave_one_out", "quality_table", "Timer
            "plot_quality_vs_success", "QUICK_RUNS", "RUNS_COMMAND", "quick_config", "scale_table", "model_table",
            "experiment_settings", "invert_in_chunks", "concat_inversions", "run_experiment", "load_or_run_experiment",
            "Experiment", "experiment_outcomes", "sweep_table", "matched_ssim_table", "gradient_norms",
-           "plot_gradient_norms", "live_check", "quality_from_experiment", "chapter_settings", "main"]
+           "plot_gradient_norms", "live_check", "quality_from_experiment", "chapter_settings", "main",
+           "ATTENTION_RECORD", "attention_training_record"]
+
+#: Measurements of UNets trained with and without attention supervision (``data/runs/ldm_attention_gpu``: a manifest
+#: ``runs.json`` naming, per UNet, the output of ``benchmarks/bench_masque_attention.py`` and its training summary).
+ATTENTION_RECORD = Path(__file__).resolve().parents[3] / "data" / "runs" / "ldm_attention_gpu"
 
 #: The committed results of the quick profile's experiment (scores, quality, histories; no model weights).
 QUICK_RUNS = "diffaim_runs_quick"
@@ -707,3 +714,37 @@ def chapter_settings(model, *, seed: int = 0, n_faces: int = 64, pgd_epsilon: fl
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def attention_training_record(path=None) -> pd.DataFrame:
+    """One row per UNet of the attention-supervision record in the folder ``path`` (default
+    :data:`ATTENTION_RECORD`): how it was trained (device, steps x batch, attention-loss weight), its attention gate
+    (each word's mass in its landmark region, 24 unseen faces) and DDIM-inversion PSNR, the prompt adherence of
+    MASQUE's edit without and with guidance on 48 validation people, and of text-to-image generation (32 faces), as
+    measured by ``benchmarks/bench_masque_attention.py``."""
+    folder = Path(path) if path is not None else ATTENTION_RECORD
+    manifest = folder / "runs.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"no attention-training record at {manifest}: expected runs.json listing "
+                                f"{{name, description, bench, training}} per UNet")
+    rows = []
+    for run in json.loads(manifest.read_text()):
+        bench = json.loads((folder / run["bench"]).read_text())
+        bench = bench[0] if isinstance(bench, list) else bench
+        train = json.loads((folder / run["training"]).read_text()) if run.get("training") else {}
+        g = bench["gates"]
+        row = {"UNet": run["name"], "training": run["description"],
+               "steps x batch": f"{train['steps']} x {train['batch_size']}" if train else "",
+               "device": train.get("device", ""), "attention loss": train.get("attention_loss", 0.0),
+               "lipstick mass": g["'lipstick' attention mass in lips"],
+               "eyeshadow mass": g["'eyeshadow' attention mass in eyeshadow+eyeliner"],
+               "DDIM PSNR (dB)": g["DDIM inversion PSNR (dB)"]}
+        for m in bench["masque"]:
+            if m["blend_threshold"] != bench["masque"][0]["blend_threshold"]:
+                continue
+            row[f"{m['prompt']}: edit"] = m["plain adherence"]
+            row[f"{m['prompt']}: MASQUE"] = m["MASQUE adherence"]
+        for phrase, v in bench["generation"].items():
+            row[f"{phrase}: generated"] = v["adherence"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("UNet")
