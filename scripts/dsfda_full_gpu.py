@@ -72,10 +72,10 @@ class Report:
         self.write()
 
     def write(self):
+        from facelab.files import atomic_write_json
+
         self.data["elapsed_s"] = round(time.time() - self.t0, 1)
-        tmp = self.out / "results.json.tmp"
-        tmp.write_text(json.dumps(self.data, indent=1, default=_jsonable) + "\n")
-        tmp.replace(self.out / "results.json")
+        atomic_write_json(self.out / "results.json", self.data, default=_jsonable)
 
 
 def _jsonable(v):
