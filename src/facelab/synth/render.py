@@ -1649,8 +1649,36 @@ def render(sc: Scene, H: int, style: str = "cartoon") -> Rendered:
     chunks = chunk_slices(sc.n, sc.landmarks.device)
     if len(chunks) <= 1:
         return _render(sc, H, style)
-    parts = [_render(sc.select(c), H, style) for c in chunks]
+    parts = map_chunks(lambda c: _render(sc.select(c), H, style), chunks)
     return Rendered(*(torch.cat([getattr(r, f.name) for r in parts]) for f in fields(Rendered)))
+
+
+_POOL: dict = {}
+
+
+def map_chunks(fn, chunks: list) -> list:
+    """``[fn(c) for c in chunks]``, with the chunks rendered side by side in ``torch.get_num_threads()`` Python
+    threads when there are several of both (on the CPU; :func:`chunk_slices` gives one chunk on other devices).
+
+    The renderer's many small tensor operations keep torch's intra-op threads mostly idle (about 1.25 of 2 cores
+    busy when chunks run one after the other); while chunks run side by side torch gets one intra-op thread each,
+    so the cores stay busy without oversubscription, and the thread count is restored afterwards. Every image is
+    computed from its own numbers, so the result is the same as one after the other (checked bit for bit by
+    ``tests/test_synth_parallel.py``). ``torch.set_num_threads`` is process-wide: a program that renders while
+    other threads run torch work shares its cores with them for that time."""
+    threads = torch.get_num_threads()
+    if len(chunks) <= 1 or threads <= 1:
+        return [fn(c) for c in chunks]
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = min(threads, len(chunks))
+    if workers not in _POOL:
+        _POOL[workers] = ThreadPoolExecutor(workers, thread_name_prefix="facelab-render")
+    torch.set_num_threads(1)
+    try:
+        return list(_POOL[workers].map(fn, chunks))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def chunk_slices(n: int, device) -> list[slice]:
@@ -1718,9 +1746,11 @@ def _axis_matrix(W: int, level: float, sigma: float, device) -> torch.Tensor:
             B.index_put_((src, torch.arange(W)[:, None].expand(W, 2 * r + 1)), (w / w.sum()).expand(W, -1),
                          accumulate=True)
             M = M @ B
+        M = M.to(device)
         if len(_AXIS) * W * W * 4 >= _AXIS_BYTES:
             _AXIS.clear()
-        _AXIS[key] = M.to(device)
+        _AXIS[key] = M
+        return M                    # not _AXIS[key]: another rendering thread may clear the cache meanwhile
     return _AXIS[key]
 
 

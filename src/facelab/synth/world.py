@@ -176,7 +176,7 @@ class FaceWorld:
         """Identity layers of identities ``ids`` (with parameters ``ident``, one row per entry of ``ids``), drawn once
         per identity and cached: (layers (U, 6, size, size) of the distinct identities, on the device; (N,) index of
         each entry of ``ids`` into them). The identities drawn now come first, in the order of ``ids``."""
-        from facelab.synth.render import LAYER_CHANNELS, chunk_slices, draw_identity
+        from facelab.synth.render import LAYER_CHANNELS, chunk_slices, draw_identity, map_chunks
 
         ids = [int(k) for k in ids]
         distinct = list(dict.fromkeys(ids))
@@ -186,9 +186,12 @@ class FaceWorld:
         for j in range(len(missing), len(order)):
             layers[j] = self._layer_cache[order[j]]
         entry = {k: j for j, k in enumerate(ids)}
-        for part in chunk_slices(len(missing), self.device):
+
+        def draw(part):                                 # each chunk writes its own rows of ``layers``
             rows = torch.tensor([entry[k] for k in missing[part]])
             draw_identity(ident.index(rows).to(self.device), self.size, out=layers[part], style=self.style)
+
+        map_chunks(draw, chunk_slices(len(missing), self.device))
         for j, k in enumerate(missing):
             self._layer_cache[k] = layers[j]
         budget = max(16, int(self.cache_bytes // (6 * 4 * self.size * self.size)))
