@@ -29,6 +29,9 @@ Rendering and feature extraction run chunk by chunk, so memory stays bounded wha
   photos: :func:`synthetic_verification_scores`, :func:`real_verification_scores`, :func:`verification_table` (FAR and
   FRR at each network's published threshold with identity-bootstrap intervals), :func:`plot_similarity_distributions`,
   :func:`expression_agreement` (face-api and FER2013 per class, Wilson intervals), :func:`style_montage`;
+* :func:`identity_limits_record` reads the stored diagnostics of why the photo style's people still look alike to
+  dlib (``benchmarks/bench_synth_identity_limits.py``: real textures on real and synthetic shapes, the size of the
+  real-face pool, caricatured chips);
 * :func:`difficulty_table` is the generator's own quick check (eigenfaces with whitened PCA on the raw, unaligned
   frame, 48 px grey), which the world's identity spread is tuned against and ``benchmarks/bench_synth.py`` reports.
 """
@@ -36,6 +39,7 @@ Rendering and feature extraction run chunk by chunk, so memory stays bounded wha
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
@@ -53,7 +57,7 @@ __all__ = ["CONDITIONS", "KNOBS", "METHODS", "gallery_probe_split", "nearest_nei
            "rank1_intervals", "hardest_knobs", "plot_rank1", "STYLES", "VerificationScores", "verification_scores",
            "synthetic_verification_scores", "real_verification_scores", "far_frr", "verification_table",
            "plot_similarity_distributions", "expression_predictions", "expression_agreement", "agreement_cells",
-           "style_montage"]
+           "style_montage", "IDENTITY_LIMITS_RECORD", "identity_limits_record"]
 
 #: Headline conditions: the world's nuisance presets.
 CONDITIONS: dict[str, dict] = {
@@ -694,3 +698,74 @@ def style_montage(seed: int = 0, identities: Sequence[int] = range(6), *, size: 
         titles += [f"{style} · id {i}" + (f" · {e}" if e != "neutral" else "")
                    for i, e in zip(b.labels.identity, b.labels.emotion)]
     return torch.cat(images), titles
+
+
+# ---------------------------------------------------------------- realism: why photo-style people look alike to dlib
+#: The record of one run of ``benchmarks/bench_synth_identity_limits.py`` (its README says how it was made).
+IDENTITY_LIMITS_RECORD = Path(__file__).resolve().parents[3] / "data" / "runs" / "synth_identity_limits"
+_IDENTITY_LIMITS_COMMAND = ("OMP_WAIT_POLICY=PASSIVE FACELAB_THREADS=2 nice -n 19 .venv/bin/python "
+                            "benchmarks/bench_synth_identity_limits.py")
+#: The tables of the record and the columns each of their rows must have.
+_IDENTITY_LIMITS_COLUMNS = {
+    "real": ("faces", "images", "impostor_pairs", "impostor_mean_distance", "far", "far_lo", "far_hi"),
+    "shapes": ("texture", "faces", "shape", "images", "impostor_pairs", "impostor_mean_distance", "far", "far_lo",
+               "far_hi"),
+    "pool": ("seed", "detail_faces", "lfw_faces", "identities", "impostor_mean_distance", "far", "far_lo", "far_hi",
+             "frr", "frr_lo", "frr_hi"),
+    "caricature": ("edit", "factor", "impostor_mean_distance", "genuine_mean_distance", "far", "far_lo", "far_hi",
+                   "frr"),
+}
+
+
+def identity_limits_record(path=None) -> dict:
+    """Read the stored record of ``benchmarks/bench_synth_identity_limits.py`` (dlib's ResNet, L2 threshold 0.6)
+    from the folder ``path`` (default :data:`IDENTITY_LIMITS_RECORD`) or from a ``results.json`` file.
+
+    Returns ``{"real", "shapes", "pool", "caricature"}`` as DataFrames, one row per measured set, with the impostor
+    mean distance, FAR and its 95 % identity-bootstrap interval (``far_lo``, ``far_hi``; ``far_pairs_lo/hi``: Wilson
+    over pairs in ``real`` and ``shapes``), FRR where there are genuine pairs:
+
+    * ``real``: the book's real photos as they are;
+    * ``shapes``: real textures (``texture``: ``face region`` or ``photo frame``) of ``faces`` (the real faces or
+      photofit composites of them) warped onto a ``shape``;
+    * ``pool``: the photo-style world per ``seed`` with ``detail_faces`` real faces and ``lfw_faces`` LFW reliefs
+      behind it;
+    * ``caricature``: the world's aligned chips with an ``edit`` (``factor`` for the caricatures, NaN otherwise);
+
+    and ``"meta"``: a dict with the run's ``date``, ``command``, ``machine``, ``seconds``, ``settings`` and ``git``.
+    A missing file is a FileNotFoundError and a record without these tables a ValueError, both naming the file and
+    the command that makes it."""
+    import json
+
+    p = Path(path) if path is not None else IDENTITY_LIMITS_RECORD
+    res_file = p / "results.json" if p.suffix != ".json" else p
+    if not res_file.is_file():
+        raise FileNotFoundError(f"no identity-limits record at {res_file}: expected the results.json that "
+                                f"`{_IDENTITY_LIMITS_COMMAND}` writes")
+    try:
+        res = json.loads(res_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{res_file} is not valid JSON ({err}); rerun `{_IDENTITY_LIMITS_COMMAND}`") from err
+    if not isinstance(res, dict):
+        raise ValueError(f"{res_file} is not a synth_identity_limits record: expected a JSON object; rerun "
+                         f"`{_IDENTITY_LIMITS_COMMAND}`")
+    out = {}
+    for key, columns in _IDENTITY_LIMITS_COLUMNS.items():
+        rows = res.get(key)
+        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+            raise ValueError(f"{res_file} is not a synth_identity_limits record: {key!r} is missing or not a "
+                             f"non-empty list of rows; rerun `{_IDENTITY_LIMITS_COMMAND}`")
+        missing = sorted({c for r in rows for c in columns if c not in r})
+        if missing:
+            raise ValueError(f"{res_file}: the {key!r} rows lack {missing}; rerun `{_IDENTITY_LIMITS_COMMAND}`")
+        df = pd.DataFrame(rows)
+        num = [c for c in columns if c not in ("faces", "texture", "shape", "edit")]
+        df[num] = df[num].apply(pd.to_numeric, errors="coerce")
+        rates = [c for c in df.columns if c.startswith(("far", "frr"))]
+        bad = [c for c in rates if ((df[c] < 0) | (df[c] > 1)).any()]
+        if bad:
+            raise ValueError(f"{res_file}: the {key!r} rates {bad} lie outside [0, 1]; rerun "
+                             f"`{_IDENTITY_LIMITS_COMMAND}`")
+        out[key] = df
+    out["meta"] = {k: res.get(k) for k in ("date", "command", "machine", "seconds", "settings", "git", "what")}
+    return out
