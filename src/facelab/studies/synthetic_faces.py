@@ -57,7 +57,7 @@ __all__ = ["CONDITIONS", "KNOBS", "METHODS", "gallery_probe_split", "nearest_nei
            "rank1_intervals", "hardest_knobs", "plot_rank1", "STYLES", "VerificationScores", "verification_scores",
            "synthetic_verification_scores", "real_verification_scores", "far_frr", "verification_table",
            "plot_similarity_distributions", "expression_predictions", "expression_agreement", "agreement_cells",
-           "style_montage", "IDENTITY_LIMITS_RECORD", "identity_limits_record"]
+           "expression_identity_shift", "style_montage", "IDENTITY_LIMITS_RECORD", "identity_limits_record"]
 
 #: Headline conditions: the world's nuisance presets.
 CONDITIONS: dict[str, dict] = {
@@ -681,6 +681,48 @@ def agreement_cells(table: pd.DataFrame, nets: Sequence[str] = ("face-api", "FER
 
     return pd.DataFrame({net: [with_interval(r[net], r[f"{net}_lo"], r[f"{net}_hi"], digits=1, percent=True)
                                for _, r in table.iterrows()] for net in nets}, index=table.index)
+
+
+def expression_identity_shift(world, embedder, per_emotion: int = 10, *, nuisance: str = "mild",
+                              identity_offset: int = 0, seed: int = 0, alpha: float = 0.05,
+                              chunk: int = 105) -> pd.DataFrame:
+    """How far a full-intensity expression moves a person for a face recogniser: ``embedder``'s similarity between
+    each prototype of face-api's six expressive emotions (``per_emotion`` people each, identities from
+    ``identity_offset``) and the same person's neutral face under the same nuisance (a list of prototypes draws no
+    random numbers, so the neutral twin, rendered with a generator seeded alike, gets the same pose, light and
+    camera), ground-truth alignment.
+
+    Returns one row per emotion plus ``"all"``: ``n``, the mean ``distance`` (minus the similarity: dlib's L2
+    distance, or one minus SFace's cosine), and ``rejected``, the share whose similarity falls below the embedder's
+    published threshold (the person would not be recognised), with its (1 - alpha) Wilson interval
+    (``rejected_lo``, ``rejected_hi``)."""
+    from facelab.metrics import wilson_interval
+    from facelab.models.expression import EXPRESSIONS
+    from facelab.recognition import embed_aligned
+
+    if per_emotion < 1:
+        raise ValueError(f"per_emotion must be a positive integer, got {per_emotion!r}")
+    emotions = [e for e in EXPRESSIONS if e != "neutral"]
+    labels = np.repeat(np.array(emotions), per_emotion)
+    ids = np.arange(identity_offset, identity_offset + len(labels))
+    g, g0 = torch.Generator().manual_seed(int(seed)), torch.Generator().manual_seed(int(seed))
+    sims = []
+    for s0 in range(0, len(ids), chunk):
+        part = ids[s0:s0 + chunk].tolist()
+        b = world.sample(identities=part, expression=labels[s0:s0 + chunk].tolist(), nuisance=nuisance, generator=g)
+        n = world.sample(identities=part, expression=["neutral"] * len(part), nuisance=nuisance, generator=g0)
+        e, e0 = embed_aligned(embedder, b.images, b.landmarks), embed_aligned(embedder, n.images, n.landmarks)
+        sims.append(torch.as_tensor(embedder.similarity(e, e0)).diagonal().float().cpu())
+    sim = torch.cat(sims).numpy()
+    off = 1.0 if getattr(embedder, "distance", "") == "cosine" else 0.0      # similarity -> distance
+    rows = []
+    for emo in emotions + ["all"]:
+        sel = labels == emo if emo != "all" else np.ones(len(labels), bool)
+        k, m = int((sim[sel] < embedder.threshold).sum()), int(sel.sum())
+        lo, hi = wilson_interval(k, m, alpha)
+        rows.append({"emotion": emo, "n": m, "distance": float(off - sim[sel].mean()), "rejected": k / m,
+                     "rejected_lo": lo, "rejected_hi": hi})
+    return pd.DataFrame(rows).set_index("emotion")
 
 
 def style_montage(seed: int = 0, identities: Sequence[int] = range(6), *, size: int = 112, nuisance: str = "none",
