@@ -124,6 +124,20 @@ def _geometry(z: torch.Tensor, strength: float) -> torch.Tensor:
     return torch.stack([x, y], dim=2)
 
 
+def _put_spots(texture: torch.Tensor, spots: list) -> None:
+    """Write the freckles and moles ``spots`` (identity, channel, positions (k, 2) as x, y, values (k,) or None for
+    1.0) into ``texture`` (n, 3, R, R) in one indexed write. Where an identity draws a pixel twice the later value
+    stays, as when each draw was written on its own (one identity's positions in order)."""
+    R = texture.shape[-1]
+    pos = torch.cat([p for _, _, p, _ in spots])
+    owner = torch.cat([torch.full((len(p),), j * 3 + c, dtype=torch.long) for j, c, p, _ in spots])
+    vals = torch.cat([torch.ones(len(p)) if v is None else v for _, _, p, v in spots])
+    flat = (owner * R + pos[:, 1]) * R + pos[:, 0]
+    uniq, inv = torch.unique(flat, return_inverse=True)
+    last = torch.zeros(len(uniq), dtype=torch.long).scatter_reduce_(0, inv, torch.arange(len(flat)), "amax")
+    texture.view(-1)[uniq] = vals[last]
+
+
 _SKIN_LIGHT, _SKIN_DEEP = torch.tensor([0.96, 0.80, 0.70]), torch.tensor([0.34, 0.21, 0.14])
 
 
@@ -164,21 +178,34 @@ def make_identities(seed: int, ids, strength: float = 1.0, device=None, style: s
     # moles
     n_freckles = (u[:, 20] ** 3 * (0.06 * r * r) * (1 - tone)).round().long().tolist()
     n_moles = (u[:, 21] * 4).long().tolist()
-    hair_i, eye_i, style_i, beard_style = [], [], [], []
+    # the categorical draws: torch.multinomial(p, 1, generator=g) draws q ~ Exp(1) (one number per category) from g
+    # and returns argmax(p / q) (checked by tests/test_synth_identity_draws.py), so each identity's generator draws the
+    # same numbers here and the divisions and argmaxes run batched after the loop
+    q_hair, q_eye = torch.empty(n, len(HAIR_COLOURS)), torch.empty(n, len(EYE_COLOURS))
+    q_style, q_beard = torch.empty(n, len(p_style)), torch.empty(n, len(p_beard))
     texture = torch.zeros(n, 3, r, r)             # blotches, freckles, moles in the frontal frame
     blot_noise = torch.empty(n, 1, 10, 10)
+    spots = []                                    # (identity, channel, positions (k, 2), values (k,)) of each draw
     for j, g in enumerate(gens):
-        hair_i.append(int(torch.multinomial(p_hair[j] / p_hair[j].sum(), 1, generator=g)))
-        eye_i.append(int(torch.multinomial(p_eye[j] / p_eye[j].sum(), 1, generator=g)))
-        style_i.append(int(torch.multinomial(p_style, 1, generator=g)))
-        beard_style.append(1 + int(torch.multinomial(p_beard, 1, generator=g)) if bearded[j] else 0)
+        q_hair[j].exponential_(generator=g)
+        q_eye[j].exponential_(generator=g)
+        q_style[j].exponential_(generator=g)
+        if bearded[j]:
+            q_beard[j].exponential_(generator=g)
         torch.randn(1, 10, 10, generator=g, out=blot_noise[j])
         if n_freckles[j]:
             pos = (torch.rand(n_freckles[j], 2, generator=g) * r).long()
-            texture[j, Texture.FRECKLES, pos[:, 1], pos[:, 0]] = 0.4 + 0.6 * torch.rand(n_freckles[j], generator=g)
+            spots.append((j, Texture.FRECKLES, pos, 0.4 + 0.6 * torch.rand(n_freckles[j], generator=g)))
         if n_moles[j]:
             pos = ((torch.rand(n_moles[j], 2, generator=g) * 0.55 + 0.22) * r).long()
-            texture[j, Texture.MOLES, pos[:, 1], pos[:, 0]] = 1.0
+            spots.append((j, Texture.MOLES, pos, None))
+    hair_i = torch.argmax(p_hair / p_hair.sum(1, keepdim=True) / q_hair, 1).tolist()
+    eye_i = torch.argmax(p_eye / p_eye.sum(1, keepdim=True) / q_eye, 1).tolist()
+    style_i = torch.argmax(p_style / q_style, 1).tolist()
+    beard_draw = torch.argmax(p_beard / q_beard, 1).tolist()
+    beard_style = [1 + beard_draw[j] if bearded[j] else 0 for j in range(n)]
+    if spots:
+        _put_spots(texture, spots)
     texture[:, Texture.BLOTCHES] = _resize(blot_noise, r, "bicubic")[:, 0]
     # skin: a tone continuum from light to deep, with a small hue spread
     skin = _SKIN_LIGHT + (_SKIN_DEEP - _SKIN_LIGHT) * tone[:, None]
