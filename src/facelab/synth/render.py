@@ -413,7 +413,10 @@ def _resize_grid(x, H: int):
     """Bilinear resize (as :func:`_resize`) of (N, h, w, C) channels-last maps, such as sampling grids, to
     (N, H, H, C): the column pass acts on the interleaved channels with kron(matrix, I_C)."""
     N, h, w, C = x.shape
-    cols = torch.kron(_resize_matrix(w, H, "bilinear", x.device), torch.eye(C, device=x.device))   # (w C, H C)
+    key = ("kron", w, H, C, str(x.device))
+    cols = _RESIZE.get(key)
+    if cols is None:
+        cols = _RESIZE[key] = torch.kron(_resize_matrix(w, H, "bilinear", x.device), torch.eye(C, device=x.device))
     return (_resize_matrix(h, H, "bilinear", x.device).T @ (x.reshape(N, h, w * C) @ cols)).view(N, H, H, C)
 
 
@@ -578,7 +581,7 @@ def _draw_skin(cv: _Canvas, I, face_sdf, skull, skin_parts):
     _lerp_(cv.col, _c(I.skin), head_skin)
     torch.maximum(cv.alpha, head_skin, out=cv.alpha)
     t = I.texture
-    blotch, freckles, moles = (t[:, [k]] for k in (Texture.BLOTCHES, Texture.FRECKLES, Texture.MOLES))
+    blotch, freckles, moles = (t[:, k:k + 1] for k in (Texture.BLOTCHES, Texture.FRECKLES, Texture.MOLES))
     tex = _resize(torch.cat([0.035 * blotch - 0.22 * freckles, moles], 1), cv.H)[..., cv.head]
     tone = (1 + tex[:, 0:1] - 0.55 * (tex[:, 1:2] * 3).clamp(0, 1)).clamp(0.3, 1.2)   # tone change, moles
     cv.col.mul_(1 + (tone - 1) * head_skin)
@@ -601,9 +604,10 @@ def _draw_photo_skin(cv: _Canvas, I, head_skin):
     blot = I.texture[:, Texture.BLOTCHES:Texture.BLOTCHES + 1]
     coarse = _resize(blot, H, "bicubic")[..., cv.head]
     fine_scale = _resize(blot[..., ::4, ::4].flip(-1), H)[..., cv.head]
-    noise = 1 + 0.03 * coarse + 0.02 * fine_scale + 0.035 * cv.fine
+    # 1 + 0.03 coarse + 0.02 fine_scale + 0.035 fine, then the skin times 1 + (d noise - 1) face_a (in place)
+    noise = (0.03 * coarse).add_(1).add_(fine_scale.mul_(0.02)).add_(0.035 * cv.fine)
     fa = cv.face_a
-    cv.col.mul_(1 + (d * noise - 1) * fa)
+    cv.col.mul_(d.mul_(noise).sub_(1).mul_(fa).add_(1))
     # outside the face region (forehead under the hair line, ears, neck) the pores only
     cv.col.mul_(1 + 0.035 * cv.fine * (head_skin - fa).clamp_min(0))
 
@@ -1043,9 +1047,12 @@ def _photo_expression_grid(neutral, L, H):
 
 
 def _identity_grid(H, device):
-    """(1, H, H, 2) ``grid_sample`` grid of the pixel centres (the identity map)."""
-    X, Y = _grid(H, device)
-    return torch.stack([X.expand(1, 1, H, H), Y.expand(1, 1, H, H)], -1)[:, 0]
+    """(1, H, H, 2) ``grid_sample`` grid of the pixel centres (the identity map), cached (do not write to it)."""
+    key = ("identity grid", H, str(device))
+    if key not in _RESIZE:
+        X, Y = _grid(H, device)
+        _RESIZE[key] = torch.stack([X.expand(1, 1, H, H), Y.expand(1, 1, H, H)], -1)[:, 0]
+    return _RESIZE[key]
 
 
 def draw_expression(sc: Scene, layer: torch.Tensor, H: int, style: str = "cartoon"):
@@ -1563,9 +1570,10 @@ def _corrupted_pixels(face, fraction, seeds, H: int):
     fm = face.flatten(1)
     vals = torch.where(fm, u[:, 0].flatten(1), torch.full_like(fm, 2.0, dtype=u.dtype))
     k = (fraction * fm.sum(1)).round().long()
-    sorted_vals = vals.sort(1).values
-    thr = torch.where(k > 0, sorted_vals.gather(1, (k - 1).clamp_min(0)[:, None])[:, 0],
-                      torch.full_like(k, -1.0, dtype=u.dtype))
+    thr = torch.full_like(k, -1.0, dtype=u.dtype)                  # the k-th smallest value (none when k = 0)
+    for i, ki in enumerate(k.tolist()):
+        if ki > 0:
+            thr[i] = vals[i].kthvalue(ki).values
     return u[:, :1] <= _s(thr), u[:, 1:]
 
 
