@@ -174,7 +174,7 @@ def _c(v):
 
 def _s(v):
     """(N,) -> (N, 1, 1, 1)."""
-    return v[:, None, None, None]
+    return v.view(v.shape[0], 1, 1, 1) if v.dim() == 1 else v[:, None, None, None]   # view: the cheaper call
 
 
 def _pl(u, ku, kv):
@@ -1539,10 +1539,12 @@ def _background_full(sc: Scene, H: int):
     return out
 
 
-def _composite(sc: Scene, stack, H: int):
-    """The posed stack over the background: (image (N, 3, H, W), face region, occluder mask (N, 1, H, W) bool)."""
-    img = torch.addcmul(stack[:, Layer.RGB], _background(sc, H), 1 - stack[:, Layer.ALPHA].clamp(0, 1))
-    return img, stack[:, Layer.FACE] > 0.5, stack[:, Layer.OCCLUDER] > 0.5
+def _composite(sc: Scene, stack, H: int, out=None):
+    """The posed stack over the background: (image (N, 3, H, W), face region, occluder mask (N, 1, H, W) bool),
+    written into ``out`` (three such tensors) when given."""
+    img, face, occ = (None, None, None) if out is None else out
+    img = torch.addcmul(stack[:, Layer.RGB], _background(sc, H), 1 - stack[:, Layer.ALPHA].clamp(0, 1), out=img)
+    return img, torch.gt(stack[:, Layer.FACE], 0.5, out=face), torch.gt(stack[:, Layer.OCCLUDER], 0.5, out=occ)
 
 
 # ---------------------------------------------------------------- 6. image-space occluders
@@ -1657,8 +1659,23 @@ def render(sc: Scene, H: int, style: str = "cartoon") -> Rendered:
     chunks = chunk_slices(sc.n, sc.landmarks.device)
     if len(chunks) <= 1:
         return _render(sc, H, style)
-    parts = map_chunks(lambda c: _render(sc.select(c), H, style), chunks)
-    return Rendered(*(torch.cat([getattr(r, f.name) for r in parts]) for f in fields(Rendered)))
+    # each chunk composites and degrades its images in place in its rows of the batch's output (no copy after the
+    # pool; the new memory is first touched by the chunks, side by side)
+    dev = sc.landmarks.device
+    out = (torch.empty(sc.n, 3, H, H, device=dev), torch.empty(sc.n, 1, H, H, dtype=torch.bool, device=dev),
+           torch.empty(sc.n, 1, H, H, dtype=torch.bool, device=dev))
+
+    def one(c):
+        dst = tuple(t[c] for t in out)
+        r = _render(sc.select(c), H, style, out=dst)
+        for t, got in zip(dst, (r.images, r.face, r.masks)):
+            if got.data_ptr() != t.data_ptr():                  # not rendered in place after all
+                t.copy_(got)
+        return r
+
+    parts = map_chunks(one, chunks)
+    return Rendered(images=out[0], landmarks=torch.cat([r.landmarks for r in parts]), masks=out[2], face=out[1],
+                    occluded_fraction=torch.cat([r.occluded_fraction for r in parts]))
 
 
 _POOL: dict = {}
@@ -1699,8 +1716,9 @@ def chunk_slices(n: int, device) -> list[slice]:
     return [slice(s, min(n, s + step)) for s in range(0, n, step)]
 
 
-def _render(sc: Scene, H: int, style: str = "cartoon") -> Rendered:
-    """Render all images of a scene in one batch: the numbered stages of the module docstring."""
+def _render(sc: Scene, H: int, style: str = "cartoon", out=None) -> Rendered:
+    """Render all images of a scene in one batch: the numbered stages of the module docstring. ``out``: optional
+    (images (N, 3, H, W), face (N, 1, H, W) bool, occluder mask (N, 1, H, W) bool) to render into."""
     # 1. identity layers (drawn once per identity), warped to each image's expression
     layer = _expression_layer(sc, H, style)
     # 2. per-image drawing on the frontal layer: AU shading, eyes, mouth, makeup, glasses, frontal occluders
@@ -1712,7 +1730,7 @@ def _render(sc: Scene, H: int, style: str = "cartoon") -> Rendered:
     # 4. pose
     stack = _pose(sc, stack, depth, R, H)
     # 5. background
-    img, face, occ = _composite(sc, stack, H)
+    img, face, occ = _composite(sc, stack, H, out)
     # 6. image-space occluders
     _image_occluders(sc, img, face, occ, H)
     # 7. camera
