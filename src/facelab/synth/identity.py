@@ -124,18 +124,18 @@ def _geometry(z: torch.Tensor, strength: float) -> torch.Tensor:
     return torch.stack([x, y], dim=2)
 
 
-def _put_spots(texture: torch.Tensor, spots: list) -> None:
-    """Write the freckles and moles ``spots`` (identity, channel, positions (k, 2) as x, y, values (k,) or None for
-    1.0) into ``texture`` (n, 3, R, R) in one indexed write. Where an identity draws a pixel twice the later value
-    stays, as when each draw was written on its own (one identity's positions in order)."""
+def _put_spots(texture: torch.Tensor, channel: int, who: list, counts: list, pos: torch.Tensor, vals) -> None:
+    """Write spots into channel ``channel`` of ``texture`` (n, 3, R, R) in one indexed write: ``counts[i]`` spots of
+    identity ``who[i]`` each, at ``pos`` (sum(counts), 2) as x, y, of values ``vals`` (a tensor, or a number). Where an
+    identity has a pixel twice the later value stays, as when each identity's spots were written on their own."""
     R = texture.shape[-1]
-    pos = torch.cat([p for _, _, p, _ in spots])
-    owner = torch.cat([torch.full((len(p),), j * 3 + c, dtype=torch.long) for j, c, p, _ in spots])
-    vals = torch.cat([torch.ones(len(p)) if v is None else v for _, _, p, v in spots])
+    owner = torch.repeat_interleave(torch.tensor(who) * texture.shape[1] + channel, torch.tensor(counts))
     flat = (owner * R + pos[:, 1]) * R + pos[:, 0]
     uniq, inv = torch.unique(flat, return_inverse=True)
-    last = torch.zeros(len(uniq), dtype=torch.long).scatter_reduce_(0, inv, torch.arange(len(flat)), "amax")
-    texture.view(-1)[uniq] = vals[last]
+    if isinstance(vals, torch.Tensor):
+        last = torch.zeros(len(uniq), dtype=torch.long).scatter_reduce_(0, inv, torch.arange(len(flat)), "amax")
+        vals = vals[last]
+    texture.view(-1)[uniq] = vals
 
 
 _SKIN_LIGHT, _SKIN_DEEP = torch.tensor([0.96, 0.80, 0.70]), torch.tensor([0.34, 0.21, 0.14])
@@ -160,10 +160,10 @@ def make_identities(seed: int, ids, strength: float = 1.0, device=None, style: s
     n, r = len(ids), TEXTURE_RES
     gens = [torch.Generator().manual_seed((int(seed) * 1_000_003 + k * 7919 + 12345) % (2**63 - 1)) for k in ids]
     z, u, nrm = torch.empty(n, _N_GEOM), torch.empty(n, 32), torch.empty(n, 16)
-    for j, g in enumerate(gens):
-        torch.randn(_N_GEOM, generator=g, out=z[j])
-        torch.rand(32, generator=g, out=u[j])
-        torch.randn(16, generator=g, out=nrm[j])
+    for g, zj, uj, nj in zip(gens, z.unbind(0), u.unbind(0), nrm.unbind(0)):    # the rows, as views
+        torch.randn(_N_GEOM, generator=g, out=zj)
+        torch.rand(32, generator=g, out=uj)
+        torch.randn(16, generator=g, out=nj)
     tone = u[:, 0]
     # hair colour depends a little on tone (darker skin -> darker hair more likely), eye colour too
     one = torch.ones_like(tone)
@@ -185,27 +185,35 @@ def make_identities(seed: int, ids, strength: float = 1.0, device=None, style: s
     q_style, q_beard = torch.empty(n, len(p_style)), torch.empty(n, len(p_beard))
     texture = torch.zeros(n, 3, r, r)             # blotches, freckles, moles in the frontal frame
     blot_noise = torch.empty(n, 1, 10, 10)
-    spots = []                                    # (identity, channel, positions (k, 2), values (k,)) of each draw
-    for j, g in enumerate(gens):
-        q_hair[j].exponential_(generator=g)
-        q_eye[j].exponential_(generator=g)
-        q_style[j].exponential_(generator=g)
+    # freckles and moles: the uniform numbers of each identity's positions (and freckle strengths), in draw order
+    freckles, moles = ([], [], [], []), ([], [], [])          # (numbers (k, 2), [strengths (k,)], identity, k)
+    for j, (g, qh, qe, qs, qb, bn) in enumerate(zip(gens, q_hair.unbind(0), q_eye.unbind(0), q_style.unbind(0),
+                                                     q_beard.unbind(0), blot_noise.unbind(0))):
+        qh.exponential_(generator=g)
+        qe.exponential_(generator=g)
+        qs.exponential_(generator=g)
         if bearded[j]:
-            q_beard[j].exponential_(generator=g)
-        torch.randn(1, 10, 10, generator=g, out=blot_noise[j])
+            qb.exponential_(generator=g)
+        torch.randn(1, 10, 10, generator=g, out=bn)
         if n_freckles[j]:
-            pos = (torch.rand(n_freckles[j], 2, generator=g) * r).long()
-            spots.append((j, Texture.FRECKLES, pos, 0.4 + 0.6 * torch.rand(n_freckles[j], generator=g)))
+            freckles[0].append(torch.rand(n_freckles[j], 2, generator=g))
+            freckles[1].append(torch.rand(n_freckles[j], generator=g))
+            freckles[2].append(j)
+            freckles[3].append(n_freckles[j])
         if n_moles[j]:
-            pos = ((torch.rand(n_moles[j], 2, generator=g) * 0.55 + 0.22) * r).long()
-            spots.append((j, Texture.MOLES, pos, None))
+            moles[0].append(torch.rand(n_moles[j], 2, generator=g))
+            moles[1].append(j)
+            moles[2].append(n_moles[j])
     hair_i = torch.argmax(p_hair / p_hair.sum(1, keepdim=True) / q_hair, 1).tolist()
     eye_i = torch.argmax(p_eye / p_eye.sum(1, keepdim=True) / q_eye, 1).tolist()
     style_i = torch.argmax(p_style / q_style, 1).tolist()
     beard_draw = torch.argmax(p_beard / q_beard, 1).tolist()
     beard_style = [1 + beard_draw[j] if bearded[j] else 0 for j in range(n)]
-    if spots:
-        _put_spots(texture, spots)
+    if freckles[0]:
+        _put_spots(texture, Texture.FRECKLES, freckles[2], freckles[3], (torch.cat(freckles[0]) * r).long(),
+                   0.4 + 0.6 * torch.cat(freckles[1]))
+    if moles[0]:
+        _put_spots(texture, Texture.MOLES, moles[1], moles[2], ((torch.cat(moles[0]) * 0.55 + 0.22) * r).long(), 1.0)
     texture[:, Texture.BLOTCHES] = _resize(blot_noise, r, "bicubic")[:, 0]
     # skin: a tone continuum from light to deep, with a small hue spread
     skin = _SKIN_LIGHT + (_SKIN_DEEP - _SKIN_LIGHT) * tone[:, None]
@@ -222,13 +230,15 @@ def make_identities(seed: int, ids, strength: float = 1.0, device=None, style: s
 
         from facelab.synth.head import N_HEAD, photo_head
 
-        appearance, zs, zh = torch.empty(n, N_COEF + N_EXTRA), torch.empty(n, 16), torch.empty(n, N_HEAD)
-        for j, k in enumerate(ids):
+        coef, extra = torch.empty(n, N_COEF), torch.empty(n, N_EXTRA)
+        zs, zh = torch.empty(n, 16), torch.empty(n, N_HEAD)
+        for k, cj, zsj, zhj, ej in zip(ids, coef.unbind(0), zs.unbind(0), zh.unbind(0), extra.unbind(0)):
             g = torch.Generator().manual_seed((int(seed) * 1_000_003 + k * 7919 + 777_767) % (2**63 - 1))
-            torch.rand(N_COEF, generator=g, out=appearance[j, :N_COEF])
-            torch.randn(16, generator=g, out=zs[j])
-            torch.randn(N_HEAD, generator=g, out=zh[j])             # drawn later: the numbers above are unchanged
-            torch.rand(N_EXTRA, generator=g, out=appearance[j, N_COEF:])
+            torch.rand(N_COEF, generator=g, out=cj)
+            torch.randn(16, generator=g, out=zsj)
+            torch.randn(N_HEAD, generator=g, out=zhj)               # drawn later: the numbers above are unchanged
+            torch.rand(N_EXTRA, generator=g, out=ej)
+        appearance = torch.cat([coef, extra], 1)
         photo_shape = shape_offsets(zs)
         head_shape, face = photo_head(zh, face, strength)           # facelab.synth.head: head and feature modes
     elif style not in STYLES:
