@@ -583,8 +583,9 @@ def _draw_skin(cv: _Canvas, I, face_sdf, skull, skin_parts):
     t = I.texture
     blotch, freckles, moles = (t[:, k:k + 1] for k in (Texture.BLOTCHES, Texture.FRECKLES, Texture.MOLES))
     tex = _resize(torch.cat([0.035 * blotch - 0.22 * freckles, moles], 1), cv.H)[..., cv.head]
-    tone = (1 + tex[:, 0:1] - 0.55 * (tex[:, 1:2] * 3).clamp(0, 1)).clamp(0.3, 1.2)   # tone change, moles
-    cv.col.mul_(1 + (tone - 1) * head_skin)
+    # tone change and moles: (1 + blotches and freckles - 0.55 clamp(3 moles, 0, 1)) clamped, applied on the skin
+    tone = (tex[:, 0:1] + 1).sub_((tex[:, 1:2] * 3).clamp_(0, 1).mul_(0.55)).clamp_(0.3, 1.2)
+    cv.col.mul_(tone.sub_(1).mul_(head_skin).add_(1))
     return head_skin
 
 
@@ -609,7 +610,7 @@ def _draw_photo_skin(cv: _Canvas, I, head_skin):
     fa = cv.face_a
     cv.col.mul_(d.mul_(noise).sub_(1).mul_(fa).add_(1))
     # outside the face region (forehead under the hair line, ears, neck) the pores only
-    cv.col.mul_(1 + 0.035 * cv.fine * (head_skin - fa).clamp_min(0))
+    cv.col.mul_((head_skin - fa).clamp_min_(0).mul_(0.035 * cv.fine).add_(1))
 
 
 def _draw_hair(cv: _Canvas, I, hd: _Head, face_sdf, skull, head_skin, strands, skin_parts):
