@@ -49,7 +49,7 @@ from facelab.diffusion.model import (QUICK_CHECKPOINT, QUICK_SETTINGS, QUICK_VAE
 
 __all__ = ["render_training_set", "colour_loss", "train_vae", "train_unet", "train", "main", "TINY",
            "ATTENTION_WORDS", "install_attention_recorder", "attention_targets", "attention_region_mass",
-           "TRAINABLE", "trainable_parameters"]
+           "TRAINABLE", "trainable_parameters", "DISTILL_KINDS", "DISTILL_GUIDANCE"]
 
 #: A configuration small enough for tests (seconds on a CPU): 16 identities, a handful of steps.
 TINY = {"steps": 3, "batch_size": 4, "n_identities": 8, "per_identity": 2}
@@ -343,6 +343,12 @@ def attention_region_mass(probs: list, weights: torch.Tensor, masks: dict) -> to
 #: What :func:`train_unet` may train: every weight, or only the cross-attention query/key projections.
 TRAINABLE = ("all", "cross_qk")
 
+#: What :func:`train_unet`'s teacher distillation matches: the conditioned noise prediction ("eps"), or that and the
+#: classifier-free-guided prediction at :data:`DISTILL_GUIDANCE` ("guided").
+DISTILL_KINDS = ("eps", "guided")
+#: The guidance scale of the "guided" distillation: chapter 06's MASQUE edits guide at 7.5.
+DISTILL_GUIDANCE = 7.5
+
 
 def trainable_parameters(unet, trainable: str = "all") -> list:
     """The parameters of ``unet`` that :func:`train_unet` updates (the others get ``requires_grad=False``)."""
@@ -370,7 +376,8 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
                text_encoder=None, checkpoint_every_minutes: float | None = None, out=None,
                attention_loss: float = 0.0, attention_words=ATTENTION_WORDS, attention_sides=None,
                attention_kind: str = "nll", attention_max_t: int | None = None, init_unet=None,
-               trainable: str = "all", attention_colour_words: bool = False) -> tuple:
+               trainable: str = "all", attention_colour_words: bool = False, distill_weight: float = 0.0,
+               distill_kind: str = "eps", distill_teacher=None) -> tuple:
     """Train the quick UNet on ``vae``'s latents; returns ``(ema_unet, log)`` without saving (:func:`train` saves;
     with ``checkpoint_every_minutes`` and ``out`` the main process also saves the EMA on the way).
 
@@ -392,8 +399,21 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
       the words draw).
     * ``attention_colour_words``: the localisation loss also supervises the colour naming the makeup ("red" in
       "red lipstick"): the phrase's pieces share the word's region (:func:`attention_targets`).
+    * ``distill_weight`` > 0 (needs ``init_unet``): a frozen copy of the initial UNet is a teacher and the loss gains
+      ``distill_weight * D`` on the same noisy latents, timesteps and conditioning as the denoising loss (no extra
+      random draws): keep what the words draw while the attention loss moves where they are read. ``distill_kind``
+      "eps": ``D = mse(s_c, t_c)``, student's vs teacher's conditioned prediction; "guided": D also adds
+      ``mse(s_u + w (s_c - s_u), t_u + w (t_c - t_u))``, the classifier-free-guided predictions at
+      ``w =`` :data:`DISTILL_GUIDANCE` (``s_u``, ``t_u``: null-conditioned predictions of the same noisy latent).
+      The prompted colour lives in the guidance direction ``s_c - s_u``, a small part of ``s_c`` that guidance scales
+      up, so "eps" barely constrains it and "guided" weighs it ``w**2`` times; it costs a second student forward and
+      two teacher forwards per step (one process only). The log's curve has ``distill`` (D) and, for "guided",
+      ``distill_eps`` and ``distill_guided``; at step 1 the student is the teacher, so D is 0 (to float rounding
+      when the attention loss swaps in its explicit attention). ``distill_teacher`` (same forms as ``init_unet``):
+      another teacher than the initial weights, e.g. to continue a distilled fine-tune towards the original model.
 
-    With both at their defaults the run is the committed model's, step for step (same random draws, same weights).
+    With all of these at their defaults the run is the committed model's, step for step (same random draws, same
+    weights).
     """
     if not (isinstance(attention_loss, (int, float)) and math.isfinite(attention_loss) and attention_loss >= 0):
         raise ValueError(f"attention_loss must be a finite weight >= 0, got {attention_loss!r}")
@@ -401,6 +421,15 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
         raise ValueError(f"attention_kind must be 'nll' or 'linear', got {attention_kind!r}")
     if trainable not in TRAINABLE:
         raise ValueError(f"trainable must be one of {TRAINABLE}, got {trainable!r}")
+    if not (isinstance(distill_weight, (int, float)) and not isinstance(distill_weight, bool)
+            and math.isfinite(distill_weight) and distill_weight >= 0):
+        raise ValueError(f"distill_weight must be a finite weight >= 0, got {distill_weight!r}")
+    if distill_kind not in DISTILL_KINDS:
+        raise ValueError(f"distill_kind must be one of {DISTILL_KINDS}, got {distill_kind!r}")
+    if distill_weight and init_unet is None:
+        raise ValueError("distill_weight > 0 needs init_unet: the teacher is a frozen copy of the initial UNet")
+    if distill_teacher is not None and not distill_weight:
+        raise ValueError("distill_teacher is only used with distill_weight > 0")
     t_start = time.perf_counter()
     lms = [] if attention_loss else None
     acc, images, captions, render_s = _prologue(accelerator, seed, threads, n_identities, per_identity, size,
@@ -428,6 +457,10 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
     if init_unet is not None:
         unet.load_state_dict(_unet_state(init_unet))
     ema = copy.deepcopy(unet).requires_grad_(False)
+    # the teacher: the initial weights, frozen, with the model's own attention processors (copied before any recorder)
+    teacher = copy.deepcopy(unet).eval().requires_grad_(False) if distill_weight else None
+    if distill_teacher is not None:
+        teacher.load_state_dict(_unet_state(distill_teacher))
     if attention_loss:
         sides = tuple(attention_sides) if attention_sides else (latent_size, latent_size // 2)
         words = tuple(attention_words)
@@ -440,8 +473,12 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
     acp = sched.alphas_cumprod
     params = trainable_parameters(unet, trainable)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    if distill_weight and distill_kind == "guided" and acc.num_processes > 1:
+        raise ValueError("distill_kind 'guided' runs two student forwards per step: one process only (no DDP)")
     unet, opt = acc.prepare(unet, opt)
     ema = ema.to(acc.device)
+    if teacher is not None:
+        teacher = teacher.to(acc.device)
     g = torch.Generator().manual_seed(seed + 2 + 1000 * acc.process_index)
     last_save = [time.perf_counter()]
 
@@ -457,9 +494,13 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
         noise = torch.randn(z0.shape, generator=g)
         a = acp[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        if not attention_loss:
+        if not attention_loss and not distill_weight:
             pred = unet(zt.to(acc.device), t.to(acc.device), encoder_hidden_states=cond.to(acc.device)).sample
             return F.mse_loss(pred, noise.to(acc.device)), {}
+        if not attention_loss:
+            pred = unet(zt.to(acc.device), t.to(acc.device), encoder_hidden_states=cond.to(acc.device)).sample
+            mse = F.mse_loss(pred, noise.to(acc.device))
+            return _with_distill(mse, {"mse": mse.detach()}, pred, zt, t, cond)
         att_store.clear()
         pred = unet(zt.to(acc.device), t.to(acc.device), encoder_hidden_states=cond.to(acc.device)).sample
         mse = F.mse_loss(pred, noise.to(acc.device))
@@ -472,8 +513,31 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
         nv = valid.sum()
         att = (per * valid).sum() / nv.clamp_min(1)
         att_store.clear()
-        return mse + attention_loss * att, {"mse": mse.detach(), "attention": att.detach(),
-                                            "attention_mass": ((mass * valid).sum() / nv.clamp_min(1)).detach()}
+        parts = {"mse": mse.detach(), "attention": att.detach(),
+                 "attention_mass": ((mass * valid).sum() / nv.clamp_min(1)).detach()}
+        if not distill_weight:
+            return mse + attention_loss * att, parts
+        return _with_distill(mse + attention_loss * att, parts, pred, zt, t, cond)
+
+    def _with_distill(loss, parts, pred, zt, t, cond):
+        """``loss + distill_weight * D`` (see the docstring): the teacher on the same latents, no random draws."""
+        zt, t, cond = zt.to(acc.device), t.to(acc.device), cond.to(acc.device)
+        with torch.no_grad():
+            t_c = teacher(zt, t, encoder_hidden_states=cond).sample
+        d = F.mse_loss(pred, t_c)
+        if distill_kind == "guided":
+            null = table[null_idx].to(acc.device).expand_as(cond)
+            s_u = unet(zt, t, encoder_hidden_states=null).sample
+            if attention_loss:
+                att_store.clear()                    # the null forward's maps are not supervised
+            with torch.no_grad():
+                t_u = teacher(zt, t, encoder_hidden_states=null).sample
+            w = DISTILL_GUIDANCE
+            dd = F.mse_loss(s_u + w * (pred - s_u), t_u + w * (t_c - t_u))
+            parts.update({"distill_eps": d.detach(), "distill_guided": dd.detach()})
+            d = d + dd
+        parts["distill"] = d.detach()
+        return loss + distill_weight * d, parts
 
     def on_step(step):
         d = min(ema_decay, (1 + step) / (10 + step))
@@ -506,6 +570,9 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
                     "attention_loss": attention_loss, "attention_kind": attention_kind,
                     "attention_words": list(attention_words), "attention_max_t": attention_max_t,
                     "attention_sides": list(sides) if attention_loss else None,
+                    "distill_weight": distill_weight, "distill_kind": distill_kind if distill_weight else None,
+                    "distill_teacher": distill_teacher if isinstance(distill_teacher, (str, Path)) else
+                    (None if distill_teacher is None else type(distill_teacher).__name__),
                     "init_unet": init_unet if isinstance(init_unet, (str, Path)) else
                     (None if init_unet is None else type(init_unet).__name__)})
     return ema, json.loads(json.dumps(log, default=str))
@@ -589,12 +656,21 @@ def main(argv=None):
                     help="UNet: the localisation loss also supervises the colour word of each makeup phrase")
     ap.add_argument("--trainable", choices=TRAINABLE, default=None,
                     help="UNet: train every weight (all) or only the cross-attention query/key projections")
+    ap.add_argument("--distill-weight", type=float, default=None,
+                    help="UNet, with --init-unet: weight of the distillation term towards the frozen initial UNet "
+                         "(default 0: off)")
+    ap.add_argument("--distill-kind", choices=DISTILL_KINDS, default=None,
+                    help="UNet: distil the conditioned prediction (eps) or also the guided prediction at scale 7.5 "
+                         "(guided)")
+    ap.add_argument("--distill-teacher", default=None,
+                    help="UNet: the teacher checkpoint of the distillation (default: the --init-unet weights)")
     ap.add_argument("--vae", default=None, help="--stage unet: the autoencoder checkpoint to train on "
                                                 "(default: the one in --out-dir, or data/models)")
     ap.add_argument("--summary", default=None, help="also write the logs (without curves) to this JSON file")
     a = ap.parse_args(argv)
     extra = {k: getattr(a, k) for k in ("attention_loss", "attention_kind", "attention_max_t", "init_unet", "trainable",
-                                   "attention_colour_words")
+                                   "attention_colour_words", "distill_weight", "distill_kind",
+                                   "distill_teacher")
              if getattr(a, k) is not None}
     if a.out_dir is None and (a.tiny or a.minutes is not None or a.steps is not None or extra or a.vae):
         ap.error("a run with other settings than the committed model's needs --out-dir (data/models is kept)")
