@@ -45,6 +45,26 @@ UNet unless said; ``--stage unet --vae data/models/face_vae_quick.safetensors --
   makeup is weak: generated red lipstick / blue eyeshadow 0.22 / 0.25 (0.2: 0.28 / 0.09), MASQUE 0.60 / 0.25
   (0.54 / 0.02); 20 more CPU minutes on the 0.05 run, loss kept: gate kept, generated 0.25 / 0.31, MASQUE 0.69 / 0.46.
   Outputs in ``data/runs/ldm_attention_gpu`` (``--name`` writes each run's own result file); chapter 05 shows them.
+* teacher distillation (``--distill-weight``: the frozen committed UNet as teacher on the same noisy latents), every
+  weight, ``--attention-loss 0.05 --lr 2e-4 --minutes 25 --threads 1`` with two runs side by side on 2 shared cores
+  (so fewer steps than stop 31), measured with ``--blend-thresholds 0.2`` (48 faces, 1.5 min each); committed model:
+  gate 0.05 / 0.02, plain edit 0.69 / 0.92, MASQUE 0.90 / 0.81, generated 0.94 / 0.97 (lipstick / eyeshadow):
+
+  - A, ``--distill-weight 20`` (eps; 2985 steps, distill term 0.0002 at the end): gate 0.54 / 0.40 (PSNR 30.3 dB);
+    plain edit 0.10 / 0.88 (lipstick read orange, 42 of 48), MASQUE 0.35 / 0.75, generated 0.88 / 0.94.
+  - B, ``--distill-weight 5 --distill-kind guided`` (guided prediction at 7.5 too; 1531 steps): gate 0.51 / 0.25
+    (30.4 dB); plain edit 0.08 / 0.94 (orange, 44 of 48), MASQUE 0.62 / 0.79, generated 0.91 / 0.97.
+  - C, A continued 22 min (the learning-rate schedule restarted) with the committed UNet still the teacher
+    (``--init-unet A --distill-teacher data/models/face_ldm_quick.safetensors --distill-weight 20``; 3091 steps,
+    47 min in all): gate 0.65 / 0.45 (30.3 dB); plain edit 0.23 / 0.79 (orange 37 of 48), MASQUE 0.73 / 0.77,
+    generated 0.97 / 0.97.
+  - D, B continued the same way (guided, weight 5; 1589 steps): gate 0.63 / 0.36 (30.3 dB); plain edit 0.38 / 0.96
+    (orange 28 of 48), MASQUE 0.71 / 0.81, generated 0.97 / 0.97.
+
+  Distillation keeps what the model draws (generated colours as committed; eyeshadow edits near the committed
+  0.92 / 0.81, where stop 31's chapter-06 eyeshadow adherence fell to 0.47) but slows the localisation: after 47 CPU
+  minutes the eyeshadow map is still under the gate (0.45 / 0.36), and the localised lipstick map still turns the
+  plain edit's red to orange (MASQUE 0.71-0.73 < 0.80). Gate and adherence targets are not yet met together.
 """
 
 from __future__ import annotations
