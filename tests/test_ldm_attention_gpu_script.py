@@ -54,6 +54,10 @@ def test_attention_training_record_reads_every_run(tmp_path):
     assert ((rec[cols] >= 0) & (rec[cols] <= 1)).all().all()
     assert rec.loc["committed", "lipstick mass"] < 0.5 and rec.loc["committed", "attention loss"] == 0
     assert (rec["DDIM PSNR (dB)"] > 20).all()
+    # the distilled fine-tunes say their teacher term; the runs without one leave the column empty
+    assert rec.loc["committed", "distillation"] == ""
+    distilled = rec[rec["distillation"] != ""]
+    assert len(distilled) >= 1 and distilled["distillation"].str.match(r"^(eps|guided) x \d").all()
     with pytest.raises(FileNotFoundError, match="runs.json"):
         study.attention_training_record(tmp_path)
     (tmp_path / "runs.json").write_text(json.dumps([{"name": "x", "description": "", "bench": "missing.json"}]))

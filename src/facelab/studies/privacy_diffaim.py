@@ -718,7 +718,8 @@ if __name__ == "__main__":
 
 def attention_training_record(path=None) -> pd.DataFrame:
     """One row per UNet of the attention-supervision record in the folder ``path`` (default
-    :data:`ATTENTION_RECORD`): how it was trained (device, steps x batch, attention-loss weight), its attention gate
+    :data:`ATTENTION_RECORD`): how it was trained (device, steps x batch, attention-loss weight, distillation towards
+    a frozen teacher: kind x weight, empty without), its attention gate
     (each word's mass in its landmark region, 24 unseen faces) and DDIM-inversion PSNR, the prompt adherence of
     MASQUE's edit without and with guidance on 48 validation people, and of text-to-image generation (32 faces), as
     measured by ``benchmarks/bench_masque_attention.py``."""
@@ -736,6 +737,8 @@ def attention_training_record(path=None) -> pd.DataFrame:
         row = {"UNet": run["name"], "training": run["description"],
                "steps x batch": f"{train['steps']} x {train['batch_size']}" if train else "",
                "device": train.get("device", ""), "attention loss": train.get("attention_loss", 0.0),
+               "distillation": (f"{train.get('distill_kind', 'eps')} x {train['distill_weight']:g}"
+                                if train.get("distill_weight") else ""),
                "lipstick mass": g["'lipstick' attention mass in lips"],
                "eyeshadow mass": g["'eyeshadow' attention mass in eyeshadow+eyeliner"],
                "DDIM PSNR (dB)": g["DDIM inversion PSNR (dB)"]}
