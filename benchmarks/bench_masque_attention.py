@@ -60,11 +60,14 @@ UNet unless said; ``--stage unet --vae data/models/face_vae_quick.safetensors --
     generated 0.97 / 0.97.
   - D, B continued the same way (guided, weight 5; 1589 steps): gate 0.63 / 0.36 (30.3 dB); plain edit 0.38 / 0.96
     (orange 28 of 48), MASQUE 0.71 / 0.81, generated 0.97 / 0.97.
+  - E, C continued 28 more min on 2 threads, nothing else running (3748 steps): gate 0.68 / 0.465 (30.3 dB); plain
+    edit 0.21 / 0.60 (orange 36 of 48; eyeshadow read black 11 of 48), MASQUE 0.77 / 0.83, generated 0.97 / 0.97.
 
   Distillation keeps what the model draws (generated colours as committed; eyeshadow edits near the committed
   0.92 / 0.81, where stop 31's chapter-06 eyeshadow adherence fell to 0.47) but slows the localisation: after 47 CPU
   minutes the eyeshadow map is still under the gate (0.45 / 0.36), and the localised lipstick map still turns the
-  plain edit's red to orange (MASQUE 0.71-0.73 < 0.80). Gate and adherence targets are not yet met together.
+  plain edit's red to orange (MASQUE 0.71-0.77 < 0.80; E's eyeshadow map 0.465). Gate and adherence targets are
+  not yet met together.
 """
 
 from __future__ import annotations

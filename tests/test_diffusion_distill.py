@@ -13,30 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from facelab.diffusion import train as train_mod
 from facelab.diffusion.model import build_quick_unet, build_quick_vae
-
-
-class _Words:
-    @staticmethod
-    def tokenize(text):
-        return text.split()
-
-
-class _Tokens:
-    """A fixed vector per word, zero rows at padding (as in tests/test_diffusion_train.py)."""
-
-    dim = 384
-
-    def __init__(self, max_length=24):
-        self.L = max_length
-        self.tokenizer = _Words()
-
-    def __call__(self, prompts):
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        out = torch.zeros(len(prompts), self.L, self.dim)
-        for i, p in enumerate(prompts):
-            for j, w in enumerate(["<s>"] + p.split()[: self.L - 2] + ["</s>"]):
-                out[i, j] = torch.randn(self.dim, generator=torch.Generator().manual_seed(sum(map(ord, w))))
-        return out
+from test_diffusion_train import _Tokens  # the word-vector stand-in for MiniLM
 
 
 def _vae():
