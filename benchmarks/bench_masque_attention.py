@@ -89,7 +89,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 PHRASES = ("red lipstick", "blue eyeshadow")
 
 
-def measure(path: str, *, n_faces: int = 48, blend_thresholds=(0.2, 0.0), n_generated: int = 32) -> dict:
+def measure(path: str, *, n_faces: int = 48, blend_thresholds=(0.2, 0.0), n_generated: int = 32,
+            blend_dilation: int = 0) -> dict:
     from facelab.diffusion.model import QUICK_VAE_CHECKPOINT, load_quick_model
     from facelab.diffusion.quality import quality_gates
     from facelab.models import load_face_models
@@ -111,7 +112,8 @@ def measure(path: str, *, n_faces: int = 48, blend_thresholds=(0.2, 0.0), n_gene
     surrogates = load_face_models(["synth-plain", "synth-residual"])
     classifier = makeup_classifier()[0]
     base = MasqueConfig(num_steps=8, guidance_scale=7.5, null_init="source", null_inner_steps=0, adv_start=0.5,
-                        adv_step=1.0, keep_colour=True)                  # chapter 06's quick configuration
+                        adv_step=1.0, keep_colour=True,                  # chapter 06's quick configuration
+                        blend_dilation=blend_dilation)
     inv = null_text_inversion(model, X, model.default_prompt, num_steps=base.num_steps,
                               guidance_scale=base.guidance_scale, inner_steps=0, null_init="source",
                               record_attention=True, self_replace=base.self_replace,
@@ -125,7 +127,7 @@ def measure(path: str, *, n_faces: int = 48, blend_thresholds=(0.2, 0.0), n_gene
             kw = dict(edit_prompt=prompt, word=word, inversion=inv, **refkw)
             plain = masque_protect(model, X, L, ids, config=replace(cfg, adversarial=False), **kw)
             guided = masque_protect(model, X, L, ids, models=surrogates, config=cfg, resume=plain, **kw)
-            row = {"blend_threshold": float(bt), "prompt": phrase,
+            row = {"blend_threshold": float(bt), "blend_dilation": int(blend_dilation), "prompt": phrase,
                    "plain region RGB": [round(v, 3) for v in region_colour(plain.images, plain.mask).mean(0).tolist()]}
             for name, x in (("plain", plain.images), ("MASQUE", guided.images)):
                 pred = classifier.predict(x)[kind]
@@ -156,12 +158,14 @@ def main(argv=None):
     ap.add_argument("--unet", nargs="+", default=["committed"], help="'committed' or UNet checkpoint paths")
     ap.add_argument("--faces", type=int, default=48)
     ap.add_argument("--blend-thresholds", type=float, nargs="+", default=[0.2, 0.0])
+    ap.add_argument("--blend-dilation", type=int, default=0,
+                    help="MasqueConfig.blend_dilation: max-pool radius of the word map before the local blend")
     ap.add_argument("--name", default="masque_attention",
                     help="result file _build/benchmarks/NAME.json (runs side by side need their own names)")
     a = ap.parse_args(argv)
     results = []
     for path in a.unet:
-        r = measure(path, n_faces=a.faces, blend_thresholds=a.blend_thresholds)
+        r = measure(path, n_faces=a.faces, blend_thresholds=a.blend_thresholds, blend_dilation=a.blend_dilation)
         g = r["gates"]
         print(f"{path}: " + ", ".join(f"{k} {v:.3f}" for k, v in g.items() if "mass in" in k and "cells" not in k)
               + f", DDIM PSNR {g.get('DDIM inversion PSNR (dB)', float('nan')):.1f} dB")

@@ -63,3 +63,23 @@ def test_attention_training_record_reads_every_run(tmp_path):
     (tmp_path / "runs.json").write_text(json.dumps([{"name": "x", "description": "", "bench": "missing.json"}]))
     with pytest.raises(FileNotFoundError):
         study.attention_training_record(tmp_path)
+
+
+def test_attention_record_says_how_each_edit_was_blended_and_where_the_red_went(tmp_path):
+    from facelab.studies import privacy_diffaim as study
+
+    rec = study.attention_training_record()
+    assert rec.loc["committed", "local blend"] == "word map > 0.2"
+    assert set(rec["local blend"]) >= {"word map > 0.2", "region mask", "word map > 0.2, dilated 1"}
+    assert study._blend_label({"blend_threshold": 0.3, "blend_dilation": 2}) == "word map > 0.3, dilated 2"
+    assert study._blend_label({"blend_threshold": 0.2}) == "word map > 0.2"        # rows from before the knob
+    ec = study.edit_colour_record()
+    assert list(ec.index.names) == ["UNet", "edit"] and "committed" in ec.index.get_level_values(0)
+    assert ((ec["adherence"] >= 0) & (ec["adherence"] <= 1)).all()
+    assert ((ec["blend keeps (share of region)"] > 0) & (ec["blend keeps (share of region)"] <= 1)).all()
+    # with the region mask only, the blend keeps the whole region
+    only = ec.xs("region mask only (blend threshold 0)", level="edit")
+    assert (only["blend keeps (share of region)"] == 1).all()
+    with pytest.raises(FileNotFoundError, match="edit_colour.json"):
+        study.edit_colour_record(tmp_path)
+

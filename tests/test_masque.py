@@ -357,10 +357,28 @@ def test_masque_word_comes_from_the_prompt(faces):
 
 @pytest.mark.parametrize("bad", [dict(adv_step=-0.1), dict(adv_step=float("nan")), dict(guidance_scale=float("nan")),
                                  dict(guidance_scale=0.5), dict(word_weight=0), dict(adv_step="x"),
-                                 dict(cross_replace=1.5), dict(num_steps=0)])
+                                 dict(cross_replace=1.5), dict(num_steps=0), dict(blend_dilation=-1),
+                                 dict(blend_dilation=1.5), dict(blend_dilation=True)])
 def test_masque_config_rejects_bad_weights(bad):
     with pytest.raises(ValueError, match="must be|fraction|integer"):
         MasqueConfig(**bad)
+
+
+def test_blend_dilation_widens_the_local_blend_inside_the_region(faces):
+    """prompt-to-prompt's LocalBlend dilates the word map before thresholding: the blend keeps every cell it kept
+    undilated, gains neighbours, and never leaves the region; dilation 0 is the undilated blend."""
+    images, lm, ids = faces
+    model = _quick()
+    inv = null_text_inversion(model, images[:2], SRC, num_steps=3, inner_steps=0)
+    cfg = dict(num_steps=3, null_inner_steps=0, adversarial=False, blend_threshold=0.99)
+    kw = dict(edit_prompt=EDIT, word="lipstick", inversion=inv)
+    plain = masque_protect(model, images[:2], lm[:2], ids[:2], config=MasqueConfig(**cfg), **kw)
+    wide = masque_protect(model, images[:2], lm[:2], ids[:2], config=MasqueConfig(blend_dilation=1, **cfg), **kw)
+    assert MasqueConfig().blend_dilation == 0
+    assert bool((wide.blend_mask >= plain.blend_mask).all())                   # a superset
+    assert float(wide.blend_mask.sum()) > float(plain.blend_mask.sum())       # that gained cells
+    assert bool((wide.blend_mask <= plain.latent_mask).all())                 # inside the region
+    assert float(plain.blend_mask.sum()) < float(plain.latent_mask.sum())     # the threshold cut some
 
 
 def test_references_exclude_self_and_fall_back_to_source(faces, stub):

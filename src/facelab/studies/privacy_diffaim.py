@@ -716,13 +716,24 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
+def _blend_label(row: dict) -> str:
+    """How a benchmark row's edit limited itself inside the region (MASQUE's local blend)."""
+    t, d = float(row["blend_threshold"]), int(row.get("blend_dilation", 0))
+    if t == 0:
+        return "region mask"
+    return f"word map > {t:g}" + (f", dilated {d}" if d else "")
+
+
 def attention_training_record(path=None) -> pd.DataFrame:
     """One row per UNet of the attention-supervision record in the folder ``path`` (default
     :data:`ATTENTION_RECORD`): how it was trained (device, steps x batch, attention-loss weight, distillation towards
     a frozen teacher: kind x weight, empty without), its attention gate
     (each word's mass in its landmark region, 24 unseen faces) and DDIM-inversion PSNR, the prompt adherence of
     MASQUE's edit without and with guidance on 48 validation people, and of text-to-image generation (32 faces), as
-    measured by ``benchmarks/bench_masque_attention.py``."""
+    measured by ``benchmarks/bench_masque_attention.py``. ``local blend`` says where the edits could act inside the
+    landmark region: where the word's map exceeds a share of its maximum (optionally after a max-pool dilation of
+    that radius, ``MasqueConfig.blend_dilation``), or the whole region (``region mask``)."""
+
     folder = Path(path) if path is not None else ATTENTION_RECORD
     manifest = folder / "runs.json"
     if not manifest.is_file():
@@ -741,7 +752,8 @@ def attention_training_record(path=None) -> pd.DataFrame:
                                 if train.get("distill_weight") else ""),
                "lipstick mass": g["'lipstick' attention mass in lips"],
                "eyeshadow mass": g["'eyeshadow' attention mass in eyeshadow+eyeliner"],
-               "DDIM PSNR (dB)": g["DDIM inversion PSNR (dB)"]}
+               "DDIM PSNR (dB)": g["DDIM inversion PSNR (dB)"],
+               "local blend": _blend_label(bench["masque"][0])}
         for m in bench["masque"]:
             if m["blend_threshold"] != bench["masque"][0]["blend_threshold"]:
                 continue
@@ -751,3 +763,23 @@ def attention_training_record(path=None) -> pd.DataFrame:
             row[f"{phrase}: generated"] = v["adherence"]
         rows.append(row)
     return pd.DataFrame(rows).set_index("UNet")
+
+
+def edit_colour_record(path=None) -> pd.DataFrame:
+    """Where the unguided "red lipstick" edit loses its red (``benchmarks/bench_masque_edit_colour.py``, file
+    ``edit_colour.json`` of the attention-training record): per UNet and variant of the edit, the prompt adherence,
+    the share of the lip region the local blend keeps, the region's mean red of the photos and of the edits, and the
+    slope of the edits' red on the photos' (0: the edit overrides the photo's colour; 1: it carries through)."""
+    folder = Path(path) if path is not None else ATTENTION_RECORD
+    f = folder / "edit_colour.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"no edit-colour record at {f}: expected bench_masque_edit_colour.py's output")
+    rows = []
+    for run in json.loads(f.read_text()):
+        name = run.get("name") or run["unet"]
+        for variant, v in run["variants"].items():
+            rows.append({"UNet": name, "edit": variant, "adherence": v["adherence"],
+                         "blend keeps (share of region)": v["blend coverage"],
+                         "photo red": v["photo RGB"][0], "edit red": v["edit RGB"][0],
+                         "edit green": v["edit RGB"][1], "red slope on photo": v["fit"]["R"]["slope"]})
+    return pd.DataFrame(rows).set_index(["UNet", "edit"])

@@ -1,0 +1,124 @@
+"""Where MASQUE's unguided "red lipstick" edit loses its red on a UNet with localised word maps (issue #20).
+
+The distilled attention fine-tunes (``data/runs/ldm_attention_gpu``) generate red lips from text as often as the
+committed UNet, yet their unguided edits of photos read orange. This script measures, for each UNet, on the same 48
+validation people and configuration as ``bench_masque_attention.py`` (8 DDIM steps, negative-prompt inversion,
+guidance 7.5, blend threshold 0.2), the lip region's mean RGB of the photo and of the edit, per face, and fits
+``edit = a + b * photo`` per channel (least squares over faces): a slope ``b`` near 0 means the edit overrides the
+photo's lip colour, near 1 that the photo's colour carries through (the edit adds a shift on top of it). It repeats the
+edit with prompt-to-prompt's attention control switched off in parts, and with the word map's local blend off (``cross_replace=0``: the shared words keep the
+edit's own maps; ``self_replace=0`` as well: no self-attention injection), ``blend_threshold=0``: the edit acts on the whole landmark region, not only where the word's map exceeds 0.2 of its
+maximum), to see whether the fusion or the blend is where the red is lost; ``blend coverage`` is the mean share of
+the region's latent cells the final blend mask keeps. Adherence is the book's makeup classifier reading "red". Last, at the photo's own inverted latents, the RMS of
+``eps(edit prompt) - eps(source prompt)`` (the direction the edit's guidance scales) inside the lip region and outside
+it, per DDIM step.
+
+Run::
+
+    .venv/bin/python benchmarks/bench_masque_edit_colour.py --unet committed /path/to/face_ldm_quick.safetensors
+
+writes ``_build/benchmarks/masque_edit_colour.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import replace
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+VARIANTS = {"as in the chapter": {}, "no cross-attention fusion": {"cross_replace": 0.0},
+            "no fusion, no self-attention injection": {"cross_replace": 0.0, "self_replace": 0.0},
+            "region mask only (blend threshold 0)": {"blend_threshold": 0.0}}
+
+
+def _fit(photo: torch.Tensor, edit: torch.Tensor) -> dict:
+    """Per channel least squares ``edit = a + b photo`` over faces, and the correlation."""
+    out = {}
+    for k, ch in enumerate("RGB"):
+        x, y = photo[:, k].double(), edit[:, k].double()
+        xc, yc = x - x.mean(), y - y.mean()
+        b = float((xc * yc).sum() / (xc * xc).sum().clamp_min(1e-12))
+        r = float((xc * yc).sum() / ((xc * xc).sum() * (yc * yc).sum()).sqrt().clamp_min(1e-12))
+        out[ch] = {"slope": round(b, 3), "intercept": round(float(y.mean() - b * x.mean()), 3), "r": round(r, 3)}
+    return out
+
+
+def measure(path: str, *, n_faces: int = 48, phrase: str = "red lipstick") -> dict:
+    from facelab.diffusion.model import QUICK_VAE_CHECKPOINT, load_quick_model
+    from facelab.privacy.makeup import makeup_classifier, parse_makeup
+    from facelab.privacy.masque import MasqueConfig, masque_protect, null_text_inversion
+    from facelab.studies.privacy_masque import dodging_data, makeup_prompt, region_colour
+
+    torch.manual_seed(0)
+    model = load_quick_model(None if path == "committed" else path, vae_path=QUICK_VAE_CHECKPOINT)
+    data = dodging_data(model.image_size, n_faces, n_threshold_identities=4, identity_offset=500000, seed=0)
+    X, L, ids = data["images"], data["landmarks"], list(data["identities"])
+    refkw = dict(references=data["references"], reference_landmarks=data["reference_landmarks"],
+                 reference_identities=data["reference_identities"])
+    classifier = makeup_classifier()[0]
+    base = MasqueConfig(num_steps=8, guidance_scale=7.5, null_init="source", null_inner_steps=0, adv_start=0.5,
+                        adv_step=1.0, keep_colour=True, blend_threshold=0.2, adversarial=False)
+    inv = null_text_inversion(model, X, model.default_prompt, num_steps=base.num_steps,
+                              guidance_scale=base.guidance_scale, inner_steps=0, null_init="source",
+                              record_attention=True, self_replace=base.self_replace,
+                              max_self_tokens=base.max_self_tokens)
+    prompt, word = makeup_prompt(model, phrase)
+    kind, colour = parse_makeup(phrase)
+    out = {"unet": path, "sha256": model.info.get("sha256"), "n_faces": n_faces, "phrase": phrase, "variants": {}}
+    for name, change in VARIANTS.items():
+        r = masque_protect(model, X, L, ids, config=replace(base, **change), edit_prompt=prompt, word=word,
+                           inversion=inv, **refkw)
+        photo, edit = region_colour(X, r.mask), region_colour(r.images, r.mask)
+        pred = classifier.predict(r.images)[kind]
+        row = {"adherence": sum(p == colour for p in pred) / len(pred),
+               "photo RGB": [round(v, 3) for v in photo.mean(0).tolist()],
+               "edit RGB": [round(v, 3) for v in edit.mean(0).tolist()], "fit": _fit(photo, edit),
+               "blend coverage": round(float((r.blend_mask.flatten(1).sum(1)
+                                              / r.latent_mask.flatten(1).sum(1).clamp_min(1e-12)).mean()), 3)}
+        out["variants"][name] = row
+        print(f"  {path} {name}: adherence {row['adherence']:.2f}, blend covers {row['blend coverage']:.2f} of the region, photo {row['photo RGB']} -> edit {row['edit RGB']}, "
+              f"slopes " + " ".join(f"{c} {v['slope']:.2f} (r {v['r']:.2f})" for c, v in row["fit"].items()),
+              flush=True)
+    # the edit's direction at the photo's own inverted latents: eps(edit prompt) - eps(source prompt), the term that
+    # negative-prompt inversion's guidance scales, against eps(source) - eps(empty prompt) for scale; RMS over the
+    # latent cells of the lip region and outside it, averaged over faces, per step
+    lm = r.latent_mask.float()
+    conds = {k: model.encode_prompt([p] * len(X)) for k, p in (("edit", prompt), ("source", model.default_prompt),
+                                                               ("empty", ""))}
+    steps = []
+    with torch.no_grad():
+        for i, t in enumerate(inv.timesteps):
+            x = inv.trajectory[i]
+            e = {k: model.unet(x, t, encoder_hidden_states=c).sample for k, c in conds.items()}
+            row = {"step": i, "t": int(t)}
+            for name, d in (("edit - source", e["edit"] - e["source"]), ("source - empty", e["source"] - e["empty"])):
+                sq = d.pow(2).mean(1, keepdim=True)
+                row[f"{name} in region"] = round(float(((sq * lm).flatten(1).sum(1) / lm.flatten(1).sum(1)).sqrt().mean()), 4)
+                row[f"{name} outside"] = round(float(((sq * (1 - lm)).flatten(1).sum(1)
+                                                      / (1 - lm).flatten(1).sum(1)).sqrt().mean()), 4)
+            steps.append(row)
+    out["direction"] = steps
+    print(f"  {path} eps(edit) - eps(source), RMS in the lip region per step: "
+          + " ".join(f"{s['edit - source in region']:.3f}" for s in steps)
+          + "; outside: " + " ".join(f"{s['edit - source outside']:.3f}" for s in steps), flush=True)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--unet", nargs="+", default=["committed"], help="'committed' or UNet checkpoint paths")
+    ap.add_argument("--faces", type=int, default=48)
+    ap.add_argument("--name", default="masque_edit_colour", help="result file _build/benchmarks/NAME.json")
+    a = ap.parse_args(argv)
+    results = [measure(p, n_faces=a.faces) for p in a.unet]
+    from _results import write_result
+
+    write_result(a.name, results)
+
+
+if __name__ == "__main__":
+    main()
