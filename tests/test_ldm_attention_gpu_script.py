@@ -77,6 +77,9 @@ def test_attention_record_says_how_each_edit_was_blended_and_where_the_red_went(
     assert list(ec.index.names) == ["UNet", "edit"] and "committed" in ec.index.get_level_values(0)
     assert ((ec["adherence"] >= 0) & (ec["adherence"] <= 1)).all()
     assert ((ec["blend keeps (share of region)"] > 0) & (ec["blend keeps (share of region)"] <= 1)).all()
+    # MASQUE's guided edit with the colour anchor: its red is the anchor's (held), and it reports the anchor
+    g = ec.xs("region mask, MASQUE, colour anchor on", level="edit")
+    assert g["anchor red"].notna().all() and ((g["edit red"] - g["anchor red"]).abs() < 0.05).all()
     # with the region mask only, the blend keeps the whole region
     only = ec.xs("region mask only (blend threshold 0)", level="edit")
     assert (only["blend keeps (share of region)"] == 1).all()

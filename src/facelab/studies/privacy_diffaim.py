@@ -769,7 +769,10 @@ def edit_colour_record(path=None) -> pd.DataFrame:
     """Where the unguided "red lipstick" edit loses its red (``benchmarks/bench_masque_edit_colour.py``, file
     ``edit_colour.json`` of the attention-training record): per UNet and variant of the edit, the prompt adherence,
     the share of the lip region the local blend keeps, the region's mean red of the photos and of the edits, and the
-    slope of the edits' red on the photos' (0: the edit overrides the photo's colour; 1: it carries through)."""
+    slope of the edits' red on the photos' (0: the edit overrides the photo's colour; 1: it carries through). Where
+    the record has them (``--guided``), rows ``region mask, ...``: the unguided edit and MASQUE's guided edit with its
+    colour anchor on and off, all with the region mask only, and the anchor's red (the region's mean red of the
+    decoded prediction when the guidance starts, which the anchor holds)."""
     folder = Path(path) if path is not None else ATTENTION_RECORD
     f = folder / "edit_colour.json"
     if not f.is_file():
@@ -782,4 +785,11 @@ def edit_colour_record(path=None) -> pd.DataFrame:
                          "blend keeps (share of region)": v["blend coverage"],
                          "photo red": v["photo RGB"][0], "edit red": v["edit RGB"][0],
                          "edit green": v["edit RGB"][1], "red slope on photo": v["fit"]["R"]["slope"]})
+        for variant, v in run.get("guided", {}).items():          # region mask only, unguided and MASQUE
+            rows.append({"UNet": name, "edit": f"region mask, {variant}", "adherence": v["adherence"],
+                         "blend keeps (share of region)": 1.0, "photo red": float("nan"),
+                         "edit red": v["edit RGB"][0], "edit green": v["edit RGB"][1],
+                         "red slope on photo": float("nan"),
+                         "anchor red": (v["anchor RGB (first guided step)"][0]
+                                        if "anchor RGB (first guided step)" in v else float("nan"))})
     return pd.DataFrame(rows).set_index(["UNet", "edit"])
