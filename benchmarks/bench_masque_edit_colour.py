@@ -6,10 +6,12 @@ validation people and configuration as ``bench_masque_attention.py`` (8 DDIM ste
 guidance 7.5, blend threshold 0.2), the lip region's mean RGB of the photo and of the edit, per face, and fits
 ``edit = a + b * photo`` per channel (least squares over faces): a slope ``b`` near 0 means the edit overrides the
 photo's lip colour, near 1 that the photo's colour carries through (the edit adds a shift on top of it). It repeats the
-edit with prompt-to-prompt's attention control switched off in parts, and with the word map's local blend off (``cross_replace=0``: the shared words keep the
-edit's own maps; ``self_replace=0`` as well: no self-attention injection), ``blend_threshold=0``: the edit acts on the whole landmark region, not only where the word's map exceeds 0.2 of its
+edit with prompt-to-prompt's attention control switched off in parts (``cross_replace=0``: the shared words keep the
+edit's own maps; ``self_replace=0`` as well: no self-attention injection) and with the word map's local blend off
+(``blend_threshold=0``: the edit acts on the whole landmark region, not only where the word's map exceeds 0.2 of its
 maximum), to see whether the fusion or the blend is where the red is lost; ``blend coverage`` is the mean share of
-the region's latent cells the final blend mask keeps. Adherence is the book's makeup classifier reading "red". Last, at the photo's own inverted latents, the RMS of
+the region's latent cells the final blend mask keeps. Adherence is the book's makeup classifier reading "red".
+Last, at the photo's own inverted latents, the RMS of
 ``eps(edit prompt) - eps(source prompt)`` (the direction the edit's guidance scales) inside the lip region and outside
 it, per DDIM step. With ``--guided``: MASQUE's guided edit (the synthetic surrogates, the chapter's guidance) with
 the region mask only, its colour anchor on and off, and the anchored colour (the region's mean colour of the decoded
@@ -22,7 +24,8 @@ red follows the photo's (slope 0.81); the region mask alone: adherence 0.31 -> 0
 
 Run::
 
-    .venv/bin/python benchmarks/bench_masque_edit_colour.py [--guided] --unet committed /path/to/face_ldm_quick.safetensors
+    .venv/bin/python benchmarks/bench_masque_edit_colour.py [--guided] \
+        --unet committed /path/to/face_ldm_quick.safetensors
 
 writes ``_build/benchmarks/masque_edit_colour.json``.
 """
@@ -87,7 +90,8 @@ def measure(path: str, *, n_faces: int = 48, phrase: str = "red lipstick", guide
                "blend coverage": round(float((r.blend_mask.flatten(1).sum(1)
                                               / r.latent_mask.flatten(1).sum(1).clamp_min(1e-12)).mean()), 3)}
         out["variants"][name] = row
-        print(f"  {path} {name}: adherence {row['adherence']:.2f}, blend covers {row['blend coverage']:.2f} of the region, photo {row['photo RGB']} -> edit {row['edit RGB']}, "
+        print(f"  {path} {name}: adherence {row['adherence']:.2f}, blend covers {row['blend coverage']:.2f} of the "
+              f"region, photo {row['photo RGB']} -> edit {row['edit RGB']}, "
               f"slopes " + " ".join(f"{c} {v['slope']:.2f} (r {v['r']:.2f})" for c, v in row["fit"].items()),
               flush=True)
     # MASQUE's guided edit (the chapter's colour anchor on and off) with the region mask only: the anchor holds each
@@ -98,21 +102,25 @@ def measure(path: str, *, n_faces: int = 48, phrase: str = "red lipstick", guide
         surrogates = load_face_models(["synth-plain", "synth-residual"])
         cfg = replace(base, blend_threshold=0.0)
         plain = masque_protect(model, X, L, ids, config=cfg, edit_prompt=prompt, word=word, inversion=inv, **refkw)
-        out["guided"] = {"plain": {"adherence": sum(p == colour for p in classifier.predict(plain.images)[kind]) / len(X),
-                                   "edit RGB": [round(v, 3) for v in region_colour(plain.images, plain.mask).mean(0).tolist()]}}
+
+        def reading(x, mask):
+            return {"adherence": sum(p == colour for p in classifier.predict(x)[kind]) / len(X),
+                    "edit RGB": [round(v, 3) for v in region_colour(x, mask).mean(0).tolist()]}
+
+        out["guided"] = {"plain": reading(plain.images, plain.mask)}
         for keep in (True, False):
-            g = masque_protect(model, X, L, ids, models=surrogates, config=replace(cfg, adversarial=True, keep_colour=keep),
-                               edit_prompt=prompt, word=word, inversion=inv, resume=plain, **refkw)
-            row = {"adherence": sum(p == colour for p in classifier.predict(g.images)[kind]) / len(X),
-                   "edit RGB": [round(v, 3) for v in region_colour(g.images, g.mask).mean(0).tolist()]}
+            g = masque_protect(model, X, L, ids, models=surrogates,
+                               config=replace(cfg, adversarial=True, keep_colour=keep), edit_prompt=prompt, word=word,
+                               inversion=inv, resume=plain, **refkw)
+            row = reading(g.images, g.mask)
             anchored = [h["colour"] for h in g.history if "colour" in h]
             if anchored:
                 row["anchor RGB (first guided step)"] = [round(float(v), 3) for v in torch.tensor(anchored[0]).mean(0)]
             out["guided"][f"MASQUE, colour anchor {'on' if keep else 'off'}"] = row
         for k, v in out["guided"].items():
+            anchor = v.get("anchor RGB (first guided step)")
             print(f"  {path} region mask, {k}: adherence {v['adherence']:.2f}, edit {v['edit RGB']}"
-                  + (f", anchor {v['anchor RGB (first guided step)']}" if "anchor RGB (first guided step)" in v else ""),
-                  flush=True)
+                  + (f", anchor {anchor}" if anchor else ""), flush=True)
     # the edit's direction at the photo's own inverted latents: eps(edit prompt) - eps(source prompt), the term that
     # negative-prompt inversion's guidance scales, against eps(source) - eps(empty prompt) for scale; RMS over the
     # latent cells of the lip region and outside it, averaged over faces, per step
@@ -127,7 +135,8 @@ def measure(path: str, *, n_faces: int = 48, phrase: str = "red lipstick", guide
             row = {"step": i, "t": int(t)}
             for name, d in (("edit - source", e["edit"] - e["source"]), ("source - empty", e["source"] - e["empty"])):
                 sq = d.pow(2).mean(1, keepdim=True)
-                row[f"{name} in region"] = round(float(((sq * lm).flatten(1).sum(1) / lm.flatten(1).sum(1)).sqrt().mean()), 4)
+                inside = (sq * lm).flatten(1).sum(1) / lm.flatten(1).sum(1)
+                row[f"{name} in region"] = round(float(inside.sqrt().mean()), 4)
                 row[f"{name} outside"] = round(float(((sq * (1 - lm)).flatten(1).sum(1)
                                                       / (1 - lm).flatten(1).sum(1)).sqrt().mean()), 4)
             steps.append(row)

@@ -441,12 +441,11 @@ class MasqueConfig:
     the word map is dilated by a max-pool of this radius in latent cells, as prompt-to-prompt's public ``LocalBlend``
     does (radius 1 there, on a map a quarter of Stable Diffusion's latent side; radius 1 on this model's latent grid
     spans the same share of the face), here the map inside the region only, so the blend keeps every cell it kept
-    undilated and gains their neighbours in the region. 0 (default, the chapters' setting so far) thresholds the map as recorded: a
-    word map concentrated in a few cells then keeps only part of the region (``bench_masque_edit_colour.py``);
-    ``adversarial``: pairwise guidance
-    on or off; ``adv_start``: fraction of steps after which guidance acts; ``adv_step``: guidance step (finite,
-    >= 0) on the predicted clean latent per reverse step, in units of its RMS-normalised gradient inside the
-    region; ``soften``: mask edge width (fraction of the inter-ocular distance); ``paste``: final pixel composite;
+    undilated and gains their neighbours in the region; 0 (default, the chapters' setting so far) thresholds the
+    map as recorded, and a word map concentrated in a few cells then keeps only part of the region
+    (``benchmarks/bench_masque_edit_colour.py``); ``adversarial``: pairwise guidance on or off; ``adv_start``:
+    fraction of steps after which guidance acts; ``adv_step``: guidance step (finite, >= 0) on the predicted clean
+    latent per reverse step, in units of its RMS-normalised gradient inside the region; ``soften``: mask edge width (fraction of the inter-ocular distance); ``paste``: final pixel composite;
     ``null_init``: ``"empty"`` (null-text inversion) or ``"source"`` (negative-prompt inversion, see
     :func:`null_text_inversion`); ``guide_window``: the guidance decodes only a window of the latent around the
     region, this many latent cells wider on each side (None: the whole latent; the output is always decoded whole);
@@ -492,8 +491,8 @@ class MasqueConfig:
             v = _finite(getattr(self, k), k)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{k} is a fraction in [0, 1], got {getattr(self, k)!r}")
-        if (isinstance(self.blend_dilation, (bool, np.bool_)) or not isinstance(self.blend_dilation, (int, np.integer))
-                or self.blend_dilation < 0):
+        d = self.blend_dilation
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or d < 0:
             raise ValueError(f"blend_dilation is a radius in latent cells, an integer >= 0, got {self.blend_dilation!r}")
         if self.guide_window is not None and (int(self.guide_window) != self.guide_window or self.guide_window < 0):
             raise ValueError(f"guide_window is a number of latent cells >= 0 (or None), got {self.guide_window!r}")

@@ -733,7 +733,6 @@ def attention_training_record(path=None) -> pd.DataFrame:
     measured by ``benchmarks/bench_masque_attention.py``. ``local blend`` says where the edits could act inside the
     landmark region: where the word's map exceeds a share of its maximum (optionally after a max-pool dilation of
     that radius, ``MasqueConfig.blend_dilation``), or the whole region (``region mask``)."""
-
     folder = Path(path) if path is not None else ATTENTION_RECORD
     manifest = folder / "runs.json"
     if not manifest.is_file():
