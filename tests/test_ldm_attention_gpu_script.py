@@ -85,4 +85,3 @@ def test_attention_record_says_how_each_edit_was_blended_and_where_the_red_went(
     assert (only["blend keeps (share of region)"] == 1).all()
     with pytest.raises(FileNotFoundError, match="edit_colour.json"):
         study.edit_colour_record(tmp_path)
-
