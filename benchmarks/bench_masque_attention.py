@@ -91,33 +91,24 @@ PHRASES = ("red lipstick", "blue eyeshadow")
 
 def measure(path: str, *, n_faces: int = 48, blend_thresholds=(0.2, 0.0), n_generated: int = 32,
             blend_dilation: int = 0) -> dict:
-    from facelab.diffusion.model import QUICK_VAE_CHECKPOINT, load_quick_model
+    from _masque_validation import chapter_config, load_unet, validation_setup
     from facelab.diffusion.quality import quality_gates
     from facelab.models import load_face_models
     from facelab.privacy.makeup import makeup_classifier, parse_makeup
-    from facelab.privacy.masque import MasqueConfig, masque_protect, null_text_inversion
-    from facelab.studies.privacy_masque import dodging_data, makeup_prompt, region_colour
+    from facelab.privacy.masque import masque_protect
+    from facelab.studies.privacy_masque import makeup_prompt, region_colour
 
-    torch.manual_seed(0)
-    model = load_quick_model(None if path == "committed" else path, vae_path=QUICK_VAE_CHECKPOINT)
+    model = load_unet(path)
     out = {"unet": path, "sha256": model.info.get("sha256"), "n_faces": n_faces}
     t0 = time.perf_counter()
     gates = quality_gates(model, n_faces=24, seed=1, num_steps=20, ddpm_faces=2, ddpm_steps=5)
     out["gates"] = {r["gate"]: float(r["measured"]) for _, r in gates.table.iterrows()}
     out["gate_seconds"] = time.perf_counter() - t0
-    data = dodging_data(model.image_size, n_faces, n_threshold_identities=4, identity_offset=500000, seed=0)
-    X, L, ids = data["images"], data["landmarks"], list(data["identities"])
-    refkw = dict(references=data["references"], reference_landmarks=data["reference_landmarks"],
-                 reference_identities=data["reference_identities"])
+    base = chapter_config(blend_dilation=blend_dilation)
+    setup = validation_setup(model, n_faces, base)
+    X, L, ids, refkw, inv = setup.X, setup.L, setup.ids, setup.refkw, setup.inv
     surrogates = load_face_models(["synth-plain", "synth-residual"])
     classifier = makeup_classifier()[0]
-    base = MasqueConfig(num_steps=8, guidance_scale=7.5, null_init="source", null_inner_steps=0, adv_start=0.5,
-                        adv_step=1.0, keep_colour=True,                  # chapter 06's quick configuration
-                        blend_dilation=blend_dilation)
-    inv = null_text_inversion(model, X, model.default_prompt, num_steps=base.num_steps,
-                              guidance_scale=base.guidance_scale, inner_steps=0, null_init="source",
-                              record_attention=True, self_replace=base.self_replace,
-                              max_self_tokens=base.max_self_tokens)
     rows = []
     for bt in blend_thresholds:
         cfg = replace(base, blend_threshold=float(bt))

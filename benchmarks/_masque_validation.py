@@ -1,0 +1,50 @@
+"""The set-up the MASQUE benchmarks share: a quick UNet on the committed autoencoder, the validation people, chapter
+06's quick configuration and the photos' negative-prompt inversion (``bench_masque_attention.py``,
+``bench_masque_edit_colour.py``, ``bench_masque_guidance.py``)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+
+def chapter_config(**change):
+    """Chapter 06's quick MASQUE configuration (8 DDIM steps, negative-prompt inversion, guidance 7.5, colour-anchored
+    pairwise guidance on the last half of the steps), with ``change`` applied."""
+    from facelab.privacy.masque import MasqueConfig
+
+    return MasqueConfig(num_steps=8, guidance_scale=7.5, null_init="source", null_inner_steps=0, adv_start=0.5,
+                        adv_step=1.0, keep_colour=True, **change)
+
+
+def load_unet(path: str):
+    """``"committed"`` (the book's quick model) or a UNet checkpoint trained on the committed autoencoder."""
+    from facelab.diffusion.model import QUICK_VAE_CHECKPOINT, load_quick_model
+
+    torch.manual_seed(0)
+    return load_quick_model(None if path == "committed" else path, vae_path=QUICK_VAE_CHECKPOINT)
+
+
+def validation_setup(model, n_faces: int, config, *, n_threshold_identities: int = 4) -> SimpleNamespace:
+    """``n_faces`` validation people (identities from 500000, never the chapters' test people 100000+) and their
+    inversion with ``config``'s steps: a namespace with ``data`` (:func:`~facelab.studies.privacy_masque.dodging_data`),
+    ``X``, ``L``, ``ids``, ``refkw`` (the references for :func:`~facelab.privacy.masque.masque_protect`) and ``inv``."""
+    from facelab.studies.privacy_masque import dodging_data
+
+    data = dodging_data(model.image_size, n_faces, n_threshold_identities=n_threshold_identities,
+                        identity_offset=500000, seed=0)
+    X, L, ids = data["images"], data["landmarks"], list(data["identities"])
+    refkw = dict(references=data["references"], reference_landmarks=data["reference_landmarks"],
+                 reference_identities=data["reference_identities"])
+    return SimpleNamespace(data=data, X=X, L=L, ids=ids, refkw=refkw, inv=invert(model, X, config))
+
+
+def invert(model, images, config):
+    """The photos' inversion with ``config``'s steps, guidance and null-text settings, source attention recorded."""
+    from facelab.privacy.masque import null_text_inversion
+
+    return null_text_inversion(model, images, model.default_prompt, num_steps=config.num_steps,
+                               guidance_scale=config.guidance_scale, inner_steps=config.null_inner_steps,
+                               null_init=config.null_init, record_attention=True, self_replace=config.self_replace,
+                               max_self_tokens=config.max_self_tokens)
