@@ -85,3 +85,32 @@ def test_attention_record_says_how_each_edit_was_blended_and_where_the_red_went(
     assert (only["blend keeps (share of region)"] == 1).all()
     with pytest.raises(FileNotFoundError, match="edit_colour.json"):
         study.edit_colour_record(tmp_path)
+
+
+def test_guidance_record_pairs_each_guided_run_with_its_unguided_edit(tmp_path):
+    from facelab.studies import privacy_diffaim as study
+
+    g = study.guidance_record()
+    assert list(g.index.names) == ["UNet", "prompt", "run"]
+    assert {"committed"} < set(g.index.get_level_values("UNet"))
+    assert set(g.index.get_level_values("prompt")) == {"red lipstick", "blue eyeshadow"}
+    for col in ("adherence", "success white box", "success black box"):
+        assert ((g[col] >= g[f"{col} lo"] - 1e-9) & (g[col] <= g[f"{col} hi"] + 1e-9)).all()
+    # every unguided edit is its own reference (McNemar p = 1), and each step count has one
+    unguided = g[g.index.get_level_values("run").str.startswith("unguided edit")]
+    assert (unguided["adherence vs unguided: p"] == 1).all()
+    assert (unguided["success white box vs unguided: p"] == 1).all()
+    assert set(unguided["DDIM steps"]) == set(g["DDIM steps"])
+    # the two diagnostics at the chapter's setting are there for every UNet and prompt
+    for unet, prompt in {(u, p) for u, p, _ in g.index}:
+        runs = set(g.xs((unet, prompt)).index)
+        assert any(r.endswith("chroma held per pixel") for r in runs)
+        assert any(r.endswith("anchored to the unguided colour") for r in runs)
+    assert ((g["colour spread"] > 0) & (g["high-frequency energy"] > 0)).all()
+    assert (g["readings"].str.len() > 0).all()
+    # the other UNets are compared with the committed one face by face; the committed one is not compared with itself
+    assert g.loc["committed", "adherence vs committed: p"].isna().all()
+    others = g[g.index.get_level_values("UNet") != "committed"]
+    assert len(others) and others["adherence vs committed: p"].between(0, 1).all()
+    with pytest.raises(FileNotFoundError, match="guidance.json"):
+        study.guidance_record(tmp_path)

@@ -47,7 +47,7 @@ __all__ = ["FARS", "victim_thresholds", "leave_one_out", "quality_table", "Timer
            "experiment_settings", "invert_in_chunks", "concat_inversions", "run_experiment", "load_or_run_experiment",
            "Experiment", "experiment_outcomes", "sweep_table", "matched_ssim_table", "gradient_norms",
            "plot_gradient_norms", "live_check", "quality_from_experiment", "chapter_settings", "main",
-           "ATTENTION_RECORD", "attention_training_record"]
+           "ATTENTION_RECORD", "attention_training_record", "edit_colour_record", "guidance_record"]
 
 #: Measurements of UNets trained with and without attention supervision (``data/runs/ldm_attention_gpu``: a manifest
 #: ``runs.json`` naming, per UNet, the output of ``benchmarks/bench_masque_attention.py`` and its training summary).
@@ -792,3 +792,50 @@ def edit_colour_record(path=None) -> pd.DataFrame:
                          "anchor red": (v["anchor RGB (first guided step)"][0]
                                         if "anchor RGB (first guided step)" in v else float("nan"))})
     return pd.DataFrame(rows).set_index(["UNet", "edit"])
+
+
+def guidance_record(path=None) -> pd.DataFrame:
+    """What MASQUE's guidance trades on each UNet (``benchmarks/bench_masque_guidance.py``, file ``guidance.json`` of
+    the attention-training record): per UNet, prompt and run (the unguided edit and MASQUE at several DDIM step
+    counts and guidance settings, all with the region mask only, plus two diagnostics at the chapter's setting), the
+    prompt adherence with its Wilson interval, McNemar's exact p-values on the same faces against the unguided edit
+    of the same step count, against the chapter's setting (8 steps, 0.5 x 1) on the same UNet and, for the other
+    UNets, against the same run of the ``committed`` UNet (empty for the committed UNet itself), the classifier's
+    most frequent readings, the dodging success at FAR 1 % in the white box (the two synthetic surrogates, pooled)
+    and the black box (dlib's network) with Wilson intervals and McNemar's p-value against the unguided edit on the
+    same pairs, and inside the region the colours' spread, high-frequency energy, saturation and mean red."""
+    from facelab.metrics import mcnemar_test
+
+    folder = Path(path) if path is not None else ATTENTION_RECORD
+    f = folder / "guidance.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"no guidance record at {f}: expected bench_masque_guidance.py's output")
+    record = json.loads(f.read_text())
+    committed = {(r["prompt"], r["run"]): r.get("correct") for run in record
+                 if (run.get("name") or run["unet"]) == "committed" for r in run["rows"]}
+
+    def p_value(a, b):
+        if a is None or b is None:
+            return float("nan")
+        return float(mcnemar_test(np.asarray(a, bool), np.asarray(b, bool), exact=True).p_value)
+
+    rows = []
+    for run in record:
+        name = run.get("name") or run["unet"]
+        steps, start, step = run["chapter setting"]
+        chapter = {r["prompt"]: r.get("correct") for r in run["rows"]
+                   if r["run"] == f"MASQUE, {steps} steps, {start:g} x {step:g}"}
+        for r in run["rows"]:
+            vs = (p_value(r.get("correct"), committed.get((r["prompt"], r["run"]))) if name != "committed"
+                  else float("nan"))
+            rows.append({"UNet": name, "prompt": r["prompt"], "run": r["run"], "DDIM steps": r["num_steps"],
+                         "adherence": r["adherence"], "adherence lo": r["adherence lo"],
+                         "adherence hi": r["adherence hi"], "adherence vs unguided: p": r["adherence vs unguided: p"],
+                         "adherence vs chapter's setting: p": p_value(r.get("correct"), chapter.get(r["prompt"])),
+                         "adherence vs committed: p": vs,
+                         "readings": ", ".join(f"{c} {n}" for c, n in r.get("readings", [])),
+                         **{f"success {box}{end}": r[f"success {box}{end}"] for box in ("white box", "black box")
+                            for end in ("", " lo", " hi", " vs unguided: p")},
+                         "colour spread": r["colour spread"], "high-frequency energy": r["high-frequency energy"],
+                         "saturation": r["saturation"], "region red": r["region RGB"][0]})
+    return pd.DataFrame(rows).set_index(["UNet", "prompt", "run"])
