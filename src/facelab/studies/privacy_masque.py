@@ -528,16 +528,19 @@ def guidance_sweep(model, result: DodgingRuns, data: Mapping, models: Mapping, t
     mask = result.masks[phrase]
     d0 = (region_colour(X, mask).cpu() - target).norm(dim=1)
     key = far_key(far)
+    boxes = (("white box", list(sur)), ("black box", [v for v in models if v not in sur]))
+    # every run against every victim in one call: each victim embeds the gallery once for the whole sweep
+    outcomes = runs_outcomes({(a, kc, v): x for (a, kc), x in runs.items() for _, names in boxes for v in names},
+                             models, thresholds, L, data["gallery"], data["gallery_landmarks"], (far,),
+                             owner=data["gallery_owner"], accept=False)
     rows, correct = [], {}
     for a, kc in sorted(runs):
         x = runs[(a, kc)]
         row = {"adv_step": a, "colour kept": kc}
-        for label, names in (("white box", list(sur)), ("black box", [v for v in models if v not in sur])):
+        for label, names in boxes:
             if not names:
                 continue
-            out = runs_outcomes({(v,): x for v in names}, models, thresholds, L, data["gallery"],
-                                data["gallery_landmarks"], (far,), owner=data["gallery_owner"], accept=False)
-            ok = np.concatenate([o[key] for o in out.values()])
+            ok = np.concatenate([outcomes[(a, kc, v)][key] for v in names])
             lo, hi = wilson_interval(int(ok.sum()), ok.size)
             row.update({f"success {label}": float(ok.mean()), f"success {label} lo": float(lo),
                         f"success {label} hi": float(hi)})
