@@ -17,11 +17,11 @@ eyeshadow":
   (face, gallery image) pairs and McNemar's p-value against the unguided edit on the same pairs; and inside the
   region: the mean RGB, the spread of the colours about it (RMS over the region's pixels and channels: texture and
   shading), the high-frequency energy (mean |image - its 3x3 box blur|) and the mean saturation;
-* at the chapter's setting, two diagnostics: the guided output's region moved (post hoc, per part as the anchor
-  does) to the *unguided* edit's mean colour (``anchored to the unguided colour``: is the colour at guidance start
-  what differs?), and MASQUE with each pixel's chroma held at the prediction's when the guidance starts as well as
-  each part's mean colour, so the guidance acts only through the luminance pattern (``chroma held per pixel``: a
-  diagnostic patch of :func:`facelab.privacy.masque.anchor_colour` inside this script, not a setting of the library).
+* at the chapter's setting, the guided output's region moved (post hoc, per part as the anchor does) to the
+  *unguided* edit's mean colour (``anchored to the unguided colour``: is the colour at guidance start what
+  differs?); at the chapter's setting and at half its step, MASQUE with each pixel's chroma held at the prediction's
+  when the guidance starts as well as each part's mean colour, so the guidance acts only through the luminance
+  pattern (``chroma held per pixel``: ``MasqueConfig(keep_colour="chroma")``).
 
 Measured (2026-12-05, this 2-core CPU, 1 thread each, two runs side by side, about 8 minutes each; record
 ``data/runs/ldm_attention_gpu/guidance.json``, read by ``facelab.studies.privacy_diffaim.guidance_record``, shown in
@@ -29,10 +29,11 @@ chapter 05), committed UNet vs the distilled one with loss 0.15 (G): every guida
 (McNemar p < 0.01 on both) and at the chapter's setting doubles the region's colour spread (0.105 -> 0.243; G
 0.099 -> 0.234). Red lipstick: committed unguided 0.71 -> chapter's setting 0.92 (5 of 7 settings significantly
 higher); G 0.83 -> 0.75 (none differs; G below committed at the chapter's setting, p 0.04); re-anchored to the
-unguided colour: unchanged on both; chroma held: G 0.875 (orange readings 12 -> 2; p 0.11 against the chapter's
-setting). Blue eyeshadow: committed 0.92 -> 0.81, G 0.90 -> 0.75; an earlier start lowers it on both; chroma held does
-not help (0.81, 0.71). 20 steps, guidance 0.2 / 0.4: the UNets do not differ (lipstick 0.83 / 0.88 vs 0.83 / 0.79,
-eyeshadow 0.83 / 0.77 vs 0.79 / 0.77).
+unguided colour: unchanged on both; chroma held: G 0.90 (p 0.04 against the chapter's setting). Blue eyeshadow:
+committed 0.92 -> 0.81, G 0.90 -> 0.75; an earlier start lowers it on both; chroma held at step 1 does not help
+(0.73, 0.67). 20 steps, guidance 0.2 / 0.4: the UNets do not differ (lipstick 0.83 / 0.88 vs 0.83 / 0.79, eyeshadow
+0.83 / 0.77 vs 0.79 / 0.77). Step 0.5 with the chroma held: committed 0.92 / 0.90, G 0.92 / 0.83, white-box dodging
+above the unguided edit on both (G: 0.45 -> 0.51, 0.34 -> 0.45), the only run with both prompts >= 0.8 on G.
 
 Run::
 
@@ -45,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import os
 from dataclasses import replace
 
@@ -60,7 +60,8 @@ PHRASES = ("red lipstick", "blue eyeshadow")
 SETTINGS = ((8, 0.5, 0.5), (8, 0.5, 1.0), (8, 0.5, 2.0), (8, 0.25, 0.5), (8, 0.25, 1.0), (20, 0.5, 0.2),
             (20, 0.5, 0.4))
 CHAPTER = (8, 0.5, 1.0)
-LUMA = (0.299, 0.587, 0.114)
+#: settings also run with each pixel's chroma held (``MasqueConfig(keep_colour="chroma")``)
+CHROMA = ((8, 0.5, 1.0), (8, 0.5, 0.5))
 
 
 def region_texture(images: torch.Tensor, mask: torch.Tensor) -> dict:
@@ -75,35 +76,6 @@ def region_texture(images: torch.Tensor, mask: torch.Tensor) -> dict:
     sat = ((mx - mn) / mx.clamp_min(1e-6) * w).flatten(1).sum(1)
     return {"region RGB": [round(float(v), 3) for v in mean.mean(0)], "colour spread": round(float(spread.mean()), 4),
             "high-frequency energy": round(float(hf.mean()), 4), "saturation": round(float(sat.mean()), 3)}
-
-
-@contextlib.contextmanager
-def chroma_held():
-    """Inside: MASQUE's colour anchor holds each pixel's chroma as well as each part's mean colour at the decoded
-    prediction's when the guidance starts, so the guidance may change only the luminance pattern (Rec. 601 weights)
-    inside the region, at the same mean colour. The anchor's first call (no target) keeps that prediction; later
-    calls take ``image + w * (reference + (Y(image) - Y(reference)) - image)`` (w the parts' summed weights) and then
-    move each part's mean colour to the target as the library's anchor does."""
-    from facelab.privacy import masque as M
-
-    original, state = M.anchor_colour, {}
-    luma = torch.tensor(LUMA).view(1, 3, 1, 1)
-
-    def anchor(images, weights, target=None):
-        if target is None:
-            state["reference"] = images.detach()
-            return original(images, weights)
-        ref, w = state["reference"], weights.sum(1, keepdim=True).clamp(0, 1)
-        y = (images * luma.to(images)).sum(1, keepdim=True)
-        y_ref = (ref * luma.to(images)).sum(1, keepdim=True)
-        held = images + w * (ref + (y - y_ref) - images)
-        return original(held, weights, target)
-
-    M.anchor_colour = anchor
-    try:
-        yield
-    finally:
-        M.anchor_colour = original
 
 
 def measure(path: str, *, n_faces: int = 48, n_threshold_identities: int = 40, settings=SETTINGS) -> dict:
@@ -164,9 +136,9 @@ def measure(path: str, *, n_faces: int = 48, n_threshold_identities: int = 40, s
                     colours = anchor_colour(first.images, parts)[1]
                     runs[f"{name}, anchored to the unguided colour"] = (steps, start, step,
                                                                       anchor_colour(g.images, parts, colours)[0])
-                    with chroma_held():
-                        c = masque_protect(model, s.X, s.L, s.ids, models=surrogates, resume=plain[start],
-                                           config=replace(cfg, adv_start=start, adv_step=step), **kw)
+                if (steps, start, step) in CHROMA:
+                    c = masque_protect(model, s.X, s.L, s.ids, models=surrogates, resume=plain[start],
+                                       config=replace(cfg, adv_start=start, adv_step=step, keep_colour="chroma"), **kw)
                     runs[f"{name}, chroma held per pixel"] = (steps, start, step, c.images)
         mask = next(iter(unguided.values())).mask        # the landmark region: the same at any step count
         ok0, won0 = {}, {}

@@ -576,7 +576,46 @@ def test_masque_with_kept_colour_logs_colours_and_stays_in_its_region(faces, stu
     assert float((kept.images - free.images).abs().max()) > 1e-4
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, "two", 2])
+def test_hold_chroma_keeps_the_references_colour_and_the_images_luminance(faces):
+    from facelab.privacy.masque import LUMA_WEIGHTS, hold_chroma, region_parts
+
+    images, lm, _ = faces
+    mask = face_region_masks(lm, 32, "lips", soften=0.05)
+    parts = region_parts(mask, 1)
+    reference = images.flip(0)                                    # another face's colours
+    out = hold_chroma(images, parts, reference)
+    luma = torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
+    Y = lambda x: (x * luma).sum(1, keepdim=True)
+    full = (mask >= 1).expand_as(images)
+    assert full.any()
+    # inside: the image's luminance, and a grey difference to the reference (the same in R, G and B)
+    assert torch.allclose(Y(out)[mask >= 1], Y(images)[mask >= 1], atol=1e-5)
+    diff = out - reference
+    assert float((diff - diff.mean(1, keepdim=True)).abs().masked_select(full).max()) < 1e-5
+    # outside: untouched; the reference itself comes back unchanged
+    assert float((out - images).abs().masked_select(mask.expand_as(images) == 0).max()) == 0.0
+    assert torch.allclose(hold_chroma(reference, parts, reference), reference, atol=1e-6)
+
+
+def test_masque_with_chroma_held_keeps_the_mean_colour_and_changes_only_luminance_patterns(faces, stub):
+    images, lm, ids = faces
+    model = _quick()
+    cfg = dict(num_steps=6, guidance_scale=3.0, null_inner_steps=0, adv_start=0.5, adv_step=0.5)
+    inv = null_text_inversion(model, images, SRC, num_steps=6, guidance_scale=3.0, inner_steps=0,
+                              record_attention=True)
+    kw = dict(edit_prompt=EDIT, models=[stub], inversion=inv)
+    kept = masque_protect(model, images, lm, ids, config=MasqueConfig(keep_colour=True, **cfg), **kw)
+    chroma = masque_protect(model, images, lm, ids, config=MasqueConfig(keep_colour="chroma", **cfg), **kw)
+    from facelab.privacy.masque import anchor_colour
+    first = torch.tensor([h["colour"] for h in chroma.history if "colour" in h][0][0])
+    miss = lambda r: float((anchor_colour(r.images, r.mask)[1][:, 0].mean(0) - first).abs().max())
+    assert miss(chroma) < 0.05                          # the mean colour is held as with keep_colour=True
+    assert float((chroma.images - images).abs().masked_select(chroma.mask == 0).max()) == 0.0
+    assert float((chroma.images - kept.images).abs().max()) > 1e-4
+    assert chroma.config["keep_colour"] == "chroma"
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "two", 2, "mean"])
 def test_masque_config_rejects_bad_colour_parts(bad):
     with pytest.raises(ValueError, match="keep_colour"):
         MasqueConfig(keep_colour=bad)

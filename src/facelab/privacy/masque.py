@@ -72,7 +72,7 @@ from facelab.privacy.masks import check_landmarks_inside, makeup_word
 __all__ = ["NullTextInversion", "null_text_inversion", "record_source_attention", "guided_reconstruction",
            "region_boxes", "decode_region", "MasqueConfig", "MasqueResult",
            "NoReferencesError", "References", "build_references", "pairwise_similarity", "masque_protect",
-           "pgd_dodge"]
+           "pgd_dodge", "region_parts", "anchor_colour", "hold_chroma", "LUMA_WEIGHTS"]
 
 
 # ============================================================================================ 1. null-text inversion
@@ -452,7 +452,10 @@ class MasqueConfig:
     ``keep_colour``: colour-anchored guidance: the mean RGB of each part of the region (left and right for the
     two-sided regions: eyeshadow, eyeliner, cheeks) is held at its value when the guidance starts, in the images the
     surrogates see and in the output (:func:`anchor_colour`), so the guidance changes texture and shading inside
-    the makeup, not its colour (False: the guidance may recolour the region).
+    the makeup, not its colour (False: the guidance may recolour the region); ``"chroma"``: as True, and each pixel's
+    chroma is held as well at the decoded prediction's when the guidance starts (:func:`hold_chroma`), so the guidance
+    changes only the luminance pattern inside the region (``benchmarks/bench_masque_guidance.py``: the guidance's
+    colour pattern is what the makeup classifier misreads on a UNet with localised word maps).
     """
 
     num_steps: int = 20
@@ -472,7 +475,7 @@ class MasqueConfig:
     soften: float = 0.05
     paste: bool = True
     guide_window: int | None = 2
-    keep_colour: bool = False
+    keep_colour: bool | str = False
 
     def __post_init__(self):
         if int(self.num_steps) != self.num_steps or self.num_steps < 1:
@@ -496,8 +499,8 @@ class MasqueConfig:
             raise ValueError(f"blend_dilation is a radius in latent cells, an integer >= 0, got {self.blend_dilation!r}")
         if self.guide_window is not None and (int(self.guide_window) != self.guide_window or self.guide_window < 0):
             raise ValueError(f"guide_window is a number of latent cells >= 0 (or None), got {self.guide_window!r}")
-        if not isinstance(self.keep_colour, (bool, np.bool_)):
-            raise ValueError(f"keep_colour must be True or False, got {self.keep_colour!r}")
+        if not (isinstance(self.keep_colour, (bool, np.bool_)) or self.keep_colour == "chroma"):
+            raise ValueError(f"keep_colour must be True, False or 'chroma', got {self.keep_colour!r}")
         if self.null_init not in ("empty", "source"):
             raise ValueError(f"null_init must be 'empty' or 'source', got {self.null_init!r}")
         if self.null_inner_steps < 0 or _finite(self.null_lr, "null_lr") <= 0:
@@ -592,6 +595,26 @@ def anchor_colour(images: torch.Tensor, weights: torch.Tensor, target: torch.Ten
     scale = mass / weights.pow(2).flatten(2).sum(2).clamp_min(1e-12)           # (N, K)
     shift = torch.einsum("nkhw,nkc->nchw", weights, (target - colours) * scale.unsqueeze(2))
     return (images + shift).clamp(0, 1), colours
+
+
+#: Luminance weights of R, G, B (ITU-R BT.601), for :func:`hold_chroma`.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def hold_chroma(images: torch.Tensor, weights: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    r"""The images with each pixel's chroma taken from ``reference`` inside the region, their own luminance kept.
+
+    With :math:`Y` the luminance (:data:`LUMA_WEIGHTS`) and :math:`w = \min(1, \sum_k w_k)` the parts' summed weights
+    (:func:`region_parts`), returns :math:`I + w\,(R + (Y(I) - Y(R)) - I)`: where ``w`` is 1 the pixel is the
+    reference's colour shifted by the luminance change, so the difference to the reference is grey; nothing outside
+    the weights moves. Differentiable in ``images``; all three (N, 3, S, S). Not clipped: in MASQUE,
+    :func:`anchor_colour` follows and clips to [0, 1].
+    """
+    w = weights.sum(1, keepdim=True).clamp(0, 1)
+    luma = torch.tensor(LUMA_WEIGHTS, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    y = (images * luma).sum(1, keepdim=True)
+    y_ref = (reference * luma).sum(1, keepdim=True)
+    return images + w * (reference + (y - y_ref) - images)
 
 
 def _normalise_map(m: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
@@ -707,7 +730,7 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
     boxes, window = region_boxes(lmask, cfg.guide_window) if cfg.guide_window is not None else (None, None)
     names = [region] if isinstance(region, str) else list(region)
     parts = (region_parts(pmask, 2 if all(r in TWO_SIDED for r in names) else 1) if cfg.keep_colour else None)
-    anchor = None
+    anchor = chroma_reference = None
     cond_edit = model.encode_prompt([edit_prompt] * N)
     if cond_edit.shape != inversion.cond.shape:
         raise ValueError(f"source and edit conditioning differ in shape: {tuple(inversion.cond.shape)} vs "
@@ -759,6 +782,10 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
                     if cfg.paste:
                         img = x_images + pmask * (img - x_images)
                     if parts is not None:
+                        if cfg.keep_colour == "chroma":
+                            if chroma_reference is None:        # the prediction when the guidance starts
+                                chroma_reference = img.detach()
+                            img = hold_chroma(img, parts, chroma_reference)
                         img, colours = anchor_colour(img, parts, anchor)
                         if anchor is None:
                             anchor = colours.detach()               # the region's colours when the guidance starts
@@ -798,6 +825,8 @@ def masque_protect(model, images: torch.Tensor, landmarks: torch.Tensor, identit
         if cfg.paste:
             edited = x_images + pmask * (edited - x_images)
         if anchor is not None:
+            if chroma_reference is not None:
+                edited = hold_chroma(edited, parts, chroma_reference)
             edited = anchor_colour(edited, parts, anchor)[0]
     secs = time.perf_counter() - t0 + (state["seconds"] if resume is not None else 0.0)
     return MasqueResult(images=edited.detach(), reconstruction=recon.detach(), mask=pmask, latent_mask=lmask,

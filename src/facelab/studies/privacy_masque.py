@@ -493,10 +493,10 @@ def locality_at_equal_success(tables: Mapping, phrase: str, *, far: float = 0.01
 
 def guidance_sweep(model, result: DodgingRuns, data: Mapping, models: Mapping, thresholds: pd.DataFrame, phrase: str,
                    adv_steps: Sequence[float], *, inversion, classifier=None, far: float = 0.01, config=None,
-                   keep_colour: Sequence[bool] | None = None) -> pd.DataFrame:
+                   keep_colour: Sequence[bool | str] | None = None) -> pd.DataFrame:
     """What the adversarial guidance trades: MASQUE on ``phrase`` at several guidance weights ``adv_steps``, each
-    with the region's colour anchored or free for every value in ``keep_colour`` (default: the chapter's setting
-    only; see :class:`facelab.privacy.masque.MasqueConfig`), each run resumed from the unguided edit, so it costs
+    with the region's colour anchored, free or its chroma held for every value in ``keep_colour`` (True, False,
+    ``"chroma"``; default: the chapter's setting only; see :class:`facelab.privacy.masque.MasqueConfig`), each run resumed from the unguided edit, so it costs
     only the guided steps; next to the unguided edit (weight 0) and the chapter's run. Per run, indexed by
     (``adv_step``, ``colour kept``): dodging success at ``far`` pooled over the white-box victims (the surrogates)
     and over the others (black box), with Wilson intervals; the share of faces whose region colour moved towards the
@@ -513,14 +513,14 @@ def guidance_sweep(model, result: DodgingRuns, data: Mapping, models: Mapping, t
     cfg = config or _config_of(main)
     sur = {n: models[n] for n in result.surrogates}
     prompt, word = makeup_prompt(model, phrase)
-    runs = {(0.0, False): plain.images, (float(cfg.adv_step), bool(cfg.keep_colour)): main.images}
+    runs = {(0.0, False): plain.images, (float(cfg.adv_step), _kept(cfg.keep_colour)): main.images}
     for a in adv_steps:
         for kc in ([cfg.keep_colour] if keep_colour is None else keep_colour):
-            if float(a) == 0 or (float(a), bool(kc)) in runs:
+            if float(a) == 0 or (float(a), _kept(kc)) in runs:
                 continue
-            runs[(float(a), bool(kc))] = masque_protect(
+            runs[(float(a), _kept(kc))] = masque_protect(
                 model, X, L, ids, edit_prompt=prompt, word=word, models=sur,
-                config=replace(cfg, adv_step=float(a), keep_colour=bool(kc)), inversion=inversion, resume=plain,
+                config=replace(cfg, adv_step=float(a), keep_colour=_kept(kc)), inversion=inversion, resume=plain,
                 references=data["references"], reference_landmarks=data["reference_landmarks"],
                 reference_identities=data["reference_identities"]).images
     kind, colour = parse_makeup(phrase)
@@ -534,7 +534,7 @@ def guidance_sweep(model, result: DodgingRuns, data: Mapping, models: Mapping, t
                              models, thresholds, L, data["gallery"], data["gallery_landmarks"], (far,),
                              owner=data["gallery_owner"], accept=False)
     rows, correct = [], {}
-    for a, kc in sorted(runs):
+    for a, kc in sorted(runs, key=lambda k: (k[0], str(k[1]))):
         x = runs[(a, kc)]
         row = {"adv_step": a, "colour kept": kc}
         for label, names in boxes:
@@ -552,11 +552,16 @@ def guidance_sweep(model, result: DodgingRuns, data: Mapping, models: Mapping, t
             row.update({"adherence": float(ok.mean()), "adherence lo": float(lo), "adherence hi": float(hi)})
         rows.append(row)
     if correct:                # McNemar on the same faces against the chapter's run (p = 1 on its own row)
-        chapter = correct[(float(cfg.adv_step), bool(cfg.keep_colour))]
+        chapter = correct[(float(cfg.adv_step), _kept(cfg.keep_colour))]
         for row in rows:
             ok = correct[(row["adv_step"], row["colour kept"])]
             row["adherence vs chapter's run: p"] = float(mcnemar_test(ok, chapter).p_value)
     return pd.DataFrame(rows).set_index(["adv_step", "colour kept"])
+
+
+def _kept(value):
+    """A ``keep_colour`` setting as the sweep's index shows it: True / False, or ``"chroma"``."""
+    return value if isinstance(value, str) else bool(value)
 
 
 def _config_of(r):
