@@ -12,10 +12,12 @@ import torch
 def chapter_config(**change):
     """Chapter 06's quick MASQUE configuration (8 DDIM steps, negative-prompt inversion, guidance 7.5, colour-anchored
     pairwise guidance on the last half of the steps), with ``change`` applied."""
+    from dataclasses import replace
+
     from facelab.privacy.masque import MasqueConfig
 
-    return MasqueConfig(num_steps=8, guidance_scale=7.5, null_init="source", null_inner_steps=0, adv_start=0.5,
-                        adv_step=1.0, keep_colour=True, **change)
+    return replace(MasqueConfig(num_steps=8, guidance_scale=7.5, null_init="source", null_inner_steps=0,
+                                adv_start=0.5, adv_step=1.0, keep_colour=True), **change)
 
 
 def load_unet(path: str):
