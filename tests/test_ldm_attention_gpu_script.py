@@ -114,3 +114,17 @@ def test_guidance_record_pairs_each_guided_run_with_its_unguided_edit(tmp_path):
     assert len(others) and others["adherence vs committed: p"].between(0, 1).all()
     with pytest.raises(FileNotFoundError, match="guidance.json"):
         study.guidance_record(tmp_path)
+
+
+def test_the_records_localised_unet_is_the_one_its_benchmarks_measured():
+    import json
+
+    from facelab import checkpoints
+    from facelab.studies import privacy_diffaim as study
+
+    meta = checkpoints.verify(study.ATTENTION_RECORD / "unet_G" / "face_ldm_quick.safetensors")
+    assert meta["settings"]["attention_loss"] == 0.15 and meta["settings"]["distill_weight"] == 20
+    for name in ("guidance.json", "bench_distG.json", "bench_distG_blend0.json"):
+        runs = json.loads((study.ATTENTION_RECORD / name).read_text())
+        runs = runs if isinstance(runs, list) else [runs]
+        assert meta["sha256"] in {r["sha256"] for r in runs}, name
