@@ -112,6 +112,19 @@ def test_guidance_record_pairs_each_guided_run_with_its_unguided_edit(tmp_path):
     assert g.loc["committed", "adherence vs committed: p"].isna().all()
     others = g[g.index.get_level_values("UNet") != "committed"]
     assert len(others) and others["adherence vs committed: p"].between(0, 1).all()
+    # one MASQUE run per UNet and prompt is the chapter's setting; the variants are read off the run names
+    assert (g.groupby(level=["UNet", "prompt"])["chapter's setting"].sum() == 1).all()
+    assert set(g["variant"]) == {"unguided", "", "anchored to the unguided colour", "chroma held per pixel"}
+    summary = study.guidance_summary(g)
+    assert len(summary) == 4 and (summary["more often"] + summary["less often"] <= summary["settings"]).all()
+    c = summary.loc[("committed", "red lipstick")]
+    row = g.loc[("committed", "red lipstick", "MASQUE, 8 steps, 0.5 x 1")]
+    assert c["MASQUE"] == row["adherence"] and c["p"] == row["adherence vs unguided: p"]
+    at = study.guidance_runs_at_target(g, 0.8)
+    for unet, r in at.items():
+        for run in r["at target"]:
+            assert (g.xs(unet).xs(run, level="run")["adherence"] >= 0.8).all()
+    assert study.guidance_runs_at_target(g, 1.01)["committed"]["at target"] == []
     with pytest.raises(FileNotFoundError, match="guidance.json"):
         study.guidance_record(tmp_path)
 

@@ -63,6 +63,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facelab.core.images import luminance
 from facelab.core.regions import TWO_SIDED, face_region_masks, latent_mask, region_for_word
 from facelab.diffusion.inversion import ddim_inversion, noise_prediction, step_terms
 from facelab.models.face_model import FaceModel
@@ -72,7 +73,7 @@ from facelab.privacy.masks import check_landmarks_inside, makeup_word
 __all__ = ["NullTextInversion", "null_text_inversion", "record_source_attention", "guided_reconstruction",
            "region_boxes", "decode_region", "MasqueConfig", "MasqueResult",
            "NoReferencesError", "References", "build_references", "pairwise_similarity", "masque_protect",
-           "pgd_dodge", "region_parts", "anchor_colour", "hold_chroma", "LUMA_WEIGHTS"]
+           "pgd_dodge", "region_parts", "anchor_colour", "hold_chroma"]
 
 
 # ============================================================================================ 1. null-text inversion
@@ -597,24 +598,17 @@ def anchor_colour(images: torch.Tensor, weights: torch.Tensor, target: torch.Ten
     return (images + shift).clamp(0, 1), colours
 
 
-#: Luminance weights of R, G, B (ITU-R BT.601), for :func:`hold_chroma`.
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-
-
 def hold_chroma(images: torch.Tensor, weights: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     r"""The images with each pixel's chroma taken from ``reference`` inside the region, their own luminance kept.
 
-    With :math:`Y` the luminance (:data:`LUMA_WEIGHTS`) and :math:`w = \min(1, \sum_k w_k)` the parts' summed weights
+    With :math:`Y` the luminance (:func:`facelab.core.images.luminance`) and :math:`w = \min(1, \sum_k w_k)` the parts' summed weights
     (:func:`region_parts`), returns :math:`I + w\,(R + (Y(I) - Y(R)) - I)`: where ``w`` is 1 the pixel is the
     reference's colour shifted by the luminance change, so the difference to the reference is grey; nothing outside
     the weights moves. Differentiable in ``images``; all three (N, 3, S, S). Not clipped: in MASQUE,
     :func:`anchor_colour` follows and clips to [0, 1].
     """
     w = weights.sum(1, keepdim=True).clamp(0, 1)
-    luma = torch.tensor(LUMA_WEIGHTS, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    y = (images * luma).sum(1, keepdim=True)
-    y_ref = (reference * luma).sum(1, keepdim=True)
-    return images + w * (reference + (y - y_ref) - images)
+    return images + w * (reference + (luminance(images) - luminance(reference)) - images)
 
 
 def _normalise_map(m: torch.Tensor, region: torch.Tensor) -> torch.Tensor:

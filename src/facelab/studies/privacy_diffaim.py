@@ -47,7 +47,8 @@ __all__ = ["FARS", "victim_thresholds", "leave_one_out", "quality_table", "Timer
            "experiment_settings", "invert_in_chunks", "concat_inversions", "run_experiment", "load_or_run_experiment",
            "Experiment", "experiment_outcomes", "sweep_table", "matched_ssim_table", "gradient_norms",
            "plot_gradient_norms", "live_check", "quality_from_experiment", "chapter_settings", "main",
-           "ATTENTION_RECORD", "attention_training_record", "edit_colour_record", "guidance_record"]
+           "ATTENTION_RECORD", "attention_training_record", "edit_colour_record", "guidance_record",
+           "guidance_summary", "guidance_runs_at_target"]
 
 #: Measurements of UNets trained with and without attention supervision (``data/runs/ldm_attention_gpu``: a manifest
 #: ``runs.json`` naming, per UNet, the output of ``benchmarks/bench_masque_attention.py`` and its training summary).
@@ -822,13 +823,15 @@ def guidance_record(path=None) -> pd.DataFrame:
     rows = []
     for run in record:
         name = run.get("name") or run["unet"]
-        steps, start, step = run["chapter setting"]
-        chapter = {r["prompt"]: r.get("correct") for r in run["rows"]
-                   if r["run"] == f"MASQUE, {steps} steps, {start:g} x {step:g}"}
+        at_chapter = lambda r: ([r["num_steps"], r["adv_start"], r["adv_step"]] == list(run["chapter setting"])
+                                and _guidance_variant(r) == "")
+        chapter = {r["prompt"]: r.get("correct") for r in run["rows"] if at_chapter(r)}
         for r in run["rows"]:
             vs = (p_value(r.get("correct"), committed.get((r["prompt"], r["run"]))) if name != "committed"
                   else float("nan"))
             rows.append({"UNet": name, "prompt": r["prompt"], "run": r["run"], "DDIM steps": r["num_steps"],
+                         "adv_start": r["adv_start"], "adv_step": r["adv_step"], "variant": _guidance_variant(r),
+                         "chapter's setting": at_chapter(r),
                          "adherence": r["adherence"], "adherence lo": r["adherence lo"],
                          "adherence hi": r["adherence hi"], "adherence vs unguided: p": r["adherence vs unguided: p"],
                          "adherence vs chapter's setting: p": p_value(r.get("correct"), chapter.get(r["prompt"])),
@@ -839,3 +842,47 @@ def guidance_record(path=None) -> pd.DataFrame:
                          "colour spread": r["colour spread"], "high-frequency energy": r["high-frequency energy"],
                          "saturation": r["saturation"], "region red": r["region RGB"][0]})
     return pd.DataFrame(rows).set_index(["UNet", "prompt", "run"])
+
+
+def _guidance_variant(row) -> str:
+    """The kind of a ``bench_masque_guidance.py`` run: ``"unguided"``, ``""`` (MASQUE at a guidance setting) or the
+    diagnostic its name ends with (``"anchored to the unguided colour"``, ``"chroma held per pixel"``)."""
+    if row["adv_step"] is None:
+        return "unguided"
+    parts = row["run"].split(", ", 3)             # "MASQUE", "8 steps", "0.5 x 1"[, variant]
+    return parts[3] if len(parts) == 4 else ""
+
+
+def guidance_summary(guidance: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
+    """Per UNet and prompt of :func:`guidance_record`: the unguided edit against MASQUE at the chapter's setting (columns
+    ``MASQUE``; adherence, its McNemar ``p``, white-box success, colour spread), and how many of the guidance settings
+    (variant ``""``, any step count) read as prompted significantly (McNemar, p < ``alpha``) more and less often than
+    the unguided edit of the same step count."""
+    rows = []
+    for (unet, prompt), g in guidance.groupby(level=["UNet", "prompt"], sort=False):
+        unguided = g[g["variant"] == "unguided"].set_index("DDIM steps")["adherence"]
+        chapter = g[g["chapter's setting"]].iloc[0]
+        u = g[(g["variant"] == "unguided") & (g["DDIM steps"] == chapter["DDIM steps"])].iloc[0]
+        settings = g[g["variant"] == ""]
+        base = settings["DDIM steps"].map(unguided)
+        significant = settings["adherence vs unguided: p"] < alpha
+        rows.append({"UNet": unet, "prompt": prompt, "unguided": u["adherence"],
+                     "MASQUE": chapter["adherence"], "p": chapter["adherence vs unguided: p"], "settings": len(settings),
+                     "more often": int((significant & (settings["adherence"] > base)).sum()),
+                     "less often": int((significant & (settings["adherence"] < base)).sum()),
+                     "white box, unguided": u["success white box"],
+                     "white box, MASQUE": chapter["success white box"],
+                     "spread, unguided": u["colour spread"], "spread, MASQUE": chapter["colour spread"]})
+    return pd.DataFrame(rows).set_index(["UNet", "prompt"])
+
+
+def guidance_runs_at_target(guidance: pd.DataFrame, target: float = 0.8) -> dict:
+    """Per UNet of :func:`guidance_record`: the MASQUE runs (settings and the chroma-held variant, not the post-hoc
+    re-anchored outputs) whose adherence reaches ``target`` on every prompt."""
+    out = {}
+    for unet, g in guidance.groupby(level="UNet", sort=False):
+        g = g.xs(unet)
+        runs = g[g["variant"].isin(["", "chroma held per pixel"])]
+        worst = runs.groupby(level="run", sort=False)["adherence"].min()
+        out[unet] = {"runs": len(worst), "at target": list(worst.index[worst >= target])}
+    return out
