@@ -1,4 +1,4 @@
-"""The set-up the MASQUE benchmarks share: a quick UNet on the committed autoencoder, the validation people, chapter
+"""The set-up the MASQUE benchmarks share: a quick UNet on the book's autoencoder, the validation people, chapter
 06's quick configuration and the photos' negative-prompt inversion (``bench_masque_attention.py``,
 ``bench_masque_edit_colour.py``, ``bench_masque_guidance.py``)."""
 
@@ -20,12 +20,28 @@ def chapter_config(**change):
                                 adv_start=0.5, adv_step=1.0, keep_colour=True), **change)
 
 
-def load_unet(path: str):
-    """``"committed"`` (the book's quick model) or a UNet checkpoint trained on the committed autoencoder."""
+#: The names ``--unet`` takes besides a checkpoint path (see :func:`load_unet`).
+UNET_NAMES = ("book", "base")
+UNET_HELP = ("'book' (the book's UNet, data/models/face_ldm_quick), 'base' (the base UNet it was distilled from, "
+             "data/models/face_ldm_quick_base) or UNet checkpoint paths")
+
+
+def unet_path(name: str):
+    """The checkpoint of ``name``: ``"book"`` the book's UNet (:data:`~facelab.diffusion.model.QUICK_CHECKPOINT`),
+    ``"base"`` the base UNet it was distilled from (:data:`~facelab.diffusion.model.QUICK_BASE_CHECKPOINT`, trained
+    without the attention loss), anything else a UNet checkpoint path."""
+    from facelab.diffusion.model import QUICK_BASE_CHECKPOINT, QUICK_CHECKPOINT
+
+    return {"book": QUICK_CHECKPOINT, "base": QUICK_BASE_CHECKPOINT}.get(name, name)
+
+
+def load_unet(name: str):
+    """The quick model with the UNet ``name`` (:func:`unet_path`: ``"book"``, ``"base"`` or a UNet checkpoint trained
+    on the book's autoencoder) and the book's autoencoder."""
     from facelab.diffusion.model import QUICK_VAE_CHECKPOINT, load_quick_model
 
     torch.manual_seed(0)
-    return load_quick_model(None if path == "committed" else path, vae_path=QUICK_VAE_CHECKPOINT)
+    return load_quick_model(unet_path(name), vae_path=QUICK_VAE_CHECKPOINT)
 
 
 def validation_setup(model, n_faces: int, config, *, n_threshold_identities: int = 4) -> SimpleNamespace:

@@ -1,13 +1,13 @@
 """Word localisation against makeup strength: the attention gate of a quick UNet and what MASQUE's edits look like.
 
 Issue #20 asks for two things of the quick latent diffusion model that pull against each other here: the
-cross-attention map of "lipstick" / "eyeshadow" should put at least half its mass in the landmark region (the gate of
-:func:`facelab.diffusion.quality.quality_gates`), and MASQUE's "red lipstick" / "blue eyeshadow" should be recognised
-by the book's makeup classifier on at least 80 % of its outputs. The committed UNet (trained without attention
-supervision) meets the second and not the first: its word maps are nearly uniform (the words act as global
-conditioning). Fine-tunes with the cross-attention localisation loss of :func:`facelab.diffusion.train.train_unet`
-move the maps into the regions and, so far, weaken or shift the prompted colour. This script measures both for any
-UNet checkpoint (trained on the committed autoencoder):
+cross-attention map of "lipstick" / "eyeshadow" should put at least half its mass in the landmark region (the gate
+of :func:`facelab.diffusion.quality.quality_gates`), and MASQUE's "red lipstick" / "blue eyeshadow" should be
+recognised by the book's makeup classifier on at least 80 % of its outputs. The base UNet (trained without attention
+supervision; the book's UNet until 2026-12-05) meets the second and not the first: its word maps are nearly uniform
+(the words act as global conditioning). Fine-tunes with the cross-attention localisation loss of
+:func:`facelab.diffusion.train.train_unet` move the maps into the regions and, so far, weaken or shift the prompted
+colour. This script measures both for any UNet checkpoint (trained on the book's autoencoder):
 
 * the gate: DDIM-inversion PSNR and each word's mass in its region on 24 unseen faces (seed 1; the chapters use
   seed 0);
@@ -21,10 +21,10 @@ UNet checkpoint (trained on the committed autoencoder):
 
 Run::
 
-    .venv/bin/python benchmarks/bench_masque_attention.py [--unet committed /path/to/face_ldm_quick.safetensors ...]
+    .venv/bin/python benchmarks/bench_masque_attention.py [--unet book base /path/to/face_ldm_quick.safetensors ...]
         [--faces 48] [--blend-thresholds 0.2 0]
 
-writes ``_build/benchmarks/masque_attention.json``. Fine-tunes measured with it (2 CPU threads, from the committed
+writes ``_build/benchmarks/masque_attention.json``. Fine-tunes measured with it (2 CPU threads, from the base
 UNet unless said; ``--stage unet --vae data/models/face_vae_quick.safetensors --init-unet ... --out-dir ...``):
 
 * ``--trainable cross_qk --attention-loss 0.1 --lr 5e-4 --minutes 16`` (only the cross-attention query/key
@@ -35,7 +35,7 @@ UNet unless said; ``--stage unet --vae data/models/face_vae_quick.safetensors --
 * then ``--attention-loss 0.3 --attention-max-t 700 --attention-colour-words`` (the colour word supervised too),
   12 min from the first: lipstick mass 0.54, eyeshadow 0.32; lipstick unguided 0.04, MASQUE 0.35; eyeshadow 0.92 /
   0.67: worse.
-* text to image, red lipstick / blue eyeshadow: committed 0.94 / 0.97, q/k fine-tune 0.72 / 0.94 (9 of 32 read
+* text to image, red lipstick / blue eyeshadow: base 0.94 / 0.97, q/k fine-tune 0.72 / 0.94 (9 of 32 read
   orange), with the colour word 0.62 / 0.59: the localising fine-tunes weaken the prompted colour in the model's
   own generation too, not only in MASQUE's edit.
 * (stop 31) every weight, ``--attention-loss 0.05 --lr 2e-4 --minutes 20``: lipstick 0.68, eyeshadow 0.50; chapter 06
@@ -45,17 +45,17 @@ UNet unless said; ``--stage unet --vae data/models/face_vae_quick.safetensors --
   makeup is weak: generated red lipstick / blue eyeshadow 0.22 / 0.25 (0.2: 0.28 / 0.09), MASQUE 0.60 / 0.25
   (0.54 / 0.02); 20 more CPU minutes on the 0.05 run, loss kept: gate kept, generated 0.25 / 0.31, MASQUE 0.69 / 0.46.
   Outputs in ``data/runs/ldm_attention_gpu`` (``--name`` writes each run's own result file); chapter 05 shows them.
-* teacher distillation (``--distill-weight``: the frozen committed UNet as teacher on the same noisy latents), every
+* teacher distillation (``--distill-weight``: the frozen base UNet as teacher on the same noisy latents), every
   weight, ``--attention-loss 0.05 --lr 2e-4 --minutes 25 --threads 1`` with two runs side by side on 2 shared cores
-  (so fewer steps than stop 31), measured with ``--blend-thresholds 0.2`` (48 faces, 1.5 min each); committed model:
+  (so fewer steps than stop 31), measured with ``--blend-thresholds 0.2`` (48 faces, 1.5 min each); base UNet:
   gate 0.05 / 0.02, plain edit 0.69 / 0.92, MASQUE 0.90 / 0.81, generated 0.94 / 0.97 (lipstick / eyeshadow):
 
   - A, ``--distill-weight 20`` (eps; 2985 steps, distill term 0.0002 at the end): gate 0.54 / 0.40 (PSNR 30.3 dB);
     plain edit 0.10 / 0.88 (lipstick read orange, 42 of 48), MASQUE 0.35 / 0.75, generated 0.88 / 0.94.
   - B, ``--distill-weight 5 --distill-kind guided`` (guided prediction at 7.5 too; 1531 steps): gate 0.51 / 0.25
     (30.4 dB); plain edit 0.08 / 0.94 (orange, 44 of 48), MASQUE 0.62 / 0.79, generated 0.91 / 0.97.
-  - C, A continued 22 min (the learning-rate schedule restarted) with the committed UNet still the teacher
-    (``--init-unet A --distill-teacher data/models/face_ldm_quick.safetensors --distill-weight 20``; 3091 steps,
+  - C, A continued 22 min (the learning-rate schedule restarted) with the base UNet still the teacher
+    (``--init-unet A --distill-teacher data/models/face_ldm_quick_base.safetensors --distill-weight 20``; 3091 steps,
     47 min in all): gate 0.65 / 0.45 (30.3 dB); plain edit 0.23 / 0.79 (orange 37 of 48), MASQUE 0.73 / 0.77,
     generated 0.97 / 0.97.
   - D, B continued the same way (guided, weight 5; 1589 steps): gate 0.63 / 0.36 (30.3 dB); plain edit 0.38 / 0.96
@@ -67,11 +67,12 @@ UNet unless said; ``--stage unet --vae data/models/face_vae_quick.safetensors --
   - G, as F with ``--attention-loss 0.15`` (7393 steps): gate 0.71 / 0.506 (30.3 dB), the first distilled UNet over
     the gate; plain edit 0.31 / 0.58 (orange 30 of 48), MASQUE 0.79 / 0.73, generated 0.97 / 0.94.
 
-  Distillation keeps what the model draws (generated colours as committed; eyeshadow edits near the committed
+  Distillation keeps what the model draws (generated colours as the base's; eyeshadow edits near the base's
   0.92 / 0.81, where stop 31's chapter-06 eyeshadow adherence fell to 0.47) but slows the localisation: after 47 CPU
   minutes the eyeshadow map is still under the gate (0.45 / 0.36), and the localised lipstick map still turns the
   plain edit's red to orange (MASQUE 0.71-0.77 < 0.80; E's eyeshadow map 0.465). Gate and adherence targets are
-  not yet met together: G meets the gate (by a hair) with MASQUE at 0.79 / 0.73.
+  not yet met together: G meets the gate (by a hair) with MASQUE at 0.79 / 0.73. G is the book's UNet since
+  2026-12-05 (``--unet book``; ``facelab.diffusion.model.QUICK_STAGES`` remakes it from the base).
 """
 
 from __future__ import annotations
@@ -145,8 +146,10 @@ def measure(path: str, *, n_faces: int = 48, blend_thresholds=(0.2, 0.0), n_gene
 
 
 def main(argv=None):
+    from _masque_validation import UNET_HELP
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--unet", nargs="+", default=["committed"], help="'committed' or UNet checkpoint paths")
+    ap.add_argument("--unet", nargs="+", default=["book"], help=UNET_HELP)
     ap.add_argument("--faces", type=int, default=48)
     ap.add_argument("--blend-thresholds", type=float, nargs="+", default=[0.2, 0.0])
     ap.add_argument("--blend-dilation", type=int, default=0,

@@ -1,31 +1,31 @@
 """Where MASQUE's unguided "red lipstick" edit loses its red on a UNet with localised word maps (issue #20).
 
 The distilled attention fine-tunes (``data/runs/ldm_attention_gpu``) generate red lips from text as often as the
-committed UNet, yet their unguided edits of photos read orange. This script measures, for each UNet, on the same 48
-validation people and configuration as ``bench_masque_attention.py`` (8 DDIM steps, negative-prompt inversion,
-guidance 7.5, blend threshold 0.2), the lip region's mean RGB of the photo and of the edit, per face, and fits
-``edit = a + b * photo`` per channel (least squares over faces): a slope ``b`` near 0 means the edit overrides the
-photo's lip colour, near 1 that the photo's colour carries through (the edit adds a shift on top of it). It repeats the
-edit with prompt-to-prompt's attention control switched off in parts (``cross_replace=0``: the shared words keep the
-edit's own maps; ``self_replace=0`` as well: no self-attention injection) and with the word map's local blend off
-(``blend_threshold=0``: the edit acts on the whole landmark region, not only where the word's map exceeds 0.2 of its
-maximum), to see whether the fusion or the blend is where the red is lost; ``blend coverage`` is the mean share of
-the region's latent cells the final blend mask keeps. Adherence is the book's makeup classifier reading "red".
-Last, at the photo's own inverted latents, the RMS of
-``eps(edit prompt) - eps(source prompt)`` (the direction the edit's guidance scales) inside the lip region and outside
-it, per DDIM step. With ``--guided``: MASQUE's guided edit (the synthetic surrogates, the chapter's guidance) with
-the region mask only, its colour anchor on and off, and the anchored colour (the region's mean colour of the decoded
-prediction when the guidance starts, which the anchor holds in the output).
+base UNet (trained without the attention loss), yet their unguided edits of photos read orange. This script
+measures, for each UNet, on the same 48 validation people and configuration as ``bench_masque_attention.py`` (8 DDIM
+steps, negative-prompt inversion, guidance 7.5, blend threshold 0.2), the lip region's mean RGB of the photo and of
+the edit, per face, and fits ``edit = a + b * photo`` per channel (least squares over faces): a slope ``b`` near 0
+means the edit overrides the photo's lip colour, near 1 that the photo's colour carries through (the edit adds a
+shift on top of it). It repeats the edit with prompt-to-prompt's attention control switched off in parts
+(``cross_replace=0``: the shared words keep the edit's own maps; ``self_replace=0`` as well: no self-attention
+injection) and with the word map's local blend off (``blend_threshold=0``: the edit acts on the whole landmark
+region, not only where the word's map exceeds 0.2 of its maximum), to see whether the fusion or the blend is where
+the red is lost; ``blend coverage`` is the mean share of the region's latent cells the final blend mask keeps.
+Adherence is the book's makeup classifier reading "red". Last, at the photo's own inverted latents, the RMS of
+``eps(edit prompt) - eps(source prompt)`` (the direction the edit's guidance scales) inside the lip region and
+outside it, per DDIM step. With ``--guided``: MASQUE's guided edit (the synthetic surrogates, the chapter's
+guidance) with the region mask only, its colour anchor on and off, and the anchored colour (the region's mean colour
+of the decoded prediction when the guidance starts, which the anchor holds in the output).
 
 Measured (2026-12-05, 1 thread each, the record ``data/runs/ldm_attention_gpu/edit_colour.json``): on the distilled
-UNet with localised maps (loss 0.15) the chapter's blend keeps 0.16 of the lip region (committed 0.98) and the edit's
-red follows the photo's (slope 0.81); the region mask alone: adherence 0.31 -> 0.83. Guided, region mask: committed
+UNet with localised maps (loss 0.15) the chapter's blend keeps 0.16 of the lip region (base 0.98) and the edit's
+red follows the photo's (slope 0.81); the region mask alone: adherence 0.31 -> 0.83. Guided, region mask: base
 0.71 -> 0.92 with the anchor, 0.60 without; localised 0.83 -> 0.75 with it, 0.54 without.
 
 Run::
 
     .venv/bin/python benchmarks/bench_masque_edit_colour.py [--guided] \
-        --unet committed /path/to/face_ldm_quick.safetensors
+        --unet base book /path/to/face_ldm_quick.safetensors
 
 writes ``_build/benchmarks/masque_edit_colour.json``.
 """
@@ -140,8 +140,10 @@ def measure(path: str, *, n_faces: int = 48, phrase: str = "red lipstick", guide
 
 
 def main(argv=None):
+    from _masque_validation import UNET_HELP
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--unet", nargs="+", default=["committed"], help="'committed' or UNet checkpoint paths")
+    ap.add_argument("--unet", nargs="+", default=["book"], help=UNET_HELP)
     ap.add_argument("--faces", type=int, default=48)
     ap.add_argument("--guided", action="store_true",
                     help="also MASQUE's guided edit with the region mask, colour anchor on and off (surrogates)")

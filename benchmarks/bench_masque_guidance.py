@@ -1,12 +1,12 @@
 """What MASQUE's guidance changes inside the makeup region, and what adherence it trades for dodging (issue #20).
 
-On the committed UNet, MASQUE's colour-anchored guidance raises the prompt adherence of the unguided edit; on a
-UNet whose word maps are localised (the distilled fine-tunes of ``data/runs/ldm_attention_gpu``) it lowers it,
-although the anchor holds the region's mean colour on both (``bench_masque_edit_colour.py --guided``). This script
-measures, per UNet, on the validation people of ``bench_masque_attention.py`` (48 faces, identities from 500000;
-the victims' thresholds from 40 more validation people) and the quick profile's configuration with the region mask
-only (``blend_threshold=0``, so the unguided edits are as strong on both UNets), for "red lipstick" and "blue
-eyeshadow":
+On the base UNet (trained without the attention loss), MASQUE's colour-anchored guidance raises the prompt adherence
+of the unguided edit; on a UNet whose word maps are localised (the distilled fine-tunes of
+``data/runs/ldm_attention_gpu``) it lowers it, although the anchor holds the region's mean colour on both
+(``bench_masque_edit_colour.py --guided``). This script measures, per UNet, on the validation people of
+``bench_masque_attention.py`` (48 faces, identities from 500000; the victims' thresholds from 40 more validation
+people) and the quick profile's configuration with the region mask only (``blend_threshold=0``, so the unguided
+edits are as strong on both UNets), for "red lipstick" and "blue eyeshadow":
 
 * the unguided edit and MASQUE at several guidance settings (DDIM steps, ``adv_start`` x ``adv_step``: the chapter's
   8 steps, 0.5 x 1.0, stronger and weaker steps, an earlier start, and 20 steps with smaller guidance steps): prompt
@@ -25,19 +25,19 @@ eyeshadow":
 
 Measured (2026-12-05, this 2-core CPU, 1 thread each, two runs side by side, about 8 minutes each; record
 ``data/runs/ldm_attention_gpu/guidance.json``, read by ``facelab.studies.privacy_diffaim.guidance_record``, shown in
-chapter 05), committed UNet vs the distilled one with loss 0.15 (G): every guidance setting raises white-box dodging
-(McNemar p < 0.01 on both) and at the chapter's setting doubles the region's colour spread (0.105 -> 0.243; G
-0.099 -> 0.234). Red lipstick: committed unguided 0.71 -> chapter's setting 0.92 (5 of 7 settings significantly
-higher); G 0.83 -> 0.75 (none differs; G below committed at the chapter's setting, p 0.04); re-anchored to the
-unguided colour: unchanged on both; chroma held: G 0.90 (p 0.04 against the chapter's setting). Blue eyeshadow:
-committed 0.92 -> 0.81, G 0.90 -> 0.75; an earlier start lowers it on both; chroma held at step 1 does not help
-(0.73, 0.67). 20 steps, guidance 0.2 / 0.4: the UNets do not differ (lipstick 0.83 / 0.88 vs 0.83 / 0.79, eyeshadow
-0.83 / 0.77 vs 0.79 / 0.77). Step 0.5 with the chroma held: committed 0.92 / 0.90, G 0.92 / 0.83, white-box dodging
-above the unguided edit on both (G: 0.45 -> 0.51, 0.34 -> 0.45), the only run with both prompts >= 0.8 on G.
+chapter 05), base UNet vs the distilled one with loss 0.15 (G, the book's UNet since 2026-12-05): every guidance
+setting raises white-box dodging (McNemar p < 0.01 on both) and at the chapter's setting doubles the region's colour
+spread (0.105 -> 0.243; G 0.099 -> 0.234). Red lipstick: base unguided 0.71 -> chapter's setting 0.92 (5 of 7
+settings significantly higher); G 0.83 -> 0.75 (none differs; G below base at the chapter's setting, p 0.04);
+re-anchored to the unguided colour: unchanged on both; chroma held: G 0.90 (p 0.04 against the chapter's setting).
+Blue eyeshadow: base 0.92 -> 0.81, G 0.90 -> 0.75; an earlier start lowers it on both; chroma held at step 1 does
+not help (0.73, 0.67). 20 steps, guidance 0.2 / 0.4: the UNets do not differ (lipstick 0.83 / 0.88 vs 0.83 / 0.79,
+eyeshadow 0.83 / 0.77 vs 0.79 / 0.77). Step 0.5 with the chroma held: base 0.92 / 0.90, G 0.92 / 0.83, white-box
+dodging above the unguided edit on both (G: 0.45 -> 0.51, 0.34 -> 0.45), the only run with both prompts >= 0.8 on G.
 
 Run::
 
-    .venv/bin/python benchmarks/bench_masque_guidance.py --unet committed /path/to/face_ldm_quick.safetensors
+    .venv/bin/python benchmarks/bench_masque_guidance.py --unet base book /path/to/face_ldm_quick.safetensors
 
 writes ``_build/benchmarks/masque_guidance.json`` (a list, one entry per UNet).
 """
@@ -170,8 +170,10 @@ def measure(path: str, *, n_faces: int = 48, n_threshold_identities: int = 40, s
 
 
 def main(argv=None):
+    from _masque_validation import UNET_HELP
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--unet", nargs="+", default=["committed"], help="'committed' or UNet checkpoint paths")
+    ap.add_argument("--unet", nargs="+", default=["book"], help=UNET_HELP)
     ap.add_argument("--faces", type=int, default=48)
     ap.add_argument("--name", default="masque_guidance",
                     help="result file _build/benchmarks/NAME.json (runs side by side need their own names)")

@@ -48,14 +48,19 @@ def test_attention_training_record_reads_every_run(tmp_path):
     from facelab.studies import privacy_diffaim as study
 
     rec = study.attention_training_record()
-    assert rec.index[0] == "committed" and len(rec) >= 2
+    # the first row is the base UNet (trained without the attention loss; the records called it "committed" until
+    # 2026-12-05); the book's UNet since then is G, the distilled run with attention loss 0.15
+    assert rec.index[0] == "base" and len(rec) >= 2 and "committed" not in " ".join(rec.index)
+    assert "face_ldm_quick_base" in rec.loc["base", "training"]
+    g_row = rec.loc["CPU distill eps x20, +52 min, loss 0.15"]
+    assert g_row["attention loss"] == 0.15 and "the book's UNet (data/models/face_ldm_quick)" in g_row["training"]
     cols = ["lipstick mass", "eyeshadow mass", "red lipstick: MASQUE", "blue eyeshadow: MASQUE",
             "red lipstick: generated", "blue eyeshadow: generated"]
     assert ((rec[cols] >= 0) & (rec[cols] <= 1)).all().all()
-    assert rec.loc["committed", "lipstick mass"] < 0.5 and rec.loc["committed", "attention loss"] == 0
+    assert rec.loc["base", "lipstick mass"] < 0.5 and rec.loc["base", "attention loss"] == 0
     assert (rec["DDIM PSNR (dB)"] > 20).all()
     # the distilled fine-tunes say their teacher term; the runs without one leave the column empty
-    assert rec.loc["committed", "distillation"] == ""
+    assert rec.loc["base", "distillation"] == ""
     distilled = rec[rec["distillation"] != ""]
     assert len(distilled) >= 1 and distilled["distillation"].str.match(r"^(eps|guided) x \d").all()
     with pytest.raises(FileNotFoundError, match="runs.json"):
@@ -69,12 +74,12 @@ def test_attention_record_says_how_each_edit_was_blended_and_where_the_red_went(
     from facelab.studies import privacy_diffaim as study
 
     rec = study.attention_training_record()
-    assert rec.loc["committed", "local blend"] == "word map > 0.2"
+    assert rec.loc["base", "local blend"] == "word map > 0.2"
     assert set(rec["local blend"]) >= {"word map > 0.2", "region mask", "word map > 0.2, dilated 1"}
     assert study._blend_label({"blend_threshold": 0.3, "blend_dilation": 2}) == "word map > 0.3, dilated 2"
     assert study._blend_label({"blend_threshold": 0.2}) == "word map > 0.2"        # rows from before the knob
     ec = study.edit_colour_record()
-    assert list(ec.index.names) == ["UNet", "edit"] and "committed" in ec.index.get_level_values(0)
+    assert list(ec.index.names) == ["UNet", "edit"] and "base" in ec.index.get_level_values(0)
     assert ((ec["adherence"] >= 0) & (ec["adherence"] <= 1)).all()
     assert ((ec["blend keeps (share of region)"] > 0) & (ec["blend keeps (share of region)"] <= 1)).all()
     # MASQUE's guided edit with the colour anchor: its red is the anchor's (held), and it reports the anchor
@@ -92,7 +97,7 @@ def test_guidance_record_pairs_each_guided_run_with_its_unguided_edit(tmp_path):
 
     g = study.guidance_record()
     assert list(g.index.names) == ["UNet", "prompt", "run"]
-    assert {"committed"} < set(g.index.get_level_values("UNet"))
+    assert {"base"} < set(g.index.get_level_values("UNet"))
     assert set(g.index.get_level_values("prompt")) == {"red lipstick", "blue eyeshadow"}
     for col in ("adherence", "success white box", "success black box"):
         assert ((g[col] >= g[f"{col} lo"] - 1e-9) & (g[col] <= g[f"{col} hi"] + 1e-9)).all()
@@ -108,23 +113,23 @@ def test_guidance_record_pairs_each_guided_run_with_its_unguided_edit(tmp_path):
         assert any(r.endswith("anchored to the unguided colour") for r in runs)
     assert ((g["colour spread"] > 0) & (g["high-frequency energy"] > 0)).all()
     assert (g["readings"].str.len() > 0).all()
-    # the other UNets are compared with the committed one face by face; the committed one is not compared with itself
-    assert g.loc["committed", "adherence vs committed: p"].isna().all()
-    others = g[g.index.get_level_values("UNet") != "committed"]
-    assert len(others) and others["adherence vs committed: p"].between(0, 1).all()
+    # the other UNets are compared with the base one face by face; the base one is not compared with itself
+    assert g.loc["base", "adherence vs base: p"].isna().all()
+    others = g[g.index.get_level_values("UNet") != "base"]
+    assert len(others) and others["adherence vs base: p"].between(0, 1).all()
     # one MASQUE run per UNet and prompt is the chapter's setting; the variants are read off the run names
     assert (g.groupby(level=["UNet", "prompt"])["chapter's setting"].sum() == 1).all()
     assert set(g["variant"]) == {"unguided", "", "anchored to the unguided colour", "chroma held per pixel"}
     summary = study.guidance_summary(g)
     assert len(summary) == 4 and (summary["more often"] + summary["less often"] <= summary["settings"]).all()
-    c = summary.loc[("committed", "red lipstick")]
-    row = g.loc[("committed", "red lipstick", "MASQUE, 8 steps, 0.5 x 1")]
+    c = summary.loc[("base", "red lipstick")]
+    row = g.loc[("base", "red lipstick", "MASQUE, 8 steps, 0.5 x 1")]
     assert c["MASQUE"] == row["adherence"] and c["p"] == row["adherence vs unguided: p"]
     at = study.guidance_runs_at_target(g, 0.8)
     for unet, r in at.items():
         for run in r["at target"]:
             assert (g.xs(unet).xs(run, level="run")["adherence"] >= 0.8).all()
-    assert study.guidance_runs_at_target(g, 1.01)["committed"]["at target"] == []
+    assert study.guidance_runs_at_target(g, 1.01)["base"]["at target"] == []
     with pytest.raises(FileNotFoundError, match="guidance.json"):
         study.guidance_record(tmp_path)
 

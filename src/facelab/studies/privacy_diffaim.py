@@ -801,10 +801,11 @@ def guidance_record(path=None) -> pd.DataFrame:
     counts and guidance settings, all with the region mask only, plus two diagnostics at the chapter's setting), the
     prompt adherence with its Wilson interval, McNemar's exact p-values on the same faces against the unguided edit
     of the same step count, against the chapter's setting (8 steps, 0.5 x 1) on the same UNet and, for the other
-    UNets, against the same run of the ``committed`` UNet (empty for the committed UNet itself), the classifier's
-    most frequent readings, the dodging success at FAR 1 % in the white box (the two synthetic surrogates, pooled)
-    and the black box (dlib's network) with Wilson intervals and McNemar's p-value against the unguided edit on the
-    same pairs, and inside the region the colours' spread, high-frequency energy, saturation and mean red."""
+    UNets, against the same run of the ``base`` UNet (the one trained without the attention loss that the distilled
+    UNets start from; empty for the base UNet itself), the classifier's most frequent readings, the dodging success
+    at FAR 1 % in the white box (the two synthetic surrogates, pooled) and the black box (dlib's network) with Wilson
+    intervals and McNemar's p-value against the unguided edit on the same pairs, and inside the region the colours'
+    spread, high-frequency energy, saturation and mean red."""
     from facelab.metrics import mcnemar_test
 
     folder = Path(path) if path is not None else ATTENTION_RECORD
@@ -812,8 +813,8 @@ def guidance_record(path=None) -> pd.DataFrame:
     if not f.is_file():
         raise FileNotFoundError(f"no guidance record at {f}: expected bench_masque_guidance.py's output")
     record = json.loads(f.read_text())
-    committed = {(r["prompt"], r["run"]): r.get("correct") for run in record
-                 if (run.get("name") or run["unet"]) == "committed" for r in run["rows"]}
+    base = {(r["prompt"], r["run"]): r.get("correct") for run in record
+            if (run.get("name") or run["unet"]) == "base" for r in run["rows"]}
 
     def p_value(a, b):
         if a is None or b is None:
@@ -827,7 +828,7 @@ def guidance_record(path=None) -> pd.DataFrame:
                                 and _guidance_variant(r) == "")
         chapter = {r["prompt"]: r.get("correct") for r in run["rows"] if at_chapter(r)}
         for r in run["rows"]:
-            vs = (p_value(r.get("correct"), committed.get((r["prompt"], r["run"]))) if name != "committed"
+            vs = (p_value(r.get("correct"), base.get((r["prompt"], r["run"]))) if name != "base"
                   else float("nan"))
             rows.append({"UNet": name, "prompt": r["prompt"], "run": r["run"], "DDIM steps": r["num_steps"],
                          "adv_start": r["adv_start"], "adv_step": r["adv_step"], "variant": _guidance_variant(r),
@@ -835,7 +836,7 @@ def guidance_record(path=None) -> pd.DataFrame:
                          "adherence": r["adherence"], "adherence lo": r["adherence lo"],
                          "adherence hi": r["adherence hi"], "adherence vs unguided: p": r["adherence vs unguided: p"],
                          "adherence vs chapter's setting: p": p_value(r.get("correct"), chapter.get(r["prompt"])),
-                         "adherence vs committed: p": vs,
+                         "adherence vs base: p": vs,
                          "readings": ", ".join(f"{c} {n}" for c, n in r.get("readings", [])),
                          **{f"success {box}{end}": r[f"success {box}{end}"] for box in ("white box", "black box")
                             for end in ("", " lo", " hi", " vs unguided: p")},
