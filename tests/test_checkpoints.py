@@ -324,7 +324,7 @@ def test_committed_checkpoints_are_verified_and_up_to_date():
     """Each committed checkpoint verifies and was trained with the settings its package expects, so no chapter
     retrains by accident."""
     from facelab.antispoof.pretrain import PRETRAIN_SETTINGS
-    from facelab.diffusion.model import QUICK_SETTINGS, QUICK_VAE_SETTINGS
+    from facelab.diffusion.model import QUICK_BASE_SETTINGS, QUICK_SETTINGS, QUICK_VAE_SETTINGS
     from facelab.models.synthetic import SYNTH_SETTINGS
     from facelab.privacy.makeup import makeup_settings
 
@@ -335,7 +335,7 @@ def test_committed_checkpoints_are_verified_and_up_to_date():
 
     expected = {"antispoof_clip": PRETRAIN_SETTINGS, "makeup_classifier": makeup_settings(),
                 "synth_facenets": SYNTH_SETTINGS, "face_vae_quick": QUICK_VAE_SETTINGS,
-                "face_ldm_quick": QUICK_SETTINGS,
+                "face_ldm_quick": QUICK_SETTINGS, "face_ldm_quick_base": QUICK_BASE_SETTINGS,
                 "prompting_au_regressor": AU_SETTINGS, "tta_source_fer": SOURCE_SETTINGS,
                 "synth_appearance": APPEARANCE_SETTINGS, "affect_descriptors_quick": settings_for("quick")}
     for name, settings in expected.items():

@@ -20,7 +20,8 @@ from facelab.diffusion import (QUICK_CHECKPOINT, QUICK_VAE_CHECKPOINT, Diffusion
                                reverse_process, sample, tiny_stable_diffusion)
 from facelab.diffusion import quality
 from facelab.diffusion.inversion import noise_prediction
-from facelab.diffusion.model import (QUICK_COMMAND, QUICK_SETTINGS, QUICK_VAE_SETTINGS, PaddingMaskAttnProcessor,
+from facelab.diffusion.model import (QUICK_BASE_CHECKPOINT, QUICK_COMMAND, QUICK_LOG, QUICK_SETTINGS, QUICK_STAGES,
+                                     QUICK_VAE_SETTINGS, PaddingMaskAttnProcessor,
                                      install_padding_mask, load_quick_model, quick_vae_config, save_quick_model,
                                      save_quick_vae, sha256_of)
 
@@ -390,11 +391,22 @@ def _committed_or_skip():
 
 def test_committed_latent_checkpoints_load_and_match_their_logs():
     _committed_or_skip()
-    for path in (QUICK_VAE_CHECKPOINT, QUICK_CHECKPOINT):
+    for path in (QUICK_VAE_CHECKPOINT, QUICK_BASE_CHECKPOINT, QUICK_CHECKPOINT):
         assert path.stat().st_size <= 25 * 2 ** 20
         side = json.loads(path.with_suffix(".json").read_text())
         assert side["sha256"] == sha256_of(path) and side["restore"] == QUICK_COMMAND
-        assert side["log"]["loss_curve"][-1]["loss"] < side["log"]["loss_curve"][0]["loss"]
+        if path != QUICK_CHECKPOINT:
+            assert side["log"]["loss_curve"][-1]["loss"] < side["log"]["loss_curve"][0]["loss"]
+    # the book's UNet: the base through every stage, with the base as the teacher; the localisation loss's share of
+    # the words' attention inside their regions grew from the first stage's start to the last stage's end
+    log = json.loads(QUICK_LOG.read_text())["log"]
+    assert log["base_sha256"] == sha256_of(QUICK_BASE_CHECKPOINT)
+    assert [s["steps"] for s in log["stages"]] == [s["steps"] for s in QUICK_STAGES]
+    assert [s["attention_loss"] for s in log["stages"]] == [s["attention_loss"] for s in QUICK_STAGES]
+    first, last = log["stages"][0]["loss_curve"], log["stages"][-1]["loss_curve"]
+    early = sum(r["attention_mass"] for r in first[:10]) / 10
+    late = sum(r["attention_mass"] for r in last[-10:]) / 10
+    assert late > early + 0.05, (early, late)
     from facelab.diffusion import quick_model
 
     enc = _WordTokens(384, 24)

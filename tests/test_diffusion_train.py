@@ -21,7 +21,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from facelab.diffusion import train as train_mod
-from facelab.diffusion.model import PaddingMaskAttnProcessor, load_quick_model, quick_vae_config, sha256_of
+from facelab.diffusion.model import (QUICK_STAGES, PaddingMaskAttnProcessor, load_quick_model, quick_vae_config,
+                                     sha256_of)
 
 TINY_STEPS = train_mod.TINY["steps"]
 
@@ -59,16 +60,29 @@ def _free_port() -> int:
 
 
 def _check_outputs(out, summary, n_processes):
-    vae_p, unet_p = out / "face_vae_quick.safetensors", out / "face_ldm_quick.safetensors"
-    assert vae_p.is_file() and unet_p.is_file()
-    for stage in ("vae", "unet"):
+    vae_p, base_p, unet_p = (out / "face_vae_quick.safetensors", out / "face_ldm_quick_base.safetensors",
+                             out / "face_ldm_quick.safetensors")
+    assert vae_p.is_file() and base_p.is_file() and unet_p.is_file()
+    for stage in ("vae", "base", "unet"):
         log = summary[stage]
         assert log["num_processes"] == n_processes and log["steps"] == TINY_STEPS, (stage, log)
         digests = log["weights_sha256_per_process"]
         assert len(digests) == n_processes and len(set(digests)) == 1, (stage, digests)   # one model
+    # the book's UNet: the base through every stage of the recipe, each shrunk to the tiny size, in every process
+    stages = summary["unet"]["stages"]
+    assert len(stages) == len(QUICK_STAGES) and summary["unet"]["base_sha256"] == sha256_of(base_p)
+    for st, want in zip(stages, QUICK_STAGES):
+        assert st["steps"] == TINY_STEPS and st["attention_loss"] == want["attention_loss"], st
+        assert st["distill_weight"] == want["distill_weight"] and st["distill_teacher"] == "the base UNet"
+        assert len(set(st["weights_sha256_per_process"])) == 1 and st["num_processes"] == n_processes
+    assert [st["init_unet"] for st in stages] == ["the base UNet"] + [f"stage {i}'s UNet" for i in range(1, len(stages))]
+    for path in (base_p, unet_p):
+        side = json.loads(path.with_suffix(".json").read_text())
+        assert side["restore"] == "python -m facelab.diffusion.train" and side["sha256"] == sha256_of(path)
+        assert side["log"]["num_processes"] == n_processes
     side = json.loads(unet_p.with_suffix(".json").read_text())
-    assert side["restore"] == "python -m facelab.diffusion.train" and side["sha256"] == sha256_of(unet_p)
-    assert side["log"]["num_processes"] == n_processes
+    assert side["settings"]["base"] == json.loads(base_p.with_suffix(".json").read_text())["settings"]
+    assert [st["steps"] for st in side["settings"]["stages"]] == [TINY_STEPS] * len(QUICK_STAGES)
     m = load_quick_model(unet_p, vae_path=vae_p, text_encoder=_Tokens())
     assert m.info["vae_sha256"] == sha256_of(vae_p)
     assert m.image_size == 64 and m.unet.config.sample_size == 16 and m.unet.config.in_channels == quick_vae_config()["latent_channels"]
@@ -89,11 +103,64 @@ def test_tiny_training_in_one_process_writes_loadable_checkpoints(tmp_path, monk
     assert z.shape == (1, quick_vae_config()["latent_channels"], 16, 16) and torch.isfinite(z).all()
 
 
-def test_a_run_with_other_settings_must_name_an_output_folder():
+def test_a_run_with_other_settings_must_name_an_output_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):          # argparse: data/models keeps the committed model
         train_mod.main(["--tiny"])
     with pytest.raises(ValueError, match="stage must be"):
         train_mod.train(stage="everything")
+    # an experiment's options (one run) belong to --stage unet, not to the recipe's other stages
+    with pytest.raises(SystemExit):
+        train_mod.main(["--stage", "all", "--out-dir", str(tmp_path), "--attention-loss", "0.1"])
+    assert "with --stage unet only" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="for stage 'unet' only"):
+        train_mod.train(stage="base", out_dir=tmp_path, unet_settings={"distill_weight": 1.0})
+    with pytest.raises(SystemExit):
+        train_mod.main(["--stage", "base", "--out-dir", str(tmp_path), "--base", "b.safetensors"])
+    assert not any(tmp_path.iterdir())                               # nothing written
+
+
+def test_the_book_unet_stage_needs_its_base_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod, "MiniLMTokenEncoder", _Tokens)
+    out = tmp_path / "m"
+    train_mod.main(["--stage", "vae", "--tiny", "--threads", "1", "--out-dir", str(out)])
+    with pytest.raises(FileNotFoundError, match="--stage base"):
+        train_mod.main(["--stage", "unet", "--tiny", "--threads", "1", "--out-dir", str(out)])
+
+
+def test_staged_training_chains_the_stages_and_distils_towards_the_base(monkeypatch):
+    """Each stage starts from the previous stage's weights (rounded through float16) and its teacher is the base."""
+    calls = []
+
+    def fake_train_unet(*, vae, init_unet, distill_teacher, **kw):
+        calls.append({"init": {k: v.clone() for k, v in init_unet.items()},
+                      "teacher": None if distill_teacher is None else {k: v.clone() for k, v in distill_teacher.items()},
+                      **kw})
+        out = torch.nn.Linear(2, 2)
+        with torch.no_grad():
+            out.weight.fill_(len(calls) + 1 / 3)            # not a float16 number
+            out.bias.fill_(0.0)
+        return out, {"steps": kw["steps"], "train_seconds": 1.5, "loss_curve": [{"step": 1, "loss": 1.0}]}
+
+    monkeypatch.setattr(train_mod, "train_unet", fake_train_unet)
+    base = {"weight": torch.full((2, 2), 0.1), "bias": torch.zeros(2)}
+    stages = [{"steps": 5, "attention_loss": 0.05, "distill_weight": 20.0}, {"steps": 7, "lr": 1e-4},
+              {"steps": 9, "attention_loss": 0.15, "distill_weight": 20.0}]
+    ema, log = train_mod.train_staged_unet(vae=None, base=base, stages=stages, base_settings={"steps": 100, "lr": 1e-3},
+                                           overrides={"threads": 1}, text_encoder=_Tokens())
+    assert [c["steps"] for c in calls] == [5, 7, 9] and [c["lr"] for c in calls] == [1e-3, 1e-4, 1e-3]
+    assert all(c["threads"] == 1 for c in calls)
+    b16 = base["weight"].half().float()
+    assert torch.equal(calls[0]["init"]["weight"], b16) and calls[0]["teacher"] is None   # stage 1: teacher = init
+    for i in (1, 2):                                       # the previous stage's output, through float16
+        assert torch.equal(calls[i]["init"]["weight"], torch.full((2, 2), i + 1 / 3).half().float())
+    assert calls[1]["teacher"] is None                      # no distillation in that stage
+    assert torch.equal(calls[2]["teacher"]["weight"], b16)
+    assert ema.weight[0, 0].item() == pytest.approx(3 + 1 / 3)
+    assert log["n_stages"] == 3 and [s["steps"] for s in log["stages"]] == [5, 7, 9] and "loss_curve" not in log
+    assert log["train_seconds_total"] == 4.5 and log["steps"] == 9
+    assert [s.get("distill_teacher") for s in log["stages"]] == ["the base UNet", None, "the base UNet"]
+    with pytest.raises(ValueError, match="at least one stage"):
+        train_mod.train_staged_unet(vae=None, base=base, stages=[])
 
 
 def test_accelerate_launch_with_two_cpu_processes_trains_one_model(tmp_path):
@@ -113,6 +180,7 @@ def test_accelerate_launch_with_two_cpu_processes_trains_one_model(tmp_path):
     _check_outputs(out, summary, 2)
     # only the main process wrote: one checkpoint pair, no leftovers of the periodic EMA save
     assert sorted(p.name for p in out.iterdir()) == ["face_ldm_quick.json", "face_ldm_quick.safetensors",
+                                                     "face_ldm_quick_base.json", "face_ldm_quick_base.safetensors",
                                                      "face_vae_quick.json", "face_vae_quick.safetensors", "s.json"]
 
 

