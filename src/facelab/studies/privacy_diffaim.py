@@ -43,7 +43,8 @@ __all__ = ["FARS", "victim_thresholds", "leave_one_out", "quality_table", "Timer
            "world_template", "real_photos_of", "paired_tests", "pooled_summary", "attack_pairs", "protection_data",
            "real_pair", "run_protocol", "success_outcomes", "success_rates", "success_table", "summary_table",
            "strength_sweep", "manipulated_steps_table", "training_summary", "plot_training_curve",
-           "plot_quality_vs_success", "QUICK_RUNS", "RUNS_COMMAND", "quick_config", "scale_table", "model_table",
+           "plot_quality_vs_success", "base_unet_log", "training_times", "QUICK_RUNS", "RUNS_COMMAND",
+           "quick_config", "scale_table", "model_table",
            "experiment_settings", "invert_in_chunks", "concat_inversions", "run_experiment", "load_or_run_experiment",
            "Experiment", "experiment_outcomes", "sweep_table", "matched_ssim_table", "gradient_norms",
            "plot_gradient_norms", "live_check", "quality_from_experiment", "chapter_settings", "main",
@@ -97,10 +98,50 @@ def scale_table(config, published=None, *, n_faces: int | None = None, published
     return df
 
 
+def base_unet_log(model) -> dict:
+    """The training log of the base UNet that ``model``'s UNet was fine-tuned from: the sidecar of
+    :data:`~facelab.diffusion.model.QUICK_BASE_CHECKPOINT` when its sha256 is the one the UNet's log names (its
+    ``base_sha256``); ``{}`` for a UNet trained in one run, or when that base is not the one on disk."""
+    from facelab import checkpoints
+    from facelab.diffusion.model import QUICK_BASE_CHECKPOINT
+
+    sha = model.info.get("training", {}).get("base_sha256")
+    if not sha:
+        return {}
+    try:
+        side = checkpoints.read_sidecar(QUICK_BASE_CHECKPOINT)
+    except checkpoints.CheckpointError:
+        return {}
+    return checkpoints.flat_log(side) if side.get("sha256") == sha else {}
+
+
+def training_times(model) -> pd.DataFrame:
+    """Per part of the quick model (autoencoder, base UNet, fine-tuning stages of the book's UNet), the steps, batch
+    and CPU minutes its training logs record, and the total."""
+    info = model.info
+    vae, unet, base = info.get("vae_training", {}), info.get("training", {}), base_unet_log(model)
+    parts = {"autoencoder": vae}
+    if "stages" in unet:
+        parts["base UNet"] = base
+        parts["fine-tuning stages"] = {"steps": sum(st["steps"] for st in unet["stages"]),
+                                       "batch_size": unet.get("batch_size"),
+                                       "train_seconds": unet.get("train_seconds_total")}
+    else:
+        parts["UNet"] = unet
+    out = pd.DataFrame({"steps": [log.get("steps") for log in parts.values()],
+                        "batch": [log.get("batch_size") for log in parts.values()],
+                        "CPU minutes": [round(float(log["train_seconds"]) / 60, 1) if log.get("train_seconds")
+                                        else np.nan for log in parts.values()]}, index=list(parts)).astype(object)
+    out.loc["total"] = [sum(int(v) for v in out["steps"] if v is not None), "",
+                        round(float(out["CPU minutes"].astype(float).sum(min_count=len(parts))), 1)]
+    return out
+
+
 def model_table(model) -> pd.DataFrame:
     """What the quick latent diffusion model is and what it cost to train (from its checkpoints' logs)."""
     info = model.info
     vae, unet = info.get("vae_training", {}), info.get("training", {})
+    stages = unet.get("stages")
     n_vae = sum(p.numel() for p in model.vae.parameters()) if model.vae is not None else 0
     n_unet = sum(p.numel() for p in model.unet.parameters())
     z = model.unet.config
@@ -114,12 +155,28 @@ def model_table(model) -> pd.DataFrame:
                 f"{getattr(model.text_encoder, 'max_length', '?')} MiniLM token states (padding masked)",
         "UNet training (CPU minutes)": _minutes(unet),
         "UNet steps x batch": f"{unet.get('steps', '?')} x {unet.get('batch_size', '?')}",
+    }
+    if stages:
+        base = base_unet_log(model)
+        rows.pop("UNet training (CPU minutes)")
+        rows.pop("UNet steps x batch")
+        losses = ", ".join(f"{st.get('attention_loss', 0):g}" for st in stages)
+        weights = ", ".join(sorted({f"{st.get('distill_weight', 0):g}" for st in stages}))
+        rows.update({
+            "base UNet training (CPU minutes)": _minutes(base),
+            "base UNet steps x batch": f"{base.get('steps', '?')} x {base.get('batch_size', '?')}",
+            "fine-tuning stages": f"{len(stages)}, from the base: attention loss {losses}; distillation towards the "
+                                  f"base, weight {weights}",
+            "fine-tuning steps x batch": f"{sum(st['steps'] for st in stages)} x {unet.get('batch_size', '?')}",
+            "fine-tuning (CPU minutes)": _round(unet.get("train_seconds_total", 0) / 60),
+        })
+    rows.update({
         "training images (identities x views)": f"{unet.get('n_identities', '?')} x {unet.get('per_identity', '?')}",
         "distinct captions": unet.get("n_captions", "?"),
         "classifier-free guidance": f"empty prompt dropped in with p = {unet.get('p_uncond', '?')}",
         "noise schedule": "scaled-linear betas 0.00085-0.012, 1000 steps (Stable Diffusion's)",
         "UNet sha256": str(info.get("sha256", "?"))[:16] + "...",
-    }
+    })
     return pd.Series(rows, name="quick latent diffusion model").to_frame()
 
 
@@ -632,14 +689,35 @@ def manipulated_steps_table(model, inversion, manipulated_steps: int) -> pd.Data
 
 # --------------------------------------------------------------------------------------------- figures
 def plot_training_curve(log: Mapping, ax=None, *, title: str = "quick latent diffusion model (UNet)"):
-    """A training loss curve (``log["loss_curve"]``: rows with ``step`` and ``loss``)."""
+    """A training loss curve (``log["loss_curve"]``: rows with ``step`` and ``loss``). A staged log (``"stages"``,
+    :func:`facelab.diffusion.train.train_staged_unet`) is drawn stage after stage: the denoising loss and, on a second
+    axis, the share of the makeup words' attention inside their regions (both as running means over 25 logged rows),
+    with the stages' boundaries dashed."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 2.6))
-    curve = pd.DataFrame(log["loss_curve"])
-    ax.plot(curve["step"], curve["loss"])
-    ax.set(xlabel="training step", ylabel="loss", title=title)
+    if "stages" not in log:
+        curve = pd.DataFrame(log["loss_curve"])
+        ax.plot(curve["step"], curve["loss"])
+        ax.set(xlabel="training step", ylabel="loss", title=title)
+        return ax.figure
+    parts, offset = [], 0
+    for st in log["stages"]:
+        c = pd.DataFrame(st["loss_curve"])
+        c["step"] = c["step"] + offset
+        parts.append(c)
+        offset += int(st["steps"])
+        ax.axvline(offset, color="0.7", ls="--", lw=0.8)
+    curve = pd.concat(parts, ignore_index=True)
+    smooth = lambda col: curve[col].rolling(25, min_periods=1).mean()
+    ax.plot(curve["step"], smooth("mse"), label="denoising loss")
+    ax.set(xlabel="fine-tuning step", ylabel="denoising loss", title=title)
+    if "attention_mass" in curve:
+        ax2 = ax.twinx()
+        ax2.plot(curve["step"], smooth("attention_mass"), color="C1", label="attention inside the region")
+        ax2.set_ylabel("attention inside the region", color="C1")
+        ax2.set_ylim(0, 1)
     return ax.figure
 
 
