@@ -106,7 +106,7 @@ def test_guidance_record_pairs_each_guided_run_with_its_unguided_edit(tmp_path):
     assert (unguided["adherence vs unguided: p"] == 1).all()
     assert (unguided["success white box vs unguided: p"] == 1).all()
     assert set(unguided["DDIM steps"]) == set(g["DDIM steps"])
-    # the two diagnostics at the chapter's setting are there for every UNet and prompt
+    # the two diagnostics at the step-1 setting are there for every UNet and prompt
     for unet, prompt in {(u, p) for u, p, _ in g.index}:
         runs = set(g.xs((unet, prompt)).index)
         assert any(r.endswith("chroma held per pixel") for r in runs)
@@ -117,8 +117,8 @@ def test_guidance_record_pairs_each_guided_run_with_its_unguided_edit(tmp_path):
     assert g.loc["base", "adherence vs base: p"].isna().all()
     others = g[g.index.get_level_values("UNet") != "base"]
     assert len(others) and others["adherence vs base: p"].between(0, 1).all()
-    # one MASQUE run per UNet and prompt is the chapter's setting; the variants are read off the run names
-    assert (g.groupby(level=["UNet", "prompt"])["chapter's setting"].sum() == 1).all()
+    # one MASQUE run per UNet and prompt is the step-1 setting; the variants are read off the run names
+    assert (g.groupby(level=["UNet", "prompt"])["step-1 setting"].sum() == 1).all()
     assert set(g["variant"]) == {"unguided", "", "anchored to the unguided colour", "chroma held per pixel"}
     summary = study.guidance_summary(g)
     assert len(summary) == 4 and (summary["more often"] + summary["less often"] <= summary["settings"]).all()

@@ -386,7 +386,8 @@ def train_unet(*, vae, steps: int = QUICK_BASE_SETTINGS["steps"], minutes: float
     """Train the quick UNet on ``vae``'s latents; returns ``(ema_unet, log)`` without saving (:func:`train` saves;
     with ``checkpoint_every_minutes`` and ``out`` the main process also saves the EMA on the way).
 
-    Optional, off by default (an experiment, issue #20's attention gate; the committed UNet was trained without):
+    Optional, off by default (issue #20's attention gate: the base UNet is trained without them, the stages of the
+    book's UNet with ``attention_loss``, ``init_unet`` and ``distill_weight``, :func:`train_staged_unet`):
 
     * ``attention_loss`` > 0 adds a cross-attention localisation loss of that weight (attention supervision as in
       FastComposer): for every caption that names one of ``attention_words`` (and was not dropped for
@@ -417,7 +418,7 @@ def train_unet(*, vae, steps: int = QUICK_BASE_SETTINGS["steps"], minutes: float
       when the attention loss swaps in its explicit attention). ``distill_teacher`` (same forms as ``init_unet``):
       another teacher than the initial weights, e.g. to continue a distilled fine-tune towards the original model.
 
-    With all of these at their defaults the run is the committed model's, step for step (same random draws, same
+    With all of these at their defaults the run is the committed base UNet's, step for step (same random draws, same
     weights).
     """
     if not (isinstance(attention_loss, (int, float)) and math.isfinite(attention_loss) and attention_loss >= 0):

@@ -876,9 +876,10 @@ def edit_colour_record(path=None) -> pd.DataFrame:
 def guidance_record(path=None) -> pd.DataFrame:
     """What MASQUE's guidance trades on each UNet (``benchmarks/bench_masque_guidance.py``, file ``guidance.json`` of
     the attention-training record): per UNet, prompt and run (the unguided edit and MASQUE at several DDIM step
-    counts and guidance settings, all with the region mask only, plus two diagnostics at the chapter's setting), the
+    counts and guidance settings, all with the region mask only, plus two diagnostics at the step-1 setting), the
     prompt adherence with its Wilson interval, McNemar's exact p-values on the same faces against the unguided edit
-    of the same step count, against the chapter's setting (8 steps, 0.5 x 1) on the same UNet and, for the other
+    of the same step count, against the step-1 setting (8 steps, guidance from half-way, step 1: the record's
+    ``chapter setting``, chapter 06's until 2026-12-05; column ``step-1 setting``) on the same UNet and, for the other
     UNets, against the same run of the ``base`` UNet (the one trained without the attention loss that the distilled
     UNets start from; empty for the base UNet itself), the classifier's most frequent readings, the dodging success
     at FAR 1 % in the white box (the two synthetic surrogates, pooled) and the black box (dlib's network) with Wilson
@@ -910,10 +911,10 @@ def guidance_record(path=None) -> pd.DataFrame:
                   else float("nan"))
             rows.append({"UNet": name, "prompt": r["prompt"], "run": r["run"], "DDIM steps": r["num_steps"],
                          "adv_start": r["adv_start"], "adv_step": r["adv_step"], "variant": _guidance_variant(r),
-                         "chapter's setting": at_chapter(r),
+                         "step-1 setting": at_chapter(r),
                          "adherence": r["adherence"], "adherence lo": r["adherence lo"],
                          "adherence hi": r["adherence hi"], "adherence vs unguided: p": r["adherence vs unguided: p"],
-                         "adherence vs chapter's setting: p": p_value(r.get("correct"), chapter.get(r["prompt"])),
+                         "adherence vs step 1: p": p_value(r.get("correct"), chapter.get(r["prompt"])),
                          "adherence vs base: p": vs,
                          "readings": ", ".join(f"{c} {n}" for c, n in r.get("readings", [])),
                          **{f"success {box}{end}": r[f"success {box}{end}"] for box in ("white box", "black box")
@@ -933,14 +934,14 @@ def _guidance_variant(row) -> str:
 
 
 def guidance_summary(guidance: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
-    """Per UNet and prompt of :func:`guidance_record`: the unguided edit against MASQUE at the chapter's setting (columns
+    """Per UNet and prompt of :func:`guidance_record`: the unguided edit against MASQUE at the step-1 setting (columns
     ``MASQUE``; adherence, its McNemar ``p``, white-box success, colour spread), and how many of the guidance settings
     (variant ``""``, any step count) read as prompted significantly (McNemar, p < ``alpha``) more and less often than
     the unguided edit of the same step count."""
     rows = []
     for (unet, prompt), g in guidance.groupby(level=["UNet", "prompt"], sort=False):
         unguided = g[g["variant"] == "unguided"].set_index("DDIM steps")["adherence"]
-        chapter = g[g["chapter's setting"]].iloc[0]
+        chapter = g[g["step-1 setting"]].iloc[0]
         u = g[(g["variant"] == "unguided") & (g["DDIM steps"] == chapter["DDIM steps"])].iloc[0]
         settings = g[g["variant"] == ""]
         base = settings["DDIM steps"].map(unguided)
