@@ -4,6 +4,7 @@ classifier and the chapters' source display. Tiny random UNets and a stub face e
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -226,6 +227,30 @@ def test_guidance_sweep_trades_success_for_colour(data):
     assert both.loc[(0.5, False), "success white box"] == t.loc[(0.5, False), "success white box"]
     assert {"success white box", "success black box", "colour: share closer"} <= set(t.columns)
     assert t["success white box"].between(0, 1).all() and (t["success white box lo"] <= t["success white box"]).all()
+
+
+def test_guidance_sweep_reuses_the_outcomes_of_runs_already_scored(data, monkeypatch):
+    """With dodging_results' outcomes, only the sweep's new runs are scored again, and the table is the same."""
+    from facelab.studies import privacy_masque as pm
+
+    model, models, inv, res, thr = _sweep_setup(data)
+    fresh = pm.guidance_sweep(model, res, data, models, thr, "red lipstick", [0.25], inversion=inv, far=0.1)
+    tables = pm.dodging_results(res, data, models, thr, fars=(0.1,))
+    scored = []
+    real = pm.runs_outcomes
+    monkeypatch.setattr(pm, "runs_outcomes", lambda runs, *a, **k: scored.append(sorted(runs)) or real(runs, *a, **k))
+    reused = pm.guidance_sweep(model, res, data, models, thr, "red lipstick", [0.25], inversion=inv, far=0.1,
+                               outcomes=tables["outcomes"])
+    pd.testing.assert_frame_equal(reused, fresh)
+    # the unguided edit (both victims) and the chapter's run (white box on 'a') are reused; this set-up has no
+    # black-box run, so the chapter's images are scored by 'b' here
+    assert scored == [[(0.25, False, "a"), (0.25, False, "b"), (0.5, False, "b")]]
+    # outcomes of other images (not the runs' own tensors) are not taken
+    scored.clear()
+    other = {k: v for k, v in tables["outcomes"].items()}
+    res.runs = {k: v.clone() for k, v in res.runs.items()}
+    pm.guidance_sweep(model, res, data, models, thr, "red lipstick", [0.25], inversion=inv, far=0.1, outcomes=other)
+    assert len(scored[0]) == 6
 
 
 def test_guidance_sweep_tests_adherence_against_the_chapters_run(data):

@@ -606,3 +606,38 @@ def test_hold_chroma_keeps_the_references_colour_and_the_images_luminance(faces)
 def test_masque_config_rejects_bad_colour_parts(bad):
     with pytest.raises(ValueError, match="keep_colour"):
         MasqueConfig(keep_colour=bad)
+
+
+def test_self_attention_the_editor_leaves_alone_runs_the_models_own_processor(faces, stub, monkeypatch):
+    """After the injection steps (and above max_self_tokens) self-attention is neither recorded nor injected: it runs
+    the module's own fused processor, and the inversion's records and the edit equal the explicit path's."""
+    from facelab.privacy import attention as att
+
+    images, lm, ids = faces
+    model = _quick()
+    cfg = MasqueConfig(num_steps=6, guidance_scale=3.0, null_inner_steps=0, adv_start=0.5, adv_step=0.5)
+
+    def run():
+        inv = null_text_inversion(model, images, SRC, num_steps=6, guidance_scale=3.0, inner_steps=0,
+                                  record_attention=True, self_replace=cfg.self_replace)
+        r = masque_protect(model, images, lm, ids, edit_prompt=EDIT, models=[stub], config=cfg, inversion=inv)
+        return inv, r
+
+    calls = []
+    fused = att.EditAttnProcessor.__call__
+
+    def counting(self, attn, hidden_states, encoder_hidden_states=None, *a, **k):
+        if encoder_hidden_states is None and self.fallback is not None:
+            q = hidden_states.shape[1] if hidden_states.ndim == 3 else hidden_states.shape[-2] * hidden_states.shape[-1]
+            calls.append(self.editor.leaves_self_attention(hidden_states.shape[0], q))
+        return fused(self, attn, hidden_states, encoder_hidden_states, *a, **k)
+
+    monkeypatch.setattr(att.EditAttnProcessor, "__call__", counting)
+    inv, r = run()
+    assert any(calls) and not all(calls)                 # some layers fused, the injection steps' layers explicit
+    monkeypatch.setattr(att.AttentionEditor, "leaves_self_attention", lambda self, b, q: False)
+    inv_x, r_x = run()                                   # every layer explicit, as before the fused path
+    assert inv.attention.probs.keys() == inv_x.attention.probs.keys()
+    assert all(torch.allclose(inv.attention.probs[k], inv_x.attention.probs[k], atol=1e-5) for k in inv.attention.probs)
+    assert torch.allclose(r.images, r_x.images, atol=1e-4)
+    assert r.history[-1]["pairwise similarity"] == pytest.approx(r_x.history[-1]["pairwise similarity"], abs=1e-5)

@@ -260,7 +260,8 @@ class AttentionEditor:
 
     def __enter__(self):
         self._saved = self.unet.attn_processors
-        self.unet.set_attn_processor(EditAttnProcessor(self))
+        self.unet.set_attn_processor({name: EditAttnProcessor(self, fallback=proc)
+                                      for name, proc in self._saved.items()})
         return self
 
     def __exit__(self, *exc):
@@ -271,6 +272,18 @@ class AttentionEditor:
         if self.word_maps is None or not self.informative:
             return None
         return self.word_maps / max(1, self.n_recorded)
+
+    def leaves_self_attention(self, batch: int, queries: int) -> bool:
+        """Whether :meth:`__call__` would return the next self-attention layer's probabilities unchanged (neither
+        recorded nor injected: after the injection steps, or at a layer with more positions than
+        ``max_self_tokens``); then :class:`EditAttnProcessor` runs the module's own processor instead and only
+        :meth:`skip_layer` counts the layer."""
+        keep_self = self.step < self.self_steps and queries <= self.max_self_tokens
+        return not self.active or batch % self.n_faces != 0 or not keep_self
+
+    def skip_layer(self) -> None:
+        """Count a layer that :meth:`__call__` does not see (layers are keyed by their order within a step)."""
+        self.layer += 1
 
     def __call__(self, probs: torch.Tensor, is_cross: bool, heads: int) -> torch.Tensor:
         """Record or edit a layer's attention probabilities (B * heads, Q, K)."""
@@ -328,12 +341,21 @@ class EditAttnProcessor:
     can be edited) with an :class:`AttentionEditor`.
 
     Cross-attention logits get the padding bias of the conditioning (:func:`facelab.diffusion.model.padding_bias`),
-    as the quick UNet's own processor does, so edited and unedited passes attend to the same tokens."""
+    as the quick UNet's own processor does, so edited and unedited passes attend to the same tokens. A self-attention
+    layer the editor leaves alone (:meth:`AttentionEditor.leaves_self_attention`) runs the module's own processor
+    ``fallback`` (fused attention, equal to float rounding) instead of materialising its probabilities."""
 
-    def __init__(self, editor: AttentionEditor):
+    def __init__(self, editor: AttentionEditor, fallback=None):
         self.editor = editor
+        self.fallback = fallback
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         is_cross = encoder_hidden_states is not None
+        if not is_cross and self.fallback is not None and attention_mask is None:
+            queries = (hidden_states.shape[-2] * hidden_states.shape[-1] if hidden_states.ndim == 4
+                       else hidden_states.shape[1])
+            if self.editor.leaves_self_attention(hidden_states.shape[0], queries):
+                self.editor.skip_layer()
+                return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
         return explicit_attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb,
                                   on_probs=lambda probs: self.editor(probs, is_cross, attn.heads))

@@ -493,11 +493,14 @@ def locality_at_equal_success(tables: Mapping, phrase: str, *, far: float = 0.01
 
 def guidance_sweep(model, result: DodgingRuns, data: Mapping, models: Mapping, thresholds: pd.DataFrame, phrase: str,
                    adv_steps: Sequence[float], *, inversion, classifier=None, far: float = 0.01, config=None,
-                   keep_colour: Sequence[bool | str] | None = None) -> pd.DataFrame:
+                   keep_colour: Sequence[bool | str] | None = None, outcomes: Mapping | None = None) -> pd.DataFrame:
     """What the adversarial guidance trades: MASQUE on ``phrase`` at several guidance weights ``adv_steps``, each
     with the region's colour anchored, free or its chroma held for every value in ``keep_colour`` (True, False,
-    ``"chroma"``; default: the chapter's setting only; see :class:`facelab.privacy.masque.MasqueConfig`), each run resumed from the unguided edit, so it costs
-    only the guided steps; next to the unguided edit (weight 0) and the chapter's run. Per run, indexed by
+    ``"chroma"``; default: the chapter's setting only; see :class:`facelab.privacy.masque.MasqueConfig`), each run
+    resumed from the unguided edit, so it costs only the guided steps; next to the unguided edit (weight 0) and the
+    chapter's run. ``outcomes``: :func:`dodging_results`' pair-by-pair outcomes of ``result`` (its ``"outcomes"``):
+    a victim's outcomes of the unguided edit and the chapter's run are taken from there when they scored the very same
+    images, instead of being scored again. Per run, indexed by
     (``adv_step``, ``colour kept``): dodging success at ``far`` pooled over the white-box victims (the surrogates)
     and over the others (black box), with Wilson intervals; the share of faces whose region colour moved towards the
     prompt's colour (:func:`colour_table`'s measure); and, with a ``classifier``, prompt adherence with its Wilson
@@ -529,10 +532,23 @@ def guidance_sweep(model, result: DodgingRuns, data: Mapping, models: Mapping, t
     d0 = (region_colour(X, mask).cpu() - target).norm(dim=1)
     key = far_key(far)
     boxes = (("white box", list(sur)), ("black box", [v for v in models if v not in sur]))
-    # every run against every victim in one call: each victim embeds the gallery once for the whole sweep
-    outcomes = runs_outcomes({(a, kc, v): x for (a, kc), x in runs.items() for _, names in boxes for v in names},
-                             models, thresholds, L, data["gallery"], data["gallery_landmarks"], (far,),
-                             owner=data["gallery_owner"], accept=False)
+    # runs already scored by dodging_results (the same image tensors) are reused; every other run against every
+    # victim in one call: each victim embeds the gallery once for the whole sweep
+    known = {}
+    for (a, kc), x in runs.items():
+        method, setting = (("makeup, no guidance", "no guidance") if a == 0 else ("MASQUE", None))
+        if a != 0 and (a, kc) != (float(cfg.adv_step), _kept(cfg.keep_colour)):
+            continue
+        for _, names in boxes:
+            for v in names:
+                st = setting or ("white-box" if v in sur else "black-box")
+                k = (method, phrase, st, v)
+                if outcomes is not None and k in outcomes and result.runs.get(k) is x and key in outcomes[k]:
+                    known[(a, kc, v)] = outcomes[k]
+    todo = {(a, kc, v): x for (a, kc), x in runs.items() for _, names in boxes for v in names
+            if (a, kc, v) not in known}
+    outcomes = {**known, **runs_outcomes(todo, models, thresholds, L, data["gallery"], data["gallery_landmarks"],
+                                         (far,), owner=data["gallery_owner"], accept=False)}
     rows, correct = [], {}
     for a, kc in sorted(runs, key=lambda k: (k[0], str(k[1]))):
         x = runs[(a, kc)]
