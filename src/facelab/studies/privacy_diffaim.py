@@ -718,6 +718,7 @@ def plot_training_curve(log: Mapping, ax=None, *, title: str = "quick latent dif
         ax2.plot(curve["step"], smooth("attention_mass"), color="C1", label="attention inside the region")
         ax2.set_ylabel("attention inside the region", color="C1")
         ax2.set_ylim(0, 1)
+        ax2.grid(False)
     return ax.figure
 
 
