@@ -2,9 +2,9 @@
 
 Issue #20's attention gate ("lipstick" / "eyeshadow" put at least half of their cross-attention mass inside their
 landmark regions) was missed by every CPU fine-tune of the base UNet (then the book's UNet) without distillation
-(stops 30-32: the gate rose, the prompted colour was lost; the book's UNet now meets it with distillation towards the
-base, :data:`facelab.diffusion.model.QUICK_STAGES`). This script is the experiment those notes ask for: the localisation loss is part of the *base*
-training, at GPU scale, with a control run without it.
+(stops 30-32: the gate rose, the prompted colour was lost; the book's UNet now reaches it with distillation towards
+the base, :data:`facelab.diffusion.model.QUICK_STAGES`: lipstick clearly, eyeshadow at the gate's edge). This script is the experiment those notes ask for: the
+localisation loss is part of the *base* training, at GPU scale, with a control run without it.
 
 A GPU machine without network has no copy of ``all-MiniLM-L6-v2`` (90 MB, more than the transfer allows), so the
 prompts' token states are computed here once, on the CPU, with the real encoder, and travel as a small file:

@@ -585,7 +585,7 @@ def quick_model(device=None, *, text_encoder=None, allow_train: bool = True) -> 
     if unet_meta["header"].get("vae_sha256") != vae_meta["sha256"]:
         if not allow_train:
             raise checkpoints.CheckpointError(f"{QUICK_CHECKPOINT} was trained on another autoencoder than "
-                                              f"{QUICK_VAE_CHECKPOINT.name}; retrain with `{QUICK_COMMAND} --stage unet`")
+                                              f"{QUICK_VAE_CHECKPOINT.name}; retrain with `{QUICK_COMMAND}`")
         unet_state, unet_log, header = train_unet_fn(QUICK_SETTINGS)
         checkpoints.save(QUICK_CHECKPOINT, unet_state, settings=QUICK_SETTINGS, log=unet_log, restore=QUICK_COMMAND,
                          header=header)

@@ -48,12 +48,12 @@ import torch
 import torch.nn.functional as F
 
 from facelab.diffusion.model import (QUICK_BASE_CHECKPOINT, QUICK_BASE_SETTINGS, QUICK_CHECKPOINT, QUICK_SETTINGS,
-                                     QUICK_VAE_CHECKPOINT, QUICK_VAE_SETTINGS, TOKEN_LENGTH, MiniLMTokenEncoder, build_quick_unet, build_quick_vae,
-                                     make_scheduler, quick_unet_config, quick_vae_config, save_quick_model,
-                                     save_quick_vae)
+                                     QUICK_VAE_CHECKPOINT, QUICK_VAE_SETTINGS, TOKEN_LENGTH, MiniLMTokenEncoder,
+                                     build_quick_unet, build_quick_vae, make_scheduler, quick_unet_config,
+                                     quick_vae_config, save_quick_model, save_quick_vae)
 
-__all__ = ["render_training_set", "colour_loss", "train_vae", "train_unet", "train_staged_unet", "train", "main", "TINY",
-           "ATTENTION_WORDS", "install_attention_recorder", "attention_targets", "attention_region_mass",
+__all__ = ["render_training_set", "colour_loss", "train_vae", "train_unet", "train_staged_unet", "train", "main",
+           "TINY", "EXPERIMENT_ARGS", "ATTENTION_WORDS", "install_attention_recorder", "attention_targets", "attention_region_mass",
            "TRAINABLE", "trainable_parameters", "DISTILL_KINDS", "DISTILL_GUIDANCE"]
 
 #: A configuration small enough for tests (seconds on a CPU): 16 identities, a handful of steps.
