@@ -70,7 +70,8 @@ QUICK_BASE_SETTINGS = {"steps": 12000, "minutes": 45.0, "batch_size": 16, "lr": 
 #: distillation term towards the base UNet (a frozen teacher) that keeps what the words draw. The committed weights
 #: come from time-budgeted runs (25, 22, 28 and 52 minutes on this project's 2-core CPU; records in
 #: ``data/runs/ldm_attention_gpu``, rows "CPU distill eps x20 ..."); the stages fix the step counts those runs
-#: reached, so a rerun follows the same schedules on any machine (``minutes`` is then only a cap).
+#: reached, so a rerun does the same steps on any machine (``minutes`` is then only a cap; the originals' learning
+#: rate decayed with the clock, a rerun's with the step count, nearly the same at a steady step rate).
 QUICK_STAGES = (
     {"steps": 2985, "minutes": 240.0, "lr": 2e-4, "attention_loss": 0.05, "distill_weight": 20.0},
     {"steps": 3091, "minutes": 240.0, "lr": 2e-4, "attention_loss": 0.05, "distill_weight": 20.0},
