@@ -145,8 +145,8 @@ def test_staged_training_chains_the_stages_and_distils_towards_the_base(monkeypa
     base = {"weight": torch.full((2, 2), 0.1), "bias": torch.zeros(2)}
     stages = [{"steps": 5, "attention_loss": 0.05, "distill_weight": 20.0}, {"steps": 7, "lr": 1e-4},
               {"steps": 9, "attention_loss": 0.15, "distill_weight": 20.0}]
-    ema, log = train_mod.train_staged_unet(vae=None, base=base, stages=stages, base_settings={"steps": 100, "lr": 1e-3},
-                                           overrides={"threads": 1}, text_encoder=_Tokens())
+    ema, log = train_mod.train_staged_unet(vae=None, base=base, stages=stages,
+                                           base_settings={"steps": 100, "lr": 1e-3, "threads": 1}, text_encoder=_Tokens())
     assert [c["steps"] for c in calls] == [5, 7, 9] and [c["lr"] for c in calls] == [1e-3, 1e-4, 1e-3]
     assert all(c["threads"] == 1 for c in calls)
     b16 = base["weight"].half().float()

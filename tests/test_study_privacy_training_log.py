@@ -34,7 +34,8 @@ def test_a_unet_trained_in_one_run_reports_that_run():
     assert t.loc["total", "steps"] == 80 and t.loc["total", "CPU minutes"] == pytest.approx(12.0)
     assert study.base_unet_log(m) == {}
     table = study.model_table(m)["quick latent diffusion model"]
-    assert table["UNet training (CPU minutes)"] == 10.0 and "fine-tuning stages" not in table
+    assert table["UNet: CPU minutes"] == 10.0 and table["UNet: steps x batch"] == "50 x 16"
+    assert table["autoencoder: steps x batch"] == "30 x 8" and "fine-tuning stages" not in table
 
 
 def test_a_staged_unet_counts_its_base_and_every_stage():
@@ -53,7 +54,8 @@ def test_a_staged_unet_counts_its_base_and_every_stage():
     assert t.loc["total", "steps"] == 30 + base["steps"] + 300
     assert t.loc["total", "CPU minutes"] == pytest.approx(2.0 + round(base["train_seconds"] / 60, 1) + 3.0)
     table = study.model_table(m)["quick latent diffusion model"]
-    assert table["fine-tuning steps x batch"] == "300 x 16" and table["fine-tuning (CPU minutes)"] == 3.0
+    assert table["fine-tuning stages: steps x batch"] == "300 x 16" and table["fine-tuning stages: CPU minutes"] == 3.0
+    assert table["base UNet: steps x batch"] == f"{base['steps']} x {base['batch_size']}"
     assert "attention loss 0.05, 0.15" in table["fine-tuning stages"] and "weight 20" in table["fine-tuning stages"]
     # a base that is not the one the log names is not reported as it
     assert study.base_unet_log(_model({"training": {**log, "base_sha256": "0" * 64}})) == {}

@@ -589,14 +589,14 @@ def _fp16_round(state: dict) -> dict:
     return {k: v.detach().cpu().to(torch.float16).float() for k, v in state.items()}
 
 
-def train_staged_unet(*, vae, base, stages=None, base_settings=None, overrides=None, log_every: int = 20,
+def train_staged_unet(*, vae, base, stages=None, base_settings=None, log_every: int = 20,
                       accelerator=None, text_encoder=None, checkpoint_every_minutes: float | None = None,
                       out=None) -> tuple:
     """The book's UNet: ``base`` (a UNet, a state dict or a quick UNet checkpoint path) fine-tuned through
     ``stages`` (default :data:`~facelab.diffusion.model.QUICK_STAGES`); returns ``(ema_unet, log)`` without saving.
 
-    Stage ``i`` is :func:`train_unet` with ``{**base_settings, **stages[i], **overrides}`` (``base_settings`` default
-    :data:`~facelab.diffusion.model.QUICK_BASE_SETTINGS`; ``overrides``, e.g. :data:`TINY`, shrink every stage),
+    Stage ``i`` is :func:`train_unet` with ``{**base_settings, **stages[i]}`` (``base_settings`` default
+    :data:`~facelab.diffusion.model.QUICK_BASE_SETTINGS`; :func:`train` merges e.g. :data:`TINY` into every stage),
     starting from the previous stage's EMA weights (the first from ``base``) and, where the stage has a
     ``distill_weight``, distilling towards ``base`` as a frozen teacher. Weights pass from stage to stage rounded
     through float16, as the committed stages passed through their checkpoints. The log is the last stage's (its curve
@@ -611,7 +611,7 @@ def train_staged_unet(*, vae, base, stages=None, base_settings=None, overrides=N
     text = text_encoder if text_encoder is not None else MiniLMTokenEncoder()
     logs = []
     for i, st in enumerate(stages):
-        s = {**base_settings, **st, **(overrides or {})}
+        s = {**base_settings, **st}
         ema, log = train_unet(vae=vae, **s, init_unet=init,
                               distill_teacher=teacher if s.get("distill_weight") and i > 0 else None,
                               log_every=log_every, accelerator=accelerator, text_encoder=text,
@@ -677,6 +677,7 @@ def train(*, stage: str = "all", out_dir=None, vae_settings: dict | None = None,
         raise ValueError("vae_path is for the UNet stages (the autoencoder stage writes its own)")
     if base_path is not None and stage in ("all", "base"):
         raise ValueError("base_path is for stage 'unet' (the base stage writes its own)")
+
     def where(default):
         return Path(out_dir) / default.name if out_dir else default
 

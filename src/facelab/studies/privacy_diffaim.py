@@ -138,7 +138,8 @@ def training_times(model) -> pd.DataFrame:
 
 
 def model_table(model) -> pd.DataFrame:
-    """What the quick latent diffusion model is and what it cost to train (from its checkpoints' logs)."""
+    """What the quick latent diffusion model is and what it cost to train (from its checkpoints' logs; the steps and
+    minutes of each part as :func:`training_times` counts them)."""
     info = model.info
     vae, unet = info.get("vae_training", {}), info.get("training", {})
     stages = unet.get("stages")
@@ -148,28 +149,18 @@ def model_table(model) -> pd.DataFrame:
     rows = {
         "autoencoder": f"AutoencoderKL {model.image_size}x{model.image_size}x3 <-> {z.sample_size}x{z.sample_size}x"
                        f"{z.in_channels}, {n_vae / 1e6:.2f} M parameters",
-        "autoencoder training (CPU minutes)": _minutes(vae),
-        "autoencoder steps x batch": f"{vae.get('steps', '?')} x {vae.get('batch_size', '?')}",
         "autoencoder held-out PSNR (dB)": _round(vae.get("held_out_psnr_db")),
         "UNet": f"UNet2DConditionModel, {n_unet / 1e6:.2f} M parameters, cross-attention to "
                 f"{getattr(model.text_encoder, 'max_length', '?')} MiniLM token states (padding masked)",
-        "UNet training (CPU minutes)": _minutes(unet),
-        "UNet steps x batch": f"{unet.get('steps', '?')} x {unet.get('batch_size', '?')}",
     }
     if stages:
-        base = base_unet_log(model)
-        rows.pop("UNet training (CPU minutes)")
-        rows.pop("UNet steps x batch")
         losses = ", ".join(f"{st.get('attention_loss', 0):g}" for st in stages)
         weights = ", ".join(sorted({f"{st.get('distill_weight', 0):g}" for st in stages}))
-        rows.update({
-            "base UNet training (CPU minutes)": _minutes(base),
-            "base UNet steps x batch": f"{base.get('steps', '?')} x {base.get('batch_size', '?')}",
-            "fine-tuning stages": f"{len(stages)}, from the base: attention loss {losses}; distillation towards the "
-                                  f"base, weight {weights}",
-            "fine-tuning steps x batch": f"{sum(st['steps'] for st in stages)} x {unet.get('batch_size', '?')}",
-            "fine-tuning (CPU minutes)": _round(unet.get("train_seconds_total", 0) / 60),
-        })
+        rows["fine-tuning stages"] = (f"{len(stages)}, from the base UNet: attention loss {losses}; distillation "
+                                      f"towards the base, weight {weights}")
+    for part, r in training_times(model).drop("total").iterrows():
+        rows[f"{part}: CPU minutes"] = r["CPU minutes"] if pd.notna(r["CPU minutes"]) else "?"
+        rows[f"{part}: steps x batch"] = f"{r['steps'] if r['steps'] is not None else '?'} x {r['batch'] or '?'}"
     rows.update({
         "training images (identities x views)": f"{unet.get('n_identities', '?')} x {unet.get('per_identity', '?')}",
         "distinct captions": unet.get("n_captions", "?"),
@@ -178,11 +169,6 @@ def model_table(model) -> pd.DataFrame:
         "UNet sha256": str(info.get("sha256", "?"))[:16] + "...",
     })
     return pd.Series(rows, name="quick latent diffusion model").to_frame()
-
-
-def _minutes(log):
-    s = log.get("train_seconds")
-    return round(float(s) / 60, 1) if s is not None else "?"
 
 
 def _round(v, d=1):

@@ -532,21 +532,12 @@ def guidance_sweep(model, result: DodgingRuns, data: Mapping, models: Mapping, t
     d0 = (region_colour(X, mask).cpu() - target).norm(dim=1)
     key = far_key(far)
     boxes = (("white box", list(sur)), ("black box", [v for v in models if v not in sur]))
-    # runs already scored by dodging_results (the same image tensors) are reused; every other run against every
-    # victim in one call: each victim embeds the gallery once for the whole sweep
-    known = {}
-    for (a, kc), x in runs.items():
-        method, setting = (("makeup, no guidance", "no guidance") if a == 0 else ("MASQUE", None))
-        if a != 0 and (a, kc) != (float(cfg.adv_step), _kept(cfg.keep_colour)):
-            continue
-        for _, names in boxes:
-            for v in names:
-                st = setting or ("white-box" if v in sur else "black-box")
-                k = (method, phrase, st, v)
-                if outcomes is not None and k in outcomes and result.runs.get(k) is x and key in outcomes[k]:
-                    known[(a, kc, v)] = outcomes[k]
-    todo = {(a, kc, v): x for (a, kc), x in runs.items() for _, names in boxes for v in names
-            if (a, kc, v) not in known}
+    # a victim's outcomes of the very same image tensor, already scored by dodging_results, are reused; every other
+    # run against every victim in one call: each victim embeds the gallery once for the whole sweep
+    scored = {(id(result.runs[k]), k[-1]): o for k, o in (outcomes or {}).items() if k in result.runs and key in o}
+    wanted = {(a, kc, v): x for (a, kc), x in runs.items() for _, names in boxes for v in names}
+    known = {k: scored[(id(x), k[-1])] for k, x in wanted.items() if (id(x), k[-1]) in scored}
+    todo = {k: x for k, x in wanted.items() if k not in known}
     outcomes = {**known, **runs_outcomes(todo, models, thresholds, L, data["gallery"], data["gallery_landmarks"],
                                          (far,), owner=data["gallery_owner"], accept=False)}
     rows, correct = [], {}
