@@ -22,7 +22,7 @@ colour. This script measures both for any UNet checkpoint (trained on the book's
 Run::
 
     .venv/bin/python benchmarks/bench_masque_attention.py [--unet book base /path/to/face_ldm_quick.safetensors ...]
-        [--faces 48] [--blend-thresholds 0.2 0]
+        [--faces 48] [--blend-thresholds 0.2 0] [--gate-faces 24] [--chapter-now]
 
 writes ``_build/benchmarks/masque_attention.json``. Fine-tunes measured with it (2 CPU threads, from the base
 UNet unless said; ``--stage unet --vae data/models/face_vae_quick.safetensors --init-unet ... --out-dir ...``):
@@ -91,7 +91,7 @@ PHRASES = ("red lipstick", "blue eyeshadow")
 
 
 def measure(path: str, *, n_faces: int = 48, blend_thresholds=(0.2, 0.0), n_generated: int = 32,
-            blend_dilation: int = 0) -> dict:
+            blend_dilation: int = 0, gate_faces: int = 24, chapter_now: bool = False) -> dict:
     from _masque_validation import chapter_config, load_unet, validation_setup
     from facelab.diffusion.quality import quality_gates
     from facelab.models import load_face_models
@@ -100,12 +100,23 @@ def measure(path: str, *, n_faces: int = 48, blend_thresholds=(0.2, 0.0), n_gene
     from facelab.studies.privacy_masque import makeup_prompt, region_colour
 
     model = load_unet(path)
-    out = {"unet": path, "sha256": model.info.get("sha256"), "n_faces": n_faces}
+    out = {"unet": path, "sha256": model.info.get("sha256"), "n_faces": n_faces, "gate_faces": gate_faces,
+           "config": "chapter 06 since 2026-12-05" if chapter_now else "chapter 06 until 2026-12-05"}
     t0 = time.perf_counter()
-    gates = quality_gates(model, n_faces=24, seed=1, num_steps=20, ddpm_faces=2, ddpm_steps=5)
+    gates = quality_gates(model, n_faces=gate_faces, seed=1, num_steps=20, ddpm_faces=2, ddpm_steps=5)
     out["gates"] = {r["gate"]: float(r["measured"]) for _, r in gates.table.iterrows()}
+    out["gate_intervals"] = {r["gate"]: [float(r["ci_low"]), float(r["ci_high"])] for _, r in gates.table.iterrows()
+                             if "mass in" in r["gate"]}
+    # which layers localise: each word's mass from the 16 x 16 and the 8 x 8 layers alone, and the most a map of
+    # that resolution can score (quality_gates' best_cell columns)
+    layer_cols = [c for c in gates.attention.columns if (c.startswith("mass_") and c.endswith("_layers"))
+                  or c.startswith("best_cell_")]
+    out["gate_by_layers"] = {w: {c: float(v) for c, v in row.items()}
+                             for w, row in gates.attention.groupby("word")[layer_cols].mean().iterrows()}
     out["gate_seconds"] = time.perf_counter() - t0
-    base = chapter_config(blend_dilation=blend_dilation)
+    # the chapter's configuration now (adv_step 0.5, chroma kept), or the one the older records were measured with
+    base = chapter_config(blend_dilation=blend_dilation, **(dict(adv_step=0.5, keep_colour="chroma")
+                                                          if chapter_now else {}))
     setup = validation_setup(model, n_faces, base)
     X, L, ids, refkw, inv = setup.X, setup.L, setup.ids, setup.refkw, setup.inv
     surrogates = load_face_models(["synth-plain", "synth-residual"])
@@ -154,12 +165,17 @@ def main(argv=None):
     ap.add_argument("--blend-thresholds", type=float, nargs="+", default=[0.2, 0.0])
     ap.add_argument("--blend-dilation", type=int, default=0,
                     help="MasqueConfig.blend_dilation: max-pool radius of the word map before the local blend")
+    ap.add_argument("--gate-faces", type=int, default=24, help="unseen faces (seed 1) the attention gate is measured on")
+    ap.add_argument("--chapter-now", action="store_true",
+                    help="MASQUE with chapter 06's configuration since 2026-12-05 (adv_step 0.5, the pixels' chroma "
+                         "kept; pass --blend-thresholds 0) instead of the one the older records used")
     ap.add_argument("--name", default="masque_attention",
                     help="result file _build/benchmarks/NAME.json (runs side by side need their own names)")
     a = ap.parse_args(argv)
     results = []
     for path in a.unet:
-        r = measure(path, n_faces=a.faces, blend_thresholds=a.blend_thresholds, blend_dilation=a.blend_dilation)
+        r = measure(path, n_faces=a.faces, blend_thresholds=a.blend_thresholds, blend_dilation=a.blend_dilation,
+                    gate_faces=a.gate_faces, chapter_now=a.chapter_now)
         g = r["gates"]
         print(f"{path}: " + ", ".join(f"{k} {v:.3f}" for k, v in g.items() if "mass in" in k and "cells" not in k)
               + f", DDIM PSNR {g.get('DDIM inversion PSNR (dB)', float('nan')):.1f} dB")

@@ -541,6 +541,13 @@ def test_quality_gates_table_on_a_tiny_model(monkeypatch):
     assert bool(t.loc[t.gate.str.startswith("DDPM"), "passed"].item())
     with pytest.raises(ValueError, match="n_faces must be a positive integer"):
         quality.quality_gates(model, n_faces=0)
+    # the attention gate on more faces than the inversion gates (it is cheap; its interval narrows)
+    g4 = quality.quality_gates(model, n_faces=2, num_steps=2, ddpm_faces=1, ddpm_steps=2, timesteps=(300,),
+                               attention_faces=4)
+    assert g4.table["n"].tolist() == [2, 2, 2, 1, 4, 4, 4, 4] and g4.maps.shape == (4, 2, 16, 16)
+    assert len(g4.attention) == 8 and g4.settings["attention_faces"] == 4
+    with pytest.raises(ValueError, match="attention_faces must be a positive integer"):
+        quality.quality_gates(model, n_faces=2, attention_faces=0)
 
 
 # ------------------------------------------------------------------------------------------------ bad input

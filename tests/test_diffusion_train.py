@@ -112,6 +112,9 @@ def test_a_run_with_other_settings_must_name_an_output_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_mod.main(["--stage", "all", "--out-dir", str(tmp_path), "--attention-loss", "0.1"])
     assert "with --stage unet only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):          # the layers the localisation loss supervises: an experiment's option too
+        train_mod.main(["--stage", "base", "--out-dir", str(tmp_path), "--attention-sides", "16"])
+    assert "--attention-sides" in capsys.readouterr().err and "attention_sides" in train_mod.EXPERIMENT_ARGS
     with pytest.raises(ValueError, match="for stage 'unet' only"):
         train_mod.train(stage="base", out_dir=tmp_path, unet_settings={"distill_weight": 1.0})
     with pytest.raises(SystemExit):

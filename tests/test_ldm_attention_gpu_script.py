@@ -78,6 +78,10 @@ def test_attention_record_says_how_each_edit_was_blended_and_where_the_red_went(
     assert set(rec["local blend"]) >= {"word map > 0.2", "region mask", "word map > 0.2, dilated 1"}
     assert study._blend_label({"blend_threshold": 0.3, "blend_dilation": 2}) == "word map > 0.3, dilated 2"
     assert study._blend_label({"blend_threshold": 0.2}) == "word map > 0.2"        # rows from before the knob
+    # which of chapter 06's MASQUE configurations each row's edits used, and how many faces its gate was measured on
+    assert rec.loc["base", "MASQUE setting"] == "until 2026-12-05" and rec.loc["base", "gate faces"] == 24
+    now = rec[rec["MASQUE setting"] == "since 2026-12-05"]
+    assert len(now) >= 2 and (now["gate faces"] == 64).all() and (now["local blend"] == "region mask").all()
     ec = study.edit_colour_record()
     assert list(ec.index.names) == ["UNet", "edit"] and "base" in ec.index.get_level_values(0)
     assert ((ec["adherence"] >= 0) & (ec["adherence"] <= 1)).all()

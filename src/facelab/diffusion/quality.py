@@ -433,8 +433,8 @@ def _mean_row(gate, values, target, higher_is_better=True, what=""):
 
 
 def quality_gates(model, n_faces: int = 32, seed: int = 0, *, num_steps: int = 50, ddpm_faces: int = 8,
-                  ddpm_steps: int = 20, timesteps: Sequence[int] = (200, 400, 600), words: Sequence[str] = GATE_WORDS
-                  ) -> QualityGates:
+                  ddpm_steps: int = 20, timesteps: Sequence[int] = (200, 400, 600), words: Sequence[str] = GATE_WORDS,
+                  attention_faces: int | None = None) -> QualityGates:
     """Measure the model's quality gates on faces of unseen identities, in one call.
 
     * DDIM inversion + reconstruction PSNR on ``n_faces`` faces drawn like the training set (their captions as
@@ -442,7 +442,7 @@ def quality_gates(model, n_faces: int = 32, seed: int = 0, *, num_steps: int = 5
       PSNR alongside (no target: it is the ceiling).
     * Edit-friendly DDPM exactness on the first ``ddpm_faces`` of them (``ddpm_steps`` steps): the largest absolute
       pixel difference to the autoencoder's reconstruction, target < 0.5 / 255 (the same 8-bit image).
-    * Attention: on ``n_faces`` faces wearing lipstick and eyeshadow (:func:`makeup_faces`, captions as prompts), the
+    * Attention: on ``attention_faces`` (default ``n_faces``) faces wearing lipstick and eyeshadow (:func:`makeup_faces`, captions as prompts), the
       mass of each word's map inside its region (:data:`WORD_REGIONS`, the mask averaged by area onto the latent
       grid), target >= 0.5; ``chance`` is the mean area fraction of the region (what a uniform map would score). For
       information (no target) also the mass inside every latent cell the region touches
@@ -452,10 +452,12 @@ def quality_gates(model, n_faces: int = 32, seed: int = 0, *, num_steps: int = 5
       score (all its mass on the cell most covered by the region).
 
     Returns a :class:`QualityGates`; ``.table`` has columns gate, measured, ci_low, ci_high, target, passed, n,
-    statistic; ``.maps`` (n_faces, W, h, w) and ``.images``/``.masks`` are for a figure.
+    statistic; ``.maps`` (attention_faces, W, h, w) and ``.images``/``.masks`` are for a figure.
     """
     _check_count(n_faces, "n_faces")
     _check_count(ddpm_faces, "ddpm_faces")
+    n_att = n_faces if attention_faces is None else attention_faces
+    _check_count(n_att, "attention_faces")
     size = int(model.image_size)
     seconds = {}
     t0 = time.perf_counter()
@@ -468,7 +470,7 @@ def quality_gates(model, n_faces: int = 32, seed: int = 0, *, num_steps: int = 5
     ddpm = ddpm_exactness(model, faces.images[:k], captions[:k], num_steps=ddpm_steps, seed=seed)
     seconds["ddpm"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    mk = makeup_faces(n_faces, seed=seed, size=size)
+    mk = makeup_faces(n_att, seed=seed, size=size)
     mk_captions = mk.labels["caption"].astype(str).tolist()
     maps = token_attention_maps(model, mk.images, mk_captions, list(words), timesteps=timesteps, seed=seed)
     grid = maps.shape[-1]
@@ -494,7 +496,7 @@ def quality_gates(model, n_faces: int = 32, seed: int = 0, *, num_steps: int = 5
         # the best a map of one resolution can score: all its mass on the cell most covered by the region
         per_side.update({f"best_cell_{sd}x{sd}": F.adaptive_avg_pool2d(px, (sd, sd)).flatten(1).amax(1)
                          for sd in by_side})
-        for i in range(n_faces):
+        for i in range(n_att):
             att_rows.append({"face": i, "word": w, "region": "+".join(WORD_REGIONS[w]), "mass": float(mass[i]),
                              "chance": float(area[i]), "mass_cells": float(mass_cells[i]),
                              "chance_cells": float(area_cells[i]),
@@ -524,7 +526,7 @@ def quality_gates(model, n_faces: int = 32, seed: int = 0, *, num_steps: int = 5
                      "statistic": f"mean over faces (chance {sub['chance_cells'].mean():.3f}; no target)"})
     table = pd.DataFrame(rows, columns=["gate", "measured", "ci_low", "ci_high", "target", "passed", "n",
                                         "statistic"])
-    settings = {"n_faces": n_faces, "seed": seed, "num_steps": num_steps, "ddpm_faces": k, "ddpm_steps": ddpm_steps,
+    settings = {"n_faces": n_faces, "attention_faces": n_att, "seed": seed, "num_steps": num_steps, "ddpm_faces": k, "ddpm_steps": ddpm_steps,
                 "timesteps": list(timesteps), "words": list(words), "identities_from": UNSEEN_OFFSET,
                 "seconds": {k_: round(v, 2) for k_, v in seconds.items()}}
     return QualityGates(table=table, ddim=ddim, ddpm=ddpm, attention=attention, maps=maps, words=tuple(words),

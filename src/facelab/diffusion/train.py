@@ -642,7 +642,7 @@ def _unet_state(init) -> dict:
 
 
 #: train_unet arguments that make a UNet run an experiment (one run) rather than the committed recipe.
-EXPERIMENT_ARGS = ("attention_loss", "attention_kind", "attention_max_t", "init_unet", "trainable",
+EXPERIMENT_ARGS = ("attention_loss", "attention_kind", "attention_max_t", "attention_sides", "init_unet", "trainable",
                    "attention_colour_words", "distill_weight", "distill_kind", "distill_teacher")
 
 
@@ -748,6 +748,9 @@ def main(argv=None):
                     help="UNet: -log(mass inside the region) or 1 - mass")
     ap.add_argument("--attention-max-t", type=int, default=None,
                     help="UNet: the localisation loss only on samples noised to t below this")
+    ap.add_argument("--attention-sides", type=int, nargs="+", default=None,
+                    help="UNet: the map sides of the cross-attention layers the localisation loss supervises "
+                         "(default: the latent side and half of it, the layers the gate reads)")
     ap.add_argument("--init-unet", default=None, help="UNet: fine-tune from this quick UNet checkpoint")
     ap.add_argument("--attention-colour-words", action="store_const", const=True, default=None,
                     help="UNet: the localisation loss also supervises the colour word of each makeup phrase")

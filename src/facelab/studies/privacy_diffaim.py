@@ -794,11 +794,16 @@ def attention_training_record(path=None) -> pd.DataFrame:
     """One row per UNet of the attention-supervision record in the folder ``path`` (default
     :data:`ATTENTION_RECORD`): how it was trained (device, steps x batch, attention-loss weight, distillation towards
     a frozen teacher: kind x weight, empty without), its attention gate
-    (each word's mass in its landmark region, 24 unseen faces) and DDIM-inversion PSNR, the prompt adherence of
+    (each word's mass in its landmark region, on ``gate faces`` unseen faces: 24 in the older rows) and
+    DDIM-inversion PSNR, the prompt adherence of
     MASQUE's edit without and with guidance on 48 validation people, and of text-to-image generation (32 faces), as
     measured by ``benchmarks/bench_masque_attention.py``. ``local blend`` says where the edits could act inside the
     landmark region: where the word's map exceeds a share of its maximum (optionally after a max-pool dilation of
-    that radius, ``MasqueConfig.blend_dilation``), or the whole region (``region mask``)."""
+    that radius, ``MasqueConfig.blend_dilation``), or the whole region (``region mask``); ``MASQUE setting`` which of
+    chapter 06's configurations the edits used (``until 2026-12-05``: guidance step 1, the region's mean colour
+    anchored; ``since 2026-12-05``: step 0.5, each pixel's chroma kept). Rows measured since 2026-12-05 also have the
+    eyeshadow gate's 95 % bootstrap interval (``eyeshadow mass lo`` / ``hi``) and each word's mass from the 16 x 16
+    and the 8 x 8 layers alone (NaN in the older rows)."""
     folder = Path(path) if path is not None else ATTENTION_RECORD
     manifest = folder / "runs.json"
     if not manifest.is_file():
@@ -817,8 +822,9 @@ def attention_training_record(path=None) -> pd.DataFrame:
                                 if train.get("distill_weight") else ""),
                "lipstick mass": g["'lipstick' attention mass in lips"],
                "eyeshadow mass": g["'eyeshadow' attention mass in eyeshadow+eyeliner"],
-               "DDIM PSNR (dB)": g["DDIM inversion PSNR (dB)"],
-               "local blend": _blend_label(bench["masque"][0])}
+               "DDIM PSNR (dB)": g["DDIM inversion PSNR (dB)"], "gate faces": int(bench.get("gate_faces", 24)),
+               "local blend": _blend_label(bench["masque"][0]),
+               "MASQUE setting": bench.get("config", "chapter 06 until 2026-12-05").replace("chapter 06 ", "")}
         for m in bench["masque"]:
             if m["blend_threshold"] != bench["masque"][0]["blend_threshold"]:
                 continue
@@ -826,6 +832,14 @@ def attention_training_record(path=None) -> pd.DataFrame:
             row[f"{m['prompt']}: MASQUE"] = m["MASQUE adherence"]
         for phrase, v in bench["generation"].items():
             row[f"{phrase}: generated"] = v["adherence"]
+        # where the benchmark kept them (rows since 2026-12-05): the eyeshadow gate's 95 % interval and each word's
+        # mass from one layer resolution alone
+        lo_hi = bench.get("gate_intervals", {}).get("'eyeshadow' attention mass in eyeshadow+eyeliner")
+        row["eyeshadow mass lo"], row["eyeshadow mass hi"] = lo_hi if lo_hi else (np.nan, np.nan)
+        for w in ("lipstick", "eyeshadow"):
+            for side in (16, 8):
+                row[f"{w} mass, {side} x {side} layers"] = (bench.get("gate_by_layers", {}).get(w, {})
+                                                            .get(f"mass_{side}x{side}_layers", np.nan))
         rows.append(row)
     return pd.DataFrame(rows).set_index("UNet")
 
