@@ -165,7 +165,8 @@ def main(argv=None):
     ap.add_argument("--blend-thresholds", type=float, nargs="+", default=[0.2, 0.0])
     ap.add_argument("--blend-dilation", type=int, default=0,
                     help="MasqueConfig.blend_dilation: max-pool radius of the word map before the local blend")
-    ap.add_argument("--gate-faces", type=int, default=24, help="unseen faces (seed 1) the attention gate is measured on")
+    ap.add_argument("--gate-faces", type=int, default=24,
+                    help="unseen faces (seed 1) the attention gate is measured on")
     ap.add_argument("--chapter-now", action="store_true",
                     help="MASQUE with chapter 06's configuration since 2026-12-05 (adv_step 0.5, the pixels' chroma "
                          "kept; pass --blend-thresholds 0) instead of the one the older records used")

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from facelab import antispoof as A
@@ -317,6 +318,17 @@ def test_cnn_and_probe_baselines():
     assert A.predict_live(probe, x).shape == (64,)
     with pytest.raises(RuntimeError, match="not fitted"):
         A.LinearProbe(_clip()).predict_live(x)
+
+
+def test_cnn_runs_channels_last_with_the_values_of_the_standard_layout():
+    cnn = A.CNNBaseline(image_size=16, width=8, embed_dim=16, seed=0).eval()
+    x = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        standard = cnn.classifier(cnn.features((x - 0.5) / 0.25))       # the forward before 2026-12-05
+        torch.testing.assert_close(cnn(x), standard, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cnn.embed(x), F.normalize(cnn.features((x - 0.5) / 0.25), dim=-1), atol=1e-5,
+                                   rtol=1e-5)
+    assert cnn.features[0][0].weight.is_contiguous()                       # the weights keep their layout
 
 
 def test_seeded_constructors_leave_the_global_rng_alone():

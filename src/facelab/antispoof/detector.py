@@ -122,13 +122,18 @@ class CNNBaseline(nn.Module):
                                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, embed_dim))
         self.classifier = nn.Linear(embed_dim, 2)
 
+    def _normalised(self, images: torch.Tensor) -> torch.Tensor:
+        # channels-last activations: oneDNN's convolutions run about 1.5x faster on the CPU that way (training step
+        # 87 -> 55 ms at batch 24, 48 px, one thread; benchmarks/bench_antispoof_cnn.py); the same values to rounding
+        return ((images - 0.5) / 0.25).contiguous(memory_format=torch.channels_last)
+
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images, self.image_size)
-        return F.normalize(self.features((images - 0.5) / 0.25), dim=-1)
+        return F.normalize(self.features(self._normalised(images)), dim=-1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images, self.image_size)
-        return self.classifier(self.features((images - 0.5) / 0.25))
+        return self.classifier(self.features(self._normalised(images)))
 
 
 class LinearProbe:

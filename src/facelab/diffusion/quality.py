@@ -442,10 +442,11 @@ def quality_gates(model, n_faces: int = 32, seed: int = 0, *, num_steps: int = 5
       PSNR alongside (no target: it is the ceiling).
     * Edit-friendly DDPM exactness on the first ``ddpm_faces`` of them (``ddpm_steps`` steps): the largest absolute
       pixel difference to the autoencoder's reconstruction, target < 0.5 / 255 (the same 8-bit image).
-    * Attention: on ``attention_faces`` (default ``n_faces``) faces wearing lipstick and eyeshadow (:func:`makeup_faces`, captions as prompts), the
-      mass of each word's map inside its region (:data:`WORD_REGIONS`, the mask averaged by area onto the latent
-      grid), target >= 0.5; ``chance`` is the mean area fraction of the region (what a uniform map would score). For
-      information (no target) also the mass inside every latent cell the region touches
+    * Attention: on ``attention_faces`` (default ``n_faces``) faces wearing lipstick and eyeshadow
+      (:func:`makeup_faces`, captions as prompts), the mass of each word's map inside its region
+      (:data:`WORD_REGIONS`, the mask averaged by area onto the latent grid), target >= 0.5; ``chance`` is the mean
+      area fraction of the region (what a uniform map would score). For information (no target) also the mass
+      inside every latent cell the region touches
       (:func:`facelab.core.regions.latent_mask`, the mask MASQUE blends latents with): a map on the 16 x 16 grid
       cannot put all its mass inside a region a few cells wide when measured by area. ``.attention`` also has the
       mass of the 16 x 16 and of the 8 x 8 layers alone and ``best_cell_*``, the most a map of that resolution can
@@ -526,8 +527,8 @@ def quality_gates(model, n_faces: int = 32, seed: int = 0, *, num_steps: int = 5
                      "statistic": f"mean over faces (chance {sub['chance_cells'].mean():.3f}; no target)"})
     table = pd.DataFrame(rows, columns=["gate", "measured", "ci_low", "ci_high", "target", "passed", "n",
                                         "statistic"])
-    settings = {"n_faces": n_faces, "attention_faces": n_att, "seed": seed, "num_steps": num_steps, "ddpm_faces": k, "ddpm_steps": ddpm_steps,
-                "timesteps": list(timesteps), "words": list(words), "identities_from": UNSEEN_OFFSET,
-                "seconds": {k_: round(v, 2) for k_, v in seconds.items()}}
+    settings = {"n_faces": n_faces, "attention_faces": n_att, "seed": seed, "num_steps": num_steps, "ddpm_faces": k,
+                "ddpm_steps": ddpm_steps, "timesteps": list(timesteps), "words": list(words),
+                "identities_from": UNSEEN_OFFSET, "seconds": {k_: round(v, 2) for k_, v in seconds.items()}}
     return QualityGates(table=table, ddim=ddim, ddpm=ddpm, attention=attention, maps=maps, words=tuple(words),
                         images=mk.images, masks=torch.cat(masks, 1), prompts=mk_captions, settings=settings)
