@@ -124,7 +124,7 @@ class CNNBaseline(nn.Module):
 
     def _normalised(self, images: torch.Tensor) -> torch.Tensor:
         # channels-last activations: oneDNN's convolutions run about 1.5x faster on the CPU that way (training step
-        # 87 -> 55 ms at batch 24, 48 px, one thread; benchmarks/bench_antispoof_cnn.py); the same values to rounding
+        # 72 -> 43 ms at batch 24, 48 px, one thread: benchmarks/bench_antispoof.py); the same values to rounding
         return ((images - 0.5) / 0.25).contiguous(memory_format=torch.channels_last)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
