@@ -9,12 +9,13 @@ from types import SimpleNamespace
 import torch
 
 
-def chapter_config(**change):
+def record_config(**change):
     """Chapter 06's quick MASQUE configuration until 2026-12-05, the one the records in
     ``data/runs/ldm_attention_gpu`` were measured against (8 DDIM steps, negative-prompt inversion, guidance 7.5,
     colour-anchored pairwise guidance of step 1 on the last half of the steps, the word map's local blend at 0.2),
-    with ``change`` applied. The chapter now runs ``chapter_config(adv_step=0.5, keep_colour="chroma",
-    blend_threshold=0.0)``, the setting ``bench_masque_guidance.py`` chose on the validation people."""
+    with ``change`` applied. The chapter now runs :func:`facelab.studies.privacy_masque.chapter_config` (guidance
+    step 0.5, the pixels' chroma kept, blend threshold 0), the setting ``bench_masque_guidance.py`` chose on the
+    validation people."""
     from dataclasses import replace
 
     from facelab.privacy.masque import MasqueConfig

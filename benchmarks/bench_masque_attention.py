@@ -92,11 +92,12 @@ PHRASES = ("red lipstick", "blue eyeshadow")
 
 def measure(path: str, *, n_faces: int = 48, blend_thresholds=(0.2, 0.0), n_generated: int = 32,
             blend_dilation: int = 0, gate_faces: int = 24, chapter_now: bool = False) -> dict:
-    from _masque_validation import chapter_config, load_unet, validation_setup
+    from _masque_validation import load_unet, record_config, validation_setup
     from facelab.diffusion.quality import quality_gates
     from facelab.models import load_face_models
     from facelab.privacy.makeup import makeup_classifier, parse_makeup
     from facelab.privacy.masque import masque_protect
+    from facelab.studies.privacy_masque import chapter_config
     from facelab.studies.privacy_masque import makeup_prompt, region_colour
 
     model = load_unet(path)
@@ -115,8 +116,10 @@ def measure(path: str, *, n_faces: int = 48, blend_thresholds=(0.2, 0.0), n_gene
                              for w, row in gates.attention.groupby("word")[layer_cols].mean().iterrows()}
     out["gate_seconds"] = time.perf_counter() - t0
     # the chapter's configuration now (adv_step 0.5, chroma kept), or the one the older records were measured with
-    base = chapter_config(blend_dilation=blend_dilation, **(dict(adv_step=0.5, keep_colour="chroma")
-                                                          if chapter_now else {}))
+    # the chapter's quick setting (its blend threshold is replaced by each of blend_thresholds below) or the one the
+    # older records were measured against
+    base = (chapter_config(quick=True, blend_dilation=blend_dilation) if chapter_now
+            else record_config(blend_dilation=blend_dilation))
     setup = validation_setup(model, n_faces, base)
     X, L, ids, refkw, inv = setup.X, setup.L, setup.ids, setup.refkw, setup.inv
     surrogates = load_face_models(["synth-plain", "synth-residual"])

@@ -58,13 +58,13 @@ def _fit(photo: torch.Tensor, edit: torch.Tensor) -> dict:
 
 
 def measure(path: str, *, n_faces: int = 48, phrase: str = "red lipstick", guided: bool = False) -> dict:
-    from _masque_validation import chapter_config, load_unet, validation_setup
+    from _masque_validation import load_unet, record_config, validation_setup
     from facelab.privacy.makeup import makeup_classifier, parse_makeup
     from facelab.privacy.masque import masque_protect
     from facelab.studies.privacy_masque import makeup_prompt, region_colour
 
     model = load_unet(path)
-    base = chapter_config(blend_threshold=0.2, adversarial=False)
+    base = record_config(blend_threshold=0.2, adversarial=False)
     setup = validation_setup(model, n_faces, base)
     X, L, ids, refkw, inv = setup.X, setup.L, setup.ids, setup.refkw, setup.inv
     classifier = makeup_classifier()[0]

@@ -79,7 +79,7 @@ def region_texture(images: torch.Tensor, mask: torch.Tensor) -> dict:
 
 
 def measure(path: str, *, n_faces: int = 48, n_threshold_identities: int = 40, settings=SETTINGS) -> dict:
-    from _masque_validation import chapter_config, invert, load_unet, validation_setup
+    from _masque_validation import invert, load_unet, record_config, validation_setup
     from facelab.metrics import mcnemar_test, wilson_interval
     from facelab.models import load_face_models
     from facelab.privacy.makeup import makeup_classifier, parse_makeup
@@ -88,7 +88,7 @@ def measure(path: str, *, n_faces: int = 48, n_threshold_identities: int = 40, s
     from facelab.studies.privacy_masque import FARS, makeup_prompt, victim_thresholds
 
     model = load_unet(path)
-    base = chapter_config(blend_threshold=0.0)
+    base = record_config(blend_threshold=0.0)
     s = validation_setup(model, n_faces, base, n_threshold_identities=n_threshold_identities)
     data = s.data
     victims = load_face_models(["dlib-resnet", "synth-plain", "synth-residual"])

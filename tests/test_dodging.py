@@ -270,3 +270,23 @@ def test_guidance_sweep_tests_adherence_against_the_chapters_run(data):
     assert t.loc[(0.5, False), "adherence vs chapter's run: p"] == 1.0          # the chapter's own row
     assert t.loc[(0.0, False), "adherence vs chapter's run: p"] == pytest.approx(2 * 0.5 ** n)   # exact, b = n, c = 0
     assert (t["adherence lo"] <= t["adherence"]).all() and (t["adherence"] <= t["adherence hi"]).all()
+
+
+def test_chapter_config_is_the_one_setting_the_notebook_and_benchmarks_read():
+    from pathlib import Path
+
+    from facelab.studies.privacy_masque import chapter_config
+
+    quick, full = chapter_config(quick=True), chapter_config(quick=False)
+    assert isinstance(quick, MasqueConfig) and isinstance(full, MasqueConfig)
+    assert (quick.num_steps, quick.null_inner_steps, quick.adv_start, quick.adv_step) == (8, 0, 0.5, 0.5)
+    assert (quick.keep_colour, quick.blend_threshold, quick.guidance_scale) == ("chroma", 0.0, 7.5)
+    assert (full.num_steps, full.null_inner_steps, full.adv_step, full.keep_colour) == (50, 10, 0.1, True)
+    changed = chapter_config(quick=True, blend_threshold=0.2)
+    assert changed.blend_threshold == 0.2 and changed.adv_step == quick.adv_step
+    with pytest.raises(TypeError):
+        chapter_config(quick=True, no_such_field=1)
+    root = Path(__file__).resolve().parents[1]
+    notebook = (root / "notebooks" / "06_privacy_masque.ipynb").read_text()
+    assert "study.chapter_config(quick=P.quick)" in notebook and "MasqueConfig(" not in notebook
+    assert "chapter_config(quick=True" in (root / "benchmarks" / "bench_masque_attention.py").read_text()

@@ -37,12 +37,36 @@ from facelab.studies._privacy_protocol import (FARS, far_key, leave_one_out, out
                                                quality_table, rates_of, real_photos_of, runs_outcomes,
                                                verification_outcomes, victim_thresholds)
 
-__all__ = ["FARS", "victim_thresholds", "leave_one_out", "real_photos_of", "dodging_data", "makeup_prompt",
+__all__ = ["FARS", "chapter_config", "victim_thresholds", "leave_one_out", "real_photos_of", "dodging_data", "makeup_prompt",
            "similarity_to_references", "DodgingRuns", "compare_dodging", "dodging_outcomes", "dodging_rates",
            "dodging_table", "dodging_results", "dodging_tests", "locality", "locality_table", "adherence_table",
            "makeup_ceiling", "guidance_sweep",
            "region_colour", "colour_table", "attention_table", "locality_at_equal_success",
            "plot_guidance"]
+
+
+# --------------------------------------------------------------------------------------------- configuration
+def chapter_config(quick: bool = True, **change):
+    """The chapter's MASQUE configuration (:class:`facelab.privacy.masque.MasqueConfig`), with ``change`` applied;
+    the notebook and the benchmarks that measure "the chapter's setting" (``benchmarks/bench_masque_attention.py
+    --chapter-now``) read it from here, so they cannot drift apart.
+
+    Quick profile: 8 DDIM steps, negative-prompt inversion instead of null-text optimisation (the chapter's block 1
+    measures both), classifier-free guidance 7.5, the adversarial guidance on the last half of the steps at half a
+    step with each pixel's chroma held (``keep_colour="chroma"``), the edit bounded by the landmark region alone
+    (``blend_threshold=0``): the setting ``benchmarks/bench_masque_guidance.py`` chose on validation people
+    (identities 500000 on, never the chapter's test people). Full profile: the paper's 50 steps and null-text
+    inversion with 10 iterations per step, guidance step 0.1 on every step, the region's mean colour anchored.
+    """
+    from facelab.privacy.masque import MasqueConfig
+
+    if quick:
+        config = MasqueConfig(num_steps=8, guidance_scale=7.5, null_init="source", null_inner_steps=0,
+                              adv_start=0.5, adv_step=0.5, keep_colour="chroma", blend_threshold=0.0)
+    else:
+        config = MasqueConfig(num_steps=50, null_inner_steps=10, adv_step=0.1, max_self_tokens=16 * 16,
+                              guide_window=None, keep_colour=True)
+    return replace(config, **change)
 
 
 # --------------------------------------------------------------------------------------------- data
