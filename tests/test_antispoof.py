@@ -331,6 +331,30 @@ def test_cnn_runs_channels_last_with_the_values_of_the_standard_layout():
     assert cnn.features[0][0].weight.is_contiguous()                       # the weights keep their layout
 
 
+def test_cnn_training_reads_its_batches_channels_last_with_the_values_of_the_standard_layout(monkeypatch):
+    """train_detector feeds the CNN through ``_normalised`` (channels-last), so its training runs in the layout the
+    speed was measured in; a short run gives the losses of the standard layout to rounding."""
+    x = torch.rand(48, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    live = np.arange(48) % 2
+    cfg = A.TrainConfig(steps=3, batch_size=16, lr=3e-3, log_every=1)
+    seen = []
+    real = A.CNNBaseline._normalised
+
+    def spy(self, images):
+        out = real(self, images)
+        seen.append(out.is_contiguous(memory_format=torch.channels_last))
+        return out
+
+    monkeypatch.setattr(A.CNNBaseline, "_normalised", spy)
+    fast = A.train_detector(A.CNNBaseline(image_size=16, width=8, embed_dim=16, seed=0), x, live, cfg,
+                            generator=torch.Generator().manual_seed(1))
+    assert len(seen) == 3 and all(seen)
+    monkeypatch.setattr(A.CNNBaseline, "_normalised", lambda self, images: (images - 0.5) / 0.25)
+    standard = A.train_detector(A.CNNBaseline(image_size=16, width=8, embed_dim=16, seed=0), x, live, cfg,
+                                generator=torch.Generator().manual_seed(1))
+    np.testing.assert_allclose(fast["loss"].to_numpy(), standard["loss"].to_numpy(), atol=1e-5)
+
+
 def test_seeded_constructors_leave_the_global_rng_alone():
     torch.manual_seed(5)
     a = A.CNNBaseline(image_size=16, width=8, embed_dim=16)

@@ -124,7 +124,8 @@ class CNNBaseline(nn.Module):
 
     def _normalised(self, images: torch.Tensor) -> torch.Tensor:
         # channels-last activations: oneDNN's convolutions run about 1.5x faster on the CPU that way (training step
-        # 72 -> 43 ms at batch 24, 48 px, one thread: benchmarks/bench_antispoof.py); the same values to rounding
+        # 72 -> 43 ms at batch 24, 48 px, one thread: benchmarks/bench_antispoof.py; train_detector reads its batches
+        # through here too: one chapter-04 CNN fit 9.7 -> 5.9 s); the same values to rounding
         return ((images - 0.5) / 0.25).contiguous(memory_format=torch.channels_last)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -328,7 +329,7 @@ def train_detector(model: nn.Module, images: torch.Tensor, live, config: TrainCo
             x = images[idx].to(dev)
             flip = torch.rand(len(idx), generator=g) < 0.5
             x[flip.to(dev)] = x[flip.to(dev)].flip(-1)
-            z = model.features((x - 0.5) / 0.25)
+            z = model.features(model._normalised(x))    # the same layout as the module's forward
             return model.classifier(z), F.normalize(z, dim=-1)
 
     # the gates of a parallel (function-preserving) upcycling start at 0 and must be able to reach O(1) within the
