@@ -107,3 +107,44 @@ def test_zero_coupling_removes_the_eeg_response():
     pat = ph.eeg_emotion_patterns()[0].reshape(-1)
     change = bp[:, 4:7].mean((0, 1))
     assert abs(change[pat > 0.6].mean() - change[pat < -0.6].mean()) < 0.1
+
+
+def test_response_gain_only_touches_each_window():
+    """The EEG responses' gain, window by window, equals the sum over full-length envelopes (zeros outside the
+    window) that the simulator computed before, exactly."""
+    rng = np.random.default_rng(2)
+    n, n_ch = int(20 * SF), 32
+    t = np.arange(n) / SF
+    onsets = [-1.0, 0.0, 3.3, 3.5, 9.87, 18.9, 19.95, 25.0]  # before the start, overlapping, past the end
+    emotions = [ph.EMOTIONS[i % len(ph.EMOTIONS)] for i in range(len(onsets))]
+    patterns = rng.normal(0, 1, (len(ph.EMOTIONS), n_ch))
+    naive = np.ones((n_ch, n))
+    for onset, emo in zip(onsets, emotions):
+        u = (t - onset - 0.1) / 1.5
+        env = np.where((u >= 0) & (u <= 1), np.sin(np.pi * np.clip(u, 0, 1)) ** 2, 0.0)
+        naive += 0.7 * patterns[ph.EMOTIONS.index(emo)][:, None] * env[None, :]
+    gain = ph._response_gain(n_ch, ph._responses(t, onsets, emotions), 0.7, patterns, n)
+    np.testing.assert_array_equal(gain, naive)
+    assert len(ph._responses(t, [25.0], ["happy"])) == 0
+    with pytest.raises(ValueError, match="unknown emotion"):
+        ph._responses(t, [1.0], ["bored"])
+
+
+def test_ecg_simulation_is_remembered_exactly():
+    import neurokit2 as nk
+
+    args = dict(duration=5, sampling_rate=250, heart_rate=71.3, heart_rate_std=1.2, noise=0.02, method="ecgsyn",
+                random_state=123)
+    ph._ecg_simulate.cache_clear()
+    first = ph._ecg_simulate(*args.values())
+    np.testing.assert_array_equal(first, np.asarray(nk.ecg_simulate(**args)))
+    again = ph._ecg_simulate(*args.values())
+    assert again is first and ph._ecg_simulate.cache_info().hits == 1 and not first.flags.writeable
+    # a re-simulation from the same generator state (as with_physiology does per coupling) gives the same signals
+    segs = [{"duration_s": 3, "emotion": None}, {"duration_s": 6, "emotion": "happy", "scr_onsets_s": [4.0]}]
+    a = ph.simulate_peripheral(segs, SF, rng=np.random.default_rng(5))
+    hits = ph._ecg_simulate.cache_info().hits
+    b = ph.simulate_peripheral(segs, SF, rng=np.random.default_rng(5))
+    assert ph._ecg_simulate.cache_info().hits == hits + 2
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])

@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from facelab.micro.recognition import (CrossAttentionFusion, EEGTCN, FlowSTN, FocalLoss, MultimodalData,
                                        PeripheralNet, loso_evaluate, loso_linear, standardise_per_subject,
-                                       apply_late_fusion, calibrate_late_fusion, train_model)
+                                       apply_late_fusion, calibrate_late_fusion, predict_proba, train_model)
 
 
 def _batch(B=6, seed=0):
@@ -184,3 +184,68 @@ def test_calibrated_late_fusion_weights_follow_the_informative_branch():
         calibrate_late_fusion({"good": np.where(good > 0.5, np.nan, good)}, y)
     with pytest.raises(ValueError, match="labels must lie"):
         calibrate_late_fusion({"good": good}, y + 3)
+
+
+def test_fuse_of_encode_is_forward_all():
+    v, e, p = _batch(5)
+    m = CrossAttentionFusion(5, d=16, heads=2, late_residual=True).eval()
+    out, branch = m.forward_all(video=v, eeg=e, periph=p)
+    raw = m.encode(video=v, eeg=e, periph=p)
+    assert set(raw) == {"video", "eeg", "periph"} and raw["video"].shape == (5, 49, 16)
+    out2, branch2 = m.fuse(raw)
+    assert torch.equal(out, out2) and all(torch.equal(branch[k], branch2[k]) for k in branch)
+
+
+def _train_as_before(kind, data, train, branches=None, *, epochs, lr, d, seed=0, batch_size=32):
+    """train_model's loop before the frozen fusion's encoder tokens were computed once: every batch runs the
+    encoders, and Adam updates one tensor at a time (foreach=False)."""
+    torch.manual_seed(seed)
+    C = len(data.classes)
+    if kind == "eeg":
+        model = EEGTCN(data.eeg.shape[-1], C, d)
+        params = list(model.parameters())
+    else:
+        model = CrossAttentionFusion(C, d, eeg_features=data.eeg.shape[-1], periph_features=data.periph.shape[-1],
+                                     late_residual=True)
+        for m, enc in model.encoders.items():
+            enc.load_state_dict(branches[m].state_dict())
+            enc.requires_grad_(False)
+        params = [p for n, p in model.named_parameters() if not n.startswith("encoders.")]
+    counts = np.bincount(data.y[train], minlength=C).astype(float)
+    loss_fn = FocalLoss(2.0, torch.as_tensor(counts.sum() / (C * counts), dtype=torch.float32))
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-3, foreach=False)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=15, gamma=0.3)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    if kind != "eeg":
+        model.encoders.eval()
+    y = torch.as_tensor(data.y[train])
+    t = {m: torch.as_tensor(getattr(data, m)) for m in ("video", "eeg", "periph")}
+    for _ in range(epochs):
+        perm = torch.randperm(len(train), generator=g).numpy()
+        for start in range(0, len(perm), batch_size):
+            b = perm[start:start + batch_size]
+            rows = train[b]
+            out = model(t["eeg"][rows]) if kind == "eeg" else model(**{m: x[rows] for m, x in t.items()})
+            loss = loss_fn(out, y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+    return model.eval()
+
+
+def test_training_gives_the_values_of_the_previous_loop():
+    """Efficiency changes (Adam foreach, the frozen fusion's encoder tokens computed once) keep the trained models:
+    the same predictions as the loop they replaced, to float rounding."""
+    data = _toy_data(n_per=24)  # 48 training expressions: batches of 32 and 16
+    train, test = np.flatnonzero(data.subjects != 0), np.flatnonzero(data.subjects == 0)
+    kw = dict(epochs=4, d=16, lr=3e-3)
+    new = train_model("eeg", data, train, **kw)
+    old = _train_as_before("eeg", data, train, **kw)
+    np.testing.assert_array_equal(predict_proba(new, "eeg", data, test), predict_proba(old, "eeg", data, test))
+    branches = {k: train_model(k, data, train, **kw) for k in ("video", "eeg", "periph")}
+    new = train_model("fusion (frozen)", data, train, branches=branches, **kw)
+    old = _train_as_before("fusion (frozen)", data, train, branches, **kw)
+    np.testing.assert_allclose(predict_proba(new, "fusion (frozen)", data, test),
+                               predict_proba(old, "fusion (frozen)", data, test), rtol=0, atol=1e-6)

@@ -7,7 +7,8 @@ import pytest
 from _micro_helpers import StubWorld
 from facelab.micro.corpus import render_videos
 from facelab.micro.flow import (crop_faces, face_box, face_regions, onset_apex_flow, optical_flow, to_gray_uint8)
-from facelab.micro.spotting import interval_iou, lbp_signal, mdmd_signal, megc_evaluate, spot_intervals
+from facelab.micro.spotting import (interval_iou, lbp_histograms, lbp_signal, mdmd_signal, megc_evaluate,
+                                    spot_intervals)
 
 
 def _texture(size=64, seed=0):
@@ -123,6 +124,17 @@ def test_lbp_contrast_peaks_at_the_expressions(clip):
     assert c.shape == (150,) and (c >= 0).all()
     assert c[18:36].max() > 3 * max(np.median(c), 1e-6)
     assert np.argmax(c) in set(range(15, 40)) | set(range(78, 120))
+
+
+def test_lbp_histograms_computed_once_give_the_same_scores(clip):
+    crops, _, _ = clip
+    h = lbp_histograms(crops, 6)
+    assert h.shape == (150, 36, 10)
+    np.testing.assert_allclose(h.sum(-1), 1.0)
+    for k in (3, 6, 19):  # one set of histograms serves every k, with exactly the values computed per k
+        np.testing.assert_array_equal(lbp_signal(crops, k, hists=h), lbp_signal(crops, k))
+    with pytest.raises(ValueError, match="hists must be"):
+        lbp_signal(crops, 6, grid=4, hists=h)
 
 
 def test_onset_apex_flow(clip):

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from _micro_helpers import StubWorld  # noqa: E402
 from facelab.metrics import uar, uf1  # noqa: E402
-from facelab.micro.corpus import make_corpus  # noqa: E402
+from facelab.micro.corpus import make_corpus, with_physiology  # noqa: E402
 from facelab.micro.recognition import LINEAR_NAMES, MultimodalData, loso_linear  # noqa: E402
 from facelab.studies import micro_expressions_physiology as study  # noqa: E402
 
@@ -109,3 +109,22 @@ def test_spotting_by_difficulty_and_recognition_plot(corpus):
     fig, ax = plt.subplots()
     assert study.plot_recognition(rec, ax=ax) is fig
     plt.close("all")
+
+
+def test_work_shared_across_scales_and_spotters_changes_nothing(corpus):
+    """The ablation computes the videos' flow once and the spotting the LBP histograms once per clip: the same
+    values as computing them for every coupling scale / every k."""
+    from facelab.micro.spotting import lbp_signal, mdmd_signal
+
+    c = with_physiology(corpus, eeg_coupling=0.0, periph_coupling=2.0)
+    a, b = MultimodalData.from_corpus(c, video_flow=corpus.video_features()), MultimodalData.from_corpus(c)
+    for k in ("video", "eeg", "periph", "y", "subjects"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
+    with pytest.raises(ValueError, match="video_flow has"):
+        MultimodalData.from_corpus(c, video_flow=corpus.video_features()[:-1])
+    tr = study._smooth_trials(corpus)[0]
+    sig = study.spotting_signals(tr, 4, 12)
+    for k in (4, 12):
+        kind = "micro" if k == 4 else "macro"
+        np.testing.assert_array_equal(sig[f"lbp_{kind}"], lbp_signal(tr.crops, k))
+        np.testing.assert_array_equal(sig[f"mdmd_{kind}"], mdmd_signal(tr.crops, tr.regions, k))

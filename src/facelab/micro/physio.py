@@ -17,6 +17,7 @@ temperature, all at one sampling rate, with expression onsets, blinks and trial 
 
 from __future__ import annotations
 
+import functools
 import warnings
 from contextlib import contextmanager
 from typing import Iterable, Sequence
@@ -101,6 +102,32 @@ def _pink_noise(rng, n_channels, n_times):
     return x / x.std(axis=1, keepdims=True)
 
 
+def _responses(t: np.ndarray, onsets_s: Sequence[float], emotions: Sequence[str]) -> list[tuple]:
+    """Each onset's event-related response, a Hann bump from 0.1 s to 1.6 s after it: ``(emotion index, first
+    sample, end sample, envelope)`` over the samples ``t`` where it is defined (zero elsewhere)."""
+    bad = [emo for emo in emotions if emo not in EMOTIONS]
+    if bad:
+        raise ValueError(f"unknown emotion {bad[0]!r}: expected one of {EMOTIONS}")
+    out = []
+    for onset, emo in zip(onsets_s, emotions):
+        u = (t - onset - 0.1) / 1.5
+        inside = np.flatnonzero((u >= 0) & (u <= 1))
+        if len(inside):
+            i0, i1 = inside[0], inside[-1] + 1
+            out.append((EMOTIONS.index(emo), i0, i1, np.sin(np.pi * np.clip(u[i0:i1], 0, 1)) ** 2))
+    return out
+
+
+def _response_gain(n_ch: int, responses: list[tuple], coupling: float, patterns: np.ndarray, n: int) -> np.ndarray:
+    """(n_ch, n) band-power gain: 1 + coupling x pattern (emotions x channels) x envelope, summed over the
+    :func:`_responses`. Each response changes only its own window: the same values as adding its zeros everywhere
+    else, in a fraction of the time."""
+    gain = np.ones((n_ch, n))
+    for e, i0, i1, env in responses:
+        gain[:, i0:i1] += coupling * patterns[e][:, None] * env[None, :]
+    return gain
+
+
 def simulate_eeg(duration_s: float, sfreq: float, onsets_s: Sequence[float], emotions: Sequence[str],
                  blinks_s: Sequence[float] = (), *, eeg_coupling: float = 0.6, eeg_noise: float = 1.0,
                  line_noise_uv: float = 5.0, line_freq: float = 50.0, blink_uv: float = 120.0,
@@ -138,17 +165,11 @@ def simulate_eeg(duration_s: float, sfreq: float, onsets_s: Sequence[float], emo
     eeg = eeg_noise * _pink_noise(rng, n_ch, n) * 6e-6
     base_amp = {"delta": 6e-6, "theta": 4e-6, "alpha": 6e-6, "beta": 3e-6, "gamma": 1.5e-6}
     occipital = np.array([1.0 + (1.0 if ch.startswith(("O", "P")) else 0.0) for ch in EEG_CHANNELS])
+    responses = _responses(t, onsets_s, emotions)
     for b, (band, (lo, hi)) in enumerate(BANDS.items()):
         component = mne.filter.filter_data(rng.standard_normal((n_ch, n)), sfreq, lo, hi, verbose="error")
         component /= component.std(axis=1, keepdims=True) + 1e-12
-        gain = np.ones((n_ch, n))
-        for onset, emo in zip(onsets_s, emotions):
-            if emo not in EMOTIONS:
-                raise ValueError(f"unknown emotion {emo!r}: expected one of {EMOTIONS}")
-            # response: a Hann bump from 0.1 s to 1.6 s after onset
-            u = (t - onset - 0.1) / 1.5
-            env = np.where((u >= 0) & (u <= 1), np.sin(np.pi * np.clip(u, 0, 1)) ** 2, 0.0)
-            gain += eeg_coupling * subject_patterns[EMOTIONS.index(emo), :, b][:, None] * env[None, :]
+        gain = _response_gain(n_ch, responses, eeg_coupling, subject_patterns[:, :, b], n)
         amp = base_amp[band] * (occipital if band == "alpha" else 1.0)
         eeg += np.sqrt(np.clip(gain, 0.05, None)) * component * np.asarray(amp).reshape(-1, 1)
     # ocular artefacts: eye blinks project mostly onto the frontal-polar electrodes
@@ -176,6 +197,22 @@ def _scr_shape(sfreq: float, length_s: float = 12.0) -> np.ndarray:
     h = np.exp(-t / 3.1487) + np.exp(-t / 14.1257)
     f = np.convolve(g, h)[: len(t)]
     return f / f.max()
+
+
+@functools.lru_cache(maxsize=512)
+def _ecg_simulate(duration: int, sampling_rate: int, heart_rate: float, heart_rate_std: float, noise: float,
+                  method: str, random_state: int) -> np.ndarray:
+    """:func:`neurokit2.ecg_simulate` (deterministic given ``random_state``), remembered: the ECGSYN model is the
+    slowest part of the simulation, and re-simulations under other couplings (:func:`facelab.micro.corpus.
+    with_physiology`) repeat the resting baselines' calls exactly. Read-only result."""
+    import neurokit2 as nk
+
+    with _quiet():
+        ecg = np.array(nk.ecg_simulate(duration=duration, sampling_rate=sampling_rate, heart_rate=heart_rate,
+                                       heart_rate_std=heart_rate_std, noise=noise, method=method,
+                                       random_state=random_state), dtype=float)
+    ecg.flags.writeable = False
+    return ecg
 
 
 def simulate_peripheral(segments: Sequence[dict], sfreq: float, *, periph_coupling: float = 1.0,
@@ -224,10 +261,9 @@ def simulate_peripheral(segments: Sequence[dict], sfreq: float, *, periph_coupli
         hr_std = max(0.3, 1.5 + periph_coupling * d["hr_std"] + periph_noise * rng.normal(0, 0.4))
         rr = max(6.0, base_rr + periph_coupling * d["rr"] + periph_noise * rng.normal(0, 1.5))
         seeds = rng.integers(0, 2**31 - 1, size=4)
+        ecg = _ecg_simulate(int(np.ceil(n / sfreq)) + 1, int(sfreq), float(hr), float(hr_std), 0.02 * periph_noise,
+                            ecg_method, int(seeds[0]))
         with _quiet():
-            ecg = nk.ecg_simulate(duration=int(np.ceil(n / sfreq)) + 1, sampling_rate=int(sfreq), heart_rate=hr,
-                                  heart_rate_std=hr_std, noise=0.02 * periph_noise, method=ecg_method,
-                                  random_state=int(seeds[0]))
             ppg = nk.ppg_simulate(duration=n / sfreq, sampling_rate=sfreq, heart_rate=hr,
                                   motion_amplitude=0.05 * periph_noise, powerline_amplitude=0.0,
                                   random_state=int(seeds[1]))

@@ -187,8 +187,15 @@ class CrossAttentionFusion(nn.Module):
 
     def forward_all(self, video=None, eeg=None, periph=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Fused logits and each branch's own logits (its auxiliary head on its tokens)."""
+        return self.fuse(self.encode(video, eeg, periph))
+
+    def encode(self, video=None, eeg=None, periph=None) -> dict[str, torch.Tensor]:
+        """Each modality's encoder tokens (before the type embeddings): the part that frozen encoders fix."""
         inputs = {"video": video, "eeg": eeg, "periph": periph}
-        raw = {m: self.encoders[m].tokens(inputs[m]) for m in self.modalities}
+        return {m: self.encoders[m].tokens(inputs[m]) for m in self.modalities}
+
+    def fuse(self, raw: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`forward_all` from the encoder tokens of :meth:`encode`: fused logits and the branch logits."""
         branch = {m: self.encoders[m].classify(raw[m]) for m in self.modalities}
         tokens = {m: raw[m] + self.type_embedding[m] for m in self.modalities}
         pooled = []
@@ -223,15 +230,24 @@ class MultimodalData:
             raise ValueError(f"all modalities need one row per label ({n}), got {sizes}")
 
     @classmethod
-    def from_corpus(cls, corpus, classes: Sequence[str] | None = None) -> "MultimodalData":
-        """Features of every expression of a :class:`facelab.micro.corpus.Corpus`, standardised per subject."""
+    def from_corpus(cls, corpus, classes: Sequence[str] | None = None, *,
+                    video_flow: np.ndarray | None = None) -> "MultimodalData":
+        """Features of every expression of a :class:`facelab.micro.corpus.Corpus`, standardised per subject.
+
+        ``video_flow``: the corpus's :meth:`~facelab.micro.corpus.Corpus.video_features` if already computed (a
+        corpus re-simulated by :func:`~facelab.micro.corpus.with_physiology` has the same videos), else computed.
+        """
         ev = corpus.events
         if len(ev) == 0:
             raise ValueError("the corpus has no expressions: nothing to recognise")
+        if video_flow is None:
+            video_flow = corpus.video_features()
+        elif len(video_flow) != len(ev):
+            raise ValueError(f"video_flow has {len(video_flow)} rows for the corpus's {len(ev)} expressions")
         classes = tuple(classes or corpus.config.emotions)
         subjects = ev["subject"].to_numpy()
         periph = corpus.peripheral_features().to_numpy(dtype=float)
-        return cls(video=standardise_per_subject(corpus.video_features(), subjects, scale=False),
+        return cls(video=standardise_per_subject(video_flow, subjects, scale=False),
                    eeg=standardise_per_subject(corpus.eeg_features(), subjects),
                    periph=standardise_per_subject(periph, subjects),
                    y=np.array([classes.index(e) for e in ev["emotion"]]), subjects=subjects, classes=classes)
@@ -358,23 +374,30 @@ def _train(kind, data, train_idx, epochs, batch_size, lr, step_size, gamma_lr, f
     alpha = torch.as_tensor(np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0),
                             dtype=torch.float32, device=device)
     loss_fn = FocalLoss(focal_gamma, alpha).to(device)
-    opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, foreach=True)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step_size, gamma=gamma_lr)
     g = torch.Generator().manual_seed(seed)
     model.train()
+    raw = None
     if frozen:
         model.encoders.eval()  # frozen encoders: no dropout, BatchNorm statistics kept
+        with torch.no_grad():  # so their tokens are fixed: computed once, not every epoch (they use no randomness)
+            parts = [model.encode(**_inputs(kind, data, train_idx[i:i + 256], device)[1])
+                     for i in range(0, len(train_idx), 256)]
+            raw = {m: torch.cat([p[m] for p in parts]) for m in parts[0]}
     for _ in range(epochs):
         perm = torch.randperm(len(train_idx), generator=g).numpy()
         for start in range(0, len(perm), batch_size):
             b = perm[start:start + batch_size]
             if len(b) < 2:  # BatchNorm needs two samples
                 continue
-            args, kwargs = _inputs(kind, data, train_idx[b], device)
-            if aux:
-                out, branch = model.forward_all(**kwargs)
+            if raw is not None:  # frozen encoders: fuse their precomputed tokens
+                loss = loss_fn(model.fuse({m: r[b] for m, r in raw.items()})[0], y[b])
+            elif aux:
+                out, branch = model.forward_all(**_inputs(kind, data, train_idx[b], device)[1])
                 loss = loss_fn(out, y[b]) + aux_weight * sum(loss_fn(o, y[b]) for o in branch.values()) / len(branch)
             else:
+                args, kwargs = _inputs(kind, data, train_idx[b], device)
                 loss = loss_fn(model(*args, **kwargs), y[b])
             opt.zero_grad()
             loss.backward()

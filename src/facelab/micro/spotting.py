@@ -29,7 +29,8 @@ import pandas as pd
 
 from facelab.micro.flow import flow_sequence
 
-__all__ = ["mdmd_signal", "lbp_signal", "spot_peaks", "spot_intervals", "interval_iou", "megc_evaluate"]
+__all__ = ["mdmd_signal", "lbp_signal", "lbp_histograms", "spot_peaks", "spot_intervals", "interval_iou",
+           "megc_evaluate"]
 
 #: Regions used by default: the eyes are left out because blinks dominate their flow (a common MEGC practice).
 SPOT_REGIONS = ("left_brow", "right_brow", "nose", "mouth", "left_cheek", "right_cheek", "chin")
@@ -91,7 +92,9 @@ def _main_directional(flows, regions, use, n_bins, top_regions):
     return per_region[:, :top_regions].mean(1)
 
 
-def _lbp_hists(gray_crops, grid, P=8, R=1):
+def lbp_histograms(gray_crops: np.ndarray, grid: int = 6, P: int = 8, R: int = 1) -> np.ndarray:
+    """(T, grid * grid, P + 2) normalised uniform-LBP histograms per block of every frame (:func:`lbp_signal`'s
+    features; pass them as its ``hists`` to score the same clip at several ``k``)."""
     from skimage.feature import local_binary_pattern
 
     T, S, _ = gray_crops.shape
@@ -107,15 +110,21 @@ def _lbp_hists(gray_crops, grid, P=8, R=1):
     return out / out.sum(-1, keepdims=True)
 
 
-def lbp_signal(gray_crops: np.ndarray, k: int, *, grid: int = 6) -> np.ndarray:
-    """LBP chi-squared feature-difference contrast per frame (Moilanen et al. 2014); 0 where undefined."""
+def lbp_signal(gray_crops: np.ndarray, k: int, *, grid: int = 6, hists: np.ndarray | None = None) -> np.ndarray:
+    """LBP chi-squared feature-difference contrast per frame (Moilanen et al. 2014); 0 where undefined.
+
+    ``hists``: the clip's :func:`lbp_histograms` with this ``grid`` when already computed (they do not depend on
+    ``k``), else computed here.
+    """
     T = len(gray_crops)
     if k < 1:
         raise ValueError(f"k must be a positive number of frames, got {k}")
     F = np.zeros(T)
     if T <= 2 * k:
         return F
-    h = _lbp_hists(gray_crops, grid)
+    h = lbp_histograms(gray_crops, grid) if hists is None else hists
+    if h.shape[:2] != (T, grid * grid):
+        raise ValueError(f"hists must be ({T}, {grid * grid}, n_codes) for this clip and grid, got {h.shape}")
     for i in range(k, T - k):
         avg = 0.5 * (h[i - k] + h[i + k])
         chi = ((h[i] - avg) ** 2 / (h[i] + avg + 1e-10)).sum(-1)

@@ -28,7 +28,7 @@ import pandas as pd
 from facelab.metrics.intervals import bootstrap_ci, paired_bootstrap, wilson_interval
 from facelab.micro.corpus import with_physiology
 from facelab.micro.recognition import LINEAR_NAMES, MultimodalData, loso_linear
-from facelab.micro.spotting import lbp_signal, mdmd_signal, megc_evaluate, spot_intervals
+from facelab.micro.spotting import lbp_histograms, lbp_signal, mdmd_signal, megc_evaluate, spot_intervals
 
 __all__ = ["PUBLISHED", "spotting_signals", "spot_corpus", "spotting_comparison", "spotting_by_difficulty",
            "unweighted_scores", "recognition_table", "fusion_comparison", "coupling_ablation", "plot_trial",
@@ -48,6 +48,7 @@ PUBLISHED = pd.DataFrame([
 
 _KINDS = ("micro", "macro", "overall")
 _SPOTTERS = ("mdmd", "lbp")
+_LBP_GRID = 6  # lbp_signal's default block grid
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -66,9 +67,11 @@ def _smooth_trials(corpus):
 
 def spotting_signals(trial, k_micro: int, k_macro: int) -> dict[str, np.ndarray]:
     """MDMD and LBP scores of one trial's clip at the micro and macro scales."""
+    hists = lbp_histograms(trial.crops, _LBP_GRID)  # the LBP histograms do not depend on the scale: computed once
     return {"mdmd_micro": mdmd_signal(trial.crops, trial.regions, k_micro),
             "mdmd_macro": mdmd_signal(trial.crops, trial.regions, k_macro),
-            "lbp_micro": lbp_signal(trial.crops, k_micro), "lbp_macro": lbp_signal(trial.crops, k_macro)}
+            "lbp_micro": lbp_signal(trial.crops, k_micro, grid=_LBP_GRID, hists=hists),
+            "lbp_macro": lbp_signal(trial.crops, k_macro, grid=_LBP_GRID, hists=hists)}
 
 
 def _per_video_counts(pred: pd.DataFrame, truth: pd.DataFrame, videos: Sequence[str], method: str) -> np.ndarray:
@@ -252,10 +255,11 @@ def coupling_ablation(corpus, scales: Sequence[float] = (0.0, 0.3, 1.0, 2.0), pr
     base = corpus.config
     singles = ("video", "eeg", "periph")
     fusions = {"late fusion (all)": "late fusion gain", "early fusion (concat)": "early fusion gain"}
+    flow = corpus.video_features()  # the videos do not change with the coupling: their flow is computed once
     rows = []
     for s in (progress(scales, desc="ablation") if progress else scales):
         c = with_physiology(corpus, eeg_coupling=base.eeg_coupling * s, periph_coupling=base.periph_coupling * s)
-        data = MultimodalData.from_corpus(c)
+        data = MultimodalData.from_corpus(c, video_flow=flow)
         _, probs = loso_linear(data)
         table = recognition_table(data, probs, LINEAR_NAMES, n_boot=n_boot, seed=seed, alpha=alpha)
         row = {}
