@@ -657,3 +657,93 @@ def test_robust_admm_two_product_iteration_matches_textbook_form(fidelity, growt
     assert res.n_iter == 40
     ref = _reference_robust(D, Y, 0.01, fidelity, v, 0.1, 10.0, 40, growth)
     torch.testing.assert_close(res.coef, ref, rtol=1e-7, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the in-place inner loops give the numbers of the plain formulas, bit for bit (chapter 03's tables stay put)
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("w,eps", [(1.0, 0.3), (0.5, 2.0), (3.0, 0.03)])
+def test_wing_prox_in_place_equals_plain_formulas_bitwise(w, eps):
+    import _sparse_reference as ref
+
+    g = torch.Generator().manual_seed(5)
+    a = 2.0 * torch.randn(300, 40, generator=g, dtype=torch.float64)
+    a[0, :8] = torch.tensor([0.0, -0.0, w, -w, 3 * w, 1e-12, -1e6, eps], dtype=torch.float64)
+    steps = [0.0, 0.1, 1e6, torch.tensor(0.1, dtype=torch.float64),
+             0.3 * torch.rand(300, 40, generator=g, dtype=torch.float64),
+             0.3 * torch.rand(300, 1, generator=g, dtype=torch.float64)]
+    for t in steps:
+        got, want = wing_prox(a, t, w, eps), ref.wing_prox(a, t, w, eps)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert torch.equal(got, want)
+    # float32 and a step that broadcasts the input to a larger shape
+    a32, t32 = a.float(), (0.3 * torch.rand(300, 40, generator=g)).float()
+    assert torch.equal(wing_prox(a32, t32, w, eps), ref.wing_prox(a32, t32, w, eps))
+    row = a[:1, :40]
+    assert torch.equal(wing_prox(row, steps[4], w, eps), ref.wing_prox(row, steps[4], w, eps))
+
+
+def _occluded_subspace_data():
+    X, y, P, py = subspace_data(n_classes=6, per_class=5, n_probe=3, seed=4)
+    P = P.copy()
+    P[:, :40] = np.linspace(0.0, 3.0, 40)  # a block the gallery cannot explain
+    return X, y, P
+
+
+@pytest.mark.parametrize("name", ["WCSC", "WWCSC", "WWCSC mean start", "RSC (occl.)", "RSC (clean)"])
+def test_robust_iterations_in_place_equal_the_plain_loop_bitwise(monkeypatch, name):
+    import _sparse_reference as ref
+    import facelab.sparse.solvers as solvers
+
+    est = {"WCSC": WCSC(lam=0.01, max_iter=40), "WWCSC": WWCSC(lam=0.01, max_iter=20),
+           "WWCSC mean start": WWCSC(lam=0.01, max_iter=20, init="mean"),
+           "RSC (occl.)": RSC(setting="occlusion", max_iter=60), "RSC (clean)": RSC(setting="clean")}[name]
+    X, y, P = _occluded_subspace_data()
+    est.fit(X, y)
+    new, new_pred = est.encode(P), est.predict(P)
+    monkeypatch.setattr(solvers, "_robust_iterations", ref._robust_iterations)
+    old, old_pred = est.encode(P), est.predict(P)
+    assert torch.equal(new.coef, old.coef) and torch.equal(new.error, old.error)
+    assert torch.equal(new.weights, old.weights) if old.weights is not None else new.weights is None
+    assert new.round_iterations == old.round_iterations and torch.equal(new.converged, old.converged)
+    assert set(new.history) == set(old.history)
+    for k in old.history:
+        np.testing.assert_array_equal(new.history[k], old.history[k])
+    np.testing.assert_array_equal(new_pred, old_pred)
+
+
+def test_robust_admm_in_place_loop_leaves_callers_arrays_alone():
+    # the loop updates its (m, k) arrays in place: the probes, the weights and the returned per-round codes must
+    # not change under the caller
+    g = torch.Generator().manual_seed(2)
+    D = torch.randn(60, 12, generator=g, dtype=torch.float64)
+    Y = torch.randn(60, 5, generator=g, dtype=torch.float64)
+    v = torch.rand(60, 5, generator=g, dtype=torch.float64)
+    Y0, v0 = Y.clone(), v.clone()
+    res = robust_admm(D, Y, 0.01, fidelity="square", weights=v, max_iter=15, reweight=2, record=False)
+    assert torch.equal(Y, Y0) and torch.equal(v, v0)
+    assert torch.equal(res.round_weights[0], v0)
+    assert not torch.equal(res.round_coef[0], res.round_coef[-1])
+
+
+def test_protocol_sets_without_world_occluders_and_validation_on_used_sets_only():
+    faces = study.render_protocol(3, 2, 1, seed=0, size=48)
+    full = study.protocol_sets(faces, (0.4,), (0.6,), seed=0)
+    some = study.protocol_sets(faces, (0.4,), (0.6,), seed=0, occluders=())
+    assert [k[0] for k in full] == ["clean", "sunglasses", "scarf", "block", "pixels"]
+    assert [k[0] for k in some] == ["clean", "block", "pixels"]
+    kept = [v for k, v in full.items() if k[0] not in ("sunglasses", "scarf")]  # (NaN keys: match by position)
+    for (images, identity), (want_images, want_identity) in zip(some.values(), kept):
+        assert torch.equal(images, want_images) and np.array_equal(identity, want_identity)
+    with pytest.raises(ValueError, match="occluders"):
+        study.protocol_sets(faces, occluders=("hat",))
+    # WWCSC at its iteration cap in every round codes each probe on its own: leaving the unused sets out of the
+    # batch gives the same per-probe results (validate_wwcsc_init codes only the clean and block probes)
+    methods = {"WWCSC": WWCSC(lam=0.01, max_iter=5)}
+    a = study.run_protocol(methods, [0], 3, 2, 1, (12, 10), block_fractions=(0.4,), pixel_fractions=())
+    b = study.run_protocol(methods, [0], 3, 2, 1, (12, 10), block_fractions=(0.4,), pixel_fractions=(), occluders=())
+    a = a[a["kind"].isin(["clean", "block"])].reset_index(drop=True)
+    assert list(b["kind"]) == list(a["kind"])
+    for ca, cb in zip(a["correct"], b["correct"]):
+        np.testing.assert_array_equal(ca, cb)
+    pd.testing.assert_series_equal(a["accuracy"], b["accuracy"])

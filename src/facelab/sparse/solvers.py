@@ -235,29 +235,50 @@ def wing_prox(a, t, w: float = 1.0, epsilon: float = 0.5) -> torch.Tensor:
     """
     w, epsilon = _check_wing(w, epsilon)
     a = torch.as_tensor(a)
+    if not a.is_floating_point():
+        a = a.to(torch.get_default_dtype())
     t = torch.as_tensor(t, dtype=a.dtype, device=a.device)
+    shape = torch.broadcast_shapes(a.shape, t.shape)
+    if shape != a.shape:
+        a = a.expand(shape)
     s = a.abs()
-    disc = torch.clamp((s + epsilon) ** 2 - 4.0 * t * w, min=0.0)
-    root = 0.5 * ((s - epsilon) + torch.sqrt(disc))
-    cands = (
-        torch.zeros_like(s),
-        torch.clamp(root, min=0.0).clamp(max=w).minimum(s),
-        s.clamp(max=w),
-        torch.clamp(s - t, min=w).minimum(s.clamp(min=w)),
-    )
     C = w - w * math.log1p(w / epsilon)
-    # the first candidate with the smallest objective (pairwise updates: an argmin over a stacked leading
-    # dimension is several times slower on a CPU)
-    best, best_obj = None, None
-    for cand in cands:
-        loss = torch.where(cand < w, w * torch.log1p(cand / epsilon), cand - C)
-        obj = t * loss + 0.5 * (cand - s) ** 2
-        if best is None:
-            best, best_obj = cand, obj
-        else:
-            better = obj < best_obj
-            best, best_obj = torch.where(better, cand, best), torch.where(better, obj, best_obj)
-    return torch.sign(a) * best
+    # The first candidate with the smallest objective, by pairwise updates (an argmin over a stacked leading
+    # dimension is several times slower on a CPU). The arrays are large (pixels x probes) and every pass over them
+    # costs about as much as the arithmetic, so the updates are written in place, and the objective is not
+    # evaluated where it is known: 0 for the loss at s = 0, the linear branch for the last candidate (>= w). The
+    # values are bit for bit those of the plain formulas ``t * loss(cand) + (cand - s)^2 / 2``
+    # (tests/test_sparse.py checks them against that reference).
+    # candidate 0, s = 0: objective t * 0 + (0 - s)^2 / 2 = s^2 / 2
+    best_obj = s.pow(2).mul_(0.5)
+    # candidate 1: the larger root of the log branch's stationarity condition, clamped into [0, min(w, s)]
+    cand = torch.add(s, epsilon).pow_(2).sub_(4.0 * t * w).clamp_(min=0.0).sqrt_().add_(s - epsilon).mul_(0.5)
+    cand = cand.clamp_(min=0.0).clamp_(max=w)
+    torch.minimum(cand, s, out=cand)
+    obj = _wing_prox_objective(cand, s, t, w, epsilon, C)
+    better = obj < best_obj
+    best = torch.where(better, cand, 0.0)
+    torch.where(better, obj, best_obj, out=best_obj)
+    # candidate 2: the kink at |e| = w (s itself where s < w)
+    cand = s.clamp(max=w)
+    obj = _wing_prox_objective(cand, s, t, w, epsilon, C)
+    torch.lt(obj, best_obj, out=better)
+    torch.where(better, cand, best, out=best)
+    torch.where(better, obj, best_obj, out=best_obj)
+    # candidate 3: the stationary point of the linear branch (>= w, so its loss is cand - C)
+    cand = torch.sub(s, t).clamp_(min=w)
+    torch.minimum(cand, s.clamp(min=w), out=cand)
+    obj = torch.sub(cand, C)
+    obj = torch.mul(t, obj, out=obj).add_(torch.sub(cand, s).pow_(2).mul_(0.5))
+    torch.lt(obj, best_obj, out=better)
+    torch.where(better, cand, best, out=best)
+    return best.mul_(torch.sign(a))
+
+
+def _wing_prox_objective(cand, s, t, w, epsilon, C):
+    """``t * wing(cand) + (cand - s)^2 / 2`` for ``0 <= cand``, in few passes (a fresh array)."""
+    loss = torch.where(cand < w, torch.div(cand, epsilon).log1p_().mul_(w), cand - C)
+    return torch.mul(t, loss, out=loss).add_(torch.sub(cand, s).pow_(2).mul_(0.5))
 
 
 def _fidelity(e: torch.Tensor, fidelity: str, w: float, epsilon: float) -> torch.Tensor:
@@ -501,6 +522,10 @@ def _robust_iterations(D, Y, lam, fidelity, weights, w, epsilon, factor, state, 
     DtE = D.T @ e
     DtU = D.T @ u
     step, step_mu = None, None
+    # The (m, k) arrays are updated in place (the same arithmetic, bit for bit, without allocating and touching
+    # fresh pixel x probe arrays every iteration): r1 holds D x, then y - D x, then the primal residual y - D x - e.
+    e, u = e.clone(), u.clone()
+    r1, a = torch.empty_like(Y), torch.empty_like(Y)
     it = 0
     for it in range(1, max_iter + 1):
         if step_mu != mu:  # the prox step v / mu changes only when the penalties grow
@@ -508,15 +533,15 @@ def _robust_iterations(D, Y, lam, fidelity, weights, w, epsilon, factor, state, 
             denom = 1.0 + step if fidelity == "square" else None
         x = factor.solve(DtY - DtE + DtU + ratio * (z - p))
         Gx = gram @ x
-        YmDx = Y - D @ x
-        e_old, z_old, DtE_old = e, z, DtE
-        a = YmDx + u
-        e = a / denom if denom is not None else _fidelity_prox(a, step, fidelity, w, epsilon)
+        YmDx = torch.sub(Y, torch.mm(D, x, out=r1), out=r1)
+        z_old, DtE_old = z, DtE
+        torch.add(YmDx, u, out=a)
+        e = torch.div(a, denom, out=e) if denom is not None else _fidelity_prox(a, step, fidelity, w, epsilon)
         DtE = D.T @ e
         z = soft_threshold(x + p, lam_t / rho)
-        r1 = YmDx - e
+        r1 = YmDx.sub_(e)
         r2 = x - z
-        u = u + r1
+        u.add_(r1)
         DtU = DtU + (DtY - Gx - DtE)
         p = p + r2
         # residuals of the scaled constraint [sqrt(mu) (Dx + e - y); sqrt(rho) (x - z)] (Boyd et al. 3.3)
@@ -537,7 +562,8 @@ def _robust_iterations(D, Y, lam, fidelity, weights, w, epsilon, factor, state, 
             # inexact augmented Lagrangian: grow both penalties (the Wing loss is not convex, and a growing
             # penalty makes ADMM settle); the scaled duals shrink by the same factor
             mu, rho = mu * growth, rho * growth
-            u, p, DtU = u / growth, p / growth, DtU / growth
+            u.div_(growth)
+            p, DtU = p / growth, DtU / growth
     return _State(x, z, e, u, p, rho, mu), it, converged
 
 

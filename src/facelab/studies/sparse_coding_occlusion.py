@@ -270,17 +270,21 @@ def default_methods(lam: float = 1e-2, device="cpu") -> dict:
     }
 
 
-def protocol_sets(faces: dict, block_fractions=(0.4, 0.6), pixel_fractions=(0.6,), seed: int = 0) -> dict:
+def protocol_sets(faces: dict, block_fractions=(0.4, 0.6), pixel_fractions=(0.6,), seed: int = 0,
+                  occluders=("sunglasses", "scarf")) -> dict:
     """All probe sets of one world: clean, sunglasses, scarf, and the clean probes under random blocks / pixels.
 
     ``faces`` is :func:`render_protocol`'s output. Keys are ``(kind, fraction)`` with kind ``"clean"``,
     ``"sunglasses"``, ``"scarf"`` (fraction ``nan``), ``"block"`` or ``"pixels"``; values ``(images, identity)``.
-    Block / pixel draws use CPU generators seeded ``seed + 40 + i`` / ``seed + 60 + i``.
+    Block / pixel draws use CPU generators seeded ``seed + 40 + i`` / ``seed + 60 + i``. ``occluders`` names the
+    world's occluded sets to include (``()``: none; the other sets are the same).
     """
     probes = faces["probes"]
-    sets = {("clean", float("nan")): (probes.images, probes.identity),
-            ("sunglasses", float("nan")): (faces["sunglasses"].images, faces["sunglasses"].identity),
-            ("scarf", float("nan")): (faces["scarf"].images, faces["scarf"].identity)}
+    sets = {("clean", float("nan")): (probes.images, probes.identity)}
+    for kind in occluders:
+        if kind not in ("sunglasses", "scarf"):
+            raise ValueError(f"occluders must name 'sunglasses' and/or 'scarf', got {kind!r}")
+        sets[(kind, float("nan"))] = (faces[kind].images, faces[kind].identity)
     for offset, kind, occlude, fractions in ((40, "block", block_occlude, block_fractions),
                                              (60, "pixels", corrupt_pixels, pixel_fractions)):
         for i, f in enumerate(fractions):
@@ -294,14 +298,14 @@ def protocol_sets(faces: dict, block_fractions=(0.4, 0.6), pixel_fractions=(0.6,
 
 def run_protocol(methods: dict, seeds: Sequence[int], n_identities: int, per_identity: int,
                  probes_per_identity: int, size, *, block_fractions=(0.4, 0.6), pixel_fractions=(0.6,),
-                 device="cpu", world_device=None) -> pd.DataFrame:
+                 occluders=("sunglasses", "scarf"), device="cpu", world_device=None) -> pd.DataFrame:
     """Every method on every probe set of several independent synthetic worlds (one world per seed).
 
     For each seed: a fresh :func:`render_protocol` world (other people, other gallery, other probes), features by
     :class:`~facelab.sparse.Downsample` to ``size``, the sets of :func:`protocol_sets`, and one batched
     :func:`evaluate_sets` per method. Returns a long frame with ``seed``, ``kind``, ``fraction``, ``method``,
     ``accuracy`` (with its Wilson interval), ``n_probes``, ``ms_per_probe``, ``correct`` (per-probe bools); pool
-    the seeds with :func:`pool_seeds`.
+    the seeds with :func:`pool_seeds`. ``occluders``: the world's occluded sets to code (:func:`protocol_sets`).
     """
     if len(seeds) == 0:
         raise ValueError("run_protocol needs at least one seed")
@@ -310,7 +314,7 @@ def run_protocol(methods: dict, seeds: Sequence[int], n_identities: int, per_ide
         faces = render_protocol(n_identities, per_identity, probes_per_identity, seed=int(seed),
                                 device=world_device or device)
         features = Downsample(size=size).fit(faces["gallery"].images)
-        sets = protocol_sets(faces, block_fractions, pixel_fractions, seed=int(seed))
+        sets = protocol_sets(faces, block_fractions, pixel_fractions, seed=int(seed), occluders=occluders)
         keyed = {i: v for i, v in enumerate(sets.values())}
         df = evaluate_sets(methods, features, faces["gallery"], keyed, device=device)
         keys = list(sets)
@@ -382,11 +386,12 @@ def validate_wwcsc_init(seed: int, n_identities: int, per_identity: int, probes_
     """WWCSC started from unit weights vs from the mean-face residual, on a **validation** world (``seed``).
 
     Choose ``seed`` apart from the test worlds. Returns the pooled rates per start (with Wilson intervals) and the
-    paired comparison (McNemar) over the block fractions pooled.
+    paired comparison (McNemar) over the block fractions pooled. Only the clean and block-occluded probes are coded
+    (the world's sunglasses and scarf sets are not used here).
     """
     methods = {"WWCSC (unit start)": WWCSC(lam=lam, init="unit"), "WWCSC (mean-face start)": WWCSC(lam=lam, init="mean")}
     res = run_protocol(methods, [seed], n_identities, per_identity, probes_per_identity, size,
-                       block_fractions=fractions, pixel_fractions=(), device=device)
+                       block_fractions=fractions, pixel_fractions=(), occluders=(), device=device)
     res = res[res["kind"].isin(["clean", "block"])]
     pooled = pool_seeds(res)
     test = paired_comparisons(res, [("WWCSC (mean-face start)", "WWCSC (unit start)")],
