@@ -38,6 +38,31 @@ def test_unweighted_scores_match_the_metrics():
                                                                         uar(y, p, labels=range(5))])
 
 
+def _unweighted_scores_before(y_true, y_pred, n_classes):
+    """unweighted_scores as it was before it avoided np.nanmean / np.errstate (for the bootstrap's speed)."""
+    y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
+    cm = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    tp = np.diag(cm).astype(float)
+    support, predicted = cm.sum(1), cm.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(2 * tp + (predicted - tp) + (support - tp) > 0,
+                      2 * tp / (2 * tp + (predicted - tp) + (support - tp)), np.nan)
+        recall = np.where(support > 0, tp / support, np.nan)
+    f1 = np.where(support + predicted > 0, f1, np.nan)
+    return np.array([np.nanmean(f1), np.nanmean(recall)])
+
+
+def test_unweighted_scores_equal_the_previous_computation():
+    rng = np.random.default_rng(1)
+    for n_classes in (2, 5, 11):
+        for n in (1, 7, 40, 300):
+            y, p = rng.integers(0, n_classes, n), rng.integers(0, n_classes, n)
+            p[: n // 3] = y[: n // 3]  # some agreement
+            np.testing.assert_array_equal(study.unweighted_scores(y, p, n_classes),
+                                          _unweighted_scores_before(y, p, n_classes))
+    assert np.isnan(study.unweighted_scores([], [], 5)).all()
+
+
 def test_spotting_table_and_comparison(corpus):
     table, pred = study.spot_corpus(corpus, n_boot=200, seed=1)
     assert list(table.index.get_level_values(0).unique()) == ["MDMD", "LBP"]

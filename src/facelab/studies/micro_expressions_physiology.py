@@ -188,12 +188,13 @@ def unweighted_scores(y_true, y_pred, n_classes: int) -> np.ndarray:
     cm = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
     tp = np.diag(cm).astype(float)
     support, predicted = cm.sum(1), cm.sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(2 * tp + (predicted - tp) + (support - tp) > 0,
-                      2 * tp / (2 * tp + (predicted - tp) + (support - tp)), np.nan)
-        recall = np.where(support > 0, tp / support, np.nan)
-    f1 = np.where(support + predicted > 0, f1, np.nan)
-    return np.array([np.nanmean(f1), np.nanmean(recall)])
+    # per class F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (support + predicted) and recall = TP / support, averaged over
+    # the classes where they are defined (np.nanmean's arithmetic: the undefined ones count as 0 in the sum)
+    has_f1, has_recall = support + predicted > 0, support > 0
+    f1 = np.divide(2 * tp, support + predicted, out=np.zeros(n_classes), where=has_f1)
+    recall = np.divide(tp, support, out=np.zeros(n_classes), where=has_recall)
+    n_f1, n_recall = has_f1.sum(), has_recall.sum()
+    return np.array([f1.sum() / n_f1 if n_f1 else np.nan, recall.sum() / n_recall if n_recall else np.nan])
 
 
 def recognition_table(data: MultimodalData, probs: dict[str, np.ndarray], names: dict | None = None, *,
