@@ -14,6 +14,18 @@ prompts' token states are computed here once, on the CPU, with the real encoder,
     python scripts/ldm_attention_gpu.py train --text .gpu/ldm_text.safetensors --out-dir OUT/a \\
         --n-identities 4096 --attention-loss 0.1 --batch-size 64 --minutes 6
 
+A UNet of more attention capacity (issue #20's eyeshadow gate: the 16 x 16 layers' maps settle at about 0.71 of their
+mass in the eyelid band in every UNet trained so far, GPU or CPU; data/runs/ldm_attention_gpu) trains the same way
+with ``--architecture`` (:func:`facelab.diffusion.model.quick_unet_config`), e.g. two runs side by side:
+
+    python scripts/ldm_attention_gpu.py train ... --out-dir OUT/h8 --attention-loss 0.05 \
+        --architecture '{"attention_head_dim": [8, 8, 8]}'
+    python scripts/ldm_attention_gpu.py train ... --out-dir OUT/t2 --attention-loss 0.05 \
+        --architecture '{"transformer_layers_per_block": [2, 1, 1], "block_out_channels": [64, 64, 96]}'
+
+and is measured back here like the others (``benchmarks/bench_masque_attention.py --unet OUT/h8/face_ldm_quick.safetensors
+--gate-faces 64 --chapter-now --blend-thresholds 0``).
+
 ``prepare`` renders the training set's captions (:func:`facelab.diffusion.train.render_training_set`, the same
 deterministic faces ``train`` renders), encodes every distinct caption with :class:`MiniLMTokenEncoder` and stores the
 non-padded token states in float16 (relative rounding ~5e-4) with the word pieces of every caption and of the
@@ -140,6 +152,12 @@ def train(text, out_dir, *, vae_path=None, **settings) -> dict:
     return short
 
 
+def _architecture_arg(text):
+    from facelab.diffusion.train import _architecture_arg as parse
+
+    return parse(text)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -162,6 +180,9 @@ def main(argv=None):
     t.add_argument("--attention-kind", choices=("nll", "linear"), default="nll")
     t.add_argument("--attention-max-t", type=int, default=None)
     t.add_argument("--log-every", type=int, default=200)
+    t.add_argument("--architecture", type=_architecture_arg, default=None,
+                   help="a JSON object changing the UNet's attention capacity (python -m facelab.diffusion.train "
+                        "--help: --architecture)")
     a = ap.parse_args(argv)
     if a.cmd == "prepare":
         print(json.dumps(prepare(a.out, a.n_identities, a.per_identity)))
@@ -171,7 +192,7 @@ def main(argv=None):
     s = train(a.text, a.out_dir, vae_path=a.vae, n_identities=a.n_identities, per_identity=a.per_identity,
               minutes=a.minutes, steps=a.steps, batch_size=a.batch_size, lr=a.lr, threads=a.threads,
               attention_loss=a.attention_loss, attention_kind=a.attention_kind, attention_max_t=a.attention_max_t,
-              log_every=a.log_every)
+              log_every=a.log_every, **({"architecture": a.architecture} if a.architecture else {}))
     print(json.dumps({k: v for k, v in s.items() if k not in ("scaling_factor",)}, default=str)[:4000])
 
 

@@ -316,3 +316,54 @@ def test_attention_targets_can_supervise_the_colour_that_names_the_makeup():
     assert w1[0, 0].sum() == pytest.approx(1.0) and w1[0, 0, 4] == pytest.approx(1 / 3)
     assert not w1[2:].any() and not w0[2:].any()                 # no makeup named: nothing to supervise
     assert all(torch.equal(m0[k], m1[k]) for k in m0)            # the regions do not change
+
+
+# ------------------------------------------------------------------------------------ another UNet architecture
+def test_a_unet_of_another_architecture_trains_saves_and_loads(tmp_path):
+    from facelab import checkpoints
+    from facelab.diffusion.model import (build_quick_unet, quick_unet_config, save_quick_model, unet_from_state)
+
+    arch = {"attention_head_dim": [8, 8, 8], "transformer_layers_per_block": [2, 1, 1]}
+    assert quick_unet_config(architecture=None) == quick_unet_config()          # the book's UNet is unchanged
+    vae = _random_vae()
+    torch.manual_seed(3)
+    ema, log = train_mod.train_unet(vae=vae, **train_mod.TINY, threads=1, text_encoder=_Tokens(), architecture=arch)
+    assert list(log["unet_config"]["attention_head_dim"]) == [8, 8, 8]
+    assert list(log["unet_config"]["transformer_layers_per_block"]) == [2, 1, 1]
+    assert len(ema.down_blocks[0].attentions[0].transformer_blocks) == 2          # two attention layers at 16 x 16
+    assert len(ema.down_blocks[1].attentions[0].transformer_blocks) == 1
+    assert ema.down_blocks[0].attentions[0].transformer_blocks[0].attn2.heads == 8
+    # the checkpoint carries its configuration: it loads without being told the architecture
+    path = tmp_path / "unet.safetensors"
+    save_quick_model(ema, path, vae_sha256="0" * 64, token_length=24)
+    state, meta = checkpoints.load(path, restore="test")
+    loaded = unet_from_state(state, meta)
+    z, t = torch.randn(2, vae.config.latent_channels, 16, 16), torch.tensor([10, 500])
+    cond = torch.randn(2, 24, _Tokens.dim)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(z, t, encoder_hidden_states=cond).sample,
+                                   ema(z, t, encoder_hidden_states=cond).sample, atol=2e-3, rtol=1e-2)  # fp16 file
+    # a fine-tune must name the architecture its initial weights have
+    with pytest.raises(ValueError, match="do not fit this UNet"):
+        train_mod.train_unet(vae=vae, **train_mod.TINY, threads=1, text_encoder=_Tokens(), init_unet=ema)
+    init = build_quick_unet(16, _Tokens.dim, vae.config.latent_channels, arch)
+    train_mod.train_unet(vae=vae, **{**train_mod.TINY, "steps": 1}, threads=1, text_encoder=_Tokens(),
+                         init_unet=init, architecture=arch)
+
+
+def test_architecture_errors_name_what_is_allowed():
+    from facelab.diffusion.model import UNET_ARCHITECTURE_KEYS, build_quick_unet
+
+    vae = _random_vae()
+    with pytest.raises(ValueError, match="not \\['cross_attention_dim'\\]"):
+        train_mod.train_unet(vae=vae, **train_mod.TINY, threads=1, text_encoder=_Tokens(),
+                             architecture={"cross_attention_dim": 64})
+    with pytest.raises(ValueError, match="does not build"):
+        build_quick_unet(16, 384, 8, {"block_out_channels": [30, 64, 96]})
+    assert "architecture" in train_mod.EXPERIMENT_ARGS and "attention_head_dim" in UNET_ARCHITECTURE_KEYS
+    assert train_mod._architecture_arg('{"attention_head_dim": [8, 8, 8]}') == {"attention_head_dim": [8, 8, 8]}
+    import argparse
+
+    for bad in ("[8, 8]", "{not json", '{"sample_size": 8}'):
+        with pytest.raises(argparse.ArgumentTypeError):
+            train_mod._architecture_arg(bad)

@@ -150,3 +150,19 @@ def test_the_records_localised_unet_is_the_one_its_benchmarks_measured():
         runs = json.loads((study.ATTENTION_RECORD / name).read_text())
         runs = runs if isinstance(runs, list) else [runs]
         assert meta["sha256"] in {r["sha256"] for r in runs}, name
+
+
+def test_train_takes_an_architecture_and_refuses_a_wrong_one(tmp_path, monkeypatch, capsys):
+    mod = _module()
+    seen = {}
+    monkeypatch.setattr(mod, "train", lambda text, out_dir, **kw: seen.update(kw) or {"steps": 0})
+    args = ["train", "--text", "t.safetensors", "--out-dir", str(tmp_path / "o"), "--n-identities", "8",
+            "--minutes", "0.1"]
+    mod.main(args + ["--architecture", '{"attention_head_dim": [8, 8, 8]}'])
+    assert seen["architecture"] == {"attention_head_dim": [8, 8, 8]}
+    seen.clear()
+    mod.main(args)
+    assert "architecture" not in seen                       # the default UNet: no argument passed
+    with pytest.raises(SystemExit):
+        mod.main(args + ["--architecture", '{"sample_size": 8}'])
+    assert "may change" in capsys.readouterr().err

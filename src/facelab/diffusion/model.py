@@ -39,7 +39,8 @@ from facelab.models.text import minilm_path  # noqa: F401 - re-exported (was def
 
 __all__ = ["DiffusionModel", "PatchAutoencoder", "MiniLMTextEncoder", "MiniLMTokenEncoder", "CLIPPromptEncoder",
            "PromptTooLongError", "PaddingMaskAttnProcessor", "padding_bias", "install_padding_mask",
-           "quick_vae_config", "build_quick_vae", "quick_unet_config", "build_quick_unet", "make_scheduler",
+           "quick_vae_config", "build_quick_vae", "UNET_ARCHITECTURE_KEYS", "quick_unet_config", "build_quick_unet",
+           "make_scheduler",
            "save_quick_vae", "save_quick_model", "vae_from_state", "unet_from_state", "load_quick_model", "quick_model",
            "QUICK_CHECKPOINT", "QUICK_LOG", "QUICK_VAE_CHECKPOINT", "QUICK_COMMAND", "QUICK_SETTINGS",
            "QUICK_BASE_CHECKPOINT", "QUICK_BASE_SETTINGS", "QUICK_STAGES",
@@ -388,22 +389,50 @@ def build_quick_vae(image_size: int = 64):
     return AutoencoderKL(**quick_vae_config(image_size))
 
 
-def quick_unet_config(latent_size: int = 16, cross_attention_dim: int = 384, latent_channels: int = 4) -> dict:
+#: ``quick_unet_config`` entries an experiment may change (the attention capacity of the levels); the latent's size
+#: and channels and the prompt's width come from the autoencoder and the text encoder.
+UNET_ARCHITECTURE_KEYS = ("block_out_channels", "layers_per_block", "attention_head_dim",
+                          "transformer_layers_per_block", "norm_num_groups")
+
+
+def quick_unet_config(latent_size: int = 16, cross_attention_dim: int = 384, latent_channels: int = 4,
+                      architecture: dict | None = None) -> dict:
     """The quick model's ``UNet2DConditionModel`` on the 16 x 16 x 8 latent: 3 levels (32-64-96 channels),
     cross-attention to the prompt's tokens at 16 x 16 and 8 x 8, plain ResNet blocks at 4 x 4, one layer per block
-    (Stable Diffusion 1.5's block layout at small widths)."""
-    return dict(sample_size=latent_size, in_channels=latent_channels, out_channels=latent_channels,
-                layers_per_block=1, block_out_channels=(32, 64, 96),
-                down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-                cross_attention_dim=cross_attention_dim, attention_head_dim=4, norm_num_groups=16)
+    (Stable Diffusion 1.5's block layout at small widths).
+
+    ``architecture``: changes of :data:`UNET_ARCHITECTURE_KEYS` for an experiment (e.g. ``{"attention_head_dim":
+    (8, 8, 8), "transformer_layers_per_block": (2, 1, 1)}``: more heads, and two attention layers at 16 x 16); a
+    checkpoint stores its whole configuration, so such a UNet loads like the book's."""
+    cfg = dict(sample_size=latent_size, in_channels=latent_channels, out_channels=latent_channels,
+               layers_per_block=1, block_out_channels=(32, 64, 96),
+               down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+               up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+               cross_attention_dim=cross_attention_dim, attention_head_dim=4, norm_num_groups=16)
+    if architecture:
+        if not isinstance(architecture, dict):
+            raise ValueError(f"architecture must be a dict of {UNET_ARCHITECTURE_KEYS} entries, got "
+                             f"{type(architecture).__name__}")
+        bad = sorted(set(architecture) - set(UNET_ARCHITECTURE_KEYS))
+        if bad:
+            raise ValueError(f"architecture may change {UNET_ARCHITECTURE_KEYS}, not {bad}")
+        cfg.update({k: tuple(v) if isinstance(v, list) else v for k, v in architecture.items()})
+    return cfg
 
 
-def build_quick_unet(latent_size: int = 16, cross_attention_dim: int = 384, latent_channels: int = 4):
-    """A randomly initialised quick-profile ``UNet2DConditionModel`` with the padding mask installed."""
+def build_quick_unet(latent_size: int = 16, cross_attention_dim: int = 384, latent_channels: int = 4,
+                     architecture: dict | None = None):
+    """A randomly initialised quick-profile ``UNet2DConditionModel`` with the padding mask installed
+    (``architecture``: see :func:`quick_unet_config`; a configuration diffusers rejects is a ValueError)."""
     from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel(**quick_unet_config(latent_size, cross_attention_dim, latent_channels))
+    cfg = quick_unet_config(latent_size, cross_attention_dim, latent_channels, architecture)
+    try:
+        unet = UNet2DConditionModel(**cfg)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        if not architecture:
+            raise
+        raise ValueError(f"the UNet architecture {architecture} does not build: {exc}") from None
     install_padding_mask(unet)
     return unet
 

