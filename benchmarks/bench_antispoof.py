@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-from pathlib import Path
-
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F

@@ -97,8 +97,7 @@ def measure(path: str, *, n_faces: int = 48, blend_thresholds=(0.2, 0.0), n_gene
     from facelab.models import load_face_models
     from facelab.privacy.makeup import makeup_classifier, parse_makeup
     from facelab.privacy.masque import masque_protect
-    from facelab.studies.privacy_masque import chapter_config
-    from facelab.studies.privacy_masque import makeup_prompt, region_colour
+    from facelab.studies.privacy_masque import chapter_config, makeup_prompt, region_colour
 
     model = load_unet(path)
     out = {"unet": path, "sha256": model.info.get("sha256"), "n_faces": n_faces, "gate_faces": gate_faces,
@@ -115,7 +114,6 @@ def measure(path: str, *, n_faces: int = 48, blend_thresholds=(0.2, 0.0), n_gene
     out["gate_by_layers"] = {w: {c: float(v) for c, v in row.items()}
                              for w, row in gates.attention.groupby("word")[layer_cols].mean().iterrows()}
     out["gate_seconds"] = time.perf_counter() - t0
-    # the chapter's configuration now (adv_step 0.5, chroma kept), or the one the older records were measured with
     # the chapter's quick setting (its blend threshold is replaced by each of blend_thresholds below) or the one the
     # older records were measured against
     base = (chapter_config(quick=True, blend_dilation=blend_dilation) if chapter_now

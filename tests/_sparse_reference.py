@@ -1,5 +1,5 @@
 """The sparse-coding solvers' inner loops as they were before they were written with in-place updates (commit
-5decf52): the plain formulas, one fresh array per operation. tests/test_sparse.py checks that the package's
+88d5aad): the plain formulas, one fresh array per operation. tests/test_sparse.py checks that the package's
 current code gives the same numbers, bit for bit (chapter 03's tables must not move with the speed-up)."""
 
 import math

@@ -166,3 +166,23 @@ def test_train_takes_an_architecture_and_refuses_a_wrong_one(tmp_path, monkeypat
     with pytest.raises(SystemExit):
         mod.main(args + ["--architecture", '{"sample_size": 8}'])
     assert "may change" in capsys.readouterr().err
+
+
+def test_adoption_rule_judges_the_record_rows_by_the_bounds_fixed_before_measuring():
+    import pandas as pd
+
+    from facelab.studies import privacy_diffaim as study
+
+    rec = study.attention_training_record()
+    rule = study.adoption_rule(rec)
+    assert rule.dtype == bool and list(rule.index) == list(rec.index)
+    assert not rule.loc["base"]                              # no interval kept for the older rows: cannot meet it
+    assert not rule.any()                                    # no UNet on record meets it (the eyeshadow interval)
+    good = pd.DataFrame([{**{c: b + 0.05 for c, b in study.ADOPTION_RULE.items()}}], index=["x"])
+    assert study.adoption_rule(good).tolist() == [True]
+    for col, bound in study.ADOPTION_RULE.items():          # each bound decides on its own
+        at = good.copy()
+        at[col] = bound
+        assert study.adoption_rule(at).tolist() == [col != "eyeshadow mass lo"]   # the interval must lie above 0.5
+    with pytest.raises(ValueError, match="lacks the rule's columns"):
+        study.adoption_rule(rec.drop(columns=["lipstick mass"]))

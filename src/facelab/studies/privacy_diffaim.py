@@ -48,6 +48,7 @@ __all__ = ["FARS", "victim_thresholds", "leave_one_out", "quality_table", "Timer
            "experiment_settings", "invert_in_chunks", "concat_inversions", "run_experiment", "load_or_run_experiment",
            "Experiment", "experiment_outcomes", "sweep_table", "matched_ssim_table", "gradient_norms",
            "plot_gradient_norms", "live_check", "quality_from_experiment", "chapter_settings", "main",
+           "ADOPTION_RULE", "adoption_rule",
            "ATTENTION_RECORD", "attention_training_record", "edit_colour_record", "guidance_record",
            "guidance_summary", "guidance_runs_at_target"]
 
@@ -842,6 +843,27 @@ def attention_training_record(path=None) -> pd.DataFrame:
                                                             .get(f"mass_{side}x{side}_layers", np.nan))
         rows.append(row)
     return pd.DataFrame(rows).set_index("UNet")
+
+
+#: The rule (fixed on 2026-12-05, before the runs it judged were measured) a UNet must meet on validation people to
+#: become the book's: the eyeshadow gate's 95 % interval above one half, lipstick mass at least 0.6, MASQUE's
+#: adherence at least 0.8 and generated makeup at least 0.9 for both prompts (attention_training_record's columns).
+ADOPTION_RULE = {"eyeshadow mass lo": 0.5, "lipstick mass": 0.6, "red lipstick: MASQUE": 0.8,
+                 "blue eyeshadow: MASQUE": 0.8, "red lipstick: generated": 0.9, "blue eyeshadow: generated": 0.9}
+
+
+def adoption_rule(record: pd.DataFrame) -> pd.Series:
+    """Whether each row of :func:`attention_training_record` meets :data:`ADOPTION_RULE` (the interval's lower end
+    strictly above 0.5, the rest at least their bound). Rows without the interval (measured before 2026-12-05)
+    cannot meet it: False."""
+    missing = [c for c in ADOPTION_RULE if c not in record.columns]
+    if missing:
+        raise ValueError(f"the record lacks the rule's columns {missing}: pass attention_training_record()'s frame")
+    ok = record["eyeshadow mass lo"] > ADOPTION_RULE["eyeshadow mass lo"]
+    for col, bound in ADOPTION_RULE.items():
+        if col != "eyeshadow mass lo":
+            ok &= record[col] >= bound
+    return ok.fillna(False).astype(bool).rename("adoption rule met")
 
 
 def edit_colour_record(path=None) -> pd.DataFrame:
